@@ -1,0 +1,54 @@
+"""Shared test fixtures. Test data lives in ../shared (never committed into the project)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+CONFORMANCE = SHARED / "conformance"
+MEDIA = SHARED / "media"
+BLAZEFACE = SHARED / "weights" / "blazeface"
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.fail(f"test data missing: {path} (the project's tests expect ../shared beside the clone)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    return _need(SHARED)
+
+
+@pytest.fixture(scope="session")
+def media() -> Path:
+    return _need(MEDIA)
+
+
+@pytest.fixture(scope="session")
+def blazeface_dir() -> Path:
+    return _need(BLAZEFACE)
+
+
+def make_checkpoint(out: Path, *extra: str) -> Path:
+    """Write a checkpoint with ../shared/conformance/make_checkpoint.py (the released layout)."""
+    subprocess.run([sys.executable, str(_need(CONFORMANCE / "make_checkpoint.py")), str(out), *extra], check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    """The conformance checkpoint, released layout with the `module.` prefix."""
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "wav2lip_conformance.pth", "--prefix", "module.")
+
+
+@pytest.fixture(scope="session")
+def loud_checkpoint(tmp_path_factory) -> Path:
+    """A conformance checkpoint whose output follows the audio strongly (timing tests)."""
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "wav2lip_loud.pth", "--audio-gain", "8")

@@ -1,0 +1,377 @@
+"""Streaming video/image decoding with PyAV.
+
+`probe_video` demuxes once (no full decode) to learn the exact frame count, every frame's
+presentation time and where the keyframes are. `read_frames` then serves any schedule of frame
+indices with bounded memory: forward runs stream straight through the decoder, descending runs
+(ping-pong looping) are decoded in chunks that fit a byte budget and emitted reversed.
+
+Frames are uint8 BGR (H, W, 3) arrays, upright (rotation metadata applied), and each yielded
+array is the caller's own (safe to modify in place).
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Iterable, Iterator
+
+import av
+import cv2
+import numpy as np
+
+from .errors import MediaError
+
+__all__ = ["VideoInfo", "probe_video", "read_frames", "iter_frames", "DEFAULT_BUFFER_BYTES"]
+
+# A descending run is decoded forward and reversed, so its frames must be held; 256 MB keeps a
+# chunk of ~40 1080p frames, enough to amortise the seek-and-decode-from-keyframe cost.
+DEFAULT_BUFFER_BYTES = 256 * 1024 * 1024
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2"}
+
+# Relative jitter tolerated between frame intervals before a file is called variable-rate; a
+# millisecond time base stores 30 fps as 33/34/33 ticks, which is still constant-rate footage.
+_CFR_TOLERANCE_TICKS = 1
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: str
+    width: int  # display size after rotation metadata is applied
+    height: int
+    fps: float
+    frame_count: int
+    frame_times: tuple[float, ...]
+    duration: float
+    variable_frame_rate: bool
+    is_image: bool
+    rotation: int  # degrees counter-clockwise (FFmpeg's display-matrix convention); frames come back upright
+    # Decoder bookkeeping: pts of each frame in presentation order and the indices of keyframes
+    # (seek targets). Not part of the public contract.
+    pts: tuple[int, ...] = field(default=(), repr=False, compare=False)
+    keyframes: tuple[int, ...] = field(default=(0,), repr=False, compare=False)
+
+
+def _fail(path: str, what: str) -> MediaError:
+    return MediaError(f"{path}: {what}")
+
+
+def _open(path: str) -> av.container.InputContainer:
+    try:
+        return av.open(path, "r")
+    except av.error.FileNotFoundError:
+        raise _fail(path, "file not found; check the path") from None
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise _fail(path, f"not a readable video or image ({_reason(exc)}); use an mp4/mov/mkv video or a jpg/png image") from None
+
+
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return " ".join(str(text).split())[:120]
+
+
+def _is_image_format(container) -> bool:
+    names = set(container.format.name.split(","))
+    return any(n == "image2" or n.endswith("_pipe") for n in names)
+
+
+def probe_video(path, *, image_fps: float = 25.0) -> VideoInfo:
+    """Describe a video or still image. Fast: demuxes packets, decodes at most the first frame."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise _fail(path, "file not found; check the path")
+    if os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS:
+        return _probe_image(path, image_fps)
+    with _open(path) as container:
+        if not container.streams.video:
+            kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+            raise _fail(path, f"has no video stream (only {', '.join(kinds)}); give a video or image file as the face input")
+        if _is_image_format(container):
+            return _probe_image(path, image_fps)
+        return _probe_stream(path, container, container.streams.video[0])
+
+
+def _probe_image(path: str, image_fps: float) -> VideoInfo:
+    image = _load_image(path)
+    h, w = image.shape[:2]
+    fps = float(image_fps)
+    return VideoInfo(path=path, width=w, height=h, fps=fps, frame_count=1, frame_times=(0.0,),
+                     duration=1.0 / fps, variable_frame_rate=False, is_image=True, rotation=0,
+                     pts=(0,), keyframes=(0,))
+
+
+def _load_image(path: str) -> np.ndarray:
+    # imdecode from bytes instead of imread: imread cannot open non-ASCII paths on Windows.
+    # IMREAD_COLOR applies EXIF orientation, so phone photos come back upright.
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise _fail(path, f"cannot read the image ({_reason(exc)})") from None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise _fail(path, "not a readable image; re-export it as png or jpg")
+    return image
+
+
+def _demux_timestamps(path: str, container, stream) -> tuple[list[int], list[int], int]:
+    """Packet pts (decode order), keyframe pts and the last packet's duration, without decoding."""
+    pts, key_pts, last_duration, latest = [], [], 0, None
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0 or packet.is_discard:  # flush packet / edit-list-trimmed packet
+                continue
+            stamp = packet.pts if packet.pts is not None else packet.dts
+            if stamp is None:
+                stamp = pts[-1] + max(packet.duration or 1, 1) if pts else 0
+            pts.append(stamp)
+            if packet.is_keyframe:
+                key_pts.append(stamp)
+            if latest is None or stamp >= latest:  # the last frame shown, not the last decoded
+                latest, last_duration = stamp, packet.duration or 0
+    except av.error.FFmpegError as exc:
+        raise _fail(path, f"the video is damaged ({_reason(exc)}); re-export or re-download it") from None
+    return pts, key_pts, last_duration
+
+
+def _probe_stream(path: str, container, stream) -> VideoInfo:
+    raw_pts, key_pts, last_duration = _demux_timestamps(path, container, stream)
+    if not raw_pts:
+        raise _fail(path, "the video stream has no frames; re-export the video")
+    pts = sorted(set(raw_pts))
+    if len(pts) != len(raw_pts):
+        # Duplicate timestamps make pts useless as frame identity; fall back to a synthetic CFR
+        # timeline (the decoder output order is still presentation order).
+        pts = list(range(len(raw_pts)))
+    tb = stream.time_base or Fraction(1, 90000)
+    n = len(pts)
+    deltas = np.diff(np.asarray(pts, dtype=np.int64))
+    nominal = stream.guessed_rate or stream.average_rate or stream.base_rate
+    variable = bool(deltas.size) and int(deltas.max() - deltas.min()) > 2 * _CFR_TOLERANCE_TICKS
+
+    if variable:
+        tail = last_duration if last_duration > 0 else int(np.median(deltas))
+        duration = float((pts[-1] - pts[0] + tail) * tb)
+        fps = n / duration
+        times = tuple(float((p - pts[0]) * tb) for p in pts)
+    else:
+        measured = 1.0 / float(deltas.mean() * tb) if deltas.size else None
+        fps = _pick_cfr_rate(nominal, measured)
+        duration = n / fps
+        times = tuple(i / fps for i in range(n))
+
+    rotation, width, height = _first_frame_geometry(path, container, stream)
+    index_of = {p: i for i, p in enumerate(pts)}
+    keyframes = tuple(sorted({index_of[k] for k in key_pts if k in index_of} | {0}))
+    return VideoInfo(path=path, width=width, height=height, fps=fps, frame_count=n, frame_times=times,
+                     duration=duration, variable_frame_rate=variable, is_image=False, rotation=rotation,
+                     pts=tuple(pts), keyframes=keyframes)
+
+
+def _pick_cfr_rate(nominal, measured: float | None) -> float:
+    # Prefer the container's exact rational (29.97 stays 30000/1001) when it agrees with the
+    # packet spacing; the header can lie (e.g. a 1000 fps "timebase" rate), the packets cannot.
+    if nominal and (measured is None or abs(float(nominal) - measured) <= 0.01 * measured):
+        return float(nominal)
+    if measured:
+        return measured
+    return 25.0
+
+
+def _first_frame_geometry(path: str, container, stream) -> tuple[int, int, int]:
+    # The display matrix is only exposed on decoded frames in PyAV, so decode one frame; this
+    # also proves the stream is decodable before the pipeline spends minutes on it.
+    try:
+        container.seek(0, stream=stream)
+        for frame in container.decode(stream):
+            rotation = _normalise_rotation(frame.rotation)
+            w, h = frame.width, frame.height
+            return (rotation, h, w) if rotation in (90, 270) else (rotation, w, h)
+    except av.error.FFmpegError as exc:
+        raise _fail(path, f"the video cannot be decoded ({_reason(exc)}); re-export it as H.264 mp4") from None
+    raise _fail(path, "no frame could be decoded; re-export the video")
+
+
+def _normalise_rotation(value) -> int:
+    try:
+        degrees = int(round(float(value or 0) / 90.0)) * 90
+    except (TypeError, ValueError):
+        return 0
+    return degrees % 360
+
+
+def _upright(frame: av.VideoFrame, rotation: int) -> np.ndarray:
+    bgr = frame.to_ndarray(format="bgr24")
+    if rotation == 90:  # counter-clockwise, as av_display_rotation_get reports it
+        return cv2.rotate(bgr, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    if rotation == 180:
+        return cv2.rotate(bgr, cv2.ROTATE_180)
+    if rotation == 270:
+        return cv2.rotate(bgr, cv2.ROTATE_90_CLOCKWISE)
+    return bgr
+
+
+class _Decoder:
+    """One open container whose position is tracked by frame index, so the reader can decide
+    between continuing forward and seeking back to a keyframe."""
+
+    def __init__(self, info: VideoInfo):
+        self.info = info
+        self._index_of = {p: i for i, p in enumerate(info.pts)}
+        self._container = _open(info.path)
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = "AUTO"
+        self._frames: Iterator | None = None
+        self._pending: tuple[int, av.VideoFrame] | None = None
+        self.next_index = 0  # index of the frame the decoder would output next
+        self.seeks = 0  # bookkeeping, so tests can verify the reverse strategy
+
+    def close(self) -> None:
+        self._container.close()
+
+    def keyframe_before(self, index: int) -> int:
+        keys = self.info.keyframes
+        return keys[max(bisect.bisect_right(keys, index) - 1, 0)]
+
+    def decode_range(self, first: int, last: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield frames first..last (inclusive), seeking only if continuing forward is not possible
+        or costs more than restarting at the keyframe before `first`."""
+        key = self.keyframe_before(first)
+        if not (self._frames is not None and key <= self.next_index <= first):
+            self._seek(key)
+        expected = first
+        while self.next_index <= last:
+            index, frame = self._next_frame()
+            if index < first:
+                continue
+            if index != expected:
+                raise _fail(self.info.path, f"frame {expected} cannot be decoded (got frame {index}); "
+                            "the file is damaged, re-export it")
+            expected += 1
+            yield index, _upright(frame, self.info.rotation)
+
+    def _seek(self, key: int) -> None:
+        self.seeks += 1
+        target = self.info.pts[key]
+        self._container.seek(target, stream=self._stream, backward=True, any_frame=False)
+        self._frames = self._container.decode(self._stream)
+        self.next_index = key  # corrected from the first decoded frame's pts
+        self._pending = None
+        first_index, frame = self._raw_next()
+        if first_index > key:
+            # The demuxer landed after our keyframe (odd index tables); restart from the top.
+            self._container.seek(self.info.pts[0], stream=self._stream, backward=True, any_frame=False)
+            self._frames = self._container.decode(self._stream)
+            first_index, frame = self._raw_next()
+        self._pending = (first_index, frame)
+
+    def _raw_next(self) -> tuple[int, av.VideoFrame]:
+        try:
+            frame = next(self._frames)
+        except StopIteration:
+            raise _fail(self.info.path, f"the video ended early at frame {self.next_index} of "
+                        f"{self.info.frame_count}; the file is truncated, re-export it") from None
+        except av.error.FFmpegError as exc:
+            raise _fail(self.info.path, f"decoding failed near frame {self.next_index} ({_reason(exc)}); "
+                        "the file is damaged, re-export it") from None
+        index = self._index_of.get(frame.pts if frame.pts is not None else frame.dts)
+        if index is None:  # no usable timestamp: trust decode order
+            index = self.next_index
+        return index, frame
+
+    def _next_frame(self) -> tuple[int, av.VideoFrame]:
+        if self._pending is not None:
+            index, frame = self._pending
+            self._pending = None
+        else:
+            index, frame = self._raw_next()
+        self.next_index = index + 1
+        return index, frame
+
+
+def _chunk_frames(info: VideoInfo, budget_bytes: int) -> int:
+    frame_bytes = max(info.width * info.height * 3, 1)
+    return max(1, int(budget_bytes) // frame_bytes)
+
+
+def read_frames(info: VideoInfo, indices: Iterable[int], *,
+                max_buffer_bytes: int = DEFAULT_BUFFER_BYTES) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (index, bgr) in the order of `indices`, with memory bounded by `max_buffer_bytes`."""
+    if info.is_image:
+        yield from _read_image(info, indices)
+        return
+    chunk = _chunk_frames(info, max_buffer_bytes)
+    decoder = _Decoder(info)
+    try:
+        pending = _Peekable(iter(indices))
+        last: tuple[int, np.ndarray] | None = None
+        for index in pending:
+            _check_index(info, index)
+            if last is not None and index == last[0]:
+                run_items = [last]  # a repeat is served from memory, never re-decoded
+            else:
+                run = [index]
+                while len(run) < chunk and pending.peek() == run[-1] - 1:
+                    run.append(next(pending))
+                # A descending run is decoded forward over its span (at most `chunk` frames
+                # held) and emitted reversed; a single index is the degenerate case.
+                run_items = list(decoder.decode_range(run[-1], run[0]))[::-1]
+            for item in run_items[:-1]:
+                yield item
+            # Keep the last frame pristine only when the next index repeats it, so a caller
+            # that draws into a yielded frame never corrupts a later repeat.
+            last = run_items[-1]
+            del run_items
+            yield (last[0], last[1].copy()) if pending.peek() == last[0] else last
+    finally:
+        decoder.close()
+
+
+def _check_index(info: VideoInfo, index: int) -> None:
+    if not 0 <= index < info.frame_count:
+        raise IndexError(f"frame {index} out of range for {info.path} ({info.frame_count} frames)")
+
+
+def _read_image(info: VideoInfo, indices: Iterable[int]) -> Iterator[tuple[int, np.ndarray]]:
+    image = _load_image(info.path)
+    for index in indices:
+        _check_index(info, index)
+        yield index, image.copy()
+
+
+def iter_frames(info: VideoInfo, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Forward helper: frames start..stop-1."""
+    stop = info.frame_count if stop is None else min(stop, info.frame_count)
+    return read_frames(info, range(start, stop))
+
+
+class _Peekable:
+    """Iterator with one item of lookahead; peek() returns None at the end."""
+
+    _EMPTY = object()
+    _DONE = object()
+
+    def __init__(self, it: Iterator[int]):
+        self._it = it
+        self._head = self._EMPTY
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> int:
+        head = self.peek_raw()
+        self._head = self._EMPTY
+        if head is self._DONE:
+            self._head = self._DONE
+            raise StopIteration
+        return head
+
+    def peek_raw(self):
+        if self._head is self._EMPTY:
+            self._head = next(self._it, self._DONE)
+        return self._head
+
+    def peek(self):
+        head = self.peek_raw()
+        return None if head is self._DONE else head

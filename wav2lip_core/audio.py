@@ -1,0 +1,144 @@
+"""Audio features exactly as the original Wav2Lip computes them (its `audio.py` + `hparams.py`).
+
+The original ran on librosa 0.7. Two things changed since, and both matter to a model trained
+on the old features: `librosa.filters.mel` became keyword-only (same Slaney filters), and
+`librosa.stft` now pads with zeros by default instead of reflecting. We pass the old semantics
+explicitly, so the features match bit-for-bit within float32 rounding.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .errors import AudioError
+
+SAMPLE_RATE = 16000
+N_FFT = 800
+HOP = 200  # 12.5 ms: 80 mel columns per second
+WIN = 800
+NUM_MELS = 80
+FMIN, FMAX = 55.0, 7600.0
+PREEMPHASIS = 0.97
+MIN_LEVEL_DB = -100.0
+REF_LEVEL_DB = 20.0
+MAX_ABS_VALUE = 4.0
+MEL_STEP = 16  # columns per video frame window (0.2 s)
+MEL_FPS = SAMPLE_RATE / HOP  # 80.0
+
+
+def load_audio(path: str | os.PathLike) -> np.ndarray:
+    """Read any audio PyAV can decode (wav 16/24-bit and WAVEX, mp3, flac, the audio track of
+    mp4/mov/mkv) as float32 mono at 16 kHz. Raises AudioError."""
+    import av  # local: keeps `import wav2lip_core.audio` light for callers that only need mels
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise AudioError(f"audio file not found: {path}. Check the --audio path.")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise AudioError(f"{path} has no audio track. Give a wav/mp3/flac file or a video with sound.")
+            stream = container.streams.audio[0]
+            chunks = []
+            rate = None
+            for frame in container.decode(stream):
+                rate = frame.sample_rate
+                data = frame.to_ndarray()
+                if data.ndim == 1:
+                    data = data[None, :]
+                if frame.format.is_packed:  # interleaved: (1, samples*channels)
+                    data = data.reshape(-1, len(frame.layout.channels)).T
+                data = _to_float(data)
+                chunks.append(data.mean(axis=0))  # downmix as librosa.to_mono does
+    except AudioError:
+        raise
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
+        raise AudioError(f"cannot read audio from {path} ({_first_line(e)}). Is it an audio or video file?") from None
+    if not chunks or rate is None:
+        raise AudioError(f"{path} has no audio samples (empty audio). Give a file with sound.")
+    wav = np.concatenate(chunks).astype(np.float32)
+    if wav.size == 0:
+        raise AudioError(f"{path} has no audio samples (empty audio). Give a file with sound.")
+    if rate != SAMPLE_RATE:
+        import librosa
+
+        wav = librosa.resample(wav, orig_sr=rate, target_sr=SAMPLE_RATE, res_type="soxr_hq").astype(np.float32)
+    return wav
+
+
+def _to_float(data: np.ndarray) -> np.ndarray:
+    if np.issubdtype(data.dtype, np.floating):
+        return data.astype(np.float32, copy=False)
+    info = np.iinfo(data.dtype)
+    if info.min == 0:  # unsigned 8-bit PCM is offset binary
+        return (data.astype(np.float32) - (info.max + 1) / 2) / ((info.max + 1) / 2)
+    return data.astype(np.float32) / float(-info.min)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:160] if text else type(e).__name__
+
+
+@lru_cache(maxsize=1)
+def _mel_basis() -> np.ndarray:
+    import librosa
+
+    # librosa 0.7's defaults: Slaney-style mel scale and area normalisation.
+    return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=NUM_MELS, fmin=FMIN, fmax=FMAX, htk=False, norm="slaney")
+
+
+def melspectrogram(wav: np.ndarray) -> np.ndarray:
+    """(80, T) float32 normalised log-mel spectrogram, as the original's `audio.melspectrogram`.
+    Silence is valid: it maps to the floor value (-4), never NaN."""
+    import librosa
+    from scipy import signal
+
+    wav = np.asarray(wav, dtype=np.float32).reshape(-1)
+    if wav.size == 0:
+        raise AudioError("the audio has no samples (empty audio). Give a file with sound.")
+    if not np.all(np.isfinite(wav)):
+        raise AudioError("the audio contains NaN or infinite samples. Re-export it as plain PCM.")
+    emphasised = signal.lfilter([1, -PREEMPHASIS], [1], wav)
+    spec = librosa.stft(y=emphasised, n_fft=N_FFT, hop_length=HOP, win_length=WIN, center=True, pad_mode="reflect")
+    mel = np.dot(_mel_basis(), np.abs(spec))
+    min_level = np.exp(MIN_LEVEL_DB / 20 * np.log(10))
+    db = 20 * np.log10(np.maximum(min_level, mel)) - REF_LEVEL_DB
+    norm = (2 * MAX_ABS_VALUE) * ((db - MIN_LEVEL_DB) / (-MIN_LEVEL_DB)) - MAX_ABS_VALUE
+    return np.clip(norm, -MAX_ABS_VALUE, MAX_ABS_VALUE).astype(np.float32)
+
+
+def check_mel_length(n_mel_frames: int) -> None:
+    if n_mel_frames < MEL_STEP:
+        raise AudioError(
+            f"the audio is too short: {n_mel_frames / MEL_FPS:.3f} s, shorter than one 0.2 s window. Give at least 0.2 s of audio."
+        )
+
+
+def mel_chunk_starts(n_mel_frames: int, fps: float) -> list[int]:
+    """Start column of each output frame's 16-column mel window, by the original rule
+    (`int(i * 80./fps)`, the last window clamped to the end). Its length is the number of
+    frames the original makes; it stops 0.1-0.2 s short of the audio's end."""
+    check_mel_length(n_mel_frames)
+    if not fps > 0:
+        raise AudioError(f"frame rate must be positive, got {fps}")
+    step = MEL_FPS / fps
+    starts = []
+    i = 0
+    while True:
+        start = int(i * step)
+        if start + MEL_STEP > n_mel_frames:
+            starts.append(n_mel_frames - MEL_STEP)
+            return starts
+        starts.append(start)
+        i += 1
+
+
+def mel_window_start(time_s: float, n_mel_frames: int) -> int:
+    """Window start for a frame shown at `time_s` (variable frame rate sources), clamped so the
+    window stays inside the spectrogram."""
+    return max(0, min(int(time_s * MEL_FPS), n_mel_frames - MEL_STEP))

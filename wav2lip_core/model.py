@@ -1,0 +1,202 @@
+"""The Wav2Lip generator, with exactly the released checkpoints' state_dict layout, and a loader
+that accepts the released files unchanged.
+
+The layer structure must match the original `models/wav2lip.py` key for key (352 tensors,
+36.3 M parameters) so `wav2lip.pth` / `wav2lip_gan.pth` load with strict=True.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+
+IMG_SIZE = 96
+MEL_STEP = 16  # mel columns per video frame window (0.2 s)
+
+
+class Conv2d(nn.Module):
+    def __init__(self, cin, cout, kernel_size, stride, padding, residual=False):
+        super().__init__()
+        self.conv_block = nn.Sequential(nn.Conv2d(cin, cout, kernel_size, stride, padding), nn.BatchNorm2d(cout))
+        self.act = nn.ReLU()
+        self.residual = residual
+
+    def forward(self, x):
+        out = self.conv_block(x)
+        if self.residual:
+            out = out + x
+        return self.act(out)
+
+
+class Conv2dTranspose(nn.Module):
+    def __init__(self, cin, cout, kernel_size, stride, padding, output_padding=0):
+        super().__init__()
+        self.conv_block = nn.Sequential(
+            nn.ConvTranspose2d(cin, cout, kernel_size, stride, padding, output_padding), nn.BatchNorm2d(cout)
+        )
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.conv_block(x))
+
+
+def _res(c, n):
+    return [Conv2d(c, c, 3, 1, 1, residual=True) for _ in range(n)]
+
+
+class Wav2Lip(nn.Module):
+    """forward(mel (B,1,80,16), face (B,6,96,96)) -> (B,3,96,96) in [0, 1].
+
+    `face` is the reference frame's lower-half-masked crop concatenated channel-wise with the
+    unmasked crop (BGR, /255), as the original builds it."""
+
+    def __init__(self):
+        super().__init__()
+        self.face_encoder_blocks = nn.ModuleList([
+            nn.Sequential(Conv2d(6, 16, 7, 1, 3)),  # 96
+            nn.Sequential(Conv2d(16, 32, 3, 2, 1), *_res(32, 2)),  # 48
+            nn.Sequential(Conv2d(32, 64, 3, 2, 1), *_res(64, 3)),  # 24
+            nn.Sequential(Conv2d(64, 128, 3, 2, 1), *_res(128, 2)),  # 12
+            nn.Sequential(Conv2d(128, 256, 3, 2, 1), *_res(256, 2)),  # 6
+            nn.Sequential(Conv2d(256, 512, 3, 2, 1), *_res(512, 1)),  # 3
+            nn.Sequential(Conv2d(512, 512, 3, 1, 0), Conv2d(512, 512, 1, 1, 0)),  # 1
+        ])
+        self.audio_encoder = nn.Sequential(
+            Conv2d(1, 32, 3, 1, 1), *_res(32, 2),
+            Conv2d(32, 64, 3, (3, 1), 1), *_res(64, 2),
+            Conv2d(64, 128, 3, 3, 1), *_res(128, 2),
+            Conv2d(128, 256, 3, (3, 2), 1), *_res(256, 1),
+            Conv2d(256, 512, 3, 1, 0),
+            Conv2d(512, 512, 1, 1, 0),
+        )
+        self.face_decoder_blocks = nn.ModuleList([
+            nn.Sequential(Conv2d(512, 512, 1, 1, 0)),
+            nn.Sequential(Conv2dTranspose(1024, 512, 3, 1, 0), *_res(512, 1)),  # 3
+            nn.Sequential(Conv2dTranspose(1024, 512, 3, 2, 1, 1), *_res(512, 2)),  # 6
+            nn.Sequential(Conv2dTranspose(768, 384, 3, 2, 1, 1), *_res(384, 2)),  # 12
+            nn.Sequential(Conv2dTranspose(512, 256, 3, 2, 1, 1), *_res(256, 2)),  # 24
+            nn.Sequential(Conv2dTranspose(320, 128, 3, 2, 1, 1), *_res(128, 2)),  # 48
+            nn.Sequential(Conv2dTranspose(160, 64, 3, 2, 1, 1), *_res(64, 2)),  # 96
+        ])
+        self.output_block = nn.Sequential(Conv2d(80, 32, 3, 1, 1), nn.Conv2d(32, 3, 1, 1, 0), nn.Sigmoid())
+
+    def forward(self, audio_sequences: torch.Tensor, face_sequences: torch.Tensor) -> torch.Tensor:
+        audio_embedding = self.audio_encoder(audio_sequences)
+        feats = []
+        x = face_sequences
+        for block in self.face_encoder_blocks:
+            x = block(x)
+            feats.append(x)
+        x = audio_embedding
+        for block in self.face_decoder_blocks:
+            x = torch.cat((block(x), feats.pop()), dim=1)
+        return self.output_block(x)
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+_GET_WEIGHTS = (
+    "Get the released wav2lip.pth or wav2lip_gan.pth (see the README, 'Weights') and pass its path."
+)
+
+
+def _describe_mismatch(missing: list[str], unexpected: list[str]) -> str:
+    def summary(keys: list[str]) -> str:
+        groups: dict[str, int] = {}
+        for k in keys:
+            top = k.split(".", 1)[0]
+            groups[top] = groups.get(top, 0) + 1
+        return ", ".join(f"{name} ({n})" for name, n in sorted(groups.items(), key=lambda kv: -kv[1])[:5])
+
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} Wav2Lip keys: {summary(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys: {summary(unexpected)}")
+    return "; ".join(parts)
+
+
+def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}. {_GET_WEIGHTS}")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint path is a folder, not a file: {path}. {_GET_WEIGHTS}")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"checkpoint is empty (0 bytes): {path}. The download failed; download it again.")
+    with open(path, "rb") as f:
+        head = f.read(512).lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")) or b"<html" in head:
+        raise CheckpointError(
+            f"{path} is a web page, not a checkpoint (a failed Google Drive/SharePoint download saves the "
+            "confirmation page). Download the file again from its page in a browser."
+        )
+    try:
+        # weights_only=True: the unpickler only rebuilds tensors and plain containers, so a
+        # malicious file cannot run code while we read it.
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights_only" in str(e) or "global" in str(e).lower():
+            raise CheckpointError(
+                f"{path} needs code to load (it is not a plain weights file), so it was refused for safety. "
+                "Use the released wav2lip.pth / wav2lip_gan.pth."
+            ) from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({first}). Download it again.") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path} is truncated or corrupt ({size} bytes; {msg[:120]}). Download it again (the released files are about 436 MB)."
+        ) from None
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} holds no state_dict of tensors. {_GET_WEIGHTS}")
+    return obj
+
+
+def _strip_prefix(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # Released files were saved from nn.DataParallel, so every key starts with "module.".
+    if sd and all(k.startswith("module.") for k in sd):
+        return {k[len("module."):]: v for k, v in sd.items()}
+    return dict(sd)
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Wav2Lip:
+    """Load a Wav2Lip checkpoint (released layout, with or without `module.`, or a bare
+    state_dict) into a Wav2Lip model in eval mode on `device`. Raises CheckpointError."""
+    path = Path(path).expanduser()
+    sd = _strip_prefix(_read_state_dict(path))
+    model = Wav2Lip()
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path} is not a Wav2Lip generator checkpoint ({_describe_mismatch(missing, unexpected)}). "
+            "Is it the lip-sync expert (SyncNet) or another model? " + _GET_WEIGHTS
+        )
+    wrong = [k for k, v in sd.items() if tuple(v.shape) != tuple(expected[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise CheckpointError(
+            f"{path} has {len(wrong)} tensors of the wrong shape (e.g. {k}: {tuple(sd[k].shape)} instead of "
+            f"{tuple(expected[k].shape)}). {_GET_WEIGHTS}"
+        )
+    model.load_state_dict(sd, strict=True)
+    return model.to(device).eval()
+
+
+def checkpoint_kind(path: str | os.PathLike) -> str:
+    """A short description of a checkpoint file for install/--check output."""
+    p = Path(path)
+    size_mb = p.stat().st_size / 1e6
+    return f"Wav2Lip generator ({size_mb:.0f} MB{', with optimizer state' if size_mb > 300 else ''})"

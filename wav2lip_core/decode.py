@@ -20,6 +20,7 @@ from typing import Iterable, Iterator
 import av
 import cv2
 import numpy as np
+from av.video.reformatter import Interpolation
 
 from .errors import MediaError
 
@@ -201,8 +202,18 @@ def _normalise_rotation(value) -> int:
     return degrees % 360
 
 
+# swscale's default YUV->RGB path rounds down (frames come out ~2 levels darker); accurate
+# rounding with full chroma interpolation is unbiased (mean error ~0.4 level, see encode.py).
+TO_BGR_FLAGS = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
+
+
+def to_bgr(frame: av.VideoFrame) -> np.ndarray:
+    """Convert a decoded frame to BGR24 the way the whole project does (unbiased rounding)."""
+    return frame.to_ndarray(format="bgr24", interpolation=TO_BGR_FLAGS)
+
+
 def _upright(frame: av.VideoFrame, rotation: int) -> np.ndarray:
-    bgr = frame.to_ndarray(format="bgr24")
+    bgr = to_bgr(frame)
     if rotation == 90:  # counter-clockwise, as av_display_rotation_get reports it
         return cv2.rotate(bgr, cv2.ROTATE_90_COUNTERCLOCKWISE)
     if rotation == 180:

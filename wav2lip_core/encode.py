@@ -1,0 +1,371 @@
+"""Streaming H.264/AAC MP4 writer with PyAV.
+
+The result appears at `out_path` only when everything succeeded: frames go to a hidden temp
+file in the same folder (same filesystem, so the final os.replace is atomic) and any failure,
+cancellation or abort deletes it, leaving a previous output untouched.
+
+Odd sizes: yuv420p needs even dimensions, so an odd width/height is PADDED by one pixel that
+repeats the last column/row. Cropping would drop real picture; a replicated edge line is
+invisible, and `VideoWriter.width/height` report the encoded (even) size.
+
+Timing: video pts are in a 1/90000 time base (MPEG's tick, exact for 24/25/30/50/60 and for
+NTSC 1001-based rates) taken from the times given to write(), so variable-frame-rate sources
+keep their cadence; the codec frame rate (`fps`) is still recorded for players and x264's
+rate control. Audio is encoded alongside the video as it is written (interleaved, streaming)
+from the original file at its own sample rate.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import weakref
+from fractions import Fraction
+
+import av
+import cv2
+import numpy as np
+from av.video.reformatter import Interpolation
+
+from .errors import AudioError, MediaError
+
+__all__ = ["VideoWriter"]
+
+VIDEO_TIME_BASE = Fraction(1, 90000)
+# Sample rates FFmpeg's native AAC encoder accepts; anything else is resampled to 48 kHz.
+AAC_RATES = {96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350}
+AAC_FRAME = 1024
+# Audio is encoded this far ahead of the last video frame so the muxer always has both streams
+# to interleave without buffering.
+AUDIO_LEAD_S = 0.5
+
+
+# Accurate rounding: swscale's default RGB->YUV path is biased ~1-2 levels dark, which would
+# visibly darken every output frame relative to its source.
+TO_YUV_FLAGS = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
+
+
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return " ".join(str(text).split())[:120]
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+class _AudioSource:
+    """Streams an audio file as fltp blocks at its own rate, trimmed/padded to the output
+    timeline: output sample 0 is file time `start` (negative start = leading silence)."""
+
+    def __init__(self, path: str, start: float, duration: float | None):
+        self.path = path
+        try:
+            self._container = av.open(path, "r")
+        except av.error.FileNotFoundError:
+            raise AudioError(f"{path}: audio file not found; check the path") from None
+        except (av.error.FFmpegError, OSError) as exc:
+            raise AudioError(f"{path}: not a readable audio file ({_reason(exc)}); use wav, mp3, flac or a video with sound") from None
+        if not self._container.streams.audio:
+            self._container.close()
+            raise AudioError(f"{path}: has no audio stream; give a file with sound as the audio input")
+        stream = self._container.streams.audio[0]
+        src_rate = stream.codec_context.sample_rate or 48000
+        self.rate = src_rate if src_rate in AAC_RATES else 48000
+        # Dialogue needs no surround; mono and stereo are kept, anything wider is downmixed.
+        self.layout = "mono" if stream.codec_context.channels == 1 else "stereo"
+        self.channels = 1 if self.layout == "mono" else 2
+        self._stream = stream
+        self._resampler = av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate)
+        self._blocks = self._decoded_blocks()
+        skip = round(start * self.rate)
+        self._silence_left = max(-skip, 0)
+        self._skip_left = max(skip, 0)
+        self.total = None if duration is None else max(round(duration * self.rate), 0)
+        self.produced = 0
+        self._exhausted = False
+
+    def close(self) -> None:
+        self._container.close()
+
+    def _decoded_blocks(self):
+        try:
+            for frame in self._container.decode(self._stream):
+                for out in self._resampler.resample(frame):
+                    yield out.to_ndarray()
+            for out in self._resampler.resample(None):
+                yield out.to_ndarray()
+        except av.error.FFmpegError as exc:
+            raise AudioError(f"{self.path}: the audio cannot be decoded ({_reason(exc)}); re-export it as wav") from None
+
+    def read(self, until_sample: int | None) -> np.ndarray | None:
+        """Next block of samples (channels, n) ending no later than `until_sample` (None = any);
+        None when the output timeline is complete."""
+        limit = self.total if until_sample is None else (
+            until_sample if self.total is None else min(until_sample, self.total))
+        if limit is not None and self.produced >= limit:
+            return None
+        room = None if limit is None else limit - self.produced
+        block = self._next_source_block(room)
+        if block is None:
+            return None
+        self.produced += block.shape[1]
+        return block
+
+    def _next_source_block(self, room: int | None) -> np.ndarray | None:
+        if self._silence_left:
+            n = self._silence_left if room is None else min(self._silence_left, room)
+            n = min(n, 48000)
+            self._silence_left -= n
+            return np.zeros((self.channels, n), np.float32)
+        while not self._exhausted:
+            block = next(self._blocks, None)
+            if block is None:
+                self._exhausted = True
+                break
+            if self._skip_left:
+                cut = min(self._skip_left, block.shape[1])
+                self._skip_left -= cut
+                block = block[:, cut:]
+            if block.shape[1]:
+                return block if room is None else block[:, :room]
+        if self.total is not None:  # pad to the requested duration after the file ends
+            left = self.total - self.produced if room is None else room
+            if left > 0:
+                return np.zeros((self.channels, min(left, 48000)), np.float32)
+        return None
+
+
+class VideoWriter:
+    """Context manager writing H.264 (libx264, yuv420p) + optional AAC to `out_path` atomically.
+
+    On exception inside the with-block, or abort(), the temp file is deleted and out_path is not
+    touched. Frames are BGR uint8 of shape (height, width, 3) as given to the constructor.
+    """
+
+    def __init__(self, out_path, *, width: int, height: int, fps: float, audio_path=None,
+                 audio_start: float = 0.0, duration: float | None = None, crf: int = 18,
+                 preset: str = "veryfast", source_paths=()):
+        self.out_path = os.path.abspath(os.fspath(out_path))
+        self.source_width, self.source_height = int(width), int(height)
+        # Padding (not cropping) to even sizes: see the module docstring.
+        self.width = self.source_width + (self.source_width % 2)
+        self.height = self.source_height + (self.source_height % 2)
+        if self.source_width <= 0 or self.source_height <= 0 or not fps or fps <= 0:
+            raise ValueError(f"invalid video size/fps: {width}x{height} @ {fps}")
+        self.fps = float(fps)
+        self.duration = duration
+        self._check_paths(source_paths)
+        self._tmp_path = self._create_temp()
+        self._finalizer = weakref.finalize(self, _remove, self._tmp_path)
+        self._container = None
+        self._audio: _AudioSource | None = None
+        self._done = False
+        try:
+            self._open(audio_path, audio_start, duration, crf, preset)
+        except BaseException:
+            self.abort()
+            raise
+
+    # -- setup ------------------------------------------------------------------------------
+
+    def _check_paths(self, source_paths) -> None:
+        for src in source_paths:
+            if src and _same_file(self.out_path, os.path.abspath(os.fspath(src))):
+                raise MediaError(f"{self.out_path}: refusing to overwrite the input {os.fspath(src)}; choose another --out")
+        folder = os.path.dirname(self.out_path)
+        if not os.path.isdir(folder):
+            raise MediaError(f"{folder}: output folder does not exist (or is not a folder); create it or choose another --out")
+        if os.path.isdir(self.out_path):
+            raise MediaError(f"{self.out_path}: is a folder; give a file name such as result.mp4 for --out")
+
+    def _create_temp(self) -> str:
+        folder, name = os.path.split(self.out_path)
+        path = os.path.join(folder, f".{name}.part{secrets.token_hex(4)}")
+        try:
+            # O_EXCL with mode 0o666: the umask applies, so the renamed result gets the
+            # user's normal permissions (mkstemp would leave it private 0600).
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except OSError as exc:
+            raise MediaError(f"{folder}: cannot write to the output folder ({_reason(exc)}); "
+                             "choose a writable folder for --out") from None
+        return path
+
+    def _open(self, audio_path, audio_start, duration, crf, preset) -> None:
+        if audio_path is not None:
+            self._audio = _AudioSource(os.fspath(audio_path), float(audio_start), duration)
+        try:
+            self._container = av.open(self._tmp_path, "w", format="mp4")
+            video = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001000))
+        except (av.error.FFmpegError, OSError) as exc:
+            raise MediaError(f"{self.out_path}: cannot start the H.264 encoder ({_reason(exc)}); "
+                             "check that PyAV was installed with libx264") from None
+        video.width, video.height = self.width, self.height
+        video.pix_fmt = "yuv420p"
+        video.time_base = VIDEO_TIME_BASE
+        video.codec_context.time_base = VIDEO_TIME_BASE
+        video.codec_context.options = {"crf": str(int(crf)), "preset": preset}
+        # Tag what we encode (BT.709, limited range) so players and our own decoder agree.
+        video.codec_context.colorspace = 1
+        video.codec_context.color_primaries = 1
+        video.codec_context.color_trc = 1
+        video.codec_context.color_range = 1
+        self._video = video
+        self._last_pts: int | None = None
+        self._durations: dict[int, int] = {}
+        if self._audio is not None:
+            audio = self._container.add_stream("aac", rate=self._audio.rate)
+            audio.layout = self._audio.layout
+            audio.format = "fltp"
+            audio.time_base = Fraction(1, self._audio.rate)
+            self._audio_stream = audio
+            self._audio_pending = np.zeros((self._audio.channels, 0), np.float32)
+            self._audio_pts = 0
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def write(self, bgr: np.ndarray, time: float) -> None:
+        """Encode one frame shown at `time` seconds (strictly increasing)."""
+        if self._done:
+            raise RuntimeError("VideoWriter is closed")
+        if bgr.shape != (self.source_height, self.source_width, 3) or bgr.dtype != np.uint8:
+            raise ValueError(f"frame must be uint8 {(self.source_height, self.source_width, 3)}, got {bgr.dtype} {bgr.shape}")
+        pts = round(time / VIDEO_TIME_BASE)
+        if self._last_pts is not None and pts <= self._last_pts:
+            raise ValueError(f"frame times must increase: {time:.6f}s after {float(self._last_pts * VIDEO_TIME_BASE):.6f}s")
+        if self._last_pts is not None:
+            self._durations[self._last_pts] = pts - self._last_pts
+        self._last_pts = pts
+        self._encode(self._to_frame(bgr, pts))
+        if self._audio is not None:
+            self._pump_audio(until=time + AUDIO_LEAD_S)
+
+    def _to_frame(self, bgr: np.ndarray, pts: int) -> av.VideoFrame:
+        if (self.width, self.height) != (self.source_width, self.source_height):
+            bgr = cv2.copyMakeBorder(bgr, 0, self.height - self.source_height, 0,
+                                     self.width - self.source_width, cv2.BORDER_REPLICATE)
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(bgr), format="bgr24")
+        frame = frame.reformat(format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG",
+                               interpolation=TO_YUV_FLAGS)
+        frame.pts = pts
+        frame.time_base = VIDEO_TIME_BASE
+        return frame
+
+    def _encode(self, frame: av.VideoFrame | None) -> None:
+        try:
+            for packet in self._video.encode(frame):
+                self._mux_video(packet)
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"{self.out_path}: video encoding failed ({_reason(exc)}); check free disk space") from None
+
+    def _mux_video(self, packet) -> None:
+        # Without explicit durations the MP4 muxer guesses the last frame's length; a known
+        # duration per frame makes the stream end exactly at last time + 1/fps.
+        default = round(1 / (self.fps * VIDEO_TIME_BASE))
+        packet.duration = self._durations.pop(packet.pts, default)
+        self._mux(packet)
+
+    def _mux(self, packet) -> None:
+        try:
+            self._container.mux(packet)
+        except (av.error.FFmpegError, OSError) as exc:
+            raise MediaError(f"{self.out_path}: writing failed ({_reason(exc)}); check free disk space") from None
+
+    def _pump_audio(self, until: float | None) -> None:
+        """Encode audio up to output time `until` (None: to the end of the timeline)."""
+        limit = None if until is None else round(until * self._audio.rate)
+        while True:
+            block = self._audio.read(limit)
+            if block is None:
+                break
+            self._audio_pending = np.concatenate([self._audio_pending, block], axis=1)
+            while self._audio_pending.shape[1] >= AAC_FRAME:
+                self._encode_audio(self._audio_pending[:, :AAC_FRAME])
+                self._audio_pending = self._audio_pending[:, AAC_FRAME:]
+        if until is None:
+            if self._audio_pending.shape[1]:
+                self._encode_audio(self._audio_pending)  # the encoder accepts a short last frame
+                self._audio_pending = self._audio_pending[:, :0]
+            self._encode_audio(None)
+
+    def _encode_audio(self, samples: np.ndarray | None) -> None:
+        frame = None
+        if samples is not None:
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, dtype=np.float32),
+                                               format="fltp", layout=self._audio.layout)
+            frame.sample_rate = self._audio.rate
+            frame.pts = self._audio_pts
+            frame.time_base = Fraction(1, self._audio.rate)
+            self._audio_pts += samples.shape[1]
+        try:
+            packets = self._audio_stream.encode(frame)
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"{self.out_path}: audio encoding failed ({_reason(exc)})") from None
+        for packet in packets:
+            self._mux(packet)
+
+    # -- finishing --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush video, finish the audio, close the file and move it onto out_path."""
+        if self._done:
+            return
+        try:
+            if self._last_pts is None:
+                raise MediaError(f"{self.out_path}: no frames were written; nothing to save")
+            self._encode(None)
+            if self._audio is not None:
+                self._pump_audio(until=None)
+            self._close_container()
+            try:
+                os.replace(self._tmp_path, self.out_path)
+            except OSError as exc:
+                raise MediaError(f"{self.out_path}: cannot replace the output ({_reason(exc)}); "
+                                 "close it in other programs or choose another --out") from None
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+        self._finalizer.detach()
+
+    def abort(self) -> None:
+        """Discard everything written so far; out_path is left as it was."""
+        self._done = True
+        try:
+            self._close_container()
+        except Exception:
+            pass  # a half-written file is being deleted anyway
+        _remove(self._tmp_path)
+        self._finalizer.detach()
+
+    def _close_container(self) -> None:
+        container, self._container = self._container, None
+        audio, self._audio = self._audio, None
+        try:
+            if container is not None:
+                container.close()
+        finally:
+            if audio is not None:
+                audio.close()
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return False

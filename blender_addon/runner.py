@@ -1,0 +1,426 @@
+"""Run the lip-sync engine (`python -m wav2lip_core ... --progress json`) in its own process.
+
+Pure Python, no bpy: Blender's operator polls a `JobRunner` from a timer (interactive) or waits
+on it (background mode), and the tests drive it with a stand-in engine. The runner owns a
+temporary work folder: the engine writes its result there, and only a finished result is moved to
+its destination; on failure or cancel the folder is removed, so nothing partial is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Deque, Dict, List, Optional, Sequence
+
+RUNNING = "running"
+DONE = "done"
+FAILED = "failed"
+CANCELLED = "cancelled"
+
+# Rough share of the total run time per stage, for one overall progress bar.
+STAGE_WEIGHTS: Dict[str, float] = {
+    "load": 0.02,
+    "audio": 0.03,
+    "decode": 0.10,
+    "detect": 0.30,
+    "model": 0.45,
+    "encode": 0.10,
+}
+STAGE_LABELS: Dict[str, str] = {
+    "load": "Loading model",
+    "audio": "Reading audio",
+    "decode": "Reading video",
+    "detect": "Finding faces",
+    "model": "Syncing lips",
+    "encode": "Writing video",
+    "done": "Done",
+}
+
+
+@dataclass
+class Progress:
+    """What the UI shows. Updated by the reader thread; read by the UI (copy via `snapshot`)."""
+
+    status: str = RUNNING
+    stage: str = "starting"
+    done: int = 0
+    total: int = 0
+    fraction: float = 0.0
+    message: str = ""
+    out: Optional[str] = None
+    frames: Optional[int] = None
+    seconds: Optional[float] = None
+    stages_seen: List[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        if self.status == DONE:
+            return "Done"
+        if self.status in (FAILED, CANCELLED):
+            return self.message or self.status.capitalize()
+        label = STAGE_LABELS.get(self.stage, self.stage.replace("_", " ").capitalize())
+        if self.total > 0:
+            return f"{label} {self.done}/{self.total}"
+        return label + "..."
+
+
+def _overall_fraction(stages_seen: Sequence[str], stage: str, done: int, total: int) -> float:
+    """Progress in 0..1 over all stages: finished known stages count fully, the current one partly."""
+    part = (min(max(done, 0), total) / total) if total > 0 else 0.0
+    if stage not in STAGE_WEIGHTS:
+        return part
+    # Stages listed before the current one are over even if they never reported.
+    order = list(STAGE_WEIGHTS)
+    finished = sum(STAGE_WEIGHTS[s] for s in order[: order.index(stage)])
+    return min(1.0, finished + STAGE_WEIGHTS[stage] * part)
+
+
+def parse_progress_line(line: str) -> Optional[dict]:
+    """One stdout line of `--progress json`, or None for anything else (stray prints)."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict) or not isinstance(obj.get("stage"), str):
+        return None
+    return obj
+
+
+def error_from_stderr(lines: Sequence[str], returncode: Optional[int]) -> str:
+    """The engine's one-line `error: ...` message, else the last stderr line, else the exit code."""
+    for line in reversed(lines):
+        text = line.strip()
+        if text.startswith("error:"):
+            return text[len("error:"):].strip()
+    for line in reversed(lines):
+        text = line.strip()
+        if text:
+            return f"the lip-sync engine failed (exit code {returncode}): {text}"
+    return f"the lip-sync engine failed (exit code {returncode}) without a message"
+
+
+class JobRunner:
+    """One engine process.
+
+    argv: the full command line, e.g. [python, "-m", "wav2lip_core", ..., "--out", str(runner.work_out)].
+    Build it with `work_out` (inside the runner's temp folder) as the engine's --out; on success
+    the file is moved to `dest` (when given).
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str] = (),
+        *,
+        dest: Optional[os.PathLike] = None,
+        env: Optional[Dict[str, str]] = None,
+        cwd: Optional[os.PathLike] = None,
+        workdir: Optional[os.PathLike] = None,
+        suffix: str = ".mp4",
+    ) -> None:
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="wav2lip_job_"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.work_out = self.workdir / ("result" + suffix)
+        self.argv: List[str] = [str(a) for a in argv]
+        self.dest = Path(dest) if dest else None
+        self.env = env
+        self.cwd = str(cwd) if cwd else None
+        self._proc: Optional[subprocess.Popen] = None
+        self._lock = threading.Lock()
+        self._progress = Progress()
+        self._stderr: Deque[str] = deque(maxlen=200)
+        self._threads: List[threading.Thread] = []
+        self._cancel_requested = False
+        self._finished = threading.Event()
+        self.started_at: Optional[float] = None
+        self.ended_at: Optional[float] = None
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    def start(self) -> "JobRunner":
+        if not self.argv:
+            raise ValueError("JobRunner.start: empty command line")
+        env = dict(os.environ if self.env is None else self.env)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env.pop("PYTHONHOME", None)  # Blender's own Python home must not leak into the engine
+        kwargs: dict = {}
+        if os.name == "posix":
+            kwargs["start_new_session"] = True  # its own process group: cancel reaches children
+        else:  # pragma: no cover - Windows
+            kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0) | getattr(
+                subprocess, "CREATE_NO_WINDOW", 0
+            )
+        self.started_at = time.monotonic()
+        try:
+            self._proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                cwd=self.cwd,
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+                bufsize=1,
+                **kwargs,
+            )
+        except OSError as exc:
+            self._finish(FAILED, f"cannot start the lip-sync engine '{self.argv[0]}': {exc.strerror or exc}")
+            return self
+        out_t = threading.Thread(target=self._read_stdout, name="wav2lip-stdout", daemon=True)
+        err_t = threading.Thread(target=self._read_stderr, name="wav2lip-stderr", daemon=True)
+        wait_t = threading.Thread(target=self._wait_exit, args=(out_t, err_t), name="wav2lip-wait", daemon=True)
+        self._threads = [out_t, err_t, wait_t]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def _read_stdout(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for line in self._proc.stdout:
+            obj = parse_progress_line(line)
+            if obj is None:
+                continue
+            with self._lock:
+                p = self._progress
+                stage = obj["stage"]
+                if stage == "done":
+                    p.out = str(obj.get("out") or "") or None
+                    p.frames = _as_int(obj.get("frames"))
+                    p.seconds = _as_float(obj.get("seconds"))
+                    continue
+                if stage != p.stage and p.stage not in p.stages_seen and p.stage != "starting":
+                    p.stages_seen.append(p.stage)
+                p.stage = stage
+                p.done = _as_int(obj.get("done")) or 0
+                p.total = _as_int(obj.get("total")) or 0
+                p.fraction = max(p.fraction, _overall_fraction(p.stages_seen, stage, p.done, p.total))
+
+    def _read_stderr(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        for line in self._proc.stderr:
+            with self._lock:
+                self._stderr.append(line.rstrip("\n"))
+
+    def _wait_exit(self, out_t: threading.Thread, err_t: threading.Thread) -> None:
+        assert self._proc is not None
+        rc = self._proc.wait()
+        out_t.join()
+        err_t.join()
+        with self._lock:
+            cancelled = self._cancel_requested
+            stderr = list(self._stderr)
+            reported_out = self._progress.out
+        if cancelled:
+            self._finish(CANCELLED, "cancelled")
+            return
+        if rc != 0:
+            self._finish(FAILED, error_from_stderr(stderr, rc))
+            return
+        produced = Path(reported_out) if reported_out else self.work_out
+        if not produced.is_file():
+            self._finish(FAILED, f"the lip-sync engine finished but wrote no file ({produced})")
+            return
+        if self.dest is not None:
+            try:
+                self.dest.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.dest.with_name(self.dest.name + ".part")
+                shutil.move(str(produced), str(tmp))
+                os.replace(tmp, self.dest)
+                produced = self.dest
+            except OSError as exc:
+                self._finish(FAILED, f"cannot move the result to {self.dest}: {exc}")
+                return
+        with self._lock:
+            self._progress.out = str(produced)
+        self._finish(DONE, "")
+
+    def _finish(self, status: str, message: str) -> None:
+        with self._lock:
+            if self._progress.status != RUNNING:
+                return
+            self._progress.status = status
+            self._progress.message = message
+            if status == DONE:
+                self._progress.fraction = 1.0
+                self._progress.stage = "done"
+        self.ended_at = time.monotonic()
+        self.cleanup()
+        self._finished.set()
+
+    # -- control --------------------------------------------------------------------------------
+
+    def poll(self) -> Progress:
+        """A copy of the current progress (safe to read from the UI thread)."""
+        with self._lock:
+            p = self._progress
+            return Progress(
+                status=p.status, stage=p.stage, done=p.done, total=p.total, fraction=p.fraction,
+                message=p.message, out=p.out, frames=p.frames, seconds=p.seconds,
+                stages_seen=list(p.stages_seen),
+            )
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    def wait(self, timeout: Optional[float] = None) -> Progress:
+        self._finished.wait(timeout)
+        return self.poll()
+
+    def cancel(self, grace: float = 3.0) -> None:
+        """Stop the engine (terminate, then kill after `grace` seconds); removes the temp folder."""
+        with self._lock:
+            if self._progress.status != RUNNING:
+                return
+            self._cancel_requested = True
+        proc = self._proc
+        if proc is None:
+            self._finish(CANCELLED, "cancelled")
+            return
+        _signal_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, getattr(signal, "SIGKILL", signal.SIGTERM))
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:  # pragma: no cover - unkillable process
+                pass
+        self._finished.wait(grace)
+        if not self._finished.is_set():  # pragma: no cover - pipes held open by a grandchild
+            self._finish(CANCELLED, "cancelled")
+
+    def stderr_tail(self, n: int = 20) -> List[str]:
+        with self._lock:
+            return list(self._stderr)[-n:]
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self._proc.pid if self._proc else None
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        if os.name == "posix":
+            os.killpg(proc.pid, sig)
+        elif sig == signal.SIGTERM:  # pragma: no cover - Windows
+            proc.terminate()
+        else:  # pragma: no cover
+            proc.kill()
+    except (ProcessLookupError, PermissionError, OSError):
+        try:
+            proc.kill()
+        except OSError:
+            pass
+
+
+def _as_int(v: object) -> Optional[int]:
+    try:
+        return int(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _as_float(v: object) -> Optional[float]:
+    try:
+        return float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+# -- the engine's interpreter ---------------------------------------------------------------------
+
+_PROBE = "import importlib.util,sys; sys.exit(0 if importlib.util.find_spec('wav2lip_core') else 3)"
+_probe_cache: Dict[str, bool] = {}
+
+
+def dev_checkout_root() -> Optional[Path]:
+    """The repository root when the add-on runs from a checkout (blender_addon/ beside wav2lip_core/)."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "wav2lip_core" / "__init__.py").is_file() else None
+
+
+def engine_env(base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Environment for the engine: no Blender Python leaking in; a checkout's core importable."""
+    env = dict(os.environ if base is None else base)
+    env.pop("PYTHONHOME", None)
+    root = dev_checkout_root()
+    if root is not None:
+        parts = [str(root)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env["PYTHONPATH"] = os.pathsep.join(parts)
+    else:
+        env.pop("PYTHONPATH", None)
+    return env
+
+
+def can_import_core(python: str, timeout: float = 20.0) -> bool:
+    """Whether `python` can import wav2lip_core (checked without importing torch; cached)."""
+    if python in _probe_cache:
+        return _probe_cache[python]
+    try:
+        ok = subprocess.run(
+            [python, "-c", _PROBE], env=engine_env(), stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout,
+        ).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    _probe_cache[python] = ok
+    return ok
+
+
+def candidate_interpreters() -> List[str]:
+    """Where to look for the engine's Python when the preference is empty, best first."""
+    found: List[str] = []
+    env = os.environ.get("WAV2LIP_PYTHON")
+    if env:
+        found.append(env)
+    root = dev_checkout_root()
+    here = Path(__file__).resolve().parent
+    for base in [p for p in (root, here, here.parent) if p is not None]:
+        for venv in (".venv", "venv", ".wav2lip-env"):
+            for rel in ("bin/python", "bin/python3", "Scripts/python.exe"):
+                p = base / venv / rel
+                if p.is_file():
+                    found.append(str(p))
+    exe = Path(sys.executable).name.lower()
+    if exe.startswith("python"):  # bpy as a module: this interpreter may have the core too
+        found.append(sys.executable)
+    for name in ("python3", "python"):
+        p = shutil.which(name)
+        if p:
+            found.append(p)
+    seen: List[str] = []
+    for p in found:
+        if p not in seen:
+            seen.append(p)
+    return seen
+
+
+def find_engine_python(preferred: str = "") -> Optional[str]:
+    """The preference when set (used as is, even if broken: the run then reports why); else the
+    first candidate that can import wav2lip_core."""
+    if preferred:
+        return preferred
+    for cand in candidate_interpreters():
+        if can_import_core(cand):
+            return cand
+    return None

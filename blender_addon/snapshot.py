@@ -1,0 +1,275 @@
+"""Plain-data snapshot of a lip-sync job and the scene-time arithmetic. No bpy here.
+
+Everything is in *scene time*, because that is what the viewer sees:
+
+- The video strip shows, at scene frame f in its used range [V0, V1) (its handles, after trims),
+  the clip frame  c(f) = f - frame_start + animation_offset_start   (one clip frame per scene
+  frame, as Blender plays a movie strip without playback-rate adjustment or retiming).
+- The sound strip plays, at scene frame f in its used range [S0, S1), the sound file at
+  t(f) = (f - frame_start + animation_offset_start) / scene_fps + sound_offset   seconds,
+  and nothing outside [S0, S1).
+
+The engine is asked for an output whose frame i shows clip frame c(V0 + i) with the audio heard
+at scene frame V0 + i:
+
+    --fps          scene_fps (fps / fps_base)
+    --start-frame  c(V0) = V0 - frame_start + animation_offset_start
+    --frames       V1 - V0
+    --audio-start  t(V0)           (negative when the sound starts after the video)
+    --duration     (V1 - V0) / scene_fps
+
+When the sound file has content that the strip does not play inside the video's range (the
+sound strip is trimmed there), the audio is first cut to what is heard: `audio_cut` describes
+that file (silence, then the heard part), and the engine then gets --audio-start 0.
+The result is inserted at frame V0 and lasts V1 - V0 frames.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+MOVIE = "MOVIE"
+IMAGE = "IMAGE"
+SOUND = "SOUND"
+
+
+class SnapshotError(Exception):
+    """The strips cannot be synced as they are; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class StripInfo:
+    """What the job needs from one strip, read once from Blender."""
+
+    name: str
+    kind: str  # MOVIE, IMAGE or SOUND
+    filepath: str  # absolute
+    channel: int
+    frame_start: float  # where the content's frame 0 sits in the scene
+    final_start: int  # left handle (first used scene frame)
+    final_end: int  # right handle (one past the last used scene frame)
+    frame_duration: int  # content length in scene frames
+    animation_offset_start: int = 0  # media frames cut off the front (hard trim)
+    animation_offset_end: int = 0
+    sound_offset: float = 0.0  # seconds (5.0+)
+    media_fps: float = 0.0
+    media_frames: Optional[int] = None  # the clip's frame count as Blender reads it, if known
+    image_count: int = 1
+    retiming_keys: int = 0
+    speed_factor: float = 1.0
+    reversed: bool = False
+    strobe: float = 1.0
+    speed_effects: Tuple[str, ...] = ()  # names of Speed Control strips fed by this strip
+    in_meta: bool = False
+    muted: bool = False
+
+    @property
+    def used_frames(self) -> int:
+        return self.final_end - self.final_start
+
+
+@dataclass(frozen=True)
+class AudioCut:
+    """Build a WAV: `lead` seconds of silence, then file[start:end] (seconds)."""
+
+    source: str
+    lead: float
+    start: float
+    end: float
+    total: float  # the wanted length in seconds (silence after, if needed)
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    """The job, as plain data: what to run and where to put the result."""
+
+    source_name: str
+    source_channel: int
+    face_path: str
+    is_image: bool
+    scene_fps: float
+    insert_frame: int  # V0
+    used_frames: int  # V1 - V0
+    start_frame: Optional[int]  # clip frame shown at V0 (None for a still image)
+    audio_path: str
+    audio_start: float  # file time heard at V0 (seconds)
+    duration: float  # (V1 - V0) / scene_fps
+    sound_name: str = ""
+    audio_cut: Optional[AudioCut] = None
+    notes: Tuple[str, ...] = field(default_factory=tuple)
+
+    def engine_args(
+        self,
+        *,
+        checkpoint: str,
+        out: str,
+        audio_path: Optional[str] = None,
+        detector: str = "",
+        detector_weights: str = "",
+        box: Optional[Tuple[int, int, int, int]] = None,
+        device: str = "auto",
+        extra: Tuple[str, ...] = (),
+    ) -> List[str]:
+        """Arguments after `python -m wav2lip_core` (see the core's CLI)."""
+        audio = audio_path or self.audio_path
+        audio_start = 0.0 if (audio_path and self.audio_cut is not None) else self.audio_start
+        args = [
+            "--face", self.face_path,
+            "--audio", audio,
+            "--checkpoint", checkpoint,
+            "--out", out,
+            "--fps", _num(self.scene_fps),
+            "--audio-start", _num(audio_start),
+            "--duration", _num(self.duration),
+            "--progress", "json",
+        ]
+        if not self.is_image and self.start_frame is not None:
+            args += ["--start-frame", str(self.start_frame), "--frames", str(self.used_frames)]
+        if box is not None:
+            args += ["--box"] + [str(int(v)) for v in box]
+        elif detector:
+            args += ["--detector", detector]
+            if detector_weights:
+                args += ["--detector-weights", detector_weights]
+        if device:
+            args += ["--device", device]
+        args += list(extra)
+        return args
+
+
+def _num(x: float) -> str:
+    """A float for the command line: exact enough, no exponent noise for round values."""
+    r = round(x)
+    if abs(x - r) < 1e-12:
+        return str(int(r))
+    return repr(float(x))
+
+
+def check_video(v: StripInfo, scene_fps: float) -> None:
+    """Refuse what this mapping cannot reproduce."""
+    if v.kind not in (MOVIE, IMAGE):
+        raise SnapshotError(f"'{v.name}' is not a movie or image strip")
+    if not v.filepath:
+        raise SnapshotError(f"'{v.name}' has no file")
+    if v.used_frames <= 0:
+        raise SnapshotError(f"'{v.name}' has no frames in use")
+    if v.kind == IMAGE and v.image_count != 1:
+        raise SnapshotError(
+            f"'{v.name}' is an image sequence; render it to a movie first (only single images and movies are supported)"
+        )
+    speed_msg = (f"'{v.name}' plays at a changed speed ({{}}); lip sync needs one clip frame per scene frame: "
+                 "remove the speed change (or render the strip to a new movie first)")
+    if v.speed_effects:
+        raise SnapshotError(speed_msg.format("Speed Control strip " + ", ".join(repr(n) for n in v.speed_effects)))
+    if abs(v.speed_factor - 1.0) > 1e-6:
+        raise SnapshotError(speed_msg.format(f"speed factor {v.speed_factor:g}"))
+    if v.kind == MOVIE:
+        if v.reversed:
+            raise SnapshotError(speed_msg.format("reversed frames"))
+        if v.strobe > 1.0 + 1e-6:
+            raise SnapshotError(speed_msg.format(f"strobe {v.strobe:g}"))
+        if v.media_frames is not None:
+            available = v.media_frames - v.animation_offset_start - v.animation_offset_end
+            if abs(v.frame_duration - available) > 1:
+                why = "retiming" if v.retiming_keys else (
+                    f"playback rate adjusted from {v.media_fps:g} to {scene_fps:g} fps"
+                    if v.media_fps and abs(v.media_fps - scene_fps) > 1e-3 else "retiming or playback rate"
+                )
+                raise SnapshotError(speed_msg.format(why))
+        elif v.retiming_keys > 2:
+            raise SnapshotError(speed_msg.format("retiming"))
+        first = v.final_start - v.frame_start
+        last = v.final_end - v.frame_start
+        if first < -1e-6 or last > v.frame_duration + 1e-6:
+            raise SnapshotError(
+                f"'{v.name}' is extended past its clip (held first/last frames); trim it to the clip's frames"
+            )
+
+
+def check_sound(s: StripInfo) -> None:
+    if s.kind != SOUND:
+        raise SnapshotError(f"'{s.name}' is not a sound strip")
+    if not s.filepath:
+        raise SnapshotError(f"sound strip '{s.name}' has no file")
+    if abs(s.speed_factor - 1.0) > 1e-6:
+        raise SnapshotError(f"sound strip '{s.name}' plays at a changed speed; remove the speed change")
+    if s.retiming_keys and s.media_frames is not None and abs(s.frame_duration - s.media_frames) > 1:
+        raise SnapshotError(f"sound strip '{s.name}' is retimed; remove the retiming")
+    if s.retiming_keys > 2:
+        raise SnapshotError(f"sound strip '{s.name}' is retimed; remove the retiming")
+
+
+def sound_time(s: StripInfo, scene_frame: float, scene_fps: float) -> float:
+    """Seconds into the sound file that play at `scene_frame` (when inside the strip)."""
+    return (scene_frame - s.frame_start + s.animation_offset_start) / scene_fps + s.sound_offset
+
+
+def plan(video: StripInfo, sound: StripInfo, scene_fps: float) -> SyncRequest:
+    """The engine request that reproduces, in scene time, what the viewer sees and hears."""
+    if not (scene_fps > 0 and math.isfinite(scene_fps)):
+        raise SnapshotError(f"the scene's frame rate is invalid ({scene_fps})")
+    check_video(video, scene_fps)
+    check_sound(sound)
+    v0, v1 = video.final_start, video.final_end
+    s0, s1 = sound.final_start, sound.final_end
+    lo, hi = max(v0, s0), min(v1, s1)
+    if hi <= lo:
+        raise SnapshotError(
+            f"sound strip '{sound.name}' (frames {s0}-{s1 - 1}) does not play under '{video.name}' (frames {v0}-{v1 - 1})"
+        )
+    n = v1 - v0
+    duration = n / scene_fps
+    audio_start = sound_time(sound, v0, scene_fps)
+    notes: List[str] = []
+    if lo > v0 or hi < v1:
+        notes.append(f"sound covers frames {lo}-{hi - 1} of {v0}-{v1 - 1}; the rest stays silent")
+
+    # Is anything of the file audible in the engine's window that the strip does not play?
+    content_end = sound.frame_start + sound.frame_duration  # where the file (as loaded) runs out
+    trimmed_front = s0 > v0 and sound_time(sound, s0, scene_fps) > 0.5 / 48000
+    trimmed_back = s1 < v1 and s1 < content_end - 1e-6
+    cut: Optional[AudioCut] = None
+    if trimmed_front or trimmed_back:
+        cut = AudioCut(
+            source=sound.filepath,
+            lead=(lo - v0) / scene_fps,
+            start=max(0.0, sound_time(sound, lo, scene_fps)),
+            end=sound_time(sound, hi, scene_fps),
+            total=duration,
+        )
+
+    start_frame: Optional[int] = None
+    if video.kind == MOVIE:
+        start_frame = int(round(v0 - video.frame_start + video.animation_offset_start))
+    return SyncRequest(
+        source_name=video.name,
+        source_channel=video.channel,
+        face_path=video.filepath,
+        is_image=video.kind == IMAGE,
+        scene_fps=scene_fps,
+        insert_frame=v0,
+        used_frames=n,
+        start_frame=start_frame,
+        audio_path=sound.filepath,
+        audio_start=audio_start,
+        duration=duration,
+        sound_name=sound.name,
+        audio_cut=cut,
+        notes=tuple(notes),
+    )
+
+
+def overlap(a0: int, a1: int, b0: int, b1: int) -> int:
+    return max(0, min(a1, b1) - max(a0, b0))
+
+
+def first_free_channel(above: int, start: int, end: int, occupied: List[Tuple[int, int, int]],
+                       max_channel: int = 128) -> int:
+    """The lowest channel > `above` with no strip overlapping [start, end).
+    occupied: (channel, final_start, final_end) of existing strips."""
+    for ch in range(above + 1, max_channel + 1):
+        if not any(c == ch and overlap(s, e, start, end) > 0 for c, s, e in occupied):
+            return ch
+    raise SnapshotError(f"no free channel above {above} for frames {start}-{end - 1}")

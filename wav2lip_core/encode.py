@@ -96,6 +96,7 @@ class _AudioSource:
         self.total = None if duration is None else max(round(duration * self.rate), 0)
         self.produced = 0
         self._exhausted = False
+        self._carry: np.ndarray | None = None
 
     def close(self) -> None:
         self._container.close()
@@ -130,17 +131,23 @@ class _AudioSource:
             n = min(n, 48000)
             self._silence_left -= n
             return np.zeros((self.channels, n), np.float32)
-        while not self._exhausted:
-            block = next(self._blocks, None)
-            if block is None:
-                self._exhausted = True
-                break
+        while not self._exhausted or self._carry is not None:
+            if self._carry is not None:
+                block, self._carry = self._carry, None
+            else:
+                block = next(self._blocks, None)
+                if block is None:
+                    self._exhausted = True
+                    break
             if self._skip_left:
                 cut = min(self._skip_left, block.shape[1])
                 self._skip_left -= cut
                 block = block[:, cut:]
+            if room is not None and block.shape[1] > room:
+                # Keep what does not fit for the next call; the timeline must not lose samples.
+                block, self._carry = block[:, :room], block[:, room:]
             if block.shape[1]:
-                return block if room is None else block[:, :room]
+                return block
         if self.total is not None:  # pad to the requested duration after the file ends
             left = self.total - self.produced if room is None else room
             if left > 0:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import tracemalloc
 
 import av
 import cv2
@@ -162,21 +161,24 @@ def test_repeated_frames_are_independent_copies(face2):
 
 
 def test_descending_run_memory_is_bounded(media):
+    # PyAV allocates frame buffers outside Python's allocator (tracemalloc cannot see them), so
+    # the bound is checked on the reader's own bookkeeping of frames held at once.
     info = probe_video(media / "sadtalker_WDA_KatieHill_000.mp4")
     frame_bytes = info.width * info.height * 3
     reference = [digest(bgr) for _, bgr in plain_decode(info.path)]
-    got = {}
-    tracemalloc.start()
-    try:
-        for i, bgr in read_frames(info, range(info.frame_count - 1, -1, -1), max_buffer_bytes=8 * frame_bytes):
-            got[i] = digest(bgr)
-            del bgr
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    # All 200 frames would be 157 MB; the budget is 8 frames plus a few in flight.
-    assert peak < 12 * frame_bytes, f"peak {peak / frame_bytes:.1f} frames"
+    got, stats = {}, {}
+    schedule = range(info.frame_count - 1, -1, -1)
+    for i, bgr in read_frames(info, schedule, max_buffer_bytes=8 * frame_bytes, stats=stats):
+        got[i] = digest(bgr)
+    assert stats["max_held"] == 8  # 200 frames (157 MB) were never held together
+    assert stats["seeks"] == 25  # one seek per chunk of 8
+    assert stats["decoded"] < 2 * info.frame_count  # 12-frame GOPs: seeking back is cheap
     assert [got[i] for i in range(info.frame_count)] == reference
+
+    unbounded = {}
+    for _ in read_frames(info, schedule, stats=unbounded):
+        pass
+    assert unbounded["max_held"] == info.frame_count and unbounded["seeks"] <= 1
 
 
 def test_out_of_range_index(face2):

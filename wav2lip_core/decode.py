@@ -237,6 +237,7 @@ class _Decoder:
         self._pending: tuple[int, av.VideoFrame] | None = None
         self.next_index = 0  # index of the frame the decoder would output next
         self.seeks = 0  # bookkeeping, so tests can verify the reverse strategy
+        self.decoded = 0
 
     def close(self) -> None:
         self._container.close()
@@ -298,6 +299,7 @@ class _Decoder:
         else:
             index, frame = self._raw_next()
         self.next_index = index + 1
+        self.decoded += 1
         return index, frame
 
 
@@ -306,9 +308,15 @@ def _chunk_frames(info: VideoInfo, budget_bytes: int) -> int:
     return max(1, int(budget_bytes) // frame_bytes)
 
 
-def read_frames(info: VideoInfo, indices: Iterable[int], *,
-                max_buffer_bytes: int = DEFAULT_BUFFER_BYTES) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (index, bgr) in the order of `indices`, with memory bounded by `max_buffer_bytes`."""
+def read_frames(info: VideoInfo, indices: Iterable[int], *, max_buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+                stats: dict | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (index, bgr) in the order of `indices`, with memory bounded by `max_buffer_bytes`.
+
+    `stats`, if given, is filled with `max_held` (most frames buffered at once), `seeks` and
+    `decoded` so callers and tests can check the cost of a schedule."""
+    if stats is None:
+        stats = {}
+    stats.update(max_held=0, seeks=0, decoded=0)
     if info.is_image:
         yield from _read_image(info, indices)
         return
@@ -328,6 +336,8 @@ def read_frames(info: VideoInfo, indices: Iterable[int], *,
                 # A descending run is decoded forward over its span (at most `chunk` frames
                 # held) and emitted reversed; a single index is the degenerate case.
                 run_items = list(decoder.decode_range(run[-1], run[0]))[::-1]
+                stats["max_held"] = max(stats["max_held"], len(run_items))
+                stats["seeks"], stats["decoded"] = decoder.seeks, decoder.decoded
             for item in run_items[:-1]:
                 yield item
             # Keep the last frame pristine only when the next index repeats it, so a caller

@@ -21,6 +21,23 @@ def emit(obj: dict) -> None:
     print(json.dumps(obj), flush=True)
 
 
+def _rms(path: str):
+    """RMS per 0.1 s of a mono/stereo 16-bit WAV (None for anything else)."""
+    import wave
+
+    try:
+        with wave.open(path) as w:
+            import numpy as np
+
+            rate, ch = w.getframerate(), w.getnchannels()
+            a = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(float)
+    except Exception:
+        return None
+    a = a.reshape(-1, ch).mean(axis=1)
+    step = rate // 10
+    return [float(np.sqrt((a[i:i + step] ** 2).mean())) for i in range(0, len(a) - step + 1, step)]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--face", required=True)
@@ -41,7 +58,7 @@ def main(argv=None) -> int:
     log = os.environ.get("FAKE_ENGINE_LOG")
     if log:
         with open(log, "w") as f:
-            json.dump({"argv": sys.argv[1:], **{k: v for k, v in vars(args).items()}}, f)
+            json.dump({"argv": sys.argv[1:], "audio_rms": _rms(args.audio), **vars(args)}, f)
     mode = os.environ.get("FAKE_ENGINE_MODE", "ok")
     print("some stray output that is not JSON", flush=True)
     if mode == "error":

@@ -1,0 +1,188 @@
+"""Read strips into plain data (snapshot.StripInfo), choose strips from the selection, and cut
+audio. The only module besides compat that looks at strip properties."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+import bpy
+
+from . import compat
+from .snapshot import IMAGE, MOVIE, SOUND, AudioCut, SnapshotError, StripInfo, overlap
+
+VIDEO_TYPES = (compat.MOVIE, compat.IMAGE)
+
+
+def abspath(path: str, library: Any = None) -> str:
+    if not path:
+        return ""
+    return os.path.normpath(bpy.path.abspath(path, library=library))
+
+
+def strip_filepath(strip: Any) -> str:
+    if strip.type == compat.MOVIE:
+        return abspath(strip.filepath)
+    if strip.type == compat.IMAGE:
+        elems = list(strip.elements)
+        if not elems:
+            return ""
+        return abspath(os.path.join(strip.directory, elems[0].filename))
+    if strip.type == compat.SOUND:
+        snd = strip.sound
+        return abspath(snd.filepath, snd.library) if snd is not None else ""
+    return ""
+
+
+def _speed_effects(ed: Any, strip: Any) -> Tuple[str, ...]:
+    return tuple(
+        s.name for s in compat.all_strips(ed)
+        if s.type == compat.SPEED and compat.strip_input(s) == strip
+    )
+
+
+_media_frames_cache: Dict[Tuple[str, float], Optional[int]] = {}
+
+
+def movie_frame_count(path: str) -> Optional[int]:
+    """The clip's frame count as Blender reads it (for detecting playback-rate changes)."""
+    try:
+        key = (path, os.path.getmtime(path))
+    except OSError:
+        return None
+    if key in _media_frames_cache:
+        return _media_frames_cache[key]
+    count: Optional[int] = None
+    try:
+        clip = bpy.data.movieclips.load(path, check_existing=False)
+    except (RuntimeError, TypeError):
+        clip = None
+    if clip is not None:
+        try:
+            count = int(clip.frame_duration) or None
+        finally:
+            bpy.data.movieclips.remove(clip)
+    _media_frames_cache[key] = count
+    return count
+
+
+def sound_frames(path: str, fps: float) -> Optional[int]:
+    try:
+        import aud  # Blender's audio library
+        snd = aud.Sound(path)
+        rate = float(snd.specs[0])
+        seconds = float(snd.length) / rate if rate > 0 else 0.0
+    except Exception:  # noqa: BLE001 - any decoder failure just means "unknown"
+        return None
+    return int(round(seconds * fps)) if seconds > 0 else None
+
+
+def strip_info(scene: Any, strip: Any, *, probe_media: bool = True) -> StripInfo:
+    """Plain data from a strip. probe_media: open the clip to learn its frame count (slow-ish;
+    skipped when drawing the panel)."""
+    ed = compat.editor(scene)
+    kind = {compat.MOVIE: MOVIE, compat.IMAGE: IMAGE, compat.SOUND: SOUND}.get(strip.type, strip.type)
+    path = strip_filepath(strip)
+    fps = compat.scene_fps(scene)
+    retiming = compat.retiming_key_count(strip)
+    media_frames: Optional[int] = None
+    if probe_media and path:
+        if kind == MOVIE:
+            media_fps = compat.media_fps(strip)
+            if retiming or (media_fps and abs(media_fps - fps) > 1e-3):
+                media_frames = movie_frame_count(path)
+        elif kind == SOUND and retiming:
+            media_frames = sound_frames(path, fps)
+    parent = getattr(strip, "parent_meta", None)
+    in_meta = callable(parent) and parent() is not None
+    return StripInfo(
+        name=strip.name,
+        kind=kind,
+        filepath=path,
+        channel=int(strip.channel),
+        frame_start=float(strip.frame_start),
+        final_start=int(strip.frame_final_start),
+        final_end=int(strip.frame_final_end),
+        frame_duration=int(strip.frame_duration),
+        animation_offset_start=int(getattr(strip, "animation_offset_start", 0) or 0),
+        animation_offset_end=int(getattr(strip, "animation_offset_end", 0) or 0),
+        sound_offset=compat.sound_offset(strip) if kind == SOUND else 0.0,
+        media_fps=compat.media_fps(strip) if kind == MOVIE else 0.0,
+        media_frames=media_frames,
+        image_count=len(strip.elements) if kind == IMAGE else 1,
+        retiming_keys=retiming,
+        speed_factor=compat.speed_factor(strip),
+        reversed=bool(getattr(strip, "use_reverse_frames", False)),
+        strobe=float(getattr(strip, "strobe", 1.0) or 1.0),
+        speed_effects=_speed_effects(ed, strip) if ed is not None else (),
+        in_meta=in_meta,
+        muted=bool(strip.mute),
+    )
+
+
+def _span(strip: Any) -> Tuple[int, int]:
+    return int(strip.frame_final_start), int(strip.frame_final_end)
+
+
+def choose_strips(context: Any, scene: Any, video_name: str = "", sound_name: str = "") -> Tuple[Any, Any]:
+    """(video strip or None, sound strip or None) from explicit names, else the selection:
+    the active movie/image strip if selected (or the first selected one), and the selected sound
+    strip overlapping it most, else any sound strip overlapping it most (unmuted first)."""
+    ed = compat.editor(scene)
+    if ed is None:
+        return None, None
+    video = sound = None
+    if video_name:
+        video = compat.find_strip(ed, video_name)
+    if sound_name:
+        sound = compat.find_strip(ed, sound_name)
+    selected = compat.selected_strips(context, ed)
+    if video is None and not video_name:
+        active = compat.active_strip(ed)
+        if active is not None and active.type in VIDEO_TYPES and active.select:
+            video = active
+        else:
+            vids = [s for s in selected if s.type in VIDEO_TYPES]
+            vids.sort(key=lambda s: (-int(s.channel), int(s.frame_final_start)))
+            video = vids[0] if vids else None
+    if sound is None and not sound_name:
+        sel_sounds = [s for s in selected if s.type == compat.SOUND]
+        if video is not None:
+            v0, v1 = _span(video)
+            if sel_sounds:
+                sound = max(sel_sounds, key=lambda s: overlap(v0, v1, *_span(s)))
+            else:
+                cands = [s for s in compat.current_strips(ed)
+                         if s.type == compat.SOUND and overlap(v0, v1, *_span(s)) > 0]
+                if cands:
+                    sound = max(cands, key=lambda s: (not s.mute, overlap(v0, v1, *_span(s))))
+        elif sel_sounds:
+            sound = sel_sounds[0]
+    return video, sound
+
+
+def occupied(scene: Any) -> List[Tuple[int, int, int]]:
+    ed = compat.editor(scene)
+    return [(int(s.channel), *_span(s)) for s in compat.current_strips(ed)]
+
+
+def write_audio_cut(cut: AudioCut, out_path: str) -> str:
+    """Write `cut` as a 16-bit WAV with Blender's audio library (silence where nothing plays)."""
+    try:
+        import aud
+    except ImportError as exc:  # pragma: no cover - every Blender build has audaspace
+        raise SnapshotError(f"cannot cut the sound (Blender's audio library is missing: {exc})") from exc
+    try:
+        src = aud.Sound(cut.source)
+        rate = int(src.specs[0]) or 48000
+        part = src.rechannel(1).limit(cut.start, cut.end)
+        if cut.lead > 0:
+            part = part.delay(cut.lead)
+        # Pad to the full length so the engine sees exactly the window.
+        pad = aud.Sound.silence(rate).limit(0.0, cut.total)
+        part = part.mix(pad)
+        part.write(out_path, rate=rate, channels=aud.CHANNELS_MONO, format=aud.FORMAT_S16,
+                   container=aud.CONTAINER_WAV, codec=aud.CODEC_PCM)
+    except Exception as exc:  # noqa: BLE001 - report any decoder error as one line
+        raise SnapshotError(f"cannot cut the sound '{cut.source}': {exc}") from exc
+    return out_path

@@ -1,0 +1,163 @@
+"""Add-on preferences and the per-scene settings shown in the panel."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Optional, Tuple
+
+import bpy
+
+ADDON_ID = __package__ or "blender_addon"
+
+DETECTORS = [
+    ("blazeface", "BlazeFace", "Fast front-camera face detector (needs its weights file)"),
+    ("blazeface-back", "BlazeFace (back camera)", "BlazeFace model for smaller / farther faces"),
+    ("s3fd", "S3FD", "The original Wav2Lip detector (slower, most robust)"),
+    ("box", "Fixed box", "No detection: use the same face box on every frame"),
+]
+DEVICES = [
+    ("auto", "Auto", "CUDA or Apple GPU when available, else CPU"),
+    ("cuda", "CUDA", "NVIDIA GPU"),
+    ("cpu", "CPU", "Processor only"),
+]
+DEFAULT_OUTPUT_DIR = "//lipsync/"
+
+
+class WAV2LIP_AddonPreferences(bpy.types.AddonPreferences):
+    bl_idname = ADDON_ID
+
+    checkpoint: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Checkpoint", subtype="FILE_PATH", default="",
+        description="Wav2Lip checkpoint file (.pth), e.g. wav2lip_gan.pth",
+    )
+    detector: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Face Detector", items=DETECTORS, default="blazeface",
+    )
+    detector_weights: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Detector Weights", subtype="FILE_PATH", default="",
+        description="Weights of the face detector (empty: the engine's default location)",
+    )
+    box: bpy.props.IntVectorProperty(  # type: ignore[valid-type]
+        name="Face Box", size=4, default=(0, 0, 0, 0), min=0,
+        description="Top, bottom, left, right of the face in pixels (Fixed box detector)",
+    )
+    device: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Device", items=DEVICES, default="auto",
+    )
+    engine_python: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Engine Python", subtype="FILE_PATH", default="",
+        description="Python interpreter of the environment that has wav2lip_core and torch "
+        "(set by install.py; empty: find one that can import wav2lip_core)",
+    )
+    output_dir: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Output Folder", subtype="DIR_PATH", default=DEFAULT_OUTPUT_DIR,
+        description="Where synced clips are written (// = beside the .blend file)",
+    )
+
+    def draw(self, context: Any) -> None:
+        layout = self.layout
+        layout.prop(self, "checkpoint")
+        row = layout.row()
+        row.prop(self, "detector")
+        row.prop(self, "device")
+        if self.detector == "box":
+            layout.prop(self, "box")
+        else:
+            layout.prop(self, "detector_weights")
+        layout.prop(self, "engine_python")
+        layout.prop(self, "output_dir")
+
+
+class WAV2LIP_SceneSettings(bpy.types.PropertyGroup):
+    mute_source: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Mute Source", default=False,
+        description="Mute the original strip after inserting the synced clip",
+    )
+
+
+@dataclass
+class Settings:
+    """Preferences as plain values, with operator overrides applied."""
+
+    checkpoint: str = ""
+    detector: str = "blazeface"
+    detector_weights: str = ""
+    box: Optional[Tuple[int, int, int, int]] = None
+    device: str = "auto"
+    engine_python: str = ""
+    output_dir: str = DEFAULT_OUTPUT_DIR
+
+
+def addon_prefs(context: Any) -> Any:
+    addon = context.preferences.addons.get(ADDON_ID) if context is not None else None
+    return addon.preferences if addon is not None else None
+
+
+def settings_from(context: Any, op: Any = None) -> Settings:
+    """Preferences (when the add-on is enabled through Blender) overridden by the operator's
+    non-empty properties (used by scripts and the headless runner)."""
+    s = Settings()
+    p = addon_prefs(context)
+    if p is not None:
+        s.checkpoint = p.checkpoint
+        s.detector = p.detector
+        s.detector_weights = p.detector_weights
+        s.device = p.device
+        s.engine_python = p.engine_python
+        s.output_dir = p.output_dir or DEFAULT_OUTPUT_DIR
+        if p.detector == "box":
+            s.box = _box(tuple(p.box))
+    if op is not None:
+        for name in ("checkpoint", "detector_weights", "engine_python", "output_dir"):
+            value = getattr(op, name, "")
+            if value:
+                setattr(s, name, value)
+        if getattr(op, "detector", "") not in ("", "PREFS"):
+            s.detector = op.detector
+        if getattr(op, "device", "") not in ("", "PREFS"):
+            s.device = op.device
+        if s.detector == "box":
+            obox = _box(tuple(getattr(op, "box", (0, 0, 0, 0))))
+            s.box = obox or s.box
+    s.checkpoint = _abs(s.checkpoint)
+    s.detector_weights = _abs(s.detector_weights)
+    s.engine_python = _abs(s.engine_python) if os.sep in s.engine_python or "//" in s.engine_python else s.engine_python
+    return s
+
+
+def _box(v: tuple) -> Optional[Tuple[int, int, int, int]]:
+    if len(v) != 4 or not any(v):
+        return None
+    return (int(v[0]), int(v[1]), int(v[2]), int(v[3]))
+
+
+def _abs(path: str) -> str:
+    return os.path.normpath(bpy.path.abspath(path)) if path else ""
+
+
+def output_folder(settings: Settings) -> Tuple[str, str]:
+    """(absolute folder, warning or ''). A //-relative folder needs a saved .blend; otherwise a
+    temp folder is used, with a warning."""
+    folder = settings.output_dir or DEFAULT_OUTPUT_DIR
+    if folder.startswith("//") and not bpy.data.filepath:
+        tmp = os.path.join(tempfile.gettempdir(), "wav2lip_lipsync")
+        return tmp, f"the .blend file is not saved: the synced clip goes to the temp folder {tmp}; save the file and re-run to keep it beside the project"
+    return os.path.normpath(bpy.path.abspath(folder)), ""
+
+
+classes = (WAV2LIP_AddonPreferences, WAV2LIP_SceneSettings)
+
+
+def register() -> None:
+    for cls in classes:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.wav2lip = bpy.props.PointerProperty(type=WAV2LIP_SceneSettings)  # type: ignore[attr-defined]
+
+
+def unregister() -> None:
+    if hasattr(bpy.types.Scene, "wav2lip"):
+        del bpy.types.Scene.wav2lip  # type: ignore[attr-defined]
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

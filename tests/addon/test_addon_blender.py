@@ -1,0 +1,302 @@
+"""The add-on inside real Blender (bpy 5.0.1), with the stand-in engine (fast, no torch).
+
+The same operator with the real core runs in test_addon_e2e.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import wave
+
+import pytest
+
+from .conftest import add_movie, add_sound, deselect_all, strips
+
+KATIE = "sadtalker_WDA_KatieHill_000.mp4"  # 512x512, 25 fps, 200 frames
+SPEECH = "vretalk_audio1.wav"  # 5.0 s
+
+
+def test_register_unregister_twice(bpy_addon):
+    bpy, mod = bpy_addon
+    mod.unregister()
+    assert not hasattr(bpy.types, "SEQUENCER_OT_wav2lip_sync")
+    mod.register()
+    mod.unregister()
+    mod.register()
+    assert hasattr(bpy.types, "SEQUENCER_OT_wav2lip_sync")
+    assert hasattr(bpy.types, "SEQUENCER_PT_wav2lip")
+    assert hasattr(bpy.types.Scene, "wav2lip")
+    import addon_utils
+
+    addon_utils.disable("blender_addon", default_set=True)
+    assert not hasattr(bpy.types, "SEQUENCER_OT_wav2lip_sync")
+    addon_utils.enable("blender_addon", default_set=True)
+    assert bpy.context.preferences.addons["blender_addon"].preferences.output_dir == "//lipsync/"
+
+
+class FakeLayout:
+    """Records what a draw function asks for and checks it against RNA, like Blender would."""
+
+    def __init__(self, log):
+        self.log = log
+        self.enabled = True
+        self.scale_y = 1.0
+
+    def _child(self, *a, **k):
+        return FakeLayout(self.log)
+
+    row = column = box = split = _child
+
+    def label(self, text="", icon="NONE", **k):
+        self.log.append(("label", text))
+
+    def separator(self, **k):
+        pass
+
+    def prop(self, data, prop, **k):
+        assert prop in data.bl_rna.properties, prop
+        self.log.append(("prop", prop))
+
+    def operator(self, idname, **k):
+        import bpy
+
+        mod, name = idname.split(".")
+        op = getattr(getattr(bpy.ops, mod), name)
+        rna = op.get_rna_type()
+        self.log.append(("operator", idname, k.get("text")))
+
+        class Props:
+            def __setattr__(self, key, value):
+                assert key in rna.properties, key
+
+        return Props()
+
+    def progress(self, factor=0.0, type="BAR", text=""):
+        assert 0.0 <= factor <= 1.0
+        self.log.append(("progress", factor, text))
+
+
+def _draw(bpy):
+    log = []
+    bpy.types.SEQUENCER_PT_wav2lip.draw(type("P", (), {"layout": FakeLayout(log)})(), bpy.context)
+    return log
+
+
+def test_panel_draws(fresh, media):
+    bpy, scene = fresh
+    log = _draw(bpy)
+    assert ("label", "No movie strip selected") in log and ("label", "No sound strip") in log
+    assert any(e[0] == "operator" and e[1] == "sequencer.wav2lip_sync" for e in log)
+
+    face = add_movie(scene, "Face", media / KATIE, 2, 1)
+    deselect_all(scene)
+    face.select = True
+    scene.sequence_editor.active_strip = face
+    log = _draw(bpy)
+    assert ("label", "Face") in log and ("label", "No sound strip") in log
+
+    speech = add_sound(scene, "Speech", media / SPEECH, 1, 1)
+    speech.select = True
+    log = _draw(bpy)
+    assert ("label", "Face") in log and ("label", "Speech") in log
+    assert ("prop", "checkpoint") in log and ("prop", "mute_source") in log
+
+    # The Strip menu entry draws too.
+    mlog = []
+    bpy.types.SEQUENCER_MT_strip.draw  # exists
+    from blender_addon import panel
+
+    panel.menu_func(type("M", (), {"layout": FakeLayout(mlog)})(), bpy.context)
+    assert ("operator", "sequencer.wav2lip_sync", None) in mlog
+
+
+def test_panel_shows_progress_while_running(fresh, media, fake_python, dummy_checkpoint, tmp_path, monkeypatch):
+    bpy, scene = fresh
+    from blender_addon import operators, runner
+
+    face = add_movie(scene, "Face", media / KATIE, 2, 1)
+    add_sound(scene, "Speech", media / SPEECH, 1, 1)
+    deselect_all(scene)
+    face.select = True
+    monkeypatch.setenv("FAKE_ENGINE_MODE", "slow")
+
+    class Op:  # what prepare() reads from the operator
+        video_strip = audio_strip = ""
+        checkpoint, detector, detector_weights, box = dummy_checkpoint, "blazeface", "", (0, 0, 0, 0)
+        device, engine_python, output_dir, mute_source = "cpu", fake_python, str(tmp_path / "o"), False
+
+        class properties:
+            @staticmethod
+            def is_property_set(name):
+                return True
+
+    job = operators.prepare(bpy.context, Op())
+    try:
+        import time
+
+        deadline = time.monotonic() + 20
+        while job.runner.poll().stage != "model" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        log = _draw(bpy)
+        prog = [e for e in log if e[0] == "progress"]
+        assert prog and prog[0][2].startswith("Syncing lips")
+        assert ("operator", "sequencer.wav2lip_cancel", "Cancel") in log
+        assert bpy.ops.sequencer.wav2lip_cancel() == {"FINISHED"}
+    finally:
+        operators.cancel_active_job()
+    assert operators.active_job() is None
+    assert job.runner.poll().status == runner.CANCELLED
+    assert not job.runner.workdir.exists()
+    assert not os.path.exists(job.dest)
+
+
+def _trimmed_scene(bpy, scene, media):
+    """24 fps scene, 25 fps clip trimmed to frames 13..100, speech starting at frame 20, a busy
+    channel 3 over the clip."""
+    face = add_movie(scene, "Face", media / KATIE, 2, 1)
+    face.frame_offset_start = 12
+    face.frame_offset_end = 100
+    speech = add_sound(scene, "Speech", media / SPEECH, 1, 20)
+    add_sound(scene, "Music", media / SPEECH, 3, 1)
+    deselect_all(scene)
+    face.select = True
+    speech.select = True
+    scene.sequence_editor.active_strip = face
+    assert (face.frame_final_start, face.frame_final_end) == (13, 101)
+    return face, speech
+
+
+def test_sync_inserts_one_strip_with_scene_timing(fresh, media, fake_python, dummy_checkpoint, engine_log, tmp_path):
+    bpy, scene = fresh
+    face, speech = _trimmed_scene(bpy, scene, media)
+    blend = tmp_path / "proj" / "scene.blend"
+    blend.parent.mkdir()
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+    scene = bpy.context.scene
+    before = {s.name for s in strips(scene)}
+
+    res = bpy.ops.sequencer.wav2lip_sync(checkpoint=dummy_checkpoint, engine_python=fake_python, device="cpu")
+    assert res == {"FINISHED"}
+    new = [s for s in strips(scene) if s.name not in before]
+    assert len(new) == 1
+    out = new[0]
+    assert out.name == "Face.lipsync" and out.type == "MOVIE"
+    assert (out.frame_final_start, out.frame_final_duration) == (13, 88)
+    assert out.channel == 4  # 3 is busy
+    assert out.select and scene.sequence_editor.active_strip == out
+    assert out.filepath.startswith("//")
+    assert os.path.isfile(bpy.path.abspath(out.filepath))
+    assert os.path.dirname(bpy.path.abspath(out.filepath)) == str(blend.parent / "lipsync")
+    assert not scene.sequence_editor.strips["Face"].mute
+
+    args = json.loads(engine_log.read_text())
+    assert args["face"] == str(media / KATIE) and args["audio"] == str(media / SPEECH)
+    assert args["fps"] == 24 and args["start_frame"] == 12 and args["frames"] == 88
+    assert args["audio_start"] == pytest.approx((13 - 20) / 24)
+    assert args["duration"] == pytest.approx(88 / 24)
+    assert args["device"] == "cpu" and args["progress"] == "json"
+
+    bpy.ops.wm.save_mainfile()
+    bpy.ops.wm.open_mainfile(filepath=str(blend))
+    again = bpy.context.scene.sequence_editor.strips["Face.lipsync"]
+    assert again.filepath.startswith("//lipsync/")
+    assert os.path.isfile(bpy.path.abspath(again.filepath))
+    assert again.frame_final_duration == 88 and again.frame_final_start == 13
+
+    # A second run makes a second file and a strip above, without overwriting the first.
+    again.select = False
+    sc = bpy.context.scene
+    assert bpy.ops.sequencer.wav2lip_sync(video_strip="Face", audio_strip="Speech", checkpoint=dummy_checkpoint,
+                                          engine_python=fake_python, mute_source=True) == {"FINISHED"}
+    second = sc.sequence_editor.active_strip
+    assert second.name == "Face.lipsync.001" and second.channel == 5
+    assert bpy.path.abspath(second.filepath) != bpy.path.abspath(again.filepath)
+    assert sc.sequence_editor.strips["Face"].mute
+
+
+def test_sound_picked_by_overlap_and_trimmed_sound_is_cut(fresh, media, fake_python, dummy_checkpoint, engine_log, tmp_path):
+    bpy, scene = fresh
+    face = add_movie(scene, "Face", media / KATIE, 2, 1)  # frames 1..200
+    face.frame_offset_end = 152  # used 1..48 (2 s at 24 fps)
+    far = add_sound(scene, "Far", media / SPEECH, 1, 300)
+    speech = add_sound(scene, "Speech", media / SPEECH, 3, 1)  # file spans frames 1..120
+    speech.frame_offset_start = 12  # plays frames 13..36 only
+    speech.frame_offset_end = 84
+    deselect_all(scene)
+    face.select = True
+    assert bpy.ops.sequencer.wav2lip_sync(checkpoint=dummy_checkpoint, engine_python=fake_python,
+                                          output_dir=str(tmp_path / "out")) == {"FINISHED"}
+    args = json.loads(engine_log.read_text())
+    assert args["audio"] != str(media / SPEECH) and args["audio"].endswith("heard.wav")
+    assert args["audio_start"] == 0 and args["duration"] == pytest.approx(2.0)
+    rms = args.get("audio_rms")
+    assert rms is not None
+    # 0.1 s windows: silent before frame 13 (0.5 s), sound until frame 37 (1.5 s), silent after.
+    assert max(rms[:4]) < 1 and min(rms[6:14]) > 50 and max(rms[16:19]) < 1
+    assert far.name == "Far"  # untouched
+    assert not os.path.exists(args["audio"])  # temp cut removed with the job folder
+    assert scene.sequence_editor.active_strip.frame_final_duration == 48
+
+
+def test_unsaved_file_goes_to_temp_with_warning(fresh, media, fake_python, dummy_checkpoint, capsys):
+    bpy, scene = fresh
+    face = add_movie(scene, "Face", media / KATIE, 2, 1)
+    face.frame_offset_end = 170
+    add_sound(scene, "Speech", media / SPEECH, 1, 1)
+    deselect_all(scene)
+    face.select = True
+    assert bpy.ops.sequencer.wav2lip_sync(checkpoint=dummy_checkpoint, engine_python=fake_python) == {"FINISHED"}
+    path = scene.sequence_editor.active_strip.filepath
+    import tempfile
+
+    assert path.startswith(os.path.join(tempfile.gettempdir(), "wav2lip_lipsync"))
+    assert os.path.isfile(path)
+    os.remove(path)
+
+
+def _no_new_strip(scene, before):
+    return {s.name for s in strips(scene)} == before
+
+
+@pytest.mark.parametrize("case, match", [
+    ("nothing", "nothing to sync"),
+    ("no_sound", "no sound strip"),
+    ("no_checkpoint", "checkpoint not found"),
+    ("bad_python", "cannot start the lip-sync engine"),
+    ("engine_error", "not a Wav2Lip model"),
+    ("crash", "Segmentation fault"),
+    ("reversed", "changed speed"),
+    ("speed_effect", "Speed Control"),
+])
+def test_errors_report_and_insert_nothing(case, match, fresh, media, fake_python, dummy_checkpoint, tmp_path, monkeypatch):
+    bpy, scene = fresh
+    face = add_movie(scene, "Face", media / KATIE, 2, 1)
+    face.frame_offset_end = 170
+    if case != "no_sound":
+        add_sound(scene, "Speech", media / SPEECH, 1, 1)
+    deselect_all(scene)
+    if case != "nothing":
+        face.select = True
+    kw = dict(checkpoint=dummy_checkpoint, engine_python=fake_python, output_dir=str(tmp_path / "out"))
+    if case == "no_checkpoint":
+        kw["checkpoint"] = str(tmp_path / "missing.pth")
+    if case == "bad_python":
+        kw["engine_python"] = str(tmp_path / "no-such-env" / "bin" / "python")
+    if case in ("engine_error", "crash"):
+        monkeypatch.setenv("FAKE_ENGINE_MODE", "error" if case == "engine_error" else "crash")
+    if case == "reversed":
+        face.use_reverse_frames = True
+    if case == "speed_effect":
+        ed = scene.sequence_editor
+        coll = ed.strips if hasattr(ed, "strips") else ed.sequences
+        coll.new_effect(name="Speed", type="SPEED", channel=5, frame_start=1, input1=face)
+    before = {s.name for s in strips(scene)}
+    with pytest.raises(RuntimeError, match=match) as exc:
+        bpy.ops.sequencer.wav2lip_sync(**kw)
+    assert "Traceback" not in str(exc.value)
+    assert _no_new_strip(scene, before)
+    out = tmp_path / "out"
+    assert not out.exists() or not any(out.iterdir())
+    from blender_addon import operators
+
+    assert operators.active_job() is None

@@ -7,8 +7,10 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 
 import bpy
+from bpy.types import Context, Scene
 
 from . import compat
+from .compat import StripLike
 from .snapshot import IMAGE, MOVIE, SOUND, AudioCut, SnapshotError, StripInfo, overlap
 
 VIDEO_TYPES = (compat.MOVIE, compat.IMAGE)
@@ -20,7 +22,7 @@ def abspath(path: str, library: Any = None) -> str:
     return os.path.normpath(bpy.path.abspath(path, library=library))
 
 
-def strip_filepath(strip: Any) -> str:
+def strip_filepath(strip: StripLike) -> str:
     if strip.type == compat.MOVIE:
         return abspath(strip.filepath)
     if strip.type == compat.IMAGE:
@@ -34,7 +36,7 @@ def strip_filepath(strip: Any) -> str:
     return ""
 
 
-def _speed_effects(ed: Any, strip: Any) -> Tuple[str, ...]:
+def _speed_effects(ed: Any, strip: StripLike) -> Tuple[str, ...]:
     return tuple(
         s.name for s in compat.all_strips(ed)
         if s.type == compat.SPEED and compat.strip_input(s) == strip
@@ -69,7 +71,7 @@ def movie_frame_count(path: str) -> Optional[int]:
 def sound_frames(path: str, fps: float) -> Optional[int]:
     try:
         import aud  # Blender's audio library
-        snd = aud.Sound(path)
+        snd = aud.Sound.file(path)
         rate = float(snd.specs[0])
         seconds = float(snd.length) / rate if rate > 0 else 0.0
     except Exception:  # noqa: BLE001 - any decoder failure just means "unknown"
@@ -77,11 +79,11 @@ def sound_frames(path: str, fps: float) -> Optional[int]:
     return int(round(seconds * fps)) if seconds > 0 else None
 
 
-def strip_info(scene: Any, strip: Any, *, probe_media: bool = True) -> StripInfo:
+def strip_info(scene: Scene, strip: StripLike, *, probe_media: bool = True) -> StripInfo:
     """Plain data from a strip. probe_media: open the clip to learn its frame count (slow-ish;
     skipped when drawing the panel)."""
     ed = compat.editor(scene)
-    kind = {compat.MOVIE: MOVIE, compat.IMAGE: IMAGE, compat.SOUND: SOUND}.get(strip.type, strip.type)
+    kind = str({compat.MOVIE: MOVIE, compat.IMAGE: IMAGE, compat.SOUND: SOUND}.get(strip.type, strip.type))
     path = strip_filepath(strip)
     fps = compat.scene_fps(scene)
     retiming = compat.retiming_key_count(strip)
@@ -120,11 +122,12 @@ def strip_info(scene: Any, strip: Any, *, probe_media: bool = True) -> StripInfo
     )
 
 
-def _span(strip: Any) -> Tuple[int, int]:
+def _span(strip: StripLike) -> Tuple[int, int]:
     return int(strip.frame_final_start), int(strip.frame_final_end)
 
 
-def choose_strips(context: Any, scene: Any, video_name: str = "", sound_name: str = "") -> Tuple[Any, Any]:
+def choose_strips(context: Context, scene: Scene, video_name: str = "", sound_name: str = ""
+                  ) -> Tuple[Optional[StripLike], Optional[StripLike]]:
     """(video strip or None, sound strip or None) from explicit names, else the selection:
     the active movie/image strip if selected (or the first selected one), and the selected sound
     strip overlapping it most, else any sound strip overlapping it most (unmuted first)."""
@@ -161,7 +164,7 @@ def choose_strips(context: Any, scene: Any, video_name: str = "", sound_name: st
     return video, sound
 
 
-def occupied(scene: Any) -> List[Tuple[int, int, int]]:
+def occupied(scene: Scene) -> List[Tuple[int, int, int]]:
     ed = compat.editor(scene)
     return [(int(s.channel), *_span(s)) for s in compat.current_strips(ed)]
 
@@ -173,7 +176,7 @@ def write_audio_cut(cut: AudioCut, out_path: str) -> str:
     except ImportError as exc:  # pragma: no cover - every Blender build has audaspace
         raise SnapshotError(f"cannot cut the sound (Blender's audio library is missing: {exc})") from exc
     try:
-        src = aud.Sound(cut.source)
+        src = aud.Sound.file(cut.source)
         rate = int(src.specs[0]) or 48000
         part = src.rechannel(1).limit(cut.start, cut.end)
         if cut.lead > 0:
@@ -182,7 +185,7 @@ def write_audio_cut(cut: AudioCut, out_path: str) -> str:
         pad = aud.Sound.silence(rate).limit(0.0, cut.total)
         part = part.mix(pad)
         part.write(out_path, rate=rate, channels=aud.CHANNELS_MONO, format=aud.FORMAT_S16,
-                   container=aud.CONTAINER_WAV, codec=aud.CODEC_PCM)
+                   container=aud.CONTAINER_WAV, codec=aud.CODEC_PCM, bitrate=0, buffersize=0)
     except Exception as exc:  # noqa: BLE001 - report any decoder error as one line
         raise SnapshotError(f"cannot cut the sound '{cut.source}': {exc}") from exc
     return out_path

@@ -13,12 +13,42 @@ Everything else in the add-on goes through these helpers, and the type check run
 
 from __future__ import annotations
 
-from typing import Any, Iterable, List, Optional
+from typing import Any, Iterable, List, Optional, Protocol, cast
 
 import bpy
+from bpy.types import Context, Scene, SequenceEditor
 
 BLENDER_VERSION = tuple(bpy.app.version)
 IS_5 = BLENDER_VERSION >= (5, 0, 0)
+
+
+
+class StripLike(Protocol):
+    """A strip as the add-on uses it, in every supported version (4.x `Sequence` subclasses,
+    5.x `Strip` subclasses). Code outside this module sees strips only through this, so an
+    attribute that exists in one version only must go through a helper here."""
+
+    name: str
+    type: str
+    channel: int
+    frame_start: float
+    frame_final_start: int
+    frame_final_end: int
+    frame_final_duration: int
+    frame_duration: int
+    frame_offset_start: float
+    frame_offset_end: float
+    select: bool
+    mute: bool
+    filepath: str  # movie strips
+    directory: str  # image strips
+    elements: Any  # image/movie strips
+    sound: Any  # sound strips
+    transform: Any
+    crop: Any
+    use_flip_x: bool
+    use_flip_y: bool
+
 
 MOVIE = "MOVIE"
 IMAGE = "IMAGE"
@@ -26,13 +56,13 @@ SOUND = "SOUND"
 SPEED = "SPEED"
 
 
-def sequencer_scene(context: Any) -> Any:
+def sequencer_scene(context: Context) -> Optional[Scene]:
     """The scene whose sequencer the user edits (5.0: `context.sequencer_scene`, may be None)."""
     scene = getattr(context, "sequencer_scene", None)
     return scene if scene is not None else getattr(context, "scene", None)
 
 
-def editor(scene: Any, create: bool = False) -> Any:
+def editor(scene: Optional[Scene], create: bool = False) -> Optional[SequenceEditor]:
     if scene is None:
         return None
     ed = scene.sequence_editor
@@ -41,98 +71,100 @@ def editor(scene: Any, create: bool = False) -> Any:
     return ed
 
 
-def top_strips(ed: Any) -> Any:
+def top_strips(ed: SequenceEditor) -> Any:
     """The editable top-level collection (has new_movie/new_sound/remove)."""
-    return ed.strips if hasattr(ed, "strips") else ed.sequences
+    e: Any = ed
+    return e.strips if hasattr(e, "strips") else e.sequences
 
 
-def all_strips(ed: Any) -> List[Any]:
+def all_strips(ed: Optional[SequenceEditor]) -> List[StripLike]:
     """Every strip, inside metas too."""
     if ed is None:
         return []
-    coll = ed.strips_all if hasattr(ed, "strips_all") else ed.sequences_all
+    e: Any = ed
+    coll = e.strips_all if hasattr(e, "strips_all") else e.sequences_all
     return list(coll)
 
 
-def current_strips(ed: Any) -> List[Any]:
+def current_strips(ed: Optional[SequenceEditor]) -> List[StripLike]:
     """The strips of the level being edited (the open meta strip, else the top level)."""
     if ed is None:
         return []
-    stack = list(ed.meta_stack) if hasattr(ed, "meta_stack") else []
+    stack: List[Any] = list(ed.meta_stack)
     if stack:
         meta = stack[-1]
         return list(meta.strips if hasattr(meta, "strips") else meta.sequences)
     return list(top_strips(ed))
 
 
-def selected_strips(context: Any, ed: Any) -> List[Any]:
+def selected_strips(context: Context, ed: Optional[SequenceEditor]) -> List[StripLike]:
     """Selected strips at the current level (context member when the sequencer provides it)."""
     for name in ("selected_strips", "selected_sequences"):
-        sel = getattr(context, name, None)
+        sel: Any = getattr(context, name, None)
         if sel is not None:
             return list(sel)
     return [s for s in current_strips(ed) if s.select]
 
 
-def active_strip(ed: Any) -> Any:
-    return None if ed is None else ed.active_strip
+def active_strip(ed: Optional[SequenceEditor]) -> Optional[StripLike]:
+    return None if ed is None else cast(Any, ed).active_strip
 
 
-def set_active_strip(ed: Any, strip: Any) -> None:
-    ed.active_strip = strip
+def set_active_strip(ed: SequenceEditor, strip: StripLike) -> None:
+    cast(Any, ed).active_strip = strip
 
 
-def new_movie(ed: Any, name: str, filepath: str, channel: int, frame_start: int) -> Any:
+def new_movie(ed: SequenceEditor, name: str, filepath: str, channel: int, frame_start: int) -> StripLike:
     return top_strips(ed).new_movie(name=name, filepath=filepath, channel=channel,
                                     frame_start=frame_start, fit_method="ORIGINAL")
 
 
-def new_sound(ed: Any, name: str, filepath: str, channel: int, frame_start: int) -> Any:
+def new_sound(ed: SequenceEditor, name: str, filepath: str, channel: int, frame_start: int) -> StripLike:
     return top_strips(ed).new_sound(name=name, filepath=filepath, channel=channel, frame_start=frame_start)
 
 
-def new_image(ed: Any, name: str, filepath: str, channel: int, frame_start: int) -> Any:
+def new_image(ed: SequenceEditor, name: str, filepath: str, channel: int, frame_start: int) -> StripLike:
     return top_strips(ed).new_image(name=name, filepath=filepath, channel=channel,
                                     frame_start=frame_start, fit_method="ORIGINAL")
 
 
-def remove_strip(ed: Any, strip: Any) -> None:
+def remove_strip(ed: SequenceEditor, strip: StripLike) -> None:
     top_strips(ed).remove(strip)
 
 
-def sound_offset(strip: Any) -> float:
+def sound_offset(strip: StripLike) -> float:
     """Seconds of the sound file skipped at the strip's content start (5.0+; 0 before)."""
     return float(getattr(strip, "sound_offset", 0.0) or 0.0)
 
 
-def speed_factor(strip: Any) -> float:
+def speed_factor(strip: StripLike) -> float:
     """The legacy per-strip speed factor (absent in current versions: retiming replaced it)."""
     return float(getattr(strip, "speed_factor", 1.0) or 1.0)
 
 
-def retiming_key_count(strip: Any) -> int:
+def retiming_key_count(strip: StripLike) -> int:
     keys = getattr(strip, "retiming_keys", None)
     return 0 if keys is None else len(keys)
 
 
-def strip_input(strip: Any) -> Any:
+def strip_input(strip: StripLike) -> Optional[StripLike]:
     return getattr(strip, "input_1", None)
 
 
-def scene_fps(scene: Any) -> float:
+def scene_fps(scene: Scene) -> float:
     return float(scene.render.fps) / float(scene.render.fps_base or 1.0)
 
 
-def media_fps(strip: Any) -> float:
+def media_fps(strip: StripLike) -> float:
     try:
         return float(getattr(strip, "fps", 0.0) or 0.0)
     except (TypeError, ValueError):
         return 0.0
 
 
-def set_ffmpeg_output(scene: Any, filepath: str, audio: bool = True) -> None:
+def set_ffmpeg_output(scene: Scene, filepath: str, audio: bool = True) -> None:
     """Render the scene to an H.264 MP4 (AAC audio when `audio`)."""
-    r = scene.render
+    r: Any = scene.render
     settings = r.image_settings
     if hasattr(settings, "media_type"):  # 5.0: pick the media type before the format
         settings.media_type = "VIDEO"
@@ -160,11 +192,11 @@ def strip_menu_class() -> Any:
     return getattr(bpy.types, "SEQUENCER_MT_strip", None)
 
 
-def iter_channel_strips(ed: Any, channel: int) -> Iterable[Any]:
+def iter_channel_strips(ed: Optional[SequenceEditor], channel: int) -> Iterable[StripLike]:
     return (s for s in current_strips(ed) if s.channel == channel)
 
 
-def find_strip(ed: Any, name: str) -> Optional[Any]:
+def find_strip(ed: Optional[SequenceEditor], name: str) -> Optional[StripLike]:
     for s in all_strips(ed):
         if s.name == name:
             return s

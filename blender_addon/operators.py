@@ -16,6 +16,9 @@ from typing import Any, List, Optional, Set
 
 import bpy
 from bpy.app.handlers import persistent
+from bpy.types import Context, Event
+
+from .compat import StripLike
 
 from . import capture, compat, preferences
 from .runner import CANCELLED, DONE, FAILED, JobRunner, engine_env, find_engine_python
@@ -56,7 +59,7 @@ def cancel_active_job() -> None:
         _set_job(None)
 
 
-def _redraw_sequencers(context: Any) -> None:
+def _redraw_sequencers(context: Context) -> None:
     wm = getattr(context, "window_manager", None)
     if wm is None:
         return
@@ -76,7 +79,7 @@ def unique_output(folder: str, stem: str, ext: str = ".mp4") -> str:
     return path
 
 
-def prepare(context: Any, op: Any) -> Job:
+def prepare(context: Context, op: Any) -> Job:
     """Everything up to a started engine process; raises SnapshotError with a user message."""
     if _job is not None:
         raise SnapshotError("a lip-sync job is already running; wait for it or cancel it")
@@ -155,13 +158,15 @@ def prepare(context: Any, op: Any) -> Job:
     return job
 
 
-def insert_result(job: Job) -> Any:
+def insert_result(job: Job) -> StripLike:
     """Put the finished clip on the timeline; returns the new strip."""
     req = job.request
     scene = bpy.data.scenes.get(job.scene_name)
     if scene is None:
         raise SnapshotError(f"the scene '{job.scene_name}' is gone; the synced clip is at {job.dest}")
     ed = compat.editor(scene, create=True)
+    if ed is None:
+        raise SnapshotError(f"the scene '{job.scene_name}' has no sequencer")
     source = compat.find_strip(ed, req.source_name)
     start, n = req.insert_frame, req.used_frames
     above = int(source.channel) if source is not None else req.source_channel
@@ -190,7 +195,7 @@ def insert_result(job: Job) -> Any:
     return strip
 
 
-def _unique_strip_name(ed: Any, wanted: str, own: Any) -> str:
+def _unique_strip_name(ed: Any, wanted: str, own: StripLike) -> str:
     """`Face.lipsync`, else `Face.lipsync.001`, ... (Blender's own renaming drops the suffix)."""
     taken = {s.name for s in compat.all_strips(ed) if s != own}
     name, i = wanted, 1
@@ -200,7 +205,7 @@ def _unique_strip_name(ed: Any, wanted: str, own: Any) -> str:
     return name
 
 
-def _copy_look(src: Any, dst: Any) -> None:
+def _copy_look(src: StripLike, dst: StripLike) -> None:
     """Same placement as the source, so the synced clip covers it exactly."""
     try:
         for attr in ("offset_x", "offset_y", "scale_x", "scale_y", "rotation"):
@@ -247,12 +252,12 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
     _timer: Any = None
 
     @classmethod
-    def poll(cls, context: Any) -> bool:
+    def poll(cls, context: Context) -> bool:
         return compat.sequencer_scene(context) is not None
 
     # -- synchronous (background mode, scripts) ---------------------------------------------------
 
-    def execute(self, context: Any) -> Set[str]:
+    def execute(self, context: Context) -> Set[str]:
         try:
             job = prepare(context, self)
         except SnapshotError as exc:
@@ -273,7 +278,7 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
 
     # -- interactive --------------------------------------------------------------------------------
 
-    def invoke(self, context: Any, event: Any) -> Set[str]:
+    def invoke(self, context: Context, event: Event) -> Set[str]:
         if bpy.app.background or context.window is None:
             return self.execute(context)
         try:
@@ -283,13 +288,13 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
             return {"CANCELLED"}
         for w in job.warnings:
             self.report({"WARNING"}, w)
-        wm = context.window_manager
+        wm: Any = context.window_manager  # (Any: the stubs type Context's properties oddly)
         self._timer = wm.event_timer_add(0.25, window=context.window)
         wm.modal_handler_add(self)
         _redraw_sequencers(context)
         return {"RUNNING_MODAL"}
 
-    def modal(self, context: Any, event: Any) -> Set[str]:
+    def modal(self, context: Context, event: Event) -> Set[str]:
         job = _job
         if job is None or job.cancel_requested:
             return self._stop(context, cancelled=True)
@@ -303,25 +308,26 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
                 return self._finish(context, job)
         return {"PASS_THROUGH"}
 
-    def cancel(self, context: Any) -> None:  # Blender calls this when the modal is aborted
+    def cancel(self, context: Context) -> None:  # Blender calls this when the modal is aborted
         cancel_active_job()
         self._remove_timer(context)
 
     # -- shared -------------------------------------------------------------------------------------
 
-    def _remove_timer(self, context: Any) -> None:
+    def _remove_timer(self, context: Context) -> None:
         if self._timer is not None:
-            context.window_manager.event_timer_remove(self._timer)
+            wm: Any = context.window_manager
+            wm.event_timer_remove(self._timer)
             self._timer = None
 
-    def _stop(self, context: Any, cancelled: bool) -> Set[str]:
+    def _stop(self, context: Context, cancelled: bool) -> Set[str]:
         self._remove_timer(context)
         _redraw_sequencers(context)
         if cancelled:
             self.report({"WARNING"}, "Lip sync cancelled; nothing was inserted")
         return {"CANCELLED"}
 
-    def _finish(self, context: Any, job: Job) -> Set[str]:
+    def _finish(self, context: Context, job: Job) -> Set[str]:
         _set_job(None)
         p = job.runner.poll()
         _redraw_sequencers(context)
@@ -351,10 +357,10 @@ class SEQUENCER_OT_wav2lip_cancel(bpy.types.Operator):
     bl_options = {"INTERNAL"}
 
     @classmethod
-    def poll(cls, context: Any) -> bool:
+    def poll(cls, context: Context) -> bool:
         return _job is not None
 
-    def execute(self, context: Any) -> Set[str]:
+    def execute(self, context: Context) -> Set[str]:
         cancel_active_job()
         _redraw_sequencers(context)
         return {"FINISHED"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import bpy
+from bpy.types import Context
 
 from . import capture, compat, operators, preferences
 
@@ -15,11 +16,11 @@ class SEQUENCER_PT_wav2lip(bpy.types.Panel):
     bl_category = "Lip Sync"
     bl_label = "Lip Sync"
 
-    def draw(self, context: Any) -> None:
+    def draw(self, context: Context) -> None:
         draw_panel(self.layout, context)
 
 
-def draw_panel(layout: Any, context: Any) -> None:
+def draw_panel(layout: Any, context: Context) -> None:
     scene = compat.sequencer_scene(context)
     job = operators.active_job()
     if job is not None:
@@ -61,7 +62,7 @@ def draw_panel(layout: Any, context: Any) -> None:
         op.mute_source = settings.mute_source
 
 
-def menu_func(self: Any, context: Any) -> None:
+def menu_func(self: Any, context: Context) -> None:
     self.layout.separator()
     self.layout.operator(operators.SEQUENCER_OT_wav2lip_sync.bl_idname, icon="SPEAKER")
 

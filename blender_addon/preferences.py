@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
 import bpy
+from bpy.types import Context
 
 ADDON_ID = __package__ or "blender_addon"
 
@@ -56,7 +57,7 @@ class WAV2LIP_AddonPreferences(bpy.types.AddonPreferences):
         description="Where synced clips are written (// = beside the .blend file)",
     )
 
-    def draw(self, context: Any) -> None:
+    def draw(self, context: Context) -> None:
         layout = self.layout
         layout.prop(self, "checkpoint")
         row = layout.row()
@@ -90,12 +91,15 @@ class Settings:
     output_dir: str = DEFAULT_OUTPUT_DIR
 
 
-def addon_prefs(context: Any) -> Any:
-    addon = context.preferences.addons.get(ADDON_ID) if context is not None else None
+def addon_prefs(context: Optional[Context]) -> Any:
+    if context is None:
+        return None
+    prefs: Any = context.preferences  # (Any: the stubs type Context's properties oddly)
+    addon = prefs.addons.get(ADDON_ID) if prefs is not None else None
     return addon.preferences if addon is not None else None
 
 
-def settings_from(context: Any, op: Any = None) -> Settings:
+def settings_from(context: Optional[Context], op: Any = None) -> Settings:
     """Preferences (when the add-on is enabled through Blender) overridden by the operator's
     non-empty properties (used by scripts and the headless runner)."""
     s = Settings()

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Deque, Dict, List, Optional, Sequence
+from typing import Deque, Dict, List, Optional, Sequence, Union
 
 RUNNING = "running"
 DONE = "done"
@@ -124,10 +124,10 @@ class JobRunner:
         self,
         argv: Sequence[str] = (),
         *,
-        dest: Optional[os.PathLike] = None,
+        dest: Union[str, "os.PathLike[str]", None] = None,
         env: Optional[Dict[str, str]] = None,
-        cwd: Optional[os.PathLike] = None,
-        workdir: Optional[os.PathLike] = None,
+        cwd: Union[str, "os.PathLike[str]", None] = None,
+        workdir: Union[str, "os.PathLike[str]", None] = None,
         suffix: str = ".mp4",
     ) -> None:
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="wav2lip_job_"))

@@ -133,7 +133,7 @@ def remove_strip(ed: SequenceEditor, strip: StripLike) -> None:
 
 
 def sound_offset(strip: StripLike) -> float:
-    """Seconds of the sound file skipped at the strip's content start (5.0+; 0 before)."""
+    """Seconds the sound is delayed within its strip (5.0+; 0 before)."""
     return float(getattr(strip, "sound_offset", 0.0) or 0.0)
 
 

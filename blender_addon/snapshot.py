@@ -6,8 +6,9 @@ Everything is in *scene time*, because that is what the viewer sees:
   the clip frame  c(f) = f - frame_start + animation_offset_start   (one clip frame per scene
   frame, as Blender plays a movie strip without playback-rate adjustment or retiming).
 - The sound strip plays, at scene frame f in its used range [S0, S1), the sound file at
-  t(f) = (f - frame_start + animation_offset_start) / scene_fps + sound_offset   seconds,
-  and nothing outside [S0, S1).
+  t(f) = (f - frame_start + animation_offset_start) / scene_fps - sound_offset   seconds,
+  and nothing outside [S0, S1) (5.0's sound_offset delays the sound: measured against
+  Blender's own mixdown in tests/addon/test_timing_blender.py).
 
 The engine is asked for an output whose frame i shows clip frame c(V0 + i) with the audio heard
 at scene frame V0 + i:
@@ -53,7 +54,7 @@ class StripInfo:
     frame_duration: int  # content length in scene frames
     animation_offset_start: int = 0  # media frames cut off the front (hard trim)
     animation_offset_end: int = 0
-    sound_offset: float = 0.0  # seconds (5.0+)
+    sound_offset: float = 0.0  # seconds the sound is delayed within the strip (5.0+)
     media_fps: float = 0.0
     media_frames: Optional[int] = None  # the clip's frame count as Blender reads it, if known
     image_count: int = 1
@@ -203,7 +204,7 @@ def check_sound(s: StripInfo) -> None:
 
 def sound_time(s: StripInfo, scene_frame: float, scene_fps: float) -> float:
     """Seconds into the sound file that play at `scene_frame` (when inside the strip)."""
-    return (scene_frame - s.frame_start + s.animation_offset_start) / scene_fps + s.sound_offset
+    return (scene_frame - s.frame_start + s.animation_offset_start) / scene_fps - s.sound_offset
 
 
 def plan(video: StripInfo, sound: StripInfo, scene_fps: float) -> SyncRequest:
@@ -234,7 +235,7 @@ def plan(video: StripInfo, sound: StripInfo, scene_fps: float) -> SyncRequest:
     if trimmed_front or trimmed_back:
         cut = AudioCut(
             source=sound.filepath,
-            lead=(lo - v0) / scene_fps,
+            lead=(lo - v0) / scene_fps + max(0.0, -sound_time(sound, lo, scene_fps)),
             start=max(0.0, sound_time(sound, lo, scene_fps)),
             end=sound_time(sound, hi, scene_fps),
             total=duration,

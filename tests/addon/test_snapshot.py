@@ -64,7 +64,7 @@ def test_hard_trim_and_sound_offset():
               animation_offset_start=12)
     req = plan(v, s, 25.0)
     assert req.start_frame == 25
-    assert req.audio_start == pytest.approx(12 / 25 + 1.5)
+    assert req.audio_start == pytest.approx(12 / 25 - 1.5)  # sound_offset delays the sound
 
 
 def test_trimmed_sound_inside_video_is_cut_to_what_is_heard():

@@ -259,6 +259,14 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
 
     def execute(self, context: Context) -> Set[str]:
         try:
+            return self._execute(context)
+        except Exception as exc:  # noqa: BLE001 - a report, never a traceback
+            cancel_active_job()
+            self.report({"ERROR"}, f"Lip sync failed: {exc}")
+            return {"CANCELLED"}
+
+    def _execute(self, context: Context) -> Set[str]:
+        try:
             job = prepare(context, self)
         except SnapshotError as exc:
             self.report({"ERROR"}, str(exc))
@@ -285,6 +293,10 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
             job = prepare(context, self)
         except SnapshotError as exc:
             self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        except Exception as exc:  # noqa: BLE001 - a report, never a traceback
+            cancel_active_job()
+            self.report({"ERROR"}, f"Lip sync failed: {exc}")
             return {"CANCELLED"}
         for w in job.warnings:
             self.report({"WARNING"}, w)
@@ -339,11 +351,13 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
             return {"CANCELLED"}
         try:
             strip = insert_result(job)
-        except (SnapshotError, RuntimeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a report, never a traceback
             self.report({"ERROR"}, f"Lip sync finished but the clip could not be inserted: {exc}")
             return {"CANCELLED"}
         for w in job.warnings:
             self.report({"WARNING"}, w)
+        for note in job.request.notes:
+            self.report({"INFO"}, note)
         secs = time.monotonic() - job.started
         self.report({"INFO"}, f"Inserted '{strip.name}' on channel {strip.channel} at frame {job.request.insert_frame} ({secs:.0f} s)")
         return {"FINISHED"}

@@ -154,6 +154,8 @@ def check_video(v: StripInfo, scene_fps: float) -> None:
         raise SnapshotError(f"'{v.name}' is not a movie or image strip")
     if not v.filepath:
         raise SnapshotError(f"'{v.name}' has no file")
+    if v.in_meta:
+        raise SnapshotError(f"'{v.name}' is inside a meta strip; ungroup it (or sync before grouping)")
     if v.used_frames <= 0:
         raise SnapshotError(f"'{v.name}' has no frames in use")
     if v.kind == IMAGE and v.image_count != 1:

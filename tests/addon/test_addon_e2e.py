@@ -1,0 +1,144 @@
+"""The add-on end to end with the real engine (`python -m wav2lip_core`), inside real Blender.
+
+Kept short (30-60 frames at 512x512) for CI on two cores."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import add_movie, add_sound, deselect_all, strips
+from .test_timing_blender import write_clicks
+
+ROOT = Path(__file__).resolve().parents[2]
+KATIE = "sadtalker_WDA_KatieHill_000.mp4"  # 512x512, 25 fps, 200 frames
+SPEECH = "vretalk_audio1.wav"
+KATIE_BOX = (150, 460, 130, 410)  # top, bottom, left, right of her face
+
+pytestmark = pytest.mark.skipif(
+    not ((ROOT / "wav2lip_core" / "__main__.py").is_file() or (ROOT / "wav2lip_core" / "cli.py").is_file()),
+    reason="the core's command line (wav2lip_core/cli.py) is not there yet",
+)
+
+
+def frames_of(path):
+    import av
+
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        rate = float(s.average_rate)
+        return [f.to_ndarray(format="rgb24") for f in c.decode(s)], rate
+
+
+def test_e2e_operator_real_engine(fresh, media, checkpoint, blazeface_dir, tmp_path):
+    bpy, scene = fresh
+    face = add_movie(scene, "Face", media / KATIE, 2, 1)
+    face.frame_offset_start = 8   # used scene frames 9 .. 38 = clip frames 8 .. 37
+    face.frame_offset_end = 162
+    speech = add_sound(scene, "Speech", media / SPEECH, 1, 4)
+    deselect_all(scene)
+    face.select = speech.select = True
+    scene.sequence_editor.active_strip = face
+    blend = tmp_path / "proj" / "e2e.blend"
+    blend.parent.mkdir()
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+    scene = bpy.context.scene
+    before = {s.name for s in strips(scene)}
+
+    res = bpy.ops.sequencer.wav2lip_sync(
+        checkpoint=str(checkpoint), engine_python=sys.executable, device="cpu",
+        detector="blazeface", detector_weights=str(blazeface_dir / "blazeface.pth"))
+    assert res == {"FINISHED"}
+    new = [s for s in strips(scene) if s.name not in before]
+    assert len(new) == 1
+    out = new[0]
+    assert (out.name, out.channel, out.frame_final_start, out.frame_final_duration) == ("Face.lipsync", 3, 9, 30)
+    path = bpy.path.abspath(out.filepath)
+    assert out.filepath.startswith("//lipsync/") and os.path.isfile(path)
+    frames, rate = frames_of(path)
+    assert len(frames) == 30 and rate == pytest.approx(24)
+    assert frames[0].shape == (512, 512, 3)
+
+    bpy.ops.wm.save_mainfile()
+    bpy.ops.wm.open_mainfile(filepath=str(blend))
+    again = bpy.context.scene.sequence_editor.active_strip or bpy.context.scene.sequence_editor.strips["Face.lipsync"]
+    assert again.name == "Face.lipsync" and os.path.isfile(bpy.path.abspath(again.filepath))
+
+
+def _mel_window_loud(i, fps, bursts_out, burst_len=0.04):
+    """Whether frame i's mel window (reference rule: 16 columns from int(i*80/fps), each column a
+    50 ms STFT frame centred at col/80 s) hears a burst starting at one of `bursts_out`."""
+    m = int(i * 80 / fps)
+    lo, hi = m / 80 - 0.025, (m + 15) / 80 + 0.025
+    return any(b < hi and b + burst_len > lo for b in bursts_out)
+
+
+def test_e2e_timing_click_train(fresh, media, loud_checkpoint, tmp_path):
+    """Frames whose mel window holds a click show the mouth change at the scene frames where the
+    click plays: the best lag between predicted and observed is 0 (+-1 frame)."""
+    bpy, scene = fresh
+    from blender_addon import capture, compat
+    from blender_addon.snapshot import plan
+
+    bursts = [0.3, 0.7, 1.2, 1.55, 2.05, 2.4]  # irregular: no lag matches by periodicity
+    clicks = write_clicks(tmp_path / "clicks.wav", bursts=bursts)
+    face = add_movie(scene, "Face", media / KATIE, 2, 1)  # 25 fps clip, 24 fps scene
+    face.frame_offset_start = 10  # used scene frames 11 .. 70 (60 frames)
+    face.frame_offset_end = 130
+    snd = add_sound(scene, "Clicks", clicks, 1, 5)  # starts 6 frames before the video
+    if hasattr(snd, "sound_offset"):
+        snd.sound_offset = 0.1
+    deselect_all(scene)
+    face.select = snd.select = True
+    req = plan(capture.strip_info(scene, face), capture.strip_info(scene, snd), compat.scene_fps(scene))
+
+    res = bpy.ops.sequencer.wav2lip_sync(
+        checkpoint=str(loud_checkpoint), engine_python=sys.executable, device="cpu",
+        detector="box", box=KATIE_BOX, output_dir=str(tmp_path / "out"))
+    assert res == {"FINISHED"}
+    out = scene.sequence_editor.active_strip
+    assert (out.frame_final_start, out.frame_final_duration) == (11, 60)
+    got, _ = frames_of(bpy.path.abspath(out.filepath))
+    src, _ = frames_of(media / KATIE)
+    assert len(got) == 60
+    src = src[req.start_frame:req.start_frame + 60]
+
+    top, bottom, left, right = KATIE_BOX
+    mouth = (slice(top + (bottom - top) // 2, bottom), slice(left + (right - left) // 5, right - (right - left) // 5))
+    d = np.array([g[mouth].astype(float).mean() - s[mouth].astype(float).mean() for g, s in zip(got, src)])
+
+    fps = compat.scene_fps(scene)
+    bursts_out = [b - req.audio_start for b in bursts]  # output seconds where the clicks play
+    n = len(d)
+
+    def score(lag):
+        pred = np.array([_mel_window_loud(i - lag, fps, bursts_out) for i in range(n)])
+        if pred.all() or not pred.any():
+            return 0.0
+        return abs(d[pred].mean() - d[~pred].mean()) / (d.std() + 1e-9)
+
+    scores = {lag: score(lag) for lag in range(-8, 9)}
+    best = max(scores, key=lambda k: scores[k])
+    assert abs(best) <= 1, scores
+    assert scores[0] > 1.0, scores  # a clear separation, not noise
+    far = max(v for k, v in scores.items() if abs(k) >= 4)
+    assert scores[0] > 1.5 * far, scores
+
+
+def test_e2e_headless_render(tmp_path, media, checkpoint):
+    from .test_headless_packaging import HEADLESS, make_scene, run_py, streams
+
+    blend = make_scene(tmp_path, media)  # 24 fps; Face used 5..34; Speech from 1; render 5..34
+    out = tmp_path / "final.mp4"
+    r = run_py(str(HEADLESS), "--blend", str(blend), "--", "--video-strip", "Face", "--audio-strip", "Speech",
+               "--checkpoint", str(checkpoint), "--engine-python", sys.executable, "--device", "cpu",
+               "--box", *map(str, KATIE_BOX), "--render", str(out), "--save")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    s = streams(out)
+    assert s.get("video") == 30 and s.get("audio", 0) > 0
+    assert (tmp_path / "lipsync" / "Face.lipsync.mp4").is_file()

@@ -300,3 +300,73 @@ def test_errors_report_and_insert_nothing(case, match, fresh, media, fake_python
     from blender_addon import operators
 
     assert operators.active_job() is None
+
+
+class _Event:
+    def __init__(self, type, value="NOTHING"):
+        self.type, self.value = type, value
+
+
+def _fake_modal_op(bpy, props):
+    """The operator's modal methods on a stand-in `self` (Blender never runs modal handlers in
+    background mode, so this drives them by hand)."""
+    cls = bpy.types.SEQUENCER_OT_wav2lip_sync
+    reports = []
+
+    class Op:
+        _timer = None
+        report = staticmethod(lambda level, msg: reports.append((sorted(level)[0], msg)))
+        modal = cls.modal
+        _remove_timer = cls._remove_timer
+        _stop = cls._stop
+        _finish = cls._finish
+
+    op = Op()
+    for k, v in props.items():
+        setattr(op, k, v)
+    op.properties = type("P", (), {"is_property_set": staticmethod(lambda name: True)})()
+    return op, reports
+
+
+@pytest.mark.parametrize("how", ["esc", "cancel_button", "finish"])
+def test_modal_paths(how, fresh, media, fake_python, dummy_checkpoint, tmp_path, monkeypatch):
+    bpy, scene = fresh
+    from blender_addon import operators
+
+    face = add_movie(scene, "Face", media / KATIE, 2, 1)
+    face.frame_offset_end = 170
+    add_sound(scene, "Speech", media / SPEECH, 1, 1)
+    deselect_all(scene)
+    face.select = True
+    if how != "finish":
+        monkeypatch.setenv("FAKE_ENGINE_MODE", "slow")
+    props = dict(video_strip="", audio_strip="", checkpoint=dummy_checkpoint, detector="PREFS", detector_weights="",
+                 box=(0, 0, 0, 0), device="PREFS", engine_python=fake_python, output_dir=str(tmp_path / "out"),
+                 mute_source=False)
+    op, reports = _fake_modal_op(bpy, props)
+    before = {s.name for s in strips(scene)}
+    job = operators.prepare(bpy.context, op)
+    assert operators.active_job() is job
+    import time
+
+    assert op.modal(bpy.context, _Event("MOUSEMOVE")) == {"PASS_THROUGH"}  # the user keeps editing
+    if how == "esc":
+        res = op.modal(bpy.context, _Event("ESC", "PRESS"))
+    elif how == "cancel_button":
+        assert bpy.ops.sequencer.wav2lip_cancel() == {"FINISHED"}
+        res = op.modal(bpy.context, _Event("TIMER"))
+    else:
+        res = {"PASS_THROUGH"}
+        deadline = time.monotonic() + 60
+        while res == {"PASS_THROUGH"} and time.monotonic() < deadline:
+            time.sleep(0.05)
+            res = op.modal(bpy.context, _Event("TIMER"))
+    assert operators.active_job() is None
+    new = {s.name for s in strips(scene)} - before
+    if how == "finish":
+        assert res == {"FINISHED"} and new == {"Face.lipsync"}
+        assert any(level == "INFO" and "Inserted 'Face.lipsync'" in msg for level, msg in reports)
+    else:
+        assert res == {"CANCELLED"} and not new
+        assert any("cancelled" in msg for _, msg in reports)
+        assert not job.runner.workdir.exists() and not os.path.exists(job.dest)

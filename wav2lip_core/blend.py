@@ -1,0 +1,66 @@
+"""Crop the face for the model and put the generated face back into the frame.
+
+`hard` pastes the model's 96x96 output resized into the box, exactly as the original
+inference.py does (including its truncating float->uint8 cast). `feather` composites only the
+generated lower face through a soft mask, so no square edge shows and the eyes, forehead and
+background keep the source's full resolution. Pixels outside the box are never touched.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from .model import IMG_SIZE
+
+BLENDS = ("feather", "hard")
+
+
+def crop_face(frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The 96x96 BGR model input for `box` = (y1, y2, x1, x2), resized as the original does."""
+    y1, y2, x1, x2 = box
+    return cv2.resize(frame[y1:y2, x1:x2], (IMG_SIZE, IMG_SIZE))
+
+
+def model_inputs(faces: np.ndarray) -> np.ndarray:
+    """(B, 96, 96, 3) uint8 crops -> (B, 6, 96, 96) float32: the crop with its lower half
+    zeroed, then the crop itself, scaled to [0, 1] (the original's channel order)."""
+    masked = faces.copy()
+    masked[:, IMG_SIZE // 2:] = 0
+    stacked = np.concatenate((masked, faces), axis=3).astype(np.float32) / 255.0
+    return np.ascontiguousarray(stacked.transpose(0, 3, 1, 2))
+
+
+def prediction_to_uint8(pred: np.ndarray) -> np.ndarray:
+    """(3, 96, 96) float in [0, 1] -> (96, 96, 3) uint8 with the original's truncating cast."""
+    return (pred.transpose(1, 2, 0) * 255.0).astype(np.uint8)
+
+
+@lru_cache(maxsize=1)
+def _feather_mask96() -> np.ndarray:
+    """Soft weight over the model's 96x96 output: 1 on the mouth and jaw, fading to 0 at the
+    box sides and bottom and above the middle (the model only regenerates the lower half; the
+    upper half is a blurrier copy of the source)."""
+    mask = np.zeros((IMG_SIZE, IMG_SIZE), np.float32)
+    mask[IMG_SIZE // 2 - 4: IMG_SIZE - 6, 10: IMG_SIZE - 10] = 1.0
+    mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=5, sigmaY=5)
+    mask /= mask.max()
+    # Outside the box nothing may change, so the blurred edge must reach exactly 0 at the border.
+    mask[:, 0] = mask[:, -1] = mask[0, :] = mask[-1, :] = 0.0
+    return mask
+
+
+def paste(frame: np.ndarray, pred_u8: np.ndarray, box: tuple[int, int, int, int], blend: str = "feather") -> None:
+    """Put the generated face `pred_u8` (96x96x3 uint8) back into `frame` in place."""
+    y1, y2, x1, x2 = box
+    h, w = y2 - y1, x2 - x1
+    face = cv2.resize(pred_u8, (w, h))
+    if blend == "hard":
+        frame[y1:y2, x1:x2] = face
+        return
+    alpha = cv2.resize(_feather_mask96(), (w, h))[..., None]
+    region = frame[y1:y2, x1:x2].astype(np.float32)
+    region += alpha * (face.astype(np.float32) - region)
+    frame[y1:y2, x1:x2] = np.clip(region + 0.5, 0, 255).astype(np.uint8)

@@ -1,0 +1,346 @@
+"""The core's one entry point: `run(request, progress, cancel) -> LipSyncResult`.
+
+Two streaming passes over the source, so memory does not grow with clip length:
+  1. detect: decode the used frames once, find one face box per frame (or take them from
+     the cache, or from a fixed --box);
+  2. sync: decode again in output order (ping-pong when the audio outlasts the video), crop,
+     run the model in batches, blend, and encode straight into the output file.
+Only per-frame boxes (a few bytes each), the 16 kHz audio and its mel spectrogram are held whole.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import audio as audio_mod
+from .blend import BLENDS, crop_face, model_inputs, paste, prediction_to_uint8
+from .decode import VideoInfo, probe_video, read_frames
+from .encode import VideoWriter
+from .errors import Cancelled, MediaError, Wav2LipError
+from .faces import DetectorSettings, FaceTrack, track_faces
+
+ProgressFn = Callable[[str, int, int], None]
+CancelFn = Callable[[], bool]
+
+STAGES = ("audio", "detect", "sync")
+# Chosen by measurement on a 2-core CPU (bench/bench_pipeline.py): per-frame forward cost is
+# flat from batch 8 to 32 and rises at the original's 128 (cache pressure); 16 keeps latency
+# to cancel low. On CUDA a larger batch amortises launches; we back off on out-of-memory.
+DEFAULT_BATCH_CPU = 16
+DEFAULT_BATCH_CUDA = 64
+
+
+@dataclass
+class LipSyncRequest:
+    face: str  # video or still image of the speaker
+    audio: str  # the driving audio (any format PyAV reads)
+    checkpoint: str  # wav2lip.pth / wav2lip_gan.pth
+    out: str  # .mp4 to write (never one of the inputs)
+    detector: str = "blazeface"
+    detector_weights: str | None = None
+    box: tuple[int, int, int, int] | None = None  # TOP BOTTOM LEFT RIGHT: no detection
+    pads: tuple[int, int, int, int] = (0, 10, 0, 0)
+    smooth: bool = True
+    blend: str = "feather"
+    batch_size: int | None = None  # None: chosen for the device
+    device: str = "auto"
+    precision: str = "auto"
+    fps: float | None = None  # output rate; for a video: one source frame per output frame at this rate
+    start_frame: int = 0  # first source frame used
+    frames: int | None = None  # number of source frames used (None: to the end)
+    audio_start: float = 0.0  # audio-file time heard at output time 0 (negative: leading silence)
+    duration: float | None = None  # output seconds (None: the audio's length from audio_start)
+    cache: bool = True
+    cache_dir: str | None = None
+    crf: int = 18
+
+
+@dataclass
+class LipSyncResult:
+    out: str
+    frames: int  # output frames
+    fps: float
+    duration: float  # output seconds
+    frames_with_face: int
+    detected_frames: int  # frames the detector ran on (0 on a cache hit or with --box)
+    cache_hit: bool
+    device: str
+    precision: str
+    batch_size: int
+    seconds: float  # wall clock, end to end
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    """Everything decided before any frame is decoded."""
+
+    info: VideoInfo
+    start: int  # first used source frame
+    used: int  # number of used source frames
+    fps: float
+    duration: float
+    sources: list[int]  # per output frame: source frame index (absolute)
+    times: list[float]  # per output frame: presentation time in seconds
+    mel_starts: list[int]  # per output frame: start column of its 16-column mel window
+    mel: np.ndarray
+
+
+class _Stopwatch:
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def add(self, stage: str, since: float) -> float:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
+        return now
+
+
+def _check_inputs(req: LipSyncRequest) -> None:
+    for what, p in (("face video/image", req.face), ("audio", req.audio)):
+        if not Path(p).expanduser().is_file():
+            raise Wav2LipError(f"{what} file not found: {p}. Check the path.")
+    out = Path(req.out).expanduser()
+    for p in (req.face, req.audio):
+        if out.exists() and os.path.samefile(out, p) or out.resolve() == Path(p).expanduser().resolve():
+            raise MediaError(f"refusing to overwrite the input {p}: choose another --out")
+    if req.blend not in BLENDS:
+        raise Wav2LipError(f"unknown blend {req.blend!r}: use one of {', '.join(BLENDS)}")
+    if req.batch_size is not None and req.batch_size < 1:
+        raise Wav2LipError(f"batch size must be at least 1, got {req.batch_size}")
+    if req.fps is not None and not (0 < req.fps <= 1000):
+        raise Wav2LipError(f"--fps must be between 0 and 1000, got {req.fps}")
+    if req.duration is not None and not req.duration > 0:
+        raise Wav2LipError(f"--duration must be positive, got {req.duration}")
+    if req.start_frame < 0 or (req.frames is not None and req.frames < 1):
+        raise Wav2LipError("--start-frame must be >= 0 and --frames >= 1")
+
+
+def _audio_segment(wav: np.ndarray, start_s: float, duration: float | None) -> tuple[np.ndarray, float]:
+    """The 16 kHz samples heard during the output: starting at `start_s` in the file (zeros
+    before the file starts), `duration` long (zeros after it ends)."""
+    sr = audio_mod.SAMPLE_RATE
+    first = int(round(start_s * sr))
+    if duration is None:
+        duration = (len(wav) - first) / sr
+        if duration <= 0:
+            raise Wav2LipError(f"--audio-start {start_s:.3f} s is past the end of the audio ({len(wav) / sr:.3f} s)")
+    n = int(round(duration * sr))
+    seg = np.zeros(n, np.float32)
+    lo, hi = max(first, 0), min(first + n, len(wav))
+    if hi > lo:
+        seg[lo - first: hi - first] = wav[lo:hi]
+    return seg, duration
+
+
+def _ping_pong(k: int, n: int) -> int:
+    """Source offset for output frame k when a clip of n frames plays forward then backward."""
+    if n == 1:
+        return 0
+    k %= 2 * n - 2
+    return k if k < n else 2 * n - 2 - k
+
+
+def make_plan(req: LipSyncRequest, info: VideoInfo, wav: np.ndarray) -> Plan:
+    seg, duration = _audio_segment(wav, req.audio_start, req.duration)
+    mel = audio_mod.melspectrogram(seg)
+    audio_mod.check_mel_length(mel.shape[1])
+
+    start = min(req.start_frame, info.frame_count - 1) if not info.is_image else 0
+    if req.start_frame >= info.frame_count and not info.is_image:
+        raise Wav2LipError(f"--start-frame {req.start_frame} is past the end of {info.path} ({info.frame_count} frames)")
+    used = info.frame_count - start if not info.is_image else 1
+    if req.frames is not None and not info.is_image:
+        used = min(used, req.frames)
+
+    # A fixed rate (asked for, an image, or a constant-rate video) uses the original's window
+    # rule per frame index; a variable-rate video keeps its own frame times.
+    follow_source_times = req.fps is None and info.variable_frame_rate and not info.is_image
+    fps = float(req.fps or info.fps)
+    if not follow_source_times:
+        n_out = max(1, math.ceil(duration * fps - 1e-6))
+        times = [k / fps for k in range(n_out)]
+        chunk_starts = audio_mod.mel_chunk_starts(mel.shape[1], fps)
+        mel_starts = [chunk_starts[min(k, len(chunk_starts) - 1)] for k in range(n_out)]
+        sources = [start + _ping_pong(k, used) for k in range(n_out)]
+    else:
+        ft = info.frame_times
+        durations = [ft[j + 1] - ft[j] for j in range(start, start + used - 1)] + [1.0 / info.fps]
+        sources, times, t, k = [], [], 0.0, 0
+        while t < duration - 1e-6:
+            off = _ping_pong(k, used)
+            sources.append(start + off)
+            times.append(t)
+            t += durations[off]
+            k += 1
+        mel_starts = [audio_mod.mel_window_start(t, mel.shape[1]) for t in times]
+    return Plan(info=info, start=start, used=used, fps=fps, duration=duration, sources=sources,
+                times=times, mel_starts=mel_starts, mel=mel)
+
+
+def detection_settings(req: LipSyncRequest, device: str) -> DetectorSettings:
+    return DetectorSettings(kind=req.detector if req.box is None else "box", weights=req.detector_weights,
+                            box=req.box, pads=tuple(req.pads), smooth=req.smooth, device=device)
+
+
+def find_faces(plan: Plan, settings: DetectorSettings, *, cache_dir: str | None, use_cache: bool,
+               progress: ProgressFn, cancel: CancelFn) -> FaceTrack:
+    """Boxes for the used source frames [start, start + n) where n is what the output shows."""
+    from .cache import FaceCache
+
+    info = plan.info
+    n = min(plan.used, max(plan.sources) - plan.start + 1)
+    if settings.kind == "box":
+        y1, y2, x1, x2 = settings.box
+        box = (min(y1, info.height - 1), min(y2, info.height), min(x1, info.width - 1), min(x2, info.width))
+        settings = DetectorSettings(kind="box", box=box)
+    cache = FaceCache(cache_dir) if use_cache and settings.kind != "box" else None
+    key = None
+    if cache is not None:
+        key = f"{cache.key(info.path, settings)}-{plan.start}-{n}"
+        hit = cache.load(key)
+        if hit is not None and len(hit.boxes) == n:
+            progress("detect", n, n)
+            return hit
+    frames = ((i - plan.start, f) for i, f in read_frames(info, range(plan.start, plan.start + n)))
+    track = track_faces(frames, n, settings, progress=lambda d, t: progress("detect", d, t), cancel=cancel,
+                        source=info.path)
+    if cache is not None and key is not None:
+        cache.save(key, track)
+    return track
+
+
+def _batches(plan: Plan, track: FaceTrack, batch: int, cancel: CancelFn) -> Iterator[list]:
+    """Groups of (output index, frame, box or None, mel window) in output order."""
+    group = []
+    frames = read_frames(plan.info, plan.sources)
+    for k, (src, frame) in enumerate(frames):
+        if cancel():
+            raise Cancelled("cancelled")
+        rel = src - plan.start
+        box = tuple(int(v) for v in track.boxes[rel]) if track.has_face[rel] else None
+        s = plan.mel_starts[k]
+        group.append((k, frame, box, plan.mel[:, s: s + audio_mod.MEL_STEP]))
+        if len(group) == batch:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def synthesize(plan: Plan, track: FaceTrack, model, *, device, precision: str, batch: int, blend: str,
+               cancel: CancelFn, watch: _Stopwatch | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """(output index, finished BGR frame) in output order: the frames before encoding."""
+    import torch
+
+    from .device import autocast
+
+    watch = watch or _Stopwatch()
+    t = time.perf_counter()
+    for group in _batches(plan, track, batch, cancel):
+        t = watch.add("decode", t)
+        faced = [g for g in group if g[2] is not None]
+        if faced:
+            faces = np.stack([crop_face(g[1], g[2]) for g in faced])
+            mels = np.stack([g[3] for g in faced])[:, None]
+            face_t = torch.from_numpy(model_inputs(faces)).to(device)
+            mel_t = torch.from_numpy(np.ascontiguousarray(mels)).to(device)
+            t = watch.add("crop", t)
+            preds = _forward(model, mel_t, face_t, device, precision)
+            t = watch.add("model", t)
+            for g, p in zip(faced, preds):
+                paste(g[1], prediction_to_uint8(p), g[2], blend)
+            t = watch.add("blend", t)
+        for k, frame, _, _ in group:
+            yield k, frame
+        t = time.perf_counter()
+
+
+def _forward(model, mel_t, face_t, device, precision: str) -> np.ndarray:
+    import torch
+
+    from .device import autocast
+
+    with torch.inference_mode(), autocast(device, precision):
+        try:
+            out = model(mel_t, face_t)
+        except torch.OutOfMemoryError:
+            if len(face_t) == 1:
+                raise Wav2LipError("the GPU ran out of memory even at batch size 1: use --device cpu") from None
+            torch.cuda.empty_cache()
+            half = len(face_t) // 2
+            # Halve and retry rather than fail: a long job should not die on one big batch.
+            return np.concatenate([_forward(model, mel_t[:half], face_t[:half], device, precision),
+                                   _forward(model, mel_t[half:], face_t[half:], device, precision)])
+    return out.float().cpu().numpy()
+
+
+def _never() -> bool:
+    return False
+
+
+def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> LipSyncResult:
+    """Lip-sync `request.face` to `request.audio` into `request.out`. Raises Wav2LipError
+    subclasses (Cancelled when `cancel()` returned True); on any failure no output is left."""
+    from .device import pick_device, resolve_precision
+    from .model import load_checkpoint
+
+    t0 = time.perf_counter()
+    progress = progress or (lambda stage, done, total: None)
+    cancel = cancel or _never
+    watch = _Stopwatch()
+    _check_inputs(request)
+
+    t = time.perf_counter()
+    info = probe_video(request.face, image_fps=request.fps or 25.0)
+    progress("audio", 0, 1)
+    wav = audio_mod.load_audio(request.audio)
+    plan = make_plan(request, info, wav)
+    progress("audio", 1, 1)
+    t = watch.add("audio", t)
+
+    device = pick_device(request.device)
+    precision = resolve_precision(request.precision, device)
+    model = load_checkpoint(request.checkpoint, device=device)
+    batch = request.batch_size or (DEFAULT_BATCH_CUDA if device.type == "cuda" else DEFAULT_BATCH_CPU)
+    t = watch.add("load", t)
+    if cancel():
+        raise Cancelled("cancelled")
+
+    settings = detection_settings(request, "cuda" if device.type == "cuda" else "cpu")
+    track = find_faces(plan, settings, cache_dir=request.cache_dir, use_cache=request.cache, progress=progress,
+                       cancel=cancel)
+    t = watch.add("detect", t)
+
+    n_out = len(plan.sources)
+    with VideoWriter(request.out, width=info.width, height=info.height, fps=plan.fps, audio_path=request.audio,
+                     audio_start=request.audio_start, duration=plan.duration, crf=request.crf,
+                     source_paths=(request.face, request.audio)) as writer:
+        progress("sync", 0, n_out)
+        frames = synthesize(plan, track, model, device=device, precision=precision, batch=batch,
+                            blend=request.blend, cancel=cancel, watch=watch)
+        for k, frame in frames:
+            te = time.perf_counter()
+            writer.write(frame, plan.times[k])
+            watch.add("encode", te)
+            if (k + 1) % batch == 0 or k + 1 == n_out:
+                progress("sync", k + 1, n_out)
+        if cancel():
+            raise Cancelled("cancelled")
+        te = time.perf_counter()
+    watch.add("encode", te)
+
+    rel_used = [s - plan.start for s in plan.sources]
+    return LipSyncResult(
+        out=str(Path(request.out).expanduser()), frames=n_out, fps=plan.fps, duration=plan.duration,
+        frames_with_face=int(sum(bool(track.has_face[r]) for r in rel_used)),
+        detected_frames=track.detected_frames, cache_hit=track.from_cache, device=str(device),
+        precision=precision, batch_size=batch, seconds=time.perf_counter() - t0, stage_seconds=watch.seconds,
+    )

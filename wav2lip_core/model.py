@@ -200,3 +200,17 @@ def checkpoint_kind(path: str | os.PathLike) -> str:
     p = Path(path)
     size_mb = p.stat().st_size / 1e6
     return f"Wav2Lip generator ({size_mb:.0f} MB{', with optimizer state' if size_mb > 300 else ''})"
+
+
+def save_untrained_checkpoint(path: str | os.PathLike, seed: int = 0) -> Path:
+    """Write a Wav2Lip checkpoint with seeded random initial weights, in the released layout.
+
+    For running the whole tool where no trained weights exist (the demo, smoke tests). Its
+    output is NOT lip-synced; it only proves the path works end to end."""
+    torch.manual_seed(seed)
+    model = Wav2Lip().eval()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {f"module.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": sd, "global_step": 0, "global_epoch": 0, "untrained_seed": seed}, path)
+    return path

@@ -31,10 +31,11 @@ CANCELLED = "cancelled"
 STAGE_WEIGHTS: Dict[str, float] = {
     "load": 0.02,
     "audio": 0.03,
-    "decode": 0.10,
+    "decode": 0.05,
     "detect": 0.30,
-    "model": 0.45,
-    "encode": 0.10,
+    "model": 0.0,  # older name of "sync"
+    "sync": 0.55,
+    "encode": 0.05,
 }
 STAGE_LABELS: Dict[str, str] = {
     "load": "Loading model",
@@ -42,6 +43,7 @@ STAGE_LABELS: Dict[str, str] = {
     "decode": "Reading video",
     "detect": "Finding faces",
     "model": "Syncing lips",
+    "sync": "Syncing lips",
     "encode": "Writing video",
     "done": "Done",
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -125,10 +126,28 @@ def settings_from(context: Optional[Context], op: Any = None) -> Settings:
         if s.detector == "box":
             obox = _box(tuple(getattr(op, "box", (0, 0, 0, 0))))
             s.box = obox or s.box
+    if not s.engine_python or not s.checkpoint:  # what install.py recorded
+        recorded = installed_config()
+        s.engine_python = s.engine_python or str(recorded.get("python", "") or "")
+        s.checkpoint = s.checkpoint or str(recorded.get("checkpoint", "") or "")
     s.checkpoint = _abs(s.checkpoint)
     s.detector_weights = _abs(s.detector_weights)
     s.engine_python = _abs(s.engine_python) if os.sep in s.engine_python or "//" in s.engine_python else s.engine_python
     return s
+
+
+CONFIG_NAME = "wav2lip_lipsync.json"  # written by install.py into Blender's config folder
+
+
+def installed_config() -> dict:
+    """The engine Python and checkpoint recorded by install.py (used for empty preferences)."""
+    try:
+        folder = bpy.utils.user_resource("CONFIG")
+        with open(os.path.join(folder, CONFIG_NAME), encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError, RuntimeError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _box(v: tuple) -> Optional[Tuple[int, int, int, int]]:

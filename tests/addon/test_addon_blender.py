@@ -370,3 +370,18 @@ def test_modal_paths(how, fresh, media, fake_python, dummy_checkpoint, tmp_path,
         assert res == {"CANCELLED"} and not new
         assert any("cancelled" in msg for _, msg in reports)
         assert not job.runner.workdir.exists() and not os.path.exists(job.dest)
+
+
+def test_empty_preferences_use_what_install_py_recorded(bpy_addon, tmp_path, monkeypatch):
+    bpy, _ = bpy_addon
+    from blender_addon import preferences
+
+    cfg = tmp_path / "config"
+    cfg.mkdir()
+    (cfg / "wav2lip_lipsync.json").write_text(json.dumps({"python": "/env/bin/python", "checkpoint": "/w/ck.pth"}))
+    monkeypatch.setattr(bpy.utils, "user_resource", lambda kind, **kw: str(cfg))
+    s = preferences.settings_from(bpy.context)
+    assert s.engine_python == "/env/bin/python" and s.checkpoint == os.path.normpath("/w/ck.pth")
+    op = type("Op", (), dict(checkpoint="/other.pth", engine_python="", detector_weights="", output_dir="",
+                             detector="PREFS", device="PREFS", box=(0, 0, 0, 0)))()
+    assert preferences.settings_from(bpy.context, op).checkpoint == "/other.pth"

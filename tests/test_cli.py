@@ -1,0 +1,120 @@
+"""The command line as a user runs it: `python -m wav2lip_core ...` in a subprocess.
+
+Exit codes: 0 success, 1 a problem with the inputs (exactly one stderr line `error: ...`, no
+traceback), 2 bad arguments (argparse usage). `--progress json` prints one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from conftest import CONFORMANCE, MEDIA, ROOT
+
+FACE2 = MEDIA / "vretalk_face2.mp4"
+SPEECH16K = CONFORMANCE / "speech_16k.wav"  # 16 kHz: no resampling in the short runs
+BOX = ["225", "608", "192", "565"]  # the conformance face box in vretalk_face2
+
+
+def wav2lip(*args, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    return subprocess.run([sys.executable, "-m", "wav2lip_core", *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def count_frames(path: Path) -> int:
+    with av.open(str(path)) as c:
+        return sum(1 for _ in c.decode(video=0))
+
+
+def test_json_progress_and_success(checkpoint, tmp_path):
+    out = tmp_path / "out.mp4"
+    r = wav2lip("--face", FACE2, "--audio", SPEECH16K, "--checkpoint", checkpoint, "--out", out,
+                "--box", *BOX, "--duration", "0.2", "--cache-dir", tmp_path / "cache", "--device", "cpu",
+                "--progress", "json")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]  # every stdout line is JSON
+    *steps, final = lines
+    assert steps, "no progress lines"
+    for s in steps:
+        assert set(s) == {"stage", "done", "total"}, s
+        assert all(isinstance(s[k], int) for k in ("done", "total")) and 0 <= s["done"] <= s["total"], s
+    stages = [s["stage"] for s in steps]
+    assert [st for i, st in enumerate(stages) if st not in stages[:i]] == ["audio", "detect", "sync"]
+    sync = [s for s in steps if s["stage"] == "sync"]
+    assert sync[-1]["done"] == sync[-1]["total"] == 5  # ceil(0.2 s * 25 fps)
+    assert [s["done"] for s in sync] == sorted(s["done"] for s in sync)
+    assert final["stage"] == "done" and final["frames"] == 5
+    assert Path(final["out"]) == out and out.is_file()
+    assert count_frames(out) == 5
+
+
+def _empty_wav(path: Path) -> Path:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"")
+    return path
+
+
+@pytest.mark.parametrize("case", ["missing-face", "corrupt-video", "empty-audio", "out-is-input",
+                                  "no-detector-weights", "bad-batch-size"])
+def test_input_errors_exit_1_with_one_line(checkpoint, tmp_path, case):
+    face, audio, out = FACE2, SPEECH16K, tmp_path / "out.mp4"
+    extra: list = ["--box", *BOX]
+    named: Path | None = None  # the file the message must name
+    if case == "missing-face":
+        face = named = tmp_path / "missing.mp4"
+    elif case == "corrupt-video":
+        face = named = tmp_path / "corrupt.mp4"
+        face.write_bytes(np.random.default_rng(5).integers(0, 256, 40_000, np.uint8).tobytes())
+    elif case == "empty-audio":
+        audio = named = _empty_wav(tmp_path / "empty.wav")
+    elif case == "out-is-input":
+        face = named = tmp_path / "face.mp4"
+        face.write_bytes(FACE2.read_bytes())
+        out = face
+    elif case == "no-detector-weights":
+        named = tmp_path / "nowhere" / "blazeface.pth"
+        extra = ["--detector-weights", named]
+    elif case == "bad-batch-size":
+        extra += ["--batch-size", "0"]
+    before = face.read_bytes() if face.exists() else None
+
+    r = wav2lip("--face", face, "--audio", audio, "--checkpoint", checkpoint, "--out", out, "--duration", "0.2",
+                "--cache-dir", tmp_path / "cache", "--device", "cpu", "--progress", "none", *extra)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert r.stdout == ""
+    if named is not None:
+        assert str(named) in lines[0]
+    if case == "out-is-input":
+        assert face.read_bytes() == before
+    else:
+        assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.mp4")]  # no temp file left
+
+
+@pytest.mark.parametrize("args", [
+    ["--face", "f.mp4", "--audio", "a.wav", "--checkpoint", "c.pth"],  # --out missing
+    ["--face", "f.mp4", "--audio", "a.wav", "--checkpoint", "c.pth", "--out", "o.mp4", "--blend", "bogus"],
+    ["--face", "f.mp4", "--audio", "a.wav", "--checkpoint", "c.pth", "--out", "o.mp4", "--fps", "fast"],
+    ["--face", "f.mp4", "--audio", "a.wav", "--checkpoint", "c.pth", "--out", "o.mp4", "--box", "1", "2", "3"],
+], ids=["missing-out", "bad-choice", "not-a-number", "box-needs-4"])
+def test_bad_arguments_exit_2(tmp_path, args):
+    r = wav2lip(*args)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "usage:" in r.stderr and "Traceback" not in r.stderr
+    assert r.stdout == ""

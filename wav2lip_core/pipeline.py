@@ -23,7 +23,7 @@ from . import audio as audio_mod
 from .blend import BLENDS, crop_face, model_inputs, paste, prediction_to_uint8
 from .decode import VideoInfo, probe_video, read_frames
 from .encode import VideoWriter
-from .errors import Cancelled, MediaError, Wav2LipError
+from .errors import AudioError, Cancelled, MediaError, Wav2LipError
 from .faces import DetectorSettings, FaceTrack, track_faces
 
 ProgressFn = Callable[[str, int, int], None]
@@ -104,9 +104,9 @@ class _Stopwatch:
 
 
 def _check_inputs(req: LipSyncRequest) -> None:
-    for what, p in (("face video/image", req.face), ("audio", req.audio)):
+    for what, p, error in (("face video/image", req.face, MediaError), ("audio", req.audio, AudioError)):
         if not Path(p).expanduser().is_file():
-            raise Wav2LipError(f"{what} file not found: {p}. Check the path.")
+            raise error(f"{what} file not found: {p}. Check the path.")
     out = Path(req.out).expanduser()
     for p in (req.face, req.audio):
         if out.exists() and os.path.samefile(out, p) or out.resolve() == Path(p).expanduser().resolve():

@@ -4,8 +4,8 @@ Detection is the slowest stage that does not depend on the audio, so re-running 
 audio, or after a cancel, reuses it. The key hashes the video's bytes rather than its path or
 mtime, so a renamed/copied clip still hits and an overwritten one misses.
 
-Content hash: files up to FULL_HASH_LIMIT are hashed whole (sha256 ran at ~HASH_SPEED on the dev
-machine, so 64 MiB costs well under a second); larger files hash their size, the first and last
+Content hash: files up to FULL_HASH_LIMIT are hashed whole (sha256 ran at ~230 MB/s on the busy 2-core dev
+machine, so 64 MiB costs ~0.3 s; the sampled read of a 190 MiB file took 0.04 s); larger files hash their size, the first and last
 EDGE bytes and SAMPLES evenly spaced SAMPLE-byte blocks, a fixed ~10 MiB read whatever the file
 size. An edit that keeps the size and touches none of the sampled bytes would be missed; a
 re-encode or trim of compressed video changes the size and the container header, so this is

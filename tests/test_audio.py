@@ -117,3 +117,24 @@ def test_unreadable_and_missing_files(tmp_path):
 def test_video_without_audio_track(media):
     with pytest.raises(AudioError, match="no audio track"):
         load_audio(media / "liveportrait_d13.mp4")
+
+
+def test_saved_mel_basis_equals_librosa():
+    from wav2lip_core.audio import _mel_basis, mel_basis_from_librosa
+
+    assert np.array_equal(_mel_basis(), mel_basis_from_librosa())
+
+
+def test_stft_matches_librosa_with_old_padding():
+    import librosa
+
+    from wav2lip_core.audio import _stft_magnitude
+
+    y = np.random.default_rng(0).standard_normal(16000 * 2)
+    ref = np.abs(librosa.stft(y=y, n_fft=800, hop_length=200, win_length=800, center=True, pad_mode="reflect"))
+    assert np.allclose(_stft_magnitude(y), ref, rtol=1e-9, atol=1e-9)
+
+
+def test_a_few_samples_are_a_clear_error():
+    with pytest.raises(AudioError, match="too short"):
+        melspectrogram(np.ones(100, np.float32))

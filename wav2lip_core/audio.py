@@ -64,9 +64,9 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
     if wav.size == 0:
         raise AudioError(f"{path} has no audio samples (empty audio). Give a file with sound.")
     if rate != SAMPLE_RATE:
-        import librosa
+        import soxr  # what librosa.resample(res_type="soxr_hq") calls, without librosa's import cost
 
-        wav = librosa.resample(wav, orig_sr=rate, target_sr=SAMPLE_RATE, res_type="soxr_hq").astype(np.float32)
+        wav = soxr.resample(wav, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
     return wav
 
 
@@ -84,28 +84,49 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0][:160] if text else type(e).__name__
 
 
+MEL_BASIS_FILE = Path(__file__).with_name("data") / "mel_basis.npy"
+
+
 @lru_cache(maxsize=1)
 def _mel_basis() -> np.ndarray:
+    """librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55, fmax=7600) with librosa
+    0.7's defaults (Slaney mel scale and area normalisation), saved from librosa itself:
+    importing librosa's filters/spectrum modules costs 3-5 s per process, paid by every job.
+    tests/test_audio.py checks the file still equals what librosa computes."""
+    return np.load(MEL_BASIS_FILE)
+
+
+def mel_basis_from_librosa() -> np.ndarray:
     import librosa
 
-    # librosa 0.7's defaults: Slaney-style mel scale and area normalisation.
     return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=NUM_MELS, fmin=FMIN, fmax=FMAX, htk=False, norm="slaney")
+
+
+def _stft_magnitude(y: np.ndarray) -> np.ndarray:
+    """|librosa.stft(y, n_fft=800, hop_length=200, win_length=800, center=True,
+    pad_mode="reflect")|: librosa 0.7's framing (reflect padding, periodic Hann window)."""
+    padded = np.pad(y, N_FFT // 2, mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP]
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)  # periodic Hann (fftbins=True)
+    return np.abs(np.fft.rfft(frames * window, axis=1)).T
 
 
 def melspectrogram(wav: np.ndarray) -> np.ndarray:
     """(80, T) float32 normalised log-mel spectrogram, as the original's `audio.melspectrogram`.
     Silence is valid: it maps to the floor value (-4), never NaN."""
-    import librosa
-    from scipy import signal
-
     wav = np.asarray(wav, dtype=np.float32).reshape(-1)
     if wav.size == 0:
         raise AudioError("the audio has no samples (empty audio). Give a file with sound.")
     if not np.all(np.isfinite(wav)):
         raise AudioError("the audio contains NaN or infinite samples. Re-export it as plain PCM.")
-    emphasised = signal.lfilter([1, -PREEMPHASIS], [1], wav)
-    spec = librosa.stft(y=emphasised, n_fft=N_FFT, hop_length=HOP, win_length=WIN, center=True, pad_mode="reflect")
-    mel = np.dot(_mel_basis(), np.abs(spec))
+    if wav.size <= N_FFT // 2:
+        raise AudioError(f"the audio is too short ({wav.size} samples): give at least 0.2 s of audio.")
+    # Pre-emphasis, as scipy.signal.lfilter([1, -0.97], [1], wav) computes it (in float64).
+    x = wav.astype(np.float64)
+    emphasised = np.empty_like(x)
+    emphasised[0] = x[0]
+    emphasised[1:] = x[1:] - PREEMPHASIS * x[:-1]
+    mel = np.dot(_mel_basis(), _stft_magnitude(emphasised))
     min_level = np.exp(MIN_LEVEL_DB / 20 * np.log(10))
     db = 20 * np.log10(np.maximum(min_level, mel)) - REF_LEVEL_DB
     norm = (2 * MAX_ABS_VALUE) * ((db - MIN_LEVEL_DB) / (-MIN_LEVEL_DB)) - MAX_ABS_VALUE

@@ -44,7 +44,7 @@ def parse(opts: List[str], blend: Optional[str]) -> argparse.Namespace:
     ap.add_argument("--audio-strip", default="", help="sound strip (default: the one overlapping the video most)")
     ap.add_argument("--scene", default="", help="scene name (default: the file's active scene)")
     ap.add_argument("--checkpoint", default="")
-    ap.add_argument("--detector", default="", choices=["", "s3fd", "blazeface", "blazeface-back"])
+    ap.add_argument("--detector", default="", choices=["", "s3fd", "blazeface", "blazeface-back", "haar"])
     ap.add_argument("--detector-weights", default="")
     ap.add_argument("--box", nargs=4, type=int, metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"))
     ap.add_argument("--device", default="", choices=["", "auto", "cuda", "cpu"])

@@ -17,6 +17,7 @@ DETECTORS = [
     ("blazeface", "BlazeFace", "Fast front-camera face detector (needs its weights file)"),
     ("blazeface-back", "BlazeFace (back camera)", "BlazeFace model for smaller / farther faces"),
     ("s3fd", "S3FD", "The original Wav2Lip detector (slower, most robust)"),
+    ("haar", "Haar (OpenCV)", "OpenCV's bundled frontal-face detector: needs no weights file"),
     ("box", "Fixed box", "No detection: use the same face box on every frame"),
 ]
 DEVICES = [

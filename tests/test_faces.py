@@ -412,3 +412,31 @@ def test_corrupt_cache_file_is_a_miss(tmp_path, front_settings):
     # a valid npz with the wrong contents is a miss too
     np.savez(c.path(key), boxes=np.zeros((3, 2)), has_face=np.ones(3, bool), version=np.int64(1))
     assert c.load(key) is None
+
+
+def _reference_iou(track) -> float:
+    from wav2lip_core.faces import iou
+
+    ref = np.load(CONFORMANCE / "model_io.npz")["box"]  # the original's S3FD crop box (y1, y2, x1, x2)
+    b = track.boxes[0]
+    return float(iou(np.array([b[2], b[0], b[3], b[1]]), np.array([ref[2], ref[0], ref[3], ref[1]])))
+
+
+def test_haar_needs_no_weights_and_matches_the_original_s3fd_box(media):
+    from wav2lip_core.decode import probe_video, read_frames
+
+    info = probe_video(media / "vretalk_face2.mp4")
+    track = track_faces(read_frames(info, range(6)), 6, DetectorSettings(kind="haar"))
+    assert track.has_face.all()
+    assert _reference_iou(track) > 0.9
+
+
+def test_blazeface_boxes_are_reshaped_like_s3fd(media, blazeface_dir):
+    """Raw BlazeFace boxes overlap the original's S3FD box by IoU ~0.63 only (they start at
+    the brows); reshaped, they cover forehead to chin as the model was trained on."""
+    from wav2lip_core.decode import probe_video, read_frames
+
+    info = probe_video(media / "vretalk_face2.mp4")
+    settings = DetectorSettings(kind="blazeface", weights=str(blazeface_dir / "blazeface.pth"))
+    track = track_faces(read_frames(info, range(6)), 6, settings)
+    assert _reference_iou(track) > 0.78

@@ -64,7 +64,7 @@ from .errors import Cancelled, DetectorError
 # Bump when the same settings would give different boxes (part of the cache key).
 FACES_VERSION = 1
 
-KINDS = ("s3fd", "blazeface", "blazeface-back", "box")
+KINDS = ("s3fd", "blazeface", "blazeface-back", "haar", "box")
 
 # File names face_alignment uses in the torch hub cache (`<hub>/checkpoints/`).
 S3FD_FILE = "s3fd-619a316812.pth"
@@ -118,6 +118,8 @@ class DetectorSettings:
         """(weights, anchors or None) this setting loads; nothing is checked or downloaded."""
         if self.kind == "s3fd":
             return (Path(self.weights) if self.weights else _hub_dir() / S3FD_FILE), None
+        if self.kind == "haar":
+            return (Path(self.weights) if self.weights else _haar_default()), None
         if self.kind in BLAZE_FILES:
             wname, aname = BLAZE_FILES[self.kind]
             w = Path(self.weights) if self.weights else _hub_dir() / wname
@@ -207,7 +209,53 @@ class BlazeFaceDetector:
         out = np.asarray(self._fa.detect_from_image(sq), np.float64).reshape(-1, 5)
         out[:, [0, 2]] -= x0
         out[:, [1, 3]] -= y0
-        return out
+        return s3fd_shaped(out)
+
+
+# BlazeFace boxes hug the features (brows to mouth); Wav2Lip was trained on S3FD boxes, which
+# reach from the forehead to the chin. Measured on the 4 shared clips (2 frames each) against
+# OpenCV's Haar boxes, which match the original's S3FD box in model_io.npz within 7 px:
+# S3FD-like side = 1.13 x BlazeFace's (1.06-1.21), centre 0.15 x height higher (0.11-0.22).
+# On vretalk_face2 this lifts IoU with the reference S3FD box from 0.63 to 0.83.
+BLAZE_TO_S3FD_SCALE = 1.13
+BLAZE_TO_S3FD_SHIFT = 0.15
+
+
+def s3fd_shaped(rows: np.ndarray) -> np.ndarray:
+    """BlazeFace rows [x1, y1, x2, y2, score] reshaped to the box S3FD would give."""
+    out = rows.copy()
+    w = rows[:, 2] - rows[:, 0]
+    h = rows[:, 3] - rows[:, 1]
+    cx = (rows[:, 0] + rows[:, 2]) / 2
+    cy = (rows[:, 1] + rows[:, 3]) / 2 - BLAZE_TO_S3FD_SHIFT * h
+    out[:, 0], out[:, 2] = cx - BLAZE_TO_S3FD_SCALE * w / 2, cx + BLAZE_TO_S3FD_SCALE * w / 2
+    out[:, 1], out[:, 3] = cy - BLAZE_TO_S3FD_SCALE * h / 2, cy + BLAZE_TO_S3FD_SCALE * h / 2
+    return out
+
+
+def _haar_default() -> Path:
+    import cv2
+
+    return Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+
+
+class HaarDetector:
+    """OpenCV's frontal-face Haar cascade, which ships inside opencv-python: works with no
+    downloaded weights at all (the demo, offline machines). Frontal faces only; its boxes
+    already have S3FD's shape."""
+
+    def __init__(self, cascade: Path):
+        _need_file(cascade, "Haar cascade")
+        self._cascade = cv2.CascadeClassifier(str(cascade))
+        if self._cascade.empty():
+            raise DetectorError(f"cannot load Haar cascade {cascade}: give an OpenCV cascade .xml or use another --detector")
+
+    def detect(self, rgb_small: np.ndarray) -> np.ndarray:
+        grey = cv2.equalizeHist(cv2.cvtColor(rgb_small, cv2.COLOR_RGB2GRAY))
+        min_side = max(20, min(grey.shape) // 8)
+        found = self._cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
+        rows = [[x, y, x + w, y + h, 1.0] for x, y, w, h in np.asarray(found).reshape(-1, 4)]
+        return np.asarray(rows, np.float64).reshape(-1, 5)
 
 
 class S3FDDetector:
@@ -242,6 +290,8 @@ def make_detector(settings: DetectorSettings) -> Detector:
     w, a = settings.weight_paths()
     if settings.kind == "s3fd":
         return S3FDDetector(w, settings.device)
+    if settings.kind == "haar":
+        return HaarDetector(w)
     return BlazeFaceDetector(w, a, back=settings.kind == "blazeface-back", device=settings.device)
 
 

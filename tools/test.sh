@@ -11,7 +11,11 @@ fi
 # Re-running is cheap: pip skips what is already satisfied.
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]"
-"$VENV/bin/python" -m pip check
+# bpy's wheel carries a newer manylinux tag than pip detects, so `pip check` reports it as
+# "not supported on this platform" although it imports and runs; every other finding fails.
+problems=$("$VENV/bin/python" -m pip check 2>&1 | grep -v -e '^bpy [0-9.]* is not supported on this platform$' \
+  -e '^No broken requirements found.$' || true)
+if [ -n "$problems" ]; then echo "$problems"; exit 1; fi
 if [ -x tools/typecheck.sh ] || [ -f tools/typecheck.sh ]; then
   bash tools/typecheck.sh
 fi

@@ -280,7 +280,7 @@ def status_rows(env: Path, blender: str | None, checkpoint: str | None) -> list[
     engine_ok = False
     if py.exists():
         code = ("import torch, av, wav2lip_core; from wav2lip_core.device import pick_device; "
-                "d = pick_device('auto'); print(torch.__version__, d.type, av.__version__, av.library_versions['libavcodec'])")
+                "d = pick_device('auto'); print(torch.__version__, d.type, av.__version__, '.'.join(map(str, av.library_versions['libavcodec'])))")
         res = run([py, "-c", code], capture_output=True, text=True)
         if res.returncode == 0:
             tv, dev, avv, codec = res.stdout.split()[:4]
@@ -309,7 +309,7 @@ def status_rows(env: Path, blender: str | None, checkpoint: str | None) -> list[
     else:
         rows.append(("Blender", False, err, False))
         rows.append(("add-on installed", False, "no Blender", False))
-    ckpt = checkpoint or cfg.get("checkpoint")
+    ckpt = checkpoint or cfg.get("checkpoint") or read_config(env).get("checkpoint")
     if ckpt and Path(ckpt).is_file():
         rows.append(("checkpoint", True, f"{ckpt} ({Path(ckpt).stat().st_size / 1e6:.0f} MB)", True))
     else:

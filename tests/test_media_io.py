@@ -168,7 +168,7 @@ def test_descending_run_memory_is_bounded(media):
     reference = [digest(bgr) for _, bgr in plain_decode(info.path)]
     got, stats = {}, {}
     schedule = range(info.frame_count - 1, -1, -1)
-    for i, bgr in read_frames(info, schedule, max_buffer_bytes=8 * frame_bytes, stats=stats):
+    for i, bgr in read_frames(info, schedule, max_buffer_bytes=8 * frame_bytes, spill_bytes=0, stats=stats):
         got[i] = digest(bgr)
     assert stats["max_held"] == 8  # 200 frames (157 MB) were never held together
     assert stats["seeks"] == 25  # one seek per chunk of 8
@@ -176,9 +176,25 @@ def test_descending_run_memory_is_bounded(media):
     assert [got[i] for i in range(info.frame_count)] == reference
 
     unbounded = {}
-    for _ in read_frames(info, schedule, stats=unbounded):
+    for _ in read_frames(info, schedule, max_buffer_bytes=1 << 40, stats=unbounded):
         pass
     assert unbounded["max_held"] == info.frame_count and unbounded["seeks"] <= 1
+
+
+def test_long_descending_run_is_staged_on_disk_not_in_memory(media):
+    """Past the memory budget a backward run goes to a temp file: one decode pass, one frame in
+    memory at a time, identical pixels, and the file gone afterwards."""
+    info = probe_video(media / "sadtalker_WDA_KatieHill_000.mp4")
+    frame_bytes = info.width * info.height * 3
+    reference = [digest(bgr) for _, bgr in plain_decode(info.path)]
+    got, stats = {}, {}
+    schedule = list(range(info.frame_count)) + list(range(info.frame_count - 2, -1, -1))
+    for i, bgr in read_frames(info, schedule, max_buffer_bytes=8 * frame_bytes, stats=stats):
+        got.setdefault(i, digest(bgr))
+        assert digest(bgr) == reference[i]
+    assert stats["max_held"] <= 8 and stats["spilled"] >= info.frame_count - 1  # the turn joins the run
+    assert stats["seeks"] <= 2 and stats["decoded"] <= 2 * info.frame_count  # the start, then one back
+    assert len(got) == info.frame_count
 
 
 def test_out_of_range_index(face2):

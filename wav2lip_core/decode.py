@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Iterable, Iterator
@@ -24,11 +25,16 @@ from av.video.reformatter import Interpolation
 
 from .errors import MediaError
 
-__all__ = ["VideoInfo", "probe_video", "read_frames", "iter_frames", "DEFAULT_BUFFER_BYTES"]
+__all__ = ["VideoInfo", "probe_video", "read_frames", "iter_frames", "DEFAULT_BUFFER_BYTES", "DEFAULT_SPILL_BYTES"]
 
 # A descending run is decoded forward and reversed, so its frames must be held; 256 MB keeps a
 # chunk of ~40 1080p frames, enough to amortise the seek-and-decode-from-keyframe cost.
-DEFAULT_BUFFER_BYTES = 256 * 1024 * 1024
+# Frames of a backward (ping-pong) run held in memory at once. Longer runs go to an unlinked
+# temp file, up to DEFAULT_SPILL_BYTES a chunk: RAM stays flat however long the output, and a
+# chunk spanning whole GOPs decodes each frame about once instead of re-decoding from the
+# keyframe for every small chunk (at 1080p a 250-frame GOP would cost ~25 decodes per frame).
+DEFAULT_BUFFER_BYTES = 64 * 1024 * 1024
+DEFAULT_SPILL_BYTES = 1024 * 1024 * 1024
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2"}
 
@@ -303,24 +309,62 @@ class _Decoder:
         return index, frame
 
 
+class _SpilledRun:
+    """A descending run staged in an unlinked temp file and read back in reverse with plain
+    file I/O (not mmap: mapped pages would count as the process's resident memory)."""
+
+    def __init__(self, info: VideoInfo, frames: Iterable[tuple[int, np.ndarray]], first: int, last: int):
+        self._first, self._n = first, last - first + 1
+        self._shape: tuple[int, ...] | None = None
+        self._file = tempfile.TemporaryFile(prefix="wav2lip-reverse-")
+        try:
+            for _, bgr in frames:
+                self._shape = bgr.shape
+                self._file.write(np.ascontiguousarray(bgr).data)
+        except OSError as exc:
+            self.close()
+            raise _fail(info.path, f"cannot stage frames for backward playback in {tempfile.gettempdir()} "
+                        f"({_reason(exc)}); free disk space there or set TMPDIR") from None
+        except BaseException:
+            self.close()
+            raise
+        self._bytes = int(np.prod(self._shape))
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, k: int) -> tuple[int, np.ndarray]:
+        j = self._n - 1 - k  # item k of the reversed run
+        buf = bytearray(self._bytes)
+        self._file.seek(j * self._bytes)
+        self._file.readinto(buf)
+        return self._first + j, np.frombuffer(buf, np.uint8).reshape(self._shape)
+
+    def close(self) -> None:
+        self._file.close()
+
+
 def _chunk_frames(info: VideoInfo, budget_bytes: int) -> int:
     frame_bytes = max(info.width * info.height * 3, 1)
     return max(1, int(budget_bytes) // frame_bytes)
 
 
 def read_frames(info: VideoInfo, indices: Iterable[int], *, max_buffer_bytes: int = DEFAULT_BUFFER_BYTES,
-                stats: dict | None = None) -> Iterator[tuple[int, np.ndarray]]:
+                spill_bytes: int = DEFAULT_SPILL_BYTES, stats: dict | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (index, bgr) in the order of `indices`, with memory bounded by `max_buffer_bytes`.
+    Backward runs longer than that are staged in a temp file of at most `spill_bytes` (0: never;
+    then they are decoded in memory-sized chunks).
 
-    `stats`, if given, is filled with `max_held` (most frames buffered at once), `seeks` and
-    `decoded` so callers and tests can check the cost of a schedule."""
+    `stats`, if given, is filled with `max_held` (most frames in memory at once), `spilled`
+    (frames staged on disk), `seeks` and `decoded` so callers and tests can check a schedule."""
     if stats is None:
         stats = {}
-    stats.update(max_held=0, seeks=0, decoded=0)
+    stats.update(max_held=0, spilled=0, seeks=0, decoded=0)
     if info.is_image:
         yield from _read_image(info, indices)
         return
-    chunk = _chunk_frames(info, max_buffer_bytes)
+    ram_chunk = _chunk_frames(info, max_buffer_bytes)
+    chunk = max(ram_chunk, _chunk_frames(info, spill_bytes)) if spill_bytes > 0 else ram_chunk
     decoder = _Decoder(info)
     try:
         pending = _Peekable(iter(indices))
@@ -333,16 +377,23 @@ def read_frames(info: VideoInfo, indices: Iterable[int], *, max_buffer_bytes: in
                 run = [index]
                 while len(run) < chunk and pending.peek() == run[-1] - 1:
                     run.append(next(pending))
-                # A descending run is decoded forward over its span (at most `chunk` frames
-                # held) and emitted reversed; a single index is the degenerate case.
-                run_items = list(decoder.decode_range(run[-1], run[0]))[::-1]
-                stats["max_held"] = max(stats["max_held"], len(run_items))
+                # A descending run is decoded forward over its span and emitted reversed; a
+                # single index is the degenerate case.
+                if len(run) <= ram_chunk:
+                    run_items = list(decoder.decode_range(run[-1], run[0]))[::-1]
+                    stats["max_held"] = max(stats["max_held"], len(run_items))
+                else:
+                    run_items = _SpilledRun(info, decoder.decode_range(run[-1], run[0]), run[-1], run[0])
+                    stats["max_held"] = max(stats["max_held"], 1)
+                    stats["spilled"] += len(run_items)
                 stats["seeks"], stats["decoded"] = decoder.seeks, decoder.decoded
-            for item in run_items[:-1]:
-                yield item
+            for k in range(len(run_items) - 1):
+                yield run_items[k]
             # Keep the last frame pristine only when the next index repeats it, so a caller
             # that draws into a yielded frame never corrupts a later repeat.
-            last = run_items[-1]
+            last = run_items[len(run_items) - 1]
+            if isinstance(run_items, _SpilledRun):
+                run_items.close()
             del run_items
             yield (last[0], last[1].copy()) if pending.peek() == last[0] else last
     finally:

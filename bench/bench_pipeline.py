@@ -118,7 +118,6 @@ def main() -> None:
                   f"{r['device']}/{r['precision']}, batch {r['batch']}")
             print(f"{'stage':<8} {'seconds':>8} {'frames/s':>9} {'ms/frame':>9}")
             for stage, sec in r["stages"].items():
-                frames = r["detected_frames"] if stage == "detect" else n
                 print(f"{stage:<8} {sec:8.2f} {n / sec if sec else float('inf'):9.1f} {1000 * sec / n:9.1f}")
             print(f"end to end {r['seconds']:.2f} s ({n / r['seconds']:.2f} frames/s); peak RSS {r['rss_mb']:.0f} MB; "
                   f"detector ran on {r['detected_frames']} frames")
@@ -126,8 +125,12 @@ def main() -> None:
             model_s = r["stages"].get("model", 0.0)
             print(f"bare forward for {n} frames: {floor:.2f} s ({1000 * floor / n:.1f} ms/frame); "
                   f"model stage / bare = {model_s / floor:.2f}x")
-            if "detect" in r["stages"]:
-                print(f"detect stage per source frame: {1000 * r['stages']['detect'] / min(n, max(1, n)):.1f} ms")
+            if r["detected_frames"]:
+                from wav2lip_core.decode import probe_video
+
+                src = min(n, probe_video(a.face).frame_count)
+                print(f"detect stage: {1000 * r['stages']['detect'] / src:.1f} ms per source frame over {src} frames "
+                      f"(decode + keyframe detection on {r['detected_frames']} of them)")
         if a.s3fd_cost:
             c = s3fd_cost(a.face)
             print(f"\nS3FD network at full resolution: {1000 * c:.0f} ms/frame (the original runs it on every frame)")

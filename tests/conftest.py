@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,9 @@ SHARED = ROOT.parent / "shared"
 CONFORMANCE = SHARED / "conformance"
 MEDIA = SHARED / "media"
 BLAZEFACE = SHARED / "weights" / "blazeface"
+# The interpreter that has the core and torch: this one, unless the suite runs under another
+# Python (tools/test.sh runs tests/addon under a bpy 4.5 venv without torch and points here).
+ENGINE_PYTHON = os.environ.get("WAV2LIP_TEST_ENGINE_PYTHON") or sys.executable
 
 
 def _need(path: Path) -> Path:
@@ -38,8 +42,14 @@ def blazeface_dir() -> Path:
 
 def make_checkpoint(out: Path, *extra: str) -> Path:
     """Write a checkpoint with ../shared/conformance/make_checkpoint.py (the released layout)."""
-    subprocess.run([sys.executable, str(_need(CONFORMANCE / "make_checkpoint.py")), str(out), *extra], check=True)
+    subprocess.run([ENGINE_PYTHON, str(_need(CONFORMANCE / "make_checkpoint.py")), str(out), *extra], check=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def engine_python() -> str:
+    """`<python> -m wav2lip_core` runs the real engine (env WAV2LIP_TEST_ENGINE_PYTHON, else this one)."""
+    return ENGINE_PYTHON
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ def frames_of(path):
         return [f.to_ndarray(format="rgb24") for f in c.decode(s)], rate
 
 
-def test_e2e_operator_real_engine(fresh, media, checkpoint, blazeface_dir, tmp_path):
+def test_e2e_operator_real_engine(fresh, media, checkpoint, blazeface_dir, engine_python, tmp_path):
     bpy, scene = fresh
     face = add_movie(scene, "Face", media / KATIE, 2, 1)
     face.frame_offset_start = 8   # used scene frames 9 .. 38 = clip frames 8 .. 37
@@ -51,7 +50,7 @@ def test_e2e_operator_real_engine(fresh, media, checkpoint, blazeface_dir, tmp_p
     before = {s.name for s in strips(scene)}
 
     res = bpy.ops.sequencer.wav2lip_sync(
-        checkpoint=str(checkpoint), engine_python=sys.executable, device="cpu",
+        checkpoint=str(checkpoint), engine_python=engine_python, device="cpu",
         detector="blazeface", detector_weights=str(blazeface_dir / "blazeface.pth"))
     assert res == {"FINISHED"}
     new = [s for s in strips(scene) if s.name not in before]
@@ -78,7 +77,7 @@ def _mel_window_loud(i, fps, bursts_out, burst_len=0.04):
     return any(b < hi and b + burst_len > lo for b in bursts_out)
 
 
-def test_e2e_timing_click_train(fresh, media, loud_checkpoint, tmp_path):
+def test_e2e_timing_click_train(fresh, media, loud_checkpoint, engine_python, tmp_path):
     """Frames whose mel window holds a click show the mouth change at the scene frames where the
     click plays: the best lag between predicted and observed is 0 (+-1 frame)."""
     bpy, scene = fresh
@@ -98,7 +97,7 @@ def test_e2e_timing_click_train(fresh, media, loud_checkpoint, tmp_path):
     req = plan(capture.strip_info(scene, face), capture.strip_info(scene, snd), compat.scene_fps(scene))
 
     res = bpy.ops.sequencer.wav2lip_sync(
-        checkpoint=str(loud_checkpoint), engine_python=sys.executable, device="cpu",
+        checkpoint=str(loud_checkpoint), engine_python=engine_python, device="cpu",
         detector="box", box=KATIE_BOX, output_dir=str(tmp_path / "out"))
     assert res == {"FINISHED"}
     out = scene.sequence_editor.active_strip
@@ -112,7 +111,7 @@ def test_e2e_timing_click_train(fresh, media, loud_checkpoint, tmp_path):
     args = req.engine_args(checkpoint=str(loud_checkpoint), out=str(tmp_path / "silent.mp4"),
                            box=KATIE_BOX, device="cpu")
     args[args.index("--audio") + 1] = str(silence)
-    r = subprocess.run([sys.executable, "-m", "wav2lip_core", *args], capture_output=True, text=True,
+    r = subprocess.run([engine_python, "-m", "wav2lip_core", *args], capture_output=True, text=True,
                        cwd=str(ROOT), timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     base, _ = frames_of(tmp_path / "silent.mp4")
@@ -140,13 +139,13 @@ def test_e2e_timing_click_train(fresh, media, loud_checkpoint, tmp_path):
     assert all(v < 0.5 * scores[0] for k, v in scores.items() if abs(k) >= 3), scores
 
 
-def test_e2e_headless_render(tmp_path, media, checkpoint):
+def test_e2e_headless_render(tmp_path, media, checkpoint, engine_python):
     from .test_headless_packaging import HEADLESS, make_scene, run_py, streams
 
     blend = make_scene(tmp_path, media)  # 24 fps; Face used 5..34; Speech from 1; render 5..34
     out = tmp_path / "final.mp4"
     r = run_py(str(HEADLESS), "--blend", str(blend), "--", "--video-strip", "Face", "--audio-strip", "Speech",
-               "--checkpoint", str(checkpoint), "--engine-python", sys.executable, "--device", "cpu",
+               "--checkpoint", str(checkpoint), "--engine-python", engine_python, "--device", "cpu",
                "--box", *map(str, KATIE_BOX), "--render", str(out), "--save")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     s = streams(out)

@@ -1,11 +1,16 @@
 """Every Blender version difference the add-on cares about, in one place (4.2 LTS .. 5.x).
 
-- 4.x: `SequenceEditor.sequences` / `sequences_all`, types `Sequence`, `MovieSequence`, ...,
-  `context.selected_sequences`; 5.0: `strips` / `strips_all`, `Strip`, `MovieStrip`, ...,
-  `context.selected_strips`, and `context.sequencer_scene` (the scene the sequencer edits, which
-  may differ from `context.scene`).
-- 5.0 adds `SoundStrip.sound_offset` (seconds) and movie output needs
-  `image_settings.media_type = 'VIDEO'` before `file_format = 'FFMPEG'`.
+- 4.2/4.3: `SequenceEditor.sequences` / `sequences_all`, types `Sequence`, `MovieSequence`, ...,
+  `context.selected_sequences`. 4.4 renamed them to `strips` / `strips_all`, `Strip`,
+  `MovieStrip`, ..., `context.selected_strips`, keeping the old collection and context names as
+  deprecated aliases (4.5 has both, checked); 5.0 dropped the old names.
+- `SoundStrip.sound_offset` (seconds): absent in 4.2, present in 4.5 and 5.0.
+- 5.0 adds `context.sequencer_scene` (the scene the sequencer edits, which may differ from
+  `context.scene`), and movie output needs `image_settings.media_type = 'VIDEO'` before
+  `file_format = 'FFMPEG'`.
+
+The helpers detect features rather than compare version numbers; the add-on's Blender tests run
+under bpy 5.0.1 and 4.5.15 (tools/test.sh).
 
 Everything else in the add-on goes through these helpers, and the type check runs against the
 4.2 and 5.0 stubs, so a version-specific API used elsewhere is caught without Blender.
@@ -133,7 +138,7 @@ def remove_strip(ed: SequenceEditor, strip: StripLike) -> None:
 
 
 def sound_offset(strip: StripLike) -> float:
-    """Seconds the sound is delayed within its strip (5.0+; 0 before)."""
+    """Seconds the sound is delayed within its strip (4.5 and 5.0; 0 where absent, e.g. 4.2)."""
     return float(getattr(strip, "sound_offset", 0.0) or 0.0)
 
 

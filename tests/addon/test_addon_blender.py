@@ -1,4 +1,5 @@
-"""The add-on inside real Blender (bpy 5.0.1), with the stand-in engine (fast, no torch).
+"""The add-on inside real Blender (bpy 5.0.1; tools/test.sh also runs it under 4.5.15), with the
+stand-in engine (fast, no torch).
 
 The same operator with the real core runs in test_addon_e2e.py."""
 

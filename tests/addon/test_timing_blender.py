@@ -1,7 +1,7 @@
 """The add-on's scene-time mapping checked against Blender itself (no engine needed):
 
 - audio: Blender's own mixdown of the scene puts each click where the plan says the engine
-  will hear it (sound strip offsets, trims, hard trims, 5.0's sound_offset);
+  will hear it (sound strip offsets, trims, hard trims, 4.5+'s sound_offset);
 - video: the sequencer renders, at scene frame V0 + i, the clip frame the plan sends as
   output frame i (trims, hard trims, a 25 fps clip in a 24 fps scene).
 """
@@ -50,7 +50,7 @@ def onsets(path, threshold=2000):
     (20, 0, 0, 0.0),     # the sound starts after the video's first used frame
     (-10, 6, 0, 0.0),    # starts before the video, front-trimmed
     (3, 0, 12, 0.0),     # hard trim (animation offset)
-    (8, 4, 0, 0.25),     # 5.0 sound_offset
+    (8, 4, 0, 0.25),     # sound_offset (4.5+)
 ])
 def test_audio_mapping_matches_blender_mixdown(fresh, media, tmp_path, sound_start, trim, anim, offset):
     bpy, scene = fresh
@@ -68,7 +68,7 @@ def test_audio_mapping_matches_blender_mixdown(fresh, media, tmp_path, sound_sta
         snd.frame_offset_start = trim
     if offset:
         if not hasattr(snd, "sound_offset"):
-            pytest.skip("sound_offset needs Blender 5.0")
+            pytest.skip("sound_offset needs Blender 4.5")
         snd.sound_offset = offset
     req = plan(capture.strip_info(scene, face), capture.strip_info(scene, snd), compat.scene_fps(scene))
     assert req.audio_cut is None

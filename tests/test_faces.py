@@ -186,6 +186,28 @@ def test_follows_the_larger_of_two_faces(front, front_settings):
         assert bx < cx < bx + 400 and by < cy < by + 400
 
 
+def test_face_at_follows_the_face_the_user_points_at(front, front_settings):
+    from dataclasses import replace
+
+    base = frames("vretalk_face2.mp4", 1)[0]
+    big = cv2.resize(base, (400, 400), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(base, (260, 260), interpolation=cv2.INTER_AREA)
+    fr, small_at = [], []
+    for i in range(12):
+        c = np.full((560, 760, 3), 60, np.uint8)
+        sx, sy = 480 - 3 * i, 20 + 5 * i
+        c[sy : sy + 260, sx : sx + 260] = small
+        c[60:460, 10 + 4 * i : 410 + 4 * i] = big
+        fr.append(c)
+        small_at.append((sx, sy))
+    track = run(fr, replace(front_settings, face_at=(480 + 130, 20 + 140)), front)
+    assert track.has_face.all()
+    for (y1, y2, x1, x2), (sx, sy) in zip(track.boxes, small_at):
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        assert sx < cx < sx + 260 and sy < cy < sy + 260
+    assert replace(front_settings, face_at=(1, 2)).cache_key_fields() != front_settings.cache_key_fields()
+
+
 def test_smoothing_off_and_on(front, front_settings):
     from dataclasses import replace
 

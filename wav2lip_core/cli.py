@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--box", type=int, nargs=4, metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"), help="fixed face box: no detection, no padding")
     d.add_argument("--pads", type=int, nargs=4, metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"), default=[0, 10, 0, 0])
     d.add_argument("--no-smooth", action="store_true", help="do not smooth face boxes over time")
+    d.add_argument("--face-at", type=int, nargs=2, metavar=("X", "Y"), help="with several faces: follow the one at this pixel of the first frame (default: the largest)")
     d.add_argument("--no-cache", action="store_true", help="ignore and do not write the detection cache")
     d.add_argument("--cache-dir", metavar="DIR", help="detection cache folder (default: the user cache dir)")
     m = p.add_argument_group("model and output")
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     req = LipSyncRequest(
         face=args.face, audio=args.audio, checkpoint=args.checkpoint, out=args.out, detector=args.detector,
         detector_weights=args.detector_weights, box=tuple(args.box) if args.box else None, pads=tuple(args.pads),
-        smooth=not args.no_smooth, blend=args.blend, batch_size=args.batch_size, device=args.device,
+        smooth=not args.no_smooth, face_at=tuple(args.face_at) if args.face_at else None, blend=args.blend, batch_size=args.batch_size, device=args.device,
         precision=args.precision, fps=args.fps, start_frame=args.start_frame, frames=args.frames,
         audio_start=args.audio_start, duration=args.duration, cache=not args.no_cache, cache_dir=args.cache_dir,
         crf=args.crf,

@@ -94,6 +94,8 @@ class DetectorSettings:
     device: str = "cpu"
     max_side: int = 256
     keyframe_interval: int = 5
+    # (x, y) in source pixels on the face to follow; None: the largest face at the start.
+    face_at: tuple[int, int] | None = None
 
     def __post_init__(self):
         if self.box is not None:
@@ -144,6 +146,7 @@ class DetectorSettings:
             "smooth": self.smooth,
             "max_side": self.max_side,
             "keyframe_interval": self.keyframe_interval,
+            "face_at": list(self.face_at) if self.face_at is not None else None,
         }
 
 
@@ -318,12 +321,16 @@ def _similar(a: np.ndarray, b: np.ndarray) -> bool:
     return dc <= MOVE_FRAC * size and ds <= 2 * MOVE_FRAC * size
 
 
-def choose_face(dets: np.ndarray, ref: np.ndarray | None) -> np.ndarray | None:
-    """The detection that continues the track: the largest when there is no track yet, else the
-    one overlapping the reference box most, else the one nearest to it."""
+def choose_face(dets: np.ndarray, ref: np.ndarray | None, point: tuple[float, float] | None = None) -> np.ndarray | None:
+    """The detection that continues the track: with no track yet, the face at `point` (the one
+    containing it, else the nearest) or the largest; else the one overlapping the reference box
+    most, else the one nearest to it."""
     if len(dets) == 0:
         return None
     boxes = dets[:, :4]
+    if ref is None and point is not None:
+        x, y = point
+        ref = np.array([x, y, x + 1, y + 1], np.float64)  # a one-pixel box: overlap = containment
     if ref is None:
         area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         return boxes[int(np.argmax(area))].copy()
@@ -367,7 +374,8 @@ def smooth_boxes(boxes: np.ndarray, has_face: np.ndarray, runs: np.ndarray | Non
 
 
 class _Tracker:
-    def __init__(self, detector: Detector, scale: float, cancel):
+    def __init__(self, detector: Detector, scale: float, cancel, point: tuple[int, int] | None = None):
+        self.point = point
         self.detector = detector
         self.scale = scale
         self.cancel = cancel
@@ -383,7 +391,7 @@ class _Tracker:
             raise Cancelled("face detection cancelled")
         dets = np.asarray(self.detector.detect(self.small[i]), np.float64).reshape(-1, 5)
         self.detected += 1
-        box = choose_face(dets[:, :4] / self.scale if len(dets) else dets, ref)
+        box = choose_face(dets[:, :4] / self.scale if len(dets) else dets, ref, self.point)
         self.det[i] = box
         return box
 
@@ -471,7 +479,7 @@ def track_faces(
         if tr is None:
             height, width = bgr.shape[:2]
             scale = min(1.0, settings.max_side / max(height, width))
-            tr = _Tracker(detector, scale, cancel)
+            tr = _Tracker(detector, scale, cancel, settings.face_at)
         small = bgr
         if tr.scale < 1.0:
             size = (max(1, round(width * tr.scale)), max(1, round(height * tr.scale)))

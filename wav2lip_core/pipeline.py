@@ -48,6 +48,7 @@ class LipSyncRequest:
     box: tuple[int, int, int, int] | None = None  # TOP BOTTOM LEFT RIGHT: no detection
     pads: tuple[int, int, int, int] = (0, 10, 0, 0)
     smooth: bool = True
+    face_at: tuple[int, int] | None = None  # (x, y) on the face to follow; None: the largest
     blend: str = "feather"
     batch_size: int | None = None  # None: chosen for the device
     device: str = "auto"
@@ -187,7 +188,8 @@ def make_plan(req: LipSyncRequest, info: VideoInfo, wav: np.ndarray) -> Plan:
 
 def detection_settings(req: LipSyncRequest, device: str) -> DetectorSettings:
     return DetectorSettings(kind=req.detector if req.box is None else "box", weights=req.detector_weights,
-                            box=req.box, pads=tuple(req.pads), smooth=req.smooth, device=device)
+                            box=req.box, pads=tuple(req.pads), smooth=req.smooth, device=device,
+                            face_at=tuple(req.face_at) if req.face_at is not None else None)
 
 
 def find_faces(plan: Plan, settings: DetectorSettings, *, cache_dir: str | None, use_cache: bool,

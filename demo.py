@@ -9,8 +9,6 @@ headless (blender_addon/headless.py), render the sequencer, print where everythi
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import shutil
 import subprocess

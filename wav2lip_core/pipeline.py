@@ -242,8 +242,6 @@ def synthesize(plan: Plan, track: FaceTrack, model, *, device, precision: str, b
     """(output index, finished BGR frame) in output order: the frames before encoding."""
     import torch
 
-    from .device import autocast
-
     watch = watch or _Stopwatch()
     t = time.perf_counter()
     for group in _batches(plan, track, batch, cancel):

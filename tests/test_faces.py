@@ -164,12 +164,14 @@ def test_no_face_anywhere_is_one_line_error(front, front_settings):
     assert "\n" not in msg and "/clips/empty.mp4" in msg and "--box" in msg
 
 
-def test_follows_the_larger_of_two_faces(front, front_settings):
+def _two_faces(n: int):
+    """Frames with a large (400 px) and a small (260 px) copy of a real face, both moving; with
+    the top-left corner of each per frame."""
     base = frames("vretalk_face2.mp4", 1)[0]
     big = cv2.resize(base, (400, 400), interpolation=cv2.INTER_AREA)
     small = cv2.resize(base, (260, 260), interpolation=cv2.INTER_AREA)
-    fr, big_at = [], []
-    for i in range(24):
+    fr, big_at, small_at = [], [], []
+    for i in range(n):
         c = np.full((560, 760, 3), 60, np.uint8)
         bx, by = 10 + 4 * i, 60
         sx, sy = 480 - 3 * i, 20 + 5 * i
@@ -177,6 +179,12 @@ def test_follows_the_larger_of_two_faces(front, front_settings):
         c[by : by + 400, bx : bx + 400] = big
         fr.append(c)
         big_at.append((bx, by))
+        small_at.append((sx, sy))
+    return fr, big_at, small_at
+
+
+def test_follows_the_larger_of_two_faces(front, front_settings):
+    fr, big_at, _ = _two_faces(24)
     # both faces are visible to the detector, so choosing matters
     assert len(front.detect(cv2.cvtColor(fr[0], cv2.COLOR_BGR2RGB))) >= 2
     track = run(fr, front_settings, front)
@@ -189,17 +197,7 @@ def test_follows_the_larger_of_two_faces(front, front_settings):
 def test_face_at_follows_the_face_the_user_points_at(front, front_settings):
     from dataclasses import replace
 
-    base = frames("vretalk_face2.mp4", 1)[0]
-    big = cv2.resize(base, (400, 400), interpolation=cv2.INTER_AREA)
-    small = cv2.resize(base, (260, 260), interpolation=cv2.INTER_AREA)
-    fr, small_at = [], []
-    for i in range(12):
-        c = np.full((560, 760, 3), 60, np.uint8)
-        sx, sy = 480 - 3 * i, 20 + 5 * i
-        c[sy : sy + 260, sx : sx + 260] = small
-        c[60:460, 10 + 4 * i : 410 + 4 * i] = big
-        fr.append(c)
-        small_at.append((sx, sy))
+    fr, _, small_at = _two_faces(12)
     track = run(fr, replace(front_settings, face_at=(480 + 130, 20 + 140)), front)
     assert track.has_face.all()
     for (y1, y2, x1, x2), (sx, sy) in zip(track.boxes, small_at):

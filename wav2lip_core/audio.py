@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AudioError
+from .errors import AudioError, reason
 
 SAMPLE_RATE = 16000
 N_FFT = 800
@@ -57,7 +57,7 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
     except AudioError:
         raise
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
-        raise AudioError(f"cannot read audio from {path} ({_first_line(e)}). Is it an audio or video file?") from None
+        raise AudioError(f"cannot read audio from {path} ({reason(e)}). Is it an audio or video file?") from None
     if not chunks or rate is None:
         raise AudioError(f"{path} has no audio samples (empty audio). Give a file with sound.")
     wav = np.concatenate(chunks).astype(np.float32)
@@ -77,11 +77,6 @@ def _to_float(data: np.ndarray) -> np.ndarray:
     if info.min == 0:  # unsigned 8-bit PCM is offset binary
         return (data.astype(np.float32) - (info.max + 1) / 2) / ((info.max + 1) / 2)
     return data.astype(np.float32) / float(-info.min)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:160] if text else type(e).__name__
 
 
 MEL_BASIS_FILE = Path(__file__).with_name("data") / "mel_basis.npy"

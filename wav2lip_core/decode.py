@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from av.video.reformatter import Interpolation
 
-from .errors import MediaError
+from .errors import MediaError, reason
 
 __all__ = ["VideoInfo", "probe_video", "read_frames", "iter_frames", "DEFAULT_BUFFER_BYTES", "DEFAULT_SPILL_BYTES"]
 
@@ -71,12 +71,7 @@ def _open(path: str) -> av.container.InputContainer:
     except av.error.FileNotFoundError:
         raise _fail(path, "file not found; check the path") from None
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
-        raise _fail(path, f"not a readable video or image ({_reason(exc)}); use an mp4/mov/mkv video or a jpg/png image") from None
-
-
-def _reason(exc: BaseException) -> str:
-    text = getattr(exc, "strerror", None) or str(exc)
-    return " ".join(str(text).split())[:120]
+        raise _fail(path, f"not a readable video or image ({reason(exc)}); use an mp4/mov/mkv video or a jpg/png image") from None
 
 
 def _is_image_format(container) -> bool:
@@ -115,7 +110,7 @@ def _load_image(path: str) -> np.ndarray:
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
-        raise _fail(path, f"cannot read the image ({_reason(exc)})") from None
+        raise _fail(path, f"cannot read the image ({reason(exc)})") from None
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
         raise _fail(path, "not a readable image; re-export it as png or jpg")
@@ -138,7 +133,7 @@ def _demux_timestamps(path: str, container, stream) -> tuple[list[int], list[int
             if latest is None or stamp >= latest:  # the last frame shown, not the last decoded
                 latest, last_duration = stamp, packet.duration or 0
     except av.error.FFmpegError as exc:
-        raise _fail(path, f"the video is damaged ({_reason(exc)}); re-export or re-download it") from None
+        raise _fail(path, f"the video is damaged ({reason(exc)}); re-export or re-download it") from None
     return pts, key_pts, last_duration
 
 
@@ -196,7 +191,7 @@ def _first_frame_geometry(path: str, container, stream) -> tuple[int, int, int]:
             w, h = frame.width, frame.height
             return (rotation, h, w) if rotation in (90, 270) else (rotation, w, h)
     except av.error.FFmpegError as exc:
-        raise _fail(path, f"the video cannot be decoded ({_reason(exc)}); re-export it as H.264 mp4") from None
+        raise _fail(path, f"the video cannot be decoded ({reason(exc)}); re-export it as H.264 mp4") from None
     raise _fail(path, "no frame could be decoded; re-export the video")
 
 
@@ -291,7 +286,7 @@ class _Decoder:
             raise _fail(self.info.path, f"the video ended early at frame {self.next_index} of "
                         f"{self.info.frame_count}; the file is truncated, re-export it") from None
         except av.error.FFmpegError as exc:
-            raise _fail(self.info.path, f"decoding failed near frame {self.next_index} ({_reason(exc)}); "
+            raise _fail(self.info.path, f"decoding failed near frame {self.next_index} ({reason(exc)}); "
                         "the file is damaged, re-export it") from None
         index = self._index_of.get(frame.pts if frame.pts is not None else frame.dts)
         if index is None:  # no usable timestamp: trust decode order
@@ -324,7 +319,7 @@ class _SpilledRun:
         except OSError as exc:
             self.close()
             raise _fail(info.path, f"cannot stage frames for backward playback in {tempfile.gettempdir()} "
-                        f"({_reason(exc)}); free disk space there or set TMPDIR") from None
+                        f"({reason(exc)}); free disk space there or set TMPDIR") from None
         except BaseException:
             self.close()
             raise

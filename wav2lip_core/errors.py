@@ -4,6 +4,12 @@ file, and what to do. The CLI prints `error: <message>` and never a traceback fo
 from __future__ import annotations
 
 
+def reason(exc: BaseException, limit: int = 120) -> str:
+    """An exception's text as a short single line, to quote inside one of our messages."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    return " ".join(str(text).split())[:limit] or type(exc).__name__
+
+
 class Wav2LipError(Exception):
     """Base class: anything the user can fix (bad input, missing file, wrong settings)."""
 

@@ -59,7 +59,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from .errors import Cancelled, DetectorError
+from .errors import Cancelled, DetectorError, reason
 
 # Bump when the same settings would give different boxes (part of the cache key).
 FACES_VERSION = 1
@@ -178,8 +178,7 @@ def _need_file(path: Path, what: str) -> None:
 
 
 def _load_error(path: Path, what: str, exc: Exception) -> DetectorError:
-    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return DetectorError(f"cannot load {what} {path}: {msg}; replace it with the original file or use another --detector")
+    return DetectorError(f"cannot load {what} {path}: {reason(exc)}; replace it with the original file or use another --detector")
 
 
 class BlazeFaceDetector:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, reason
 
 IMG_SIZE = 96
 MEL_STEP = 16  # mel columns per video frame window (0.2 s)
@@ -144,17 +144,15 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
         # malicious file cannot run code while we read it.
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "weights_only" in str(e) or "global" in str(e).lower():
             raise CheckpointError(
                 f"{path} needs code to load (it is not a plain weights file), so it was refused for safety. "
                 "Use the released wav2lip.pth / wav2lip_gan.pth."
             ) from None
-        raise CheckpointError(f"{path} is not a readable checkpoint ({first}). Download it again.") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({reason(e)}). Download it again.") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f"{path} is truncated or corrupt ({size} bytes; {msg[:120]}). Download it again (the released files are about 436 MB)."
+            f"{path} is truncated or corrupt ({size} bytes; {reason(e)}). Download it again (the released files are about 436 MB)."
         ) from None
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]

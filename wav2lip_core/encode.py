@@ -27,9 +27,9 @@ import cv2
 import numpy as np
 from av.video.reformatter import Interpolation
 
-from .errors import AudioError, MediaError
+from .errors import AudioError, MediaError, reason
 
-__all__ = ["VideoWriter"]
+__all__ = ["VideoWriter", "check_output"]
 
 VIDEO_TIME_BASE = Fraction(1, 90000)
 # Sample rates FFmpeg's native AAC encoder accepts; anything else is resampled to 48 kHz.
@@ -43,11 +43,6 @@ AUDIO_LEAD_S = 0.5
 # Accurate rounding: swscale's default RGB->YUV path is biased ~1-2 levels dark, which would
 # visibly darken every output frame relative to its source.
 TO_YUV_FLAGS = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
-
-
-def _reason(exc: BaseException) -> str:
-    text = getattr(exc, "strerror", None) or str(exc)
-    return " ".join(str(text).split())[:120]
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -77,7 +72,7 @@ class _AudioSource:
         except av.error.FileNotFoundError:
             raise AudioError(f"{path}: audio file not found; check the path") from None
         except (av.error.FFmpegError, OSError) as exc:
-            raise AudioError(f"{path}: not a readable audio file ({_reason(exc)}); use wav, mp3, flac or a video with sound") from None
+            raise AudioError(f"{path}: not a readable audio file ({reason(exc)}); use wav, mp3, flac or a video with sound") from None
         if not self._container.streams.audio:
             self._container.close()
             raise AudioError(f"{path}: has no audio stream; give a file with sound as the audio input")
@@ -109,7 +104,7 @@ class _AudioSource:
             for out in self._resampler.resample(None):
                 yield out.to_ndarray()
         except av.error.FFmpegError as exc:
-            raise AudioError(f"{self.path}: the audio cannot be decoded ({_reason(exc)}); re-export it as wav") from None
+            raise AudioError(f"{self.path}: the audio cannot be decoded ({reason(exc)}); re-export it as wav") from None
 
     def read(self, until_sample: int | None) -> np.ndarray | None:
         """Next block of samples (channels, n) ending no later than `until_sample` (None = any);
@@ -155,6 +150,21 @@ class _AudioSource:
         return None
 
 
+def check_output(out_path, source_paths=()) -> str:
+    """The absolute output path, or MediaError when it is one of the inputs, its folder is
+    missing, or it is a folder. The pipeline calls this before any slow work, too."""
+    out = os.path.abspath(os.path.expanduser(os.fspath(out_path)))
+    for src in source_paths:
+        if src and _same_file(out, os.path.abspath(os.path.expanduser(os.fspath(src)))):
+            raise MediaError(f"{out}: refusing to overwrite the input {os.fspath(src)}; choose another --out")
+    folder = os.path.dirname(out)
+    if not os.path.isdir(folder):
+        raise MediaError(f"{folder}: output folder does not exist (or is not a folder); create it or choose another --out")
+    if os.path.isdir(out):
+        raise MediaError(f"{out}: is a folder; give a file name such as result.mp4 for --out")
+    return out
+
+
 class VideoWriter:
     """Context manager writing H.264 (libx264, yuv420p) + optional AAC to `out_path` atomically.
 
@@ -165,7 +175,7 @@ class VideoWriter:
     def __init__(self, out_path, *, width: int, height: int, fps: float, audio_path=None,
                  audio_start: float = 0.0, duration: float | None = None, crf: int = 18,
                  preset: str = "veryfast", source_paths=()):
-        self.out_path = os.path.abspath(os.fspath(out_path))
+        self.out_path = check_output(out_path, source_paths)
         self.source_width, self.source_height = int(width), int(height)
         # Padding (not cropping) to even sizes: see the module docstring.
         self.width = self.source_width + (self.source_width % 2)
@@ -174,7 +184,6 @@ class VideoWriter:
             raise ValueError(f"invalid video size/fps: {width}x{height} @ {fps}")
         self.fps = float(fps)
         self.duration = duration
-        self._check_paths(source_paths)
         self._tmp_path = self._create_temp()
         self._finalizer = weakref.finalize(self, _remove, self._tmp_path)
         self._container = None
@@ -188,16 +197,6 @@ class VideoWriter:
 
     # -- setup ------------------------------------------------------------------------------
 
-    def _check_paths(self, source_paths) -> None:
-        for src in source_paths:
-            if src and _same_file(self.out_path, os.path.abspath(os.fspath(src))):
-                raise MediaError(f"{self.out_path}: refusing to overwrite the input {os.fspath(src)}; choose another --out")
-        folder = os.path.dirname(self.out_path)
-        if not os.path.isdir(folder):
-            raise MediaError(f"{folder}: output folder does not exist (or is not a folder); create it or choose another --out")
-        if os.path.isdir(self.out_path):
-            raise MediaError(f"{self.out_path}: is a folder; give a file name such as result.mp4 for --out")
-
     def _create_temp(self) -> str:
         folder, name = os.path.split(self.out_path)
         path = os.path.join(folder, f".{name}.part{secrets.token_hex(4)}")
@@ -206,7 +205,7 @@ class VideoWriter:
             # user's normal permissions (mkstemp would leave it private 0600).
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except OSError as exc:
-            raise MediaError(f"{folder}: cannot write to the output folder ({_reason(exc)}); "
+            raise MediaError(f"{folder}: cannot write to the output folder ({reason(exc)}); "
                              "choose a writable folder for --out") from None
         return path
 
@@ -217,7 +216,7 @@ class VideoWriter:
             self._container = av.open(self._tmp_path, "w", format="mp4")
             video = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001000))
         except (av.error.FFmpegError, OSError) as exc:
-            raise MediaError(f"{self.out_path}: cannot start the H.264 encoder ({_reason(exc)}); "
+            raise MediaError(f"{self.out_path}: cannot start the H.264 encoder ({reason(exc)}); "
                              "check that PyAV was installed with libx264") from None
         video.width, video.height = self.width, self.height
         video.pix_fmt = "yuv420p"
@@ -275,7 +274,7 @@ class VideoWriter:
             for packet in self._video.encode(frame):
                 self._mux_video(packet)
         except av.error.FFmpegError as exc:
-            raise MediaError(f"{self.out_path}: video encoding failed ({_reason(exc)}); check free disk space") from None
+            raise MediaError(f"{self.out_path}: video encoding failed ({reason(exc)}); check free disk space") from None
 
     def _mux_video(self, packet) -> None:
         # Without explicit durations the MP4 muxer guesses the last frame's length; a known
@@ -288,7 +287,7 @@ class VideoWriter:
         try:
             self._container.mux(packet)
         except (av.error.FFmpegError, OSError) as exc:
-            raise MediaError(f"{self.out_path}: writing failed ({_reason(exc)}); check free disk space") from None
+            raise MediaError(f"{self.out_path}: writing failed ({reason(exc)}); check free disk space") from None
 
     def _pump_audio(self, until: float | None) -> None:
         """Encode audio up to output time `until` (None: to the end of the timeline)."""
@@ -319,7 +318,7 @@ class VideoWriter:
         try:
             packets = self._audio_stream.encode(frame)
         except av.error.FFmpegError as exc:
-            raise MediaError(f"{self.out_path}: audio encoding failed ({_reason(exc)})") from None
+            raise MediaError(f"{self.out_path}: audio encoding failed ({reason(exc)})") from None
         for packet in packets:
             self._mux(packet)
 
@@ -339,7 +338,7 @@ class VideoWriter:
             try:
                 os.replace(self._tmp_path, self.out_path)
             except OSError as exc:
-                raise MediaError(f"{self.out_path}: cannot replace the output ({_reason(exc)}); "
+                raise MediaError(f"{self.out_path}: cannot replace the output ({reason(exc)}); "
                                  "close it in other programs or choose another --out") from None
         except BaseException:
             self.abort()

@@ -11,7 +11,6 @@ Only per-frame boxes (a few bytes each), the 16 kHz audio and its mel spectrogra
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ import numpy as np
 from . import audio as audio_mod
 from .blend import BLENDS, crop_face, model_inputs, paste, prediction_to_uint8
 from .decode import VideoInfo, probe_video, read_frames
-from .encode import VideoWriter
+from .encode import VideoWriter, check_output
 from .errors import AudioError, Cancelled, MediaError, Wav2LipError
 from .faces import DetectorSettings, FaceTrack, track_faces
 
@@ -108,10 +107,7 @@ def _check_inputs(req: LipSyncRequest) -> None:
     for what, p, error in (("face video/image", req.face, MediaError), ("audio", req.audio, AudioError)):
         if not Path(p).expanduser().is_file():
             raise error(f"{what} file not found: {p}. Check the path.")
-    out = Path(req.out).expanduser()
-    for p in (req.face, req.audio):
-        if out.exists() and os.path.samefile(out, p) or out.resolve() == Path(p).expanduser().resolve():
-            raise MediaError(f"refusing to overwrite the input {p}: choose another --out")
+    check_output(req.out, (req.face, req.audio))  # fail before detection, not minutes later
     if req.blend not in BLENDS:
         raise Wav2LipError(f"unknown blend {req.blend!r}: use one of {', '.join(BLENDS)}")
     if req.batch_size is not None and req.batch_size < 1:

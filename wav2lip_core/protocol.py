@@ -1,0 +1,166 @@
+"""What the engine (`python -m wav2lip_core`) and the Blender add-on must agree on, defined once.
+
+Standard library only, and importing it imports nothing else of the core: the add-on loads this
+file inside Blender's own Python (an installed add-on carries a copy that install.py puts beside
+it at build time; a checkout imports it from here), and `wav2lip --help` reads the choice lists
+from it without importing torch.
+
+The engine speaks JSON lines on stdout with `--progress json`:
+
+    {"event": "hello", "protocol": 2, "version": "0.1.0"}              first line, always
+    {"event": "note", "message": "..."}                                   something to tell the user
+    {"event": "progress", "stage": "detect", "done": 12, "total": 90}
+    {"event": "done", "out": "...", "frames": 90, "seconds": 4.2, ...}  the last line on success
+
+Errors go to stderr as one line starting `error: ` (exit code 1; 2 for bad arguments, 130 for
+cancelled). The add-on passes `--protocol N`; an engine that speaks another version exits with
+code 3 and a message that says to re-run install.py.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Dict, Optional, Tuple
+
+# Bump when an event, key, stage or option below changes meaning or disappears.
+PROTOCOL_VERSION = 2
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_PROTOCOL = 3
+EXIT_CANCELLED = 130
+
+# --- events and their keys ------------------------------------------------------------------
+KEY_EVENT = "event"
+EVENT_HELLO = "hello"
+EVENT_NOTE = "note"
+EVENT_PROGRESS = "progress"
+EVENT_DONE = "done"
+
+KEY_PROTOCOL = "protocol"
+KEY_VERSION = "version"
+KEY_MESSAGE = "message"
+KEY_STAGE = "stage"
+KEY_DONE = "done"
+KEY_TOTAL = "total"
+KEY_OUT = "out"
+KEY_FRAMES = "frames"
+KEY_SECONDS = "seconds"
+KEY_CACHE_HIT = "cache_hit"
+KEY_FRAMES_WITH_FACE = "frames_with_face"
+KEY_DETECTOR = "detector"
+
+# --- stages, in the order a run goes through them -------------------------------------------
+STAGE_AUDIO = "audio"  # probe the clip, read the audio, plan the output
+STAGE_LOAD = "load"  # model weights
+STAGE_DETECT = "detect"
+STAGE_SYNC = "sync"  # decode, crop, model, blend and encode, streamed together
+STAGES: Tuple[str, ...] = (STAGE_AUDIO, STAGE_LOAD, STAGE_DETECT, STAGE_SYNC)
+STAGE_LABELS: Dict[str, str] = {
+    STAGE_AUDIO: "Reading audio",
+    STAGE_LOAD: "Loading model",
+    STAGE_DETECT: "Finding faces",
+    STAGE_SYNC: "Syncing lips",
+}
+# Rough share of a run's time per stage (CPU, measured with bench/bench_pipeline.py), so one
+# progress bar can cover the whole run.
+STAGE_WEIGHTS: Dict[str, float] = {STAGE_AUDIO: 0.02, STAGE_LOAD: 0.03, STAGE_DETECT: 0.25, STAGE_SYNC: 0.70}
+
+# --- choices: (name, label, description); the first is the default --------------------------
+DETECTOR_AUTO = "auto"
+DETECTOR_BOX = "box"  # no detection: a fixed box given with --box
+DETECTORS: Tuple[Tuple[str, str, str], ...] = (
+    (DETECTOR_AUTO, "Auto", "BlazeFace when its weights are found, else OpenCV's Haar cascade"),
+    ("blazeface", "BlazeFace", "Fast front-camera face detector (needs blazeface.pth + anchors.npy)"),
+    ("blazeface-back", "BlazeFace (back camera)", "BlazeFace model for smaller, farther faces"),
+    ("s3fd", "S3FD", "The original Wav2Lip detector: slowest, most robust (needs its weights)"),
+    ("haar", "Haar (OpenCV)", "OpenCV's bundled frontal-face detector: needs no weights file"),
+)
+DEVICES: Tuple[Tuple[str, str, str], ...] = (
+    ("auto", "Auto", "CUDA or Apple GPU when available, else CPU"),
+    ("cuda", "CUDA", "NVIDIA GPU"),
+    ("mps", "Apple GPU", "Apple silicon (MPS)"),
+    ("cpu", "CPU", "Processor only"),
+)
+PRECISIONS: Tuple[Tuple[str, str, str], ...] = (
+    ("auto", "Auto", "fp16 on CUDA, bf16 on CPUs with native bf16, else fp32"),
+    ("fp32", "fp32", "Exact"),
+    ("fp16", "fp16", "Half precision (GPU)"),
+    ("bf16", "bf16", "bfloat16 (GPU, or CPUs with AVX512-BF16/AMX)"),
+)
+BLENDS: Tuple[Tuple[str, str, str], ...] = (
+    ("feather", "Feather", "Soft-masked lower face"),
+    ("hard", "Hard", "The original's square paste"),
+)
+
+
+def names(choices: Tuple[Tuple[str, str, str], ...]) -> Tuple[str, ...]:
+    return tuple(c[0] for c in choices)
+
+
+# --- command-line options the add-on passes (the CLI defines them with these names) ---------
+OPT_FACE = "--face"
+OPT_AUDIO = "--audio"
+OPT_CHECKPOINT = "--checkpoint"
+OPT_OUT = "--out"
+OPT_DETECTOR = "--detector"
+OPT_DETECTOR_WEIGHTS = "--detector-weights"
+OPT_BOX = "--box"
+OPT_DEVICE = "--device"
+OPT_FPS = "--fps"
+OPT_START_FRAME = "--start-frame"
+OPT_FRAMES = "--frames"
+# A JSON file with one clip time (seconds from the clip's first frame) per output frame: output
+# frame k shows the clip frame on screen at that time, as Blender shows it; past the clip's end
+# the last frame is held. The add-on's timing mapping; the CLI's --start-frame/--frames remain.
+OPT_SOURCE_TIMES = "--source-times"
+OPT_AUDIO_START = "--audio-start"
+OPT_DURATION = "--duration"
+OPT_PROGRESS = "--progress"
+OPT_PROTOCOL = "--protocol"
+PROGRESS_JSON = "json"
+
+
+# --- what install.py records (JSON, in Blender's config folder and in the engine venv's root) --
+CONFIG_NAME = "wav2lip_lipsync.json"
+CONFIG_PYTHON = "python"  # the engine's interpreter
+CONFIG_CHECKPOINT = "checkpoint"
+CONFIG_DETECTOR_WEIGHTS = "detector_weights"  # BlazeFace/S3FD weights (--detector-weights)
+
+
+# --- encoding and decoding events -----------------------------------------------------------
+
+def event(kind: str, **fields: object) -> str:
+    """One JSON line (without the newline)."""
+    return json.dumps({KEY_EVENT: kind, **fields})
+
+
+def hello(version: str) -> str:
+    return event(EVENT_HELLO, **{KEY_PROTOCOL: PROTOCOL_VERSION, KEY_VERSION: version})
+
+
+def progress(stage: str, done: int, total: int) -> str:
+    return event(EVENT_PROGRESS, **{KEY_STAGE: stage, KEY_DONE: int(done), KEY_TOTAL: int(total)})
+
+
+def note(message: str) -> str:
+    return event(EVENT_NOTE, **{KEY_MESSAGE: message})
+
+
+def parse_event(line: str) -> Optional[dict]:
+    """One stdout line as an event dict, or None for anything else (stray prints)."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict) or not isinstance(obj.get(KEY_EVENT), str):
+        return None
+    return obj
+
+
+def mismatch_message(engine_protocol: object) -> str:
+    return (f"the lip-sync engine speaks protocol {engine_protocol}, this add-on {PROTOCOL_VERSION}: "
+            "the engine and the add-on come from different versions; re-run install.py from the same download")

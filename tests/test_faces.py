@@ -14,15 +14,8 @@ from conftest import CONFORMANCE, MEDIA
 from wav2lip_core import cache as cache_mod
 from wav2lip_core.cache import FaceCache
 from wav2lip_core.errors import Cancelled, DetectorError
-from wav2lip_core.faces import (
-    DetectorSettings,
-    FaceTrack,
-    iou,
-    make_detector,
-    pad_boxes,
-    smooth_boxes,
-    track_faces,
-)
+from wav2lip_core.detectors import DetectorSettings, make_detector
+from wav2lip_core.faces import FaceTrack, iou, pad_boxes, smooth_boxes, track_faces
 
 
 @lru_cache(maxsize=None)
@@ -460,3 +453,30 @@ def test_blazeface_boxes_are_reshaped_like_s3fd(media, blazeface_dir):
     settings = DetectorSettings(kind="blazeface", weights=str(blazeface_dir / "blazeface.pth"))
     track = track_faces(read_frames(info, range(6)), 6, settings)
     assert _reference_iou(track) > 0.78
+
+
+def test_auto_detector_prefers_blazeface_where_its_weights_are(tmp_path, monkeypatch, blazeface_dir):
+    """auto: --detector-weights, then what install.py recorded for this engine, then the hub
+    cache; with none of them the bundled Haar cascade, with a note on getting BlazeFace."""
+    import json
+    import sys
+
+    from wav2lip_core import protocol
+    from wav2lip_core.detectors import resolve_detector
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))
+    kind, weights, line = resolve_detector("auto", None)
+    assert (kind, weights) == ("haar", None) and str(tmp_path / "empty-hub") in line
+
+    given = blazeface_dir / "blazeface.pth"
+    assert resolve_detector("auto", str(given))[:2] == ("blazeface", str(given))
+
+    (tmp_path / "venv").mkdir()
+    (tmp_path / "venv" / protocol.CONFIG_NAME).write_text(json.dumps({protocol.CONFIG_DETECTOR_WEIGHTS: str(given)}))
+    kind, weights, line = resolve_detector("auto", None)
+    assert (kind, weights) == ("blazeface", str(given)) and line == f"face detector: blazeface ({given})"
+
+    with pytest.raises(DetectorError, match="nowhere"):
+        resolve_detector("auto", str(tmp_path / "nowhere" / "blazeface.pth"))
+    assert resolve_detector("s3fd", None) == ("s3fd", None, "")  # an explicit choice is kept

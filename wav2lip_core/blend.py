@@ -13,9 +13,10 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from . import protocol
 from .model import IMG_SIZE
 
-BLENDS = ("feather", "hard")
+BLENDS = protocol.names(protocol.BLENDS)
 
 
 def crop_face(frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .faces import DetectorSettings, FaceTrack
+from .detectors import DetectorSettings
+from .faces import FaceTrack
 
 CACHE_VERSION = 1
 FULL_HASH_LIMIT = 64 << 20

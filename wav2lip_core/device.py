@@ -8,10 +8,11 @@ from functools import lru_cache
 
 import torch
 
+from . import protocol
 from .errors import Wav2LipError
 
-DEVICES = ("auto", "cuda", "mps", "cpu")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+DEVICES = protocol.names(protocol.DEVICES)
+PRECISIONS = protocol.names(protocol.PRECISIONS)
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import wave
@@ -17,15 +18,18 @@ import av
 import numpy as np
 import pytest
 
+import wav2lip_core
 from conftest import CONFORMANCE, MEDIA, ROOT
+from wav2lip_core import protocol
 
 FACE2 = MEDIA / "vretalk_face2.mp4"
 SPEECH16K = CONFORMANCE / "speech_16k.wav"  # 16 kHz: no resampling in the short runs
 BOX = ["225", "608", "192", "565"]  # the conformance face box in vretalk_face2
 
 
-def wav2lip(*args, timeout: float = 180) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+def wav2lip(*args, timeout: float = 180, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **(env or {}),
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     return subprocess.run([sys.executable, "-m", "wav2lip_core", *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -39,23 +43,76 @@ def test_json_progress_and_success(checkpoint, tmp_path):
     out = tmp_path / "out.mp4"
     r = wav2lip("--face", FACE2, "--audio", SPEECH16K, "--checkpoint", checkpoint, "--out", out,
                 "--box", *BOX, "--duration", "0.2", "--cache-dir", tmp_path / "cache", "--device", "cpu",
-                "--progress", "json")
+                "--progress", "json", "--protocol", str(protocol.PROTOCOL_VERSION))
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     lines = [json.loads(line) for line in r.stdout.splitlines()]  # every stdout line is JSON
-    *steps, final = lines
+    hello, *steps, final = lines
+    assert hello == {"event": "hello", "protocol": protocol.PROTOCOL_VERSION, "version": wav2lip_core.__version__}
     assert steps, "no progress lines"
     for s in steps:
-        assert set(s) == {"stage", "done", "total"}, s
+        assert set(s) == {"event", "stage", "done", "total"} and s["event"] == "progress", s
         assert all(isinstance(s[k], int) for k in ("done", "total")) and 0 <= s["done"] <= s["total"], s
     stages = [s["stage"] for s in steps]
-    assert [st for i, st in enumerate(stages) if st not in stages[:i]] == ["audio", "detect", "sync"]
+    assert [st for i, st in enumerate(stages) if st not in stages[:i]] == ["audio", "load", "detect", "sync"]
     sync = [s for s in steps if s["stage"] == "sync"]
     assert sync[-1]["done"] == sync[-1]["total"] == 5  # ceil(0.2 s * 25 fps)
     assert [s["done"] for s in sync] == sorted(s["done"] for s in sync)
-    assert final["stage"] == "done" and final["frames"] == 5
+    assert final["event"] == "done" and final["frames"] == 5 and final["detector"] == "box"
     assert Path(final["out"]) == out and out.is_file()
     assert count_frames(out) == 5
+
+
+def test_auto_detector_without_weights_says_which_it_used(checkpoint, tmp_path):
+    """No BlazeFace weights anywhere (empty torch hub dir): auto runs Haar and a note says how to
+    get the better detector."""
+    out = tmp_path / "out.mp4"
+    r = wav2lip("--face", FACE2, "--audio", SPEECH16K, "--checkpoint", checkpoint, "--out", out,
+                "--duration", "0.2", "--cache-dir", tmp_path / "cache", "--device", "cpu", "--progress", "json",
+                env={"TORCH_HOME": str(tmp_path / "torch-home")})
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    notes = [e["message"] for e in events if e["event"] == "note"]
+    assert len(notes) == 1 and notes[0].startswith("face detector: Haar"), notes
+    assert "install.py --detector-weights" in notes[0] and str(tmp_path / "torch-home") in notes[0]
+    assert events[-1]["detector"] == "haar"
+
+
+def test_another_protocol_version_is_refused_with_exit_3(tmp_path):
+    r = wav2lip("--face", FACE2, "--audio", SPEECH16K, "--checkpoint", tmp_path / "c.pth", "--out", tmp_path / "o.mp4",
+                "--progress", "json", "--protocol", str(protocol.PROTOCOL_VERSION + 1))
+    assert r.returncode == protocol.EXIT_PROTOCOL == 3
+    assert r.stdout == "" and r.stderr.count("\n") == 1 and "re-run install.py" in r.stderr
+
+
+def test_help_and_argument_errors_do_not_import_torch():
+    """`--help` answers at once: building the parser imports none of the heavy libraries."""
+    code = ("import sys; from wav2lip_core import cli; cli.build_parser(); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'numpy', 'cv2', 'av', 'face_alignment'}))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+def test_sigterm_cancels_cleanly(checkpoint, tmp_path):
+    """What the add-on's Cancel does: SIGTERM mid-run -> exit 130, one line, no output, no temp file."""
+    out = tmp_path / "out.mp4"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "wav2lip_core", "--face", str(FACE2), "--audio", str(SPEECH16K),
+                             "--checkpoint", str(checkpoint), "--out", str(out), "--box", *BOX, "--device", "cpu",
+                             "--cache-dir", str(tmp_path / "cache"), "--progress", "json", "--batch-size", "2"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:  # wait until frames are being written
+        e = json.loads(line)
+        if e.get("stage") == "sync" and e["done"] >= 4:
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["error: cancelled; no output was written"]
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == []  # no hidden temp file left
 
 
 def _empty_wav(path: Path) -> Path:

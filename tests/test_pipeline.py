@@ -583,3 +583,75 @@ def test_missing_detector_weights(make_request, tmp_path):
         run(make_request(FACE2, AUDIO1, duration=0.2, detector_weights=str(weights)))
     assert str(weights) in str(e.value) and "not found" in str(e.value)
     assert not (tmp_path / "out.mp4").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. clip times (how an editor shows a clip), out-of-memory back-off
+
+
+def test_source_times_show_the_frame_on_screen_and_hold_the_last(make_request, tmp_path):
+    """Variable-rate clip shown by time at a nominal 30 fps for more frames than it has: each
+    output frame shows the frame whose time span contains the asked time, and past the end the
+    last frame is held (never played backwards)."""
+    truth = source_frame_times(FACE1_VFR)  # from the packets, independently of the core
+    n_asked = 200  # Blender counts 183 frames (6.1 s at 30 fps); ask for more than the clip has
+    times = [k / 30 for k in range(n_asked)]
+    req = make_request(FACE1_VFR, AUDIO1, fps=30.0, duration=n_asked / 30, source_times=tuple(times))
+    plan = make_plan(req, probe_video(FACE1_VFR), load_audio(AUDIO1))
+    expected = [max(j for j, ft in enumerate(truth) if ft <= t + 1e-3) for t in times]
+    assert len(plan.sources) == n_asked
+    assert plan.sources == expected
+    assert expected[-1] == len(truth) - 1 and expected.count(len(truth) - 1) > 10  # held at the end
+    assert all(b >= a for a, b in zip(plan.sources, plan.sources[1:])), "played backwards"
+
+
+def test_source_times_in_the_encoded_output(make_request, tmp_path):
+    frames = face2_frames(6)
+    for i, f in enumerate(frames):
+        cv2.rectangle(f, (10 + 80 * i, 10), (70 + 80 * i, 70), (255, 255, 255), -1)
+    clip = write_lossless(tmp_path / "stamped.mp4", frames)  # 25 fps
+    z = np.load(CONFORMANCE / "model_io.npz")
+    asked = [0.0, 0.035, 0.04, 0.1, 0.2, 0.5, 9.0]  # 0.035 s is still frame 0 at 25 fps
+    res = run(make_request(clip, AUDIO1, fps=25.0, duration=len(asked) / 25, source_times=tuple(asked),
+                           box=tuple(int(v) for v in z["box"])))
+    out = [f for _, f in decode_video(res.out)]
+    strip = (slice(0, 90), slice(None))
+    shown = []
+    for f in out:
+        err = [np.abs(f[strip].astype(np.int16) - s[strip]).mean() for s in frames]
+        shown.append(int(np.argmin(err)))
+        assert min(err) < 3
+    assert shown == [0, 0, 1, 2, 5, 5, 5]
+
+
+def test_out_of_memory_halves_the_batch_for_the_rest_of_the_run(make_request, monkeypatch, tmp_path):
+    """A model that runs out of memory above 4 frames: the first batch backs off 16 -> 8 -> 4, and
+    every later batch starts at 4 instead of failing at 16 and 8 again."""
+    import torch
+
+    from wav2lip_core import model as model_mod
+
+    real_load = model_mod.load_checkpoint
+    calls: list[int] = []
+
+    class SmallMemory(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, mel, face):
+            calls.append(len(face))
+            if len(face) > 4:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return self.inner(mel, face)
+
+    monkeypatch.setattr(model_mod, "load_checkpoint", lambda *a, **k: SmallMemory(real_load(*a, **k)))
+    z = np.load(CONFORMANCE / "model_io.npz")
+    notes: list[str] = []
+    res = run(make_request(FACE2, AUDIO1, duration=1.0, batch_size=16, box=tuple(int(v) for v in z["box"])),
+              note=notes.append)
+    assert res.frames == 25 and res.batch_size == 4
+    assert calls[:3] == [16, 8, 4]
+    assert max(calls[3:]) == 4 and sum(c for c in calls if c <= 4) == 25
+    assert notes == ["the GPU ran out of memory: continuing with batch size 8",
+                     "the GPU ran out of memory: continuing with batch size 4"]

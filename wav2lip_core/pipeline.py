@@ -10,6 +10,8 @@ Only per-frame boxes (a few bytes each), the 16 kHz audio and its mel spectrogra
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -19,16 +21,19 @@ from pathlib import Path
 import numpy as np
 
 from . import audio as audio_mod
+from . import protocol
 from .blend import BLENDS, crop_face, model_inputs, paste, prediction_to_uint8
 from .decode import VideoInfo, probe_video, read_frames
 from .encode import VideoWriter, check_output
 from .errors import AudioError, Cancelled, MediaError, Wav2LipError
-from .faces import DetectorSettings, FaceTrack, track_faces
+from .detectors import DetectorSettings, resolve_detector
+from .faces import FaceTrack, track_faces
 
 ProgressFn = Callable[[str, int, int], None]
 CancelFn = Callable[[], bool]
+NoteFn = Callable[[str], None]
 
-STAGES = ("audio", "detect", "sync")
+STAGES = protocol.STAGES
 # Chosen by measurement on a 2-core CPU (bench/bench_pipeline.py): per-frame forward cost is
 # flat from batch 8 to 32 and rises at the original's 128 (cache pressure); 16 keeps latency
 # to cancel low. On CUDA a larger batch amortises launches; we back off on out-of-memory.
@@ -42,7 +47,7 @@ class LipSyncRequest:
     audio: str  # the driving audio (any format PyAV reads)
     checkpoint: str  # wav2lip.pth / wav2lip_gan.pth
     out: str  # .mp4 to write (never one of the inputs)
-    detector: str = "blazeface"
+    detector: str = protocol.DETECTOR_AUTO  # see protocol.DETECTORS
     detector_weights: str | None = None
     box: tuple[int, int, int, int] | None = None  # TOP BOTTOM LEFT RIGHT: no detection
     pads: tuple[int, int, int, int] = (0, 10, 0, 0)
@@ -55,6 +60,9 @@ class LipSyncRequest:
     fps: float | None = None  # output rate; for a video: one source frame per output frame at this rate
     start_frame: int = 0  # first source frame used
     frames: int | None = None  # number of source frames used (None: to the end)
+    # Per output frame, the clip time (s from its first frame) whose frame is shown, as an editor
+    # shows a clip by time; past the clip's end the last frame is held. Overrides start_frame/frames.
+    source_times: tuple[float, ...] | None = None
     audio_start: float = 0.0  # audio-file time heard at output time 0 (negative: leading silence)
     duration: float | None = None  # output seconds (None: the audio's length from audio_start)
     cache: bool = True
@@ -73,8 +81,10 @@ class LipSyncResult:
     cache_hit: bool
     device: str
     precision: str
-    batch_size: int
+    batch_size: int  # the batch size the run ended with (smaller after a GPU out-of-memory)
     seconds: float  # wall clock, end to end
+    detector: str = ""  # what ran ("box" for a fixed box; "auto" resolved)
+    notes: list[str] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -118,6 +128,11 @@ def _check_inputs(req: LipSyncRequest) -> None:
         raise Wav2LipError(f"--duration must be positive, got {req.duration}")
     if req.start_frame < 0 or (req.frames is not None and req.frames < 1):
         raise Wav2LipError("--start-frame must be >= 0 and --frames >= 1")
+    if req.source_times is not None:
+        if not req.source_times or not all(math.isfinite(t) for t in req.source_times):
+            raise Wav2LipError("--source-times needs a non-empty list of finite clip times in seconds")
+        if req.fps is None:
+            raise Wav2LipError("--source-times needs --fps (the output frame rate)")
 
 
 def _audio_segment(wav: np.ndarray, start_s: float, duration: float | None) -> tuple[np.ndarray, float]:
@@ -145,6 +160,18 @@ def _ping_pong(k: int, n: int) -> int:
     return k if k < n else 2 * n - 2 - k
 
 
+# Clip times come from another program's arithmetic (an editor's frame -> seconds); a frame that
+# starts within a millisecond after the asked time counts as already on screen.
+_TIME_TOLERANCE = 1e-3
+
+
+def frame_at(info: VideoInfo, t: float) -> int:
+    """The clip frame on screen at `t` seconds from the first frame: the last one that started
+    by then; the first before the start, the last (held) after the end."""
+    i = bisect.bisect_right(info.frame_times, t + _TIME_TOLERANCE) - 1
+    return min(max(i, 0), info.frame_count - 1)
+
+
 def make_plan(req: LipSyncRequest, info: VideoInfo, wav: np.ndarray) -> Plan:
     seg, duration = _audio_segment(wav, req.audio_start, req.duration)
     mel = audio_mod.melspectrogram(seg)
@@ -161,7 +188,15 @@ def make_plan(req: LipSyncRequest, info: VideoInfo, wav: np.ndarray) -> Plan:
     # rule per frame index; a variable-rate video keeps its own frame times.
     follow_source_times = req.fps is None and info.variable_frame_rate and not info.is_image
     fps = float(req.fps or info.fps)
-    if not follow_source_times:
+    if req.source_times is not None and not info.is_image:
+        n_out = max(1, math.ceil(duration * fps - 1e-6))
+        times = [k / fps for k in range(n_out)]
+        chunk_starts = audio_mod.mel_chunk_starts(mel.shape[1], fps)
+        mel_starts = [chunk_starts[min(k, len(chunk_starts) - 1)] for k in range(n_out)]
+        last = len(req.source_times) - 1
+        sources = [frame_at(info, req.source_times[min(k, last)]) for k in range(n_out)]
+        start, used = min(sources), max(sources) - min(sources) + 1
+    elif not follow_source_times:
         n_out = max(1, math.ceil(duration * fps - 1e-6))
         times = [k / fps for k in range(n_out)]
         chunk_starts = audio_mod.mel_chunk_starts(mel.shape[1], fps)
@@ -205,10 +240,10 @@ def find_faces(plan: Plan, settings: DetectorSettings, *, cache_dir: str | None,
         key = f"{cache.key(info.path, settings)}-{plan.start}-{n}"
         hit = cache.load(key)
         if hit is not None and len(hit.boxes) == n:
-            progress("detect", n, n)
+            progress(protocol.STAGE_DETECT, n, n)
             return hit
     frames = ((i - plan.start, f) for i, f in read_frames(info, range(plan.start, plan.start + n)))
-    track = track_faces(frames, n, settings, progress=lambda d, t: progress("detect", d, t), cancel=cancel,
+    track = track_faces(frames, n, settings, progress=lambda d, t: progress(protocol.STAGE_DETECT, d, t), cancel=cancel,
                         source=info.path)
     if cache is not None and key is not None:
         cache.save(key, track)
@@ -233,11 +268,29 @@ def _batches(plan: Plan, track: FaceTrack, batch: int, cancel: CancelFn) -> Iter
         yield group
 
 
-def synthesize(plan: Plan, track: FaceTrack, model, *, device, precision: str, batch: int, blend: str,
-               cancel: CancelFn, watch: _Stopwatch | None = None) -> Iterator[tuple[int, np.ndarray]]:
+class BatchLimit:
+    """How many frames go through the model at once. An out-of-memory halves it for the rest of
+    the run: retrying every later batch at the full size would fail (and cost) the same way."""
+
+    def __init__(self, size: int, note: NoteFn | None = None):
+        self.size = size
+        self._note = note
+
+    def halve(self) -> None:
+        if self.size == 1:
+            raise Wav2LipError("the GPU ran out of memory even at batch size 1: use --device cpu")
+        self.size //= 2
+        if self._note is not None:
+            self._note(f"the GPU ran out of memory: continuing with batch size {self.size}")
+
+
+def synthesize(plan: Plan, track: FaceTrack, model, *, device, precision: str, batch: int | BatchLimit,
+               blend: str, cancel: CancelFn, watch: _Stopwatch | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """(output index, finished BGR frame) in output order: the frames before encoding."""
     import torch
 
+    limit = batch if isinstance(batch, BatchLimit) else BatchLimit(batch)
+    batch = limit.size
     watch = watch or _Stopwatch()
     t = time.perf_counter()
     for group in _batches(plan, track, batch, cancel):
@@ -249,7 +302,7 @@ def synthesize(plan: Plan, track: FaceTrack, model, *, device, precision: str, b
             face_t = torch.from_numpy(model_inputs(faces)).to(device)
             mel_t = torch.from_numpy(np.ascontiguousarray(mels)).to(device)
             t = watch.add("crop", t)
-            preds = _forward(model, mel_t, face_t, device, precision)
+            preds = _forward(model, mel_t, face_t, device, precision, limit)
             t = watch.add("model", t)
             for g, p in zip(faced, preds):
                 paste(g[1], prediction_to_uint8(p), g[2], blend)
@@ -259,57 +312,78 @@ def synthesize(plan: Plan, track: FaceTrack, model, *, device, precision: str, b
         t = time.perf_counter()
 
 
-def _forward(model, mel_t, face_t, device, precision: str) -> np.ndarray:
+def _forward(model, mel_t, face_t, device, precision: str, limit: BatchLimit) -> np.ndarray:
+    """The model on a batch, in slices of at most `limit.size`; an out-of-memory halves the
+    limit and retries the slice rather than failing a long job on one big batch."""
     import torch
 
     from .device import autocast
 
-    with torch.inference_mode(), autocast(device, precision):
+    outs, i = [], 0
+    while i < len(face_t):
+        n = limit.size
         try:
-            out = model(mel_t, face_t)
+            with torch.inference_mode(), autocast(device, precision):
+                out = model(mel_t[i:i + n], face_t[i:i + n])
         except torch.OutOfMemoryError:
-            if len(face_t) == 1:
-                raise Wav2LipError("the GPU ran out of memory even at batch size 1: use --device cpu") from None
-            torch.cuda.empty_cache()
-            half = len(face_t) // 2
-            # Halve and retry rather than fail: a long job should not die on one big batch.
-            return np.concatenate([_forward(model, mel_t[:half], face_t[:half], device, precision),
-                                   _forward(model, mel_t[half:], face_t[half:], device, precision)])
-    return out.float().cpu().numpy()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            limit.halve()
+            continue
+        outs.append(out.float().cpu().numpy())
+        i += n
+    return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
 
 def _never() -> bool:
     return False
 
 
-def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> LipSyncResult:
+def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+        note: NoteFn | None = None) -> LipSyncResult:
     """Lip-sync `request.face` to `request.audio` into `request.out`. Raises Wav2LipError
-    subclasses (Cancelled when `cancel()` returned True); on any failure no output is left."""
+    subclasses (Cancelled when `cancel()` returned True); on any failure no output is left.
+    `note` receives lines worth telling the user (which detector ran, a smaller batch, ...)."""
     from .device import pick_device, resolve_precision
     from .model import load_checkpoint
 
     t0 = time.perf_counter()
     progress = progress or (lambda stage, done, total: None)
     cancel = cancel or _never
+    notes: list[str] = []
+
+    def tell(line: str) -> None:
+        notes.append(line)
+        if note is not None:
+            note(line)
+
     watch = _Stopwatch()
     _check_inputs(request)
 
     t = time.perf_counter()
+    progress(protocol.STAGE_AUDIO, 0, 1)
     info = probe_video(request.face, image_fps=request.fps or 25.0)
-    progress("audio", 0, 1)
     wav = audio_mod.load_audio(request.audio)
     plan = make_plan(request, info, wav)
-    progress("audio", 1, 1)
+    progress(protocol.STAGE_AUDIO, 1, 1)
     t = watch.add("audio", t)
 
+    progress(protocol.STAGE_LOAD, 0, 1)
     device = pick_device(request.device)
     precision = resolve_precision(request.precision, device)
     model = load_checkpoint(request.checkpoint, device=device)
-    batch = request.batch_size or (DEFAULT_BATCH_CUDA if device.type == "cuda" else DEFAULT_BATCH_CPU)
+    limit = BatchLimit(request.batch_size or (DEFAULT_BATCH_CUDA if device.type == "cuda" else DEFAULT_BATCH_CPU), tell)
+    batch = limit.size
+    progress(protocol.STAGE_LOAD, 1, 1)
     t = watch.add("load", t)
     if cancel():
         raise Cancelled("cancelled")
 
+    if request.box is None:
+        kind, weights, line = resolve_detector(request.detector, request.detector_weights)
+        if line:
+            tell(line)
+        request = dataclasses.replace(request, detector=kind, detector_weights=weights)
     settings = detection_settings(request, "cuda" if device.type == "cuda" else "cpu")
     track = find_faces(plan, settings, cache_dir=request.cache_dir, use_cache=request.cache, progress=progress,
                        cancel=cancel)
@@ -319,15 +393,15 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
     with VideoWriter(request.out, width=info.width, height=info.height, fps=plan.fps, audio_path=request.audio,
                      audio_start=request.audio_start, duration=plan.duration, crf=request.crf,
                      source_paths=(request.face, request.audio)) as writer:
-        progress("sync", 0, n_out)
-        frames = synthesize(plan, track, model, device=device, precision=precision, batch=batch,
+        progress(protocol.STAGE_SYNC, 0, n_out)
+        frames = synthesize(plan, track, model, device=device, precision=precision, batch=limit,
                             blend=request.blend, cancel=cancel, watch=watch)
         for k, frame in frames:
             te = time.perf_counter()
             writer.write(frame, plan.times[k])
             watch.add("encode", te)
             if (k + 1) % batch == 0 or k + 1 == n_out:
-                progress("sync", k + 1, n_out)
+                progress(protocol.STAGE_SYNC, k + 1, n_out)
         if cancel():
             raise Cancelled("cancelled")
         te = time.perf_counter()
@@ -338,5 +412,6 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
         out=str(Path(request.out).expanduser()), frames=n_out, fps=plan.fps, duration=plan.duration,
         frames_with_face=int(sum(bool(track.has_face[r]) for r in rel_used)),
         detected_frames=track.detected_frames, cache_hit=track.from_cache, device=str(device),
-        precision=precision, batch_size=batch, seconds=time.perf_counter() - t0, stage_seconds=watch.seconds,
+        precision=precision, batch_size=limit.size, seconds=time.perf_counter() - t0, stage_seconds=watch.seconds,
+        detector=settings.kind, notes=notes,
     )

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
-from conftest import CONFORMANCE
-from wav2lip_core.device import autocast, cpu_has_native_bf16, pick_device, resolve_precision
+from conftest import CONFORMANCE, ROOT
+from wav2lip_core.device import autocast, native_bf16_in, pick_device, resolve_precision
 from wav2lip_core.errors import Wav2LipError
 from wav2lip_core.model import load_checkpoint
 
 
-def test_auto_device_prefers_cuda_then_mps_then_cpu():
-    dev = pick_device("auto")
-    if torch.cuda.is_available():
-        assert dev.type == "cuda"
-    elif torch.backends.mps.is_available():
-        assert dev.type == "mps"
-    else:
-        assert dev.type == "cpu"
+def test_auto_device_is_the_cpu_when_no_gpu_is_visible():
+    """With CUDA hidden (and no Apple GPU on Linux) auto must fall back to the CPU, not fail."""
+    code = "from wav2lip_core.device import pick_device; print(pick_device('auto').type)"
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == ("mps" if sys.platform == "darwin" and torch.backends.mps.is_available() else "cpu")
     assert pick_device("cpu").type == "cpu"
 
 
@@ -31,10 +34,24 @@ def test_unusable_device_is_a_clear_error():
             pick_device("cuda")
 
 
+# Flags lines as Linux prints them (trimmed): an AVX2 laptop, an AVX-512 server without bf16, a
+# Sapphire Rapids server (AMX), and a Cooper Lake one (AVX512-BF16 only).
+AVX2 = "processor\t: 0\nflags\t\t: fpu sse sse2 ssse3 sse4_1 sse4_2 avx avx2 fma bmi2\n"
+AVX512 = "flags\t\t: avx avx2 avx512f avx512bw avx512vl avx512_vnni\n"
+SPR = "flags\t\t: avx2 avx512f avx512_bf16 avx512_fp16 amx_bf16 amx_tile amx_int8\n"
+CPX = "flags\t\t: avx2 avx512f avx512_bf16\nbugs\t\t: spectre_v1\n"
+
+
+def test_native_bf16_is_read_from_the_flags_line():
+    assert [native_bf16_in(t) for t in (AVX2, AVX512, SPR, CPX, "")] == [False, False, True, True, False]
+    assert not native_bf16_in("model name\t: avx512_bf16 marketing text\nflags\t\t: avx2\n")
+
+
 def test_auto_precision_per_device():
     assert resolve_precision("auto", torch.device("cuda")) == "fp16"
     assert resolve_precision("auto", torch.device("mps")) == "fp32"
-    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert resolve_precision("auto", torch.device("cpu"), native_bf16=True) == "bf16"
+    assert resolve_precision("auto", torch.device("cpu"), native_bf16=False) == "fp32"
     assert resolve_precision("fp32", torch.device("cuda")) == "fp32"
     with pytest.raises(Wav2LipError, match="fp16 is not supported on CPU"):
         resolve_precision("fp16", torch.device("cpu"))

@@ -38,13 +38,22 @@ def cpu_has_native_bf16() -> bool:
     elsewhere torch emulates it and it is slower than fp32."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = f.read()
+            return native_bf16_in(f.read())
     except OSError:
         return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+def native_bf16_in(cpuinfo: str) -> bool:
+    """Whether /proc/cpuinfo text lists a native bf16 instruction set on its flags lines."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags" and {"avx512_bf16", "amx_bf16"} & set(value.split()):
+            return True
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device, native_bf16: bool | None = None) -> str:
+    """The precision to run; `native_bf16` (default: this CPU's) decides "auto" on a CPU."""
     if precision not in PRECISIONS:
         raise Wav2LipError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     if precision != "auto":
@@ -53,7 +62,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return precision
     if device.type == "cuda":
         return "fp16"
-    if device.type == "cpu" and cpu_has_native_bf16():
+    if device.type == "cpu" and (cpu_has_native_bf16() if native_bf16 is None else native_bf16):
         return "bf16"
     return "fp32"
 

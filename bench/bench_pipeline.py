@@ -2,7 +2,7 @@
 """Benchmark the lip-sync core on a clip and an audio file; prints figures, asserts nothing.
 
     python bench/bench_pipeline.py --face CLIP --audio AUDIO --checkpoint CKPT [--detector-weights W]
-        [--durations 5 60] [--baseline] [--s3fd-cost]
+        [--durations 5 60] [--baseline] [--s3fd-cost] [--cold-start]
 
 For each duration it runs the whole pipeline in a fresh process (so peak RSS is that run's
 own) and prints frames, seconds and frames/s per stage, end-to-end seconds and peak RSS. It
@@ -83,6 +83,26 @@ def s3fd_cost(face: str, n: int = 3) -> float:
     return (time.perf_counter() - t) / n
 
 
+def cold_start(n: int = 3) -> dict[str, float]:
+    """Best-of-n seconds for what each new engine process pays before its first frame."""
+    probes = {
+        "wav2lip --help": [sys.executable, "-m", "wav2lip_core", "--help"],
+        "add-on's engine probe (find_spec)": [sys.executable, "-c",
+                                              "import importlib.util,sys; sys.exit(0 if importlib.util.find_spec('wav2lip_core') else 3)"],
+        "import torch": [sys.executable, "-c", "import torch"],
+        "import the pipeline": [sys.executable, "-c", "import wav2lip_core.pipeline"],
+    }
+    out = {}
+    for name, cmd in probes.items():
+        best = float("inf")
+        for _ in range(n):
+            t = time.perf_counter()
+            subprocess.run(cmd, cwd=ROOT, capture_output=True, check=True)
+            best = min(best, time.perf_counter() - t)
+        out[name] = best
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--face", required=True)
@@ -96,6 +116,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--baseline", action="store_true", help="also run the original's --box path")
     ap.add_argument("--s3fd-cost", action="store_true")
+    ap.add_argument("--cold-start", action="store_true", help="also time process start-up costs")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -130,6 +151,10 @@ def main() -> None:
                 src = min(n, probe_video(a.face).frame_count)
                 print(f"detect stage: {1000 * r['stages']['detect'] / src:.1f} ms per source frame over {src} frames "
                       f"(decode + keyframe detection on {r['detected_frames']} of them)")
+        if a.cold_start:
+            print("\ncold start (best of 3, seconds):")
+            for name, sec in cold_start().items():
+                print(f"  {name:<36} {sec:6.2f}")
         if a.s3fd_cost:
             c = s3fd_cost(a.face)
             print(f"\nS3FD network at full resolution: {1000 * c:.0f} ms/frame (the original runs it on every frame)")

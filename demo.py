@@ -60,32 +60,46 @@ def demo_speech(out_dir: Path) -> Path:
     return path
 
 
-def make_scene(face: str, audio: str, blend: str, fps: int = 25) -> None:
-    """Build the demo .blend (runs inside Blender or a Python with bpy)."""
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def make_scene(face: str, audio: str, blend: str, width: int, height: int, fps: int = 25) -> None:
+    """Build the demo .blend. Runs inside Blender's own Python (or a Python with the bpy module),
+    which has nothing but bpy: the picture size is measured by the caller."""
+    import importlib.util
+
     import bpy
 
-    sys.path.insert(0, str(ROOT))
-    from blender_addon import compat
+    # compat.py alone (it needs only bpy), not the add-on package: building a scene must not
+    # depend on the add-on loading in this Blender.
+    spec = importlib.util.spec_from_file_location("wav2lip_demo_compat", ROOT / "blender_addon" / "compat.py")
+    assert spec is not None and spec.loader is not None
+    compat = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compat)
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
     scene.render.fps, scene.render.fps_base = fps, 1.0
     ed = compat.editor(scene, create=True)
     sound = compat.new_sound(ed, "Dialogue", audio, channel=1, frame_start=1)
-    if Path(face).suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"):
+    if Path(face).suffix.lower() in IMAGE_SUFFIXES:
         strip = compat.new_image(ed, "Face", face, channel=2, frame_start=1)
         strip.frame_final_duration = sound.frame_final_duration
     else:
         strip = compat.new_movie(ed, "Face", face, channel=2, frame_start=1)
     scene.frame_start, scene.frame_end = 1, max(strip.frame_final_end, sound.frame_final_end) - 1
-    scene.render.resolution_x, scene.render.resolution_y = _size(face)
+    scene.render.resolution_x, scene.render.resolution_y = width, height
+    scene.render.resolution_percentage = 100
     bpy.ops.wm.save_as_mainfile(filepath=blend, relative_remap=True)
+    if not os.path.isfile(blend):
+        raise RuntimeError(f"Blender did not write {blend}")
 
 
-def _size(path: str) -> tuple[int, int]:
+def picture_size(path: Path) -> tuple[int, int]:
+    """Width and height for the render (even: H.264 needs it). Runs in the engine's Python."""
     from wav2lip_core.decode import probe_video
 
-    info = probe_video(path)
+    info = probe_video(str(path))
     return info.width - info.width % 2, info.height - info.height % 2
 
 
@@ -96,11 +110,12 @@ def main() -> int:
     ap.add_argument("--checkpoint")
     ap.add_argument("--blender", help="Blender executable (default: the bpy module in this Python)")
     ap.add_argument("--out-dir", type=Path, default=Path("wav2lip-demo"))
-    ap.add_argument("--make-scene", nargs=3, metavar=("FACE", "AUDIO", "BLEND"), help=argparse.SUPPRESS)
+    ap.add_argument("--make-scene", nargs=5, metavar=("FACE", "AUDIO", "BLEND", "WIDTH", "HEIGHT"), help=argparse.SUPPRESS)
     argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
     a = ap.parse_args(argv)
     if a.make_scene:
-        make_scene(*a.make_scene)
+        face, audio, blend, width, height = a.make_scene
+        make_scene(face, audio, blend, int(width), int(height))
         return 0
 
     out = a.out_dir.resolve()
@@ -124,25 +139,37 @@ def main() -> int:
 
     blend = out / "demo.blend"
     render = out / "demo_render.mp4"
+    for stale in (blend, render):  # so what is printed at the end is this run's
+        stale.unlink(missing_ok=True)
+    from wav2lip_core.errors import Wav2LipError
+
+    try:
+        size = picture_size(face)
+    except Wav2LipError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    scene_args = ["--make-scene", str(face), str(audio), str(blend), *map(str, size)]
     if a.blender:
-        blender = [a.blender, "-b", "--factory-startup"]
-        scene_cmd = [*blender, "--python", __file__, "--", "--make-scene", str(face), str(audio), str(blend)]
+        # --python-exit-code: a failing script fails the command (Blender exits 0 otherwise).
+        blender = [a.blender, "-b", "--factory-startup", "--python-exit-code", "1"]
+        scene_cmd = [*blender, "--python", __file__, "--", *scene_args]
         sync_cmd = [*blender, str(blend), "--python", str(ROOT / "blender_addon" / "headless.py"), "--"]
     else:
-        scene_cmd = [sys.executable, __file__, "--make-scene", str(face), str(audio), str(blend)]
+        scene_cmd = [sys.executable, __file__, *scene_args]
         sync_cmd = [sys.executable, str(ROOT / "blender_addon" / "headless.py"), "--blend", str(blend), "--"]
     env = {**os.environ, "WAV2LIP_PYTHON": sys.executable}
-    if subprocess.run(scene_cmd, env=env).returncode != 0:
+    if subprocess.run(scene_cmd, env=env).returncode != 0 or not blend.is_file():
         print("error: could not build the demo scene (see above)", file=sys.stderr)
         return 1
     detector = ["--detector", "haar"]
     sync_cmd += ["--video-strip", "Face", "--audio-strip", "Dialogue", "--checkpoint", checkpoint, *detector,
                  "--engine-python", sys.executable, "--render", str(render), "--save"]
-    print("lip-syncing through headless Blender with the add-on ...", flush=True)
-    if subprocess.run(sync_cmd, env=env).returncode != 0:
+    how = f"Blender {a.blender}" if a.blender else "the bpy module"
+    print(f"lip-syncing through headless Blender ({how}) with the add-on ...", flush=True)
+    if subprocess.run(sync_cmd, env=env).returncode != 0 or not render.is_file():
         print("error: the headless lip-sync failed (see above)", file=sys.stderr)
         return 1
-    synced = sorted((out / "lipsync").glob("*.mp4"))
+    synced = sorted((out / "lipsync").glob("*.mp4"), key=lambda p: p.stat().st_mtime)
     print(f"\nsynced clip:      {synced[-1] if synced else out / 'lipsync'}")
     print(f"rendered output:  {render}")
     print(f"Blender file:     {blend}")

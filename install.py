@@ -3,6 +3,7 @@
 
     python3 install.py                       # engine env + core, add-on into Blender if found
     python3 install.py --checkpoint wav2lip_gan.pth   # also verify and record the weights
+    python3 install.py --detector-weights blazeface.pth  # record face detector weights (anchors beside)
     python3 install.py --check               # status table; exit 1 if something needed is missing
     python3 install.py --demo                # set up, then lip-sync the bundled demo headless
 
@@ -22,12 +23,22 @@ import subprocess
 import sys
 import tempfile
 import venv
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 ADDON_DIR = ROOT / "blender_addon"
 ADDON_ID = "wav2lip_lipsync"  # blender_manifest.toml `id`
 CONFIG_NAME = "wav2lip_lipsync.json"  # in Blender's user config folder, read by the add-on
+# Keys of that JSON (also written into the engine environment, where the core reads them).
+CONFIG_PYTHON = "python"
+CONFIG_CHECKPOINT = "checkpoint"
+CONFIG_DETECTOR_WEIGHTS = "detector_weights"
+MIN_BLENDER = (3, 4, 0)  # older: no add-on (the bpy module runs the headless path)
+EXTENSIONS_FROM = (4, 2, 0)  # an extension from here, a legacy add-on (bl_info) below
+# Written into the installed add-on: the hash of the files it was built from. Not a dotfile:
+# Blender's extension builder leaves those out.
+STAMP_NAME = "install_stamp.txt"
 WEIGHTS_HELP = (
     "get wav2lip_gan.pth (or wav2lip.pth) from the Wav2Lip authors (github.com/Rudrabha/Wav2Lip, "
     "'Getting the weights'; research/non-commercial licence) and run: python3 install.py --checkpoint PATH"
@@ -77,8 +88,26 @@ def source_stamp(extras: str) -> str:
     return h.hexdigest()
 
 
-def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+def run(cmd: list, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([str(c) for c in cmd], **kw)
+
+
+FIND_SPECS = (
+    "import importlib.util as u, sys\n"
+    "s = u.find_spec('wav2lip_core')\n"
+    "print(s.origin if s else '')\n"
+    "print(all(u.find_spec(m) is not None for m in sys.argv[1:]))\n"
+)
+
+
+def runs_this_checkout(py: Path, modules: list[str]) -> bool:
+    """Whether `py` imports wav2lip_core from this folder and finds `modules` (nothing imported)."""
+    # cwd elsewhere: `python -c` puts the working folder first on sys.path.
+    res = run([py, "-c", FIND_SPECS, *modules], capture_output=True, text=True, cwd=tempfile.gettempdir())
+    lines = res.stdout.splitlines()
+    if res.returncode != 0 or len(lines) < 2 or not lines[0]:
+        return False
+    return Path(lines[0]).resolve() == (ROOT / "wav2lip_core" / "__init__.py").resolve() and lines[1] == "True"
 
 
 def ensure_engine(env: Path, *, torch_index_url: str | None, with_bpy: bool, dev: bool) -> Path:
@@ -91,6 +120,12 @@ def ensure_engine(env: Path, *, torch_index_url: str | None, with_bpy: bool, dev
     stamp = source_stamp(extras + "|" + (torch_index_url or ""))
     if stamp_file.exists() and stamp_file.read_text().strip() == stamp:
         say(f"engine environment is up to date: {env}")
+        return py
+    needed = ["torch", "av", "cv2", *(["bpy"] if with_bpy else []), *(["pytest"] if dev else [])]
+    if not torch_index_url and runs_this_checkout(py, needed):
+        # A contributor's environment (an editable install of this folder, e.g. the dev .venv):
+        # it already runs these sources, and pip would replace the editable install with a copy.
+        say(f"engine environment runs this checkout (editable install), nothing to install: {env}")
         return py
     pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     if run([py, "-m", "pip", "--version"], capture_output=True).returncode != 0:
@@ -115,10 +150,12 @@ def blender_candidates() -> list[Path]:
     home = Path.home()
     globs: list[tuple[Path, str]] = []
     if sys.platform == "win32":
-        for base in (os.environ.get("ProgramFiles", r"C:\Program Files"), os.environ.get("ProgramFiles(x86)", "")):
-            if base:
-                globs.append((Path(base) / "Blender Foundation", "Blender*/blender.exe"))
-        globs.append((Path(os.environ.get("ProgramFiles", r"C:\Program Files")) / "Steam" / "steamapps" / "common", "Blender/blender.exe"))
+        program_files = [b for b in (os.environ.get("ProgramFiles", r"C:\Program Files"), os.environ.get("ProgramFiles(x86)", "")) if b]
+        for base in program_files:
+            globs.append((Path(base) / "Blender Foundation", "Blender*/blender.exe"))
+        # Steam installs itself under "Program Files (x86)" by default.
+        for base in reversed(program_files):
+            globs.append((Path(base) / "Steam" / "steamapps" / "common", "Blender/blender.exe"))
     elif sys.platform == "darwin":
         globs += [(Path("/Applications"), "Blender*.app/Contents/MacOS/Blender"),
                   (home / "Applications", "Blender*.app/Contents/MacOS/Blender")]
@@ -160,8 +197,72 @@ def find_blender(explicit: str | None = None) -> tuple[Path, tuple[int, int, int
     return None
 
 
+def vstr(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
+
+
+@dataclass(frozen=True)
+class BlenderInfo:
+    """A Blender program and the user folders it uses, as it reports them itself (so its own
+    rules apply: BLENDER_USER_* variables, XDG_CONFIG_HOME, portable installs)."""
+
+    exe: Path
+    version: tuple[int, int, int]
+    config_dir: Path  # bpy.utils.user_resource('CONFIG'): userpref.blend and our JSON
+    addon_dir: Path  # where the add-on lives once installed
+
+    @property
+    def extension(self) -> bool:
+        return self.version >= EXTENSIONS_FROM
+
+
+# --factory-startup: only reads paths, and a factory-startup Blender never saves preferences.
+PROBE = (
+    "import bpy, json\n"
+    "u = bpy.utils.user_resource\n"
+    "ext = u('EXTENSIONS', path='user_default') if bpy.app.version >= (4, 2, 0) else ''\n"
+    "print('WAV2LIP-PROBE ' + json.dumps({'config': u('CONFIG'), 'addons': u('SCRIPTS', path='addons'), 'extensions': ext}))\n"
+)
+
+
+def probe_blender(exe: Path, version: tuple[int, int, int]) -> BlenderInfo:
+    """Ask Blender where its user folders are; InstallError when it cannot run a script."""
+    try:
+        res = run([exe, "-b", "--factory-startup", "--python-exit-code", "1", "--python-expr", PROBE],
+                  capture_output=True, text=True, timeout=180)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise InstallError(f"Blender {vstr(version)} at {exe} does not run ({e})") from e
+    line = next((ln for ln in res.stdout.splitlines() if ln.startswith("WAV2LIP-PROBE ")), None)
+    if res.returncode != 0 or line is None:
+        raise InstallError(f"Blender {vstr(version)} at {exe} cannot run a Python script in background mode "
+                           f"(exit {res.returncode}: {last_line(res.stderr or res.stdout)})")
+    paths = json.loads(line.split(" ", 1)[1])
+    ext = version >= EXTENSIONS_FROM
+    return BlenderInfo(exe, version, Path(paths["config"]),
+                       Path(paths["extensions"] if ext else paths["addons"]) / ADDON_ID)
+
+
+def usable_blender(explicit: str | None) -> tuple[BlenderInfo | None, str]:
+    """(the Blender to install into, or None with the one line that says why not)."""
+    found = find_blender(explicit)
+    if found is None:
+        on_path = shutil.which("blender")
+        if on_path:
+            return None, f"Blender: {on_path} does not run (`blender --version` fails)"
+        return None, "Blender: not found (pass --blender PATH to install the add-on)"
+    exe, version = found
+    if version < MIN_BLENDER:
+        return None, (f"Blender {vstr(version)} at {exe} is too old for the add-on (it needs {vstr(MIN_BLENDER)} or newer): "
+                      "install a newer Blender (blender.org) and re-run, or pass --blender PATH")
+    try:
+        return probe_blender(exe, version), ""
+    except InstallError as e:
+        return None, f"{e}: the add-on is not installed there"
+
+
 def blender_config_dir(version: tuple[int, int, int]) -> Path:
-    """Blender's per-version user config folder (BLENDER_USER_CONFIG overrides, as in Blender)."""
+    """Blender's per-version user config folder as Blender computes it by default (BLENDER_USER_CONFIG
+    overrides, as in Blender); used when no Blender program can be asked."""
     if os.environ.get("BLENDER_USER_CONFIG"):
         return Path(os.environ["BLENDER_USER_CONFIG"])
     ver = f"{version[0]}.{version[1]}"
@@ -201,25 +302,116 @@ def read_config(config_dir: Path) -> dict:
         return {}
 
 
-def install_addon(exe: Path, version: tuple[int, int, int]) -> None:
-    """Build the extension zip with Blender's own builder and install it (4.2+)."""
-    if version < (4, 2, 0):
-        raise InstallError(f"Blender {'.'.join(map(str, version))} is too old: the add-on needs 4.2 LTS or newer")
+# --- the add-on -----------------------------------------------------------------------------
+
+_SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "pyrightconfig*.json", STAMP_NAME)
+
+
+def stage_addon(dest: Path) -> Path:
+    """The add-on as it is installed, in `dest` (created; must not exist): blender_addon/ plus the
+    core's protocol.py as protocol.py (blender_addon/wire.py loads it), without caches."""
+    shutil.copytree(ADDON_DIR, dest, ignore=_SKIP)
+    shutil.copy2(ROOT / "wav2lip_core" / "protocol.py", dest / "protocol.py")
+    return dest
+
+
+def addon_hash(folder: Path) -> str:
+    """What an add-on folder holds (names and contents; caches and the stamp left out)."""
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder)
+        if p.is_dir() or any(_SKIP(str(p.parent), [part]) for part in rel.parts):
+            continue
+        h.update(rel.as_posix().encode() + b"\0")
+        h.update(p.read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def installed_stamp(info: BlenderInfo) -> str | None:
+    try:
+        return (info.addon_dir / STAMP_NAME).read_text().strip()
+    except OSError:
+        return None
+
+
+# The user's own preferences are loaded (no --factory-startup), so saving them keeps everything
+# the user set and adds the enabled add-on; this is what Blender does when the user ticks it.
+ENABLE = (
+    "import addon_utils, bpy\n"
+    f"name = {ADDON_ID!r}\n"
+    "mod = addon_utils.enable(name, default_set=True)\n"
+    "if mod is None or name not in bpy.context.preferences.addons:\n"
+    "    raise RuntimeError('the add-on did not enable (see the traceback above)')\n"
+    "bpy.ops.wm.save_userpref()\n"
+)
+
+
+def install_addon(info: BlenderInfo, staged: Path) -> str:
+    """Install the staged add-on (see stage_addon) into this Blender and enable it, unless the
+    same files are installed already. Returns "installed", "updated" or "up to date"."""
+    digest = addon_hash(staged)
+    before = installed_stamp(info)
+    if before == digest:
+        return "up to date"
+    if info.extension:
+        _install_extension(info, staged, digest)
+    else:
+        _install_legacy(info, staged, digest)
+    return "updated" if before else "installed"
+
+
+def _failure(what: str, res: subprocess.CompletedProcess) -> InstallError:
+    return InstallError(f"{what} (exit {res.returncode}): {last_line(res.stderr) or last_line(res.stdout)}")
+
+
+def _install_legacy(info: BlenderInfo, staged: Path, digest: str) -> None:
+    """Blender < 4.2: the add-on folder into the user's scripts/addons, then enabled."""
+    target = info.addon_dir
+    target.parent.mkdir(parents=True, exist_ok=True)
+    new = target.with_name(f".{ADDON_ID}.new-{os.getpid()}")
+    old = target.with_name(f".{ADDON_ID}.old-{os.getpid()}")
+    shutil.rmtree(new, ignore_errors=True)
+    shutil.copytree(staged, new, ignore=_SKIP)
+    # Swap whole folders so Blender never sees a half-copied add-on.
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    res = run([info.exe, "-b", "--python-exit-code", "1", "--python-expr", ENABLE], capture_output=True, text=True, timeout=300)
+    if res.returncode != 0:
+        raise _failure(f"Blender {vstr(info.version)} could not enable the add-on", res)
+    # Last, so an install that failed half-way is redone by the next run.
+    (target / STAMP_NAME).write_text(digest + "\n")
+
+
+def _install_extension(info: BlenderInfo, staged: Path, digest: str) -> None:
+    """Blender 4.2+: built into a zip by Blender's own builder, installed and enabled by
+    Blender's extension command. Not under --factory-startup: with --enable the command saves
+    the preferences, and those would be the factory ones."""
     with tempfile.TemporaryDirectory() as tmp:
-        built = run([exe, "--factory-startup", "--command", "extension", "build", "--source-dir", ADDON_DIR,
-                     "--output-dir", tmp], capture_output=True, text=True)
-        zips = list(Path(tmp).glob("*.zip"))
+        src = Path(tmp) / ADDON_ID
+        shutil.copytree(staged, src, ignore=_SKIP)
+        (src / STAMP_NAME).write_text(digest + "\n")
+        out = Path(tmp) / "zip"
+        out.mkdir()
+        built = run([info.exe, "--factory-startup", "--command", "extension", "build", "--source-dir", src,
+                     "--output-dir", out], capture_output=True, text=True, timeout=300)
+        zips = list(out.glob("*.zip"))
         if built.returncode != 0 or not zips:
-            raise InstallError(f"Blender could not build the add-on: {(built.stderr or built.stdout).strip()[-300:]}")
-        inst = run([exe, "--factory-startup", "--command", "extension", "install-file", "--repo", "user_default",
-                    "--enable", zips[0]], capture_output=True, text=True)
+            raise _failure("Blender could not build the add-on", built)
+        inst = run([info.exe, "--command", "extension", "install-file", "--repo", "user_default", "--enable", zips[0]],
+                   capture_output=True, text=True, timeout=300)
         if inst.returncode != 0:
-            raise InstallError(f"Blender could not install the add-on: {(inst.stderr or inst.stdout).strip()[-300:]}")
+            raise _failure("Blender could not install the add-on", inst)
+    if installed_stamp(info) != digest:
+        raise InstallError(f"Blender reported the add-on installed, but {info.addon_dir} does not hold it; "
+                           "is the user_default repository moved in Preferences > Get Extensions?")
 
 
-def addon_installed(version: tuple[int, int, int]) -> bool:
-    ext = blender_config_dir(version).parent / "extensions" / "user_default" / ADDON_ID
-    return (ext / "blender_manifest.toml").is_file()
+def last_line(text: str | None) -> str:
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
 
 
 # --- checkpoint and detector weights --------------------------------------------------------
@@ -250,12 +442,72 @@ def verify_checkpoint(py: Path, path: Path) -> str:
         raise InstallError(f"checkpoint not found: {path}; {WEIGHTS_HELP}")
     res = run([py, "-c", VERIFY, path], capture_output=True, text=True)
     if res.returncode != 0:
-        raise InstallError((res.stdout.strip() or res.stderr.strip().splitlines()[-1]) if (res.stdout or res.stderr) else "the engine could not load it")
+        # The engine prints our one-line reason on stdout; a crash leaves a traceback (or nothing).
+        why = last_line(res.stdout) or last_line(res.stderr) or f"the engine exited with code {res.returncode} and said nothing"
+        raise InstallError(f"the engine could not load the checkpoint {path}: {why}")
     return res.stdout.strip()
 
 
-def detector_weights_status(py: Path) -> tuple[bool, str]:
-    """BlazeFace/S3FD weights where face-alignment looks (never downloaded here); Haar ships with OpenCV."""
+# Face detector weights by file name, as face-alignment names them (the core's faces.BLAZE_FILES):
+# a BlazeFace model needs its anchors file beside it.
+DETECTOR_FILES = (("blazeface.pth", "anchors.npy"), ("s3fd-619a316812.pth", None), ("blazefaceback.pth", "anchorsback.npy"))
+
+VERIFY_DETECTOR = (
+    "import sys\n"
+    "try:\n"
+    "    import numpy, torch\n"
+    "    sd = torch.load(sys.argv[1], map_location='cpu', weights_only=True)\n"
+    "    n = sum(1 for v in (sd.values() if isinstance(sd, dict) else ()) if hasattr(v, 'shape'))\n"
+    "    if not n:\n"
+    "        raise ValueError('it holds no tensors')\n"
+    "    shape = numpy.load(sys.argv[2]).shape if len(sys.argv) > 2 else None\n"
+    "except Exception as e:\n"
+    "    print(f'{type(e).__name__}: {e}'.splitlines()[0]); sys.exit(1)\n"
+    "print(n, 'tensors' + (f', anchors {shape[0]}x{shape[1]}' if shape else ''))\n"
+)
+
+
+def detector_files(path: Path) -> tuple[Path, Path | None]:
+    """(weights, anchors or None) for --detector-weights: a .pth (BlazeFace's anchors .npy beside
+    it), or a folder holding one of face-alignment's files."""
+    if path.is_dir():
+        for name, anchors in DETECTOR_FILES:
+            if (path / name).is_file():
+                return detector_files(path / name)
+        raise InstallError(f"no face detector weights in {path}: it needs blazeface.pth + anchors.npy "
+                           "(or s3fd-619a316812.pth); give the .pth file")
+    if not path.is_file():
+        raise InstallError(f"detector weights not found: {path}; give blazeface.pth (with anchors.npy beside it) "
+                           "or s3fd-619a316812.pth")
+    name = path.name.lower()
+    if "s3fd" in name:
+        return path, None
+    anchors = path.with_name("anchorsback.npy" if "back" in name else "anchors.npy")
+    if not anchors.is_file():
+        raise InstallError(f"BlazeFace anchors not found: {anchors} is missing; put the {anchors.name} that comes "
+                           f"with {path.name} beside it")
+    return path, anchors
+
+
+def verify_detector_weights(py: Path, path: Path) -> tuple[Path, str]:
+    """(the weights file to record, what the engine found in it)."""
+    weights, anchors = detector_files(path)
+    res = run([py, "-c", VERIFY_DETECTOR, weights, *([anchors] if anchors else [])], capture_output=True, text=True)
+    if res.returncode != 0:
+        why = last_line(res.stdout) or last_line(res.stderr) or f"exit code {res.returncode}"
+        raise InstallError(f"the engine could not load the detector weights {weights}: {why}; download them again")
+    return weights, res.stdout.strip()
+
+
+def detector_weights_status(py: Path, recorded: str | None) -> tuple[bool, str]:
+    """The recorded BlazeFace/S3FD weights, else the ones where face-alignment looks (never
+    downloaded here); Haar ships with OpenCV."""
+    if recorded:
+        try:
+            weights, anchors = detector_files(Path(recorded))
+        except InstallError as e:
+            return False, f"recorded, but {e}"
+        return True, f"{weights}" + (f" + {anchors.name}" if anchors else "")
     code = ("import torch.hub, os; d = os.path.join(torch.hub.get_dir(), 'checkpoints'); "
             "print(d); print(*[f for f in ('blazeface.pth', 's3fd-619a316812.pth') if os.path.isfile(os.path.join(d, f))])")
     res = run([py, "-c", code], capture_output=True, text=True)
@@ -266,7 +518,8 @@ def detector_weights_status(py: Path) -> tuple[bool, str]:
     if have:
         return True, f"{', '.join(have)} in {folder}"
     return False, (f"no BlazeFace/S3FD weights in {folder} (put blazeface.pth + anchors.npy or s3fd-619a316812.pth "
-                   "there, or give --detector-weights); the Haar detector bundled with OpenCV works meanwhile")
+                   "there, or record them: python3 install.py --detector-weights PATH); the Haar detector bundled "
+                   "with OpenCV works meanwhile")
 
 
 # --- status ---------------------------------------------------------------------------------
@@ -288,34 +541,35 @@ def status_rows(env: Path, blender: str | None, checkpoint: str | None) -> list[
             rows.append(("torch and device", True, f"torch {tv}, device {dev}", True))
             rows.append(("ffmpeg (PyAV)", True, f"PyAV {avv}, libavcodec {codec}", True))
         else:
-            last = (res.stderr.strip().splitlines() or ["?"])[-1]
-            rows.append(("torch and device", False, f"engine does not import: {last}", True))
+            rows.append(("torch and device", False, f"engine does not import: {last_line(res.stderr) or '?'}", True))
             rows.append(("ffmpeg (PyAV)", False, "not checked", True))
     else:
         rows += [("torch and device", False, "no engine: run python3 install.py", True),
                  ("ffmpeg (PyAV)", False, "no engine: run python3 install.py", True)]
     try:
-        found = find_blender(blender)
+        info, why = usable_blender(blender)
     except InstallError as e:
-        found, err = None, str(e)
-    else:
-        err = "not found: install Blender 4.2+ or pass --blender PATH (headless runs can use the bpy module)"
+        info, why = None, str(e)
     cfg: dict = {}
-    if found:
-        exe, ver = found
-        rows.append(("Blender", True, f"{'.'.join(map(str, ver))} at {exe}", False))
-        rows.append(("add-on installed", addon_installed(ver), str(blender_config_dir(ver).parent / "extensions" / "user_default" / ADDON_ID), False))
-        cfg = read_config(blender_config_dir(ver))
+    if info:
+        rows.append(("Blender", True, f"{vstr(info.version)} at {info.exe}", False))
+        with tempfile.TemporaryDirectory() as tmp:
+            digest = addon_hash(stage_addon(Path(tmp) / ADDON_ID))
+        stamp = installed_stamp(info)
+        state = "" if stamp == digest else (" (outdated: run python3 install.py)" if stamp else " (not installed: run python3 install.py)")
+        rows.append(("add-on installed", stamp == digest, f"{info.addon_dir}{state}", False))
+        cfg = read_config(info.config_dir)
     else:
-        rows.append(("Blender", False, err, False))
+        rows.append(("Blender", False, f"{why}; headless runs can use the bpy module", False))
         rows.append(("add-on installed", False, "no Blender", False))
-    ckpt = checkpoint or cfg.get("checkpoint") or read_config(env).get("checkpoint")
+    engine_cfg = read_config(env)
+    ckpt = checkpoint or cfg.get(CONFIG_CHECKPOINT) or engine_cfg.get(CONFIG_CHECKPOINT)
     if ckpt and Path(ckpt).is_file():
         rows.append(("checkpoint", True, f"{ckpt} ({Path(ckpt).stat().st_size / 1e6:.0f} MB)", True))
     else:
         rows.append(("checkpoint", False, f"{'not found: ' + ckpt if ckpt else 'none recorded'}; {WEIGHTS_HELP}", True))
     if engine_ok:
-        ok, detail = detector_weights_status(py)
+        ok, detail = detector_weights_status(py, cfg.get(CONFIG_DETECTOR_WEIGHTS) or engine_cfg.get(CONFIG_DETECTOR_WEIGHTS))
         rows.append(("detector weights", ok, detail, False))
     else:
         rows.append(("detector weights", False, "not checked (no engine)", False))
@@ -341,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--blender", help="Blender executable (default: `blender` on PATH, else the usual folders)")
     ap.add_argument("--no-blender", action="store_true", help="set up the engine only")
     ap.add_argument("--checkpoint", help="Wav2Lip checkpoint to verify and record")
+    ap.add_argument("--detector-weights", help="BlazeFace (.pth, its anchors .npy beside it) or S3FD weights to record")
     ap.add_argument("--check", action="store_true", help="print a status table; exit 1 if something needed is missing")
     ap.add_argument("--dev", action="store_true", help="editable install with the test dependencies")
     ap.add_argument("--demo", action="store_true", help="after setting up, lip-sync the demo (or --face/--audio) headless")
@@ -355,39 +610,45 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if print_status(status_rows(env, a.blender, a.checkpoint)) else 1
         if sys.version_info < (3, 10):
             raise InstallError(f"Python {sys.version.split()[0]} is too old: run install.py with Python 3.10 or newer")
-        found = None if a.no_blender else find_blender(a.blender)
-        # Without a Blender program, headless runs use Blender as a Python module (bpy), which
-        # exists for one Python version per Blender release: 3.11 for bpy 5.0.
-        with_bpy = found is None and not a.no_blender and sys.version_info[:2] == (3, 11)
+        info, why = (None, "") if a.no_blender else usable_blender(a.blender)
+        # Without a usable Blender program, headless runs use Blender as a Python module (bpy),
+        # which exists for one Python version per Blender release: 3.11 for bpy 5.0.
+        with_bpy = info is None and not a.no_blender and sys.version_info[:2] == (3, 11)
+        if why:
+            say(why)
+            say("  headless runs use the bpy module in the engine environment" if with_bpy else
+                "  headless runs need Blender 3.4+, or Python 3.11 for the bpy module")
         py = ensure_engine(env, torch_index_url=a.torch_index_url, with_bpy=with_bpy or a.dev, dev=a.dev)
         say(f"engine Python: {py}")
-        config: dict[str, str] = {"python": str(py)}
+        config: dict[str, str] = {CONFIG_PYTHON: str(py)}
         if a.checkpoint:
             ck = Path(a.checkpoint).expanduser().resolve()
             kind = verify_checkpoint(py, ck)
             say(f"checkpoint ok: {ck}\n  {kind}\n  sha256 {sha256_file(ck)}")
-            config["checkpoint"] = str(ck)
-        if found:
-            exe, ver = found
-            say(f"Blender {'.'.join(map(str, ver))}: {exe}")
-            if not addon_installed(ver):
-                install_addon(exe, ver)
-                say("add-on installed and enabled (Sequencer > Sidebar > Lip Sync)")
+            config[CONFIG_CHECKPOINT] = str(ck)
+        if a.detector_weights:
+            weights, what = verify_detector_weights(py, Path(a.detector_weights).expanduser().resolve())
+            say(f"detector weights ok: {weights} ({what})")
+            config[CONFIG_DETECTOR_WEIGHTS] = str(weights)
+        if info:
+            kind = "extension" if info.extension else "legacy add-on"
+            say(f"Blender {vstr(info.version)}: {info.exe}")
+            with tempfile.TemporaryDirectory() as tmp:
+                state = install_addon(info, stage_addon(Path(tmp) / ADDON_ID))
+            if state == "up to date":
+                say(f"add-on already installed, up to date ({info.addon_dir})")
             else:
-                say("add-on already installed")
-            cfg = record_config(blender_config_dir(ver), **config)
+                say(f"add-on {state} as a {kind} and enabled: {info.addon_dir} (Sequencer > Sidebar > Lip Sync; "
+                    "restart Blender if it is open)")
+            cfg = record_config(info.config_dir, **config)
             say(f"preferences recorded in {cfg}")
-        elif not a.no_blender:
-            say("Blender: not found (pass --blender PATH to install the add-on); "
-                + ("headless runs use the bpy module in the engine environment" if with_bpy else
-                   "headless runs need Blender, or Python 3.11 for the bpy module"))
-        record_config(env, **config)  # the engine's own copy, used by demo.py and the add-on's search
+        record_config(env, **config)  # the engine's own copy, used by demo.py and the core
         if a.demo:
             cmd = [py, ROOT / "demo.py", "--out-dir", a.out_dir.resolve()]
             cmd += ["--face", a.face] if a.face else []
             cmd += ["--audio", a.audio] if a.audio else []
-            cmd += ["--checkpoint", config["checkpoint"]] if "checkpoint" in config else []
-            cmd += ["--blender", found[0]] if found else []
+            cmd += ["--checkpoint", config[CONFIG_CHECKPOINT]] if CONFIG_CHECKPOINT in config else []
+            cmd += ["--blender", info.exe] if info else []
             return run(cmd).returncode
         say("done. Check with: python3 install.py --check")
         return 0

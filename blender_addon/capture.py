@@ -79,6 +79,13 @@ def sound_frames(path: str, fps: float) -> Optional[int]:
     return int(round(seconds * fps)) if seconds > 0 else None
 
 
+def content_frames(strip: StripLike) -> int:
+    """The strip's content length in scene frames, from its handles and trims: equal to
+    `frame_duration` in 4.x/5.x, while 3.4's `frame_duration` stays the clip's own frame count
+    when "adjust playback rate" stretches the content."""
+    return int(round(strip.frame_final_end + strip.frame_offset_end - strip.frame_start))
+
+
 def strip_info(scene: Scene, strip: StripLike, *, probe_media: bool = True) -> StripInfo:
     """Plain data from a strip. probe_media: open the clip to learn its frame count (slow-ish;
     skipped when drawing the panel)."""
@@ -105,7 +112,7 @@ def strip_info(scene: Scene, strip: StripLike, *, probe_media: bool = True) -> S
         frame_start=float(strip.frame_start),
         final_start=int(strip.frame_final_start),
         final_end=int(strip.frame_final_end),
-        frame_duration=int(strip.frame_duration),
+        frame_duration=content_frames(strip),
         animation_offset_start=int(getattr(strip, "animation_offset_start", 0) or 0),
         animation_offset_end=int(getattr(strip, "animation_offset_end", 0) or 0),
         sound_offset=compat.sound_offset(strip) if kind == SOUND else 0.0,

@@ -21,7 +21,7 @@ from bpy.types import Context, Event
 from .compat import StripLike
 
 from . import capture, compat, preferences
-from .runner import CANCELLED, DONE, FAILED, JobRunner, engine_env, find_engine_python
+from .runner import CANCELLED, DONE, FAILED, EngineNotFound, JobRunner, engine_env, find_engine_python
 from .snapshot import SnapshotError, SyncRequest, first_free_channel, plan
 
 SUFFIX = ".lipsync"
@@ -37,9 +37,12 @@ class Job:
     warnings: List[str] = field(default_factory=list)
     cancel_requested: bool = False
     started: float = field(default_factory=time.monotonic)
+    source_state: tuple = ()  # the source strip as it was synced (see _strip_state)
+    finish_warnings: List[str] = field(default_factory=list)  # found while inserting the result
 
 
 _job: Optional[Job] = None
+_unsaved_warned = False  # the unsaved-file warning is given once per session
 
 
 def active_job() -> Optional[Job]:
@@ -112,13 +115,17 @@ def prepare(context: Context, op: Any) -> Job:
     if s.detector != "box" and s.detector_weights and not os.path.isfile(s.detector_weights):
         raise SnapshotError(f"face detector weights not found: {s.detector_weights}")
 
-    request = plan(capture.strip_info(scene, video), capture.strip_info(scene, sound), compat.scene_fps(scene))
+    request = plan(capture.strip_info(scene, video), capture.strip_info(scene, sound), compat.scene_fps(scene),
+                   rounds=compat.frame_index_rounds())
     if not os.path.isfile(request.face_path):
         raise SnapshotError(f"the clip's file is missing: {request.face_path}")
     if not os.path.isfile(request.audio_path):
         raise SnapshotError(f"the sound's file is missing: {request.audio_path}")
 
-    python = find_engine_python(s.engine_python)
+    try:
+        python = find_engine_python(s.engine_python)
+    except EngineNotFound as exc:
+        raise SnapshotError(str(exc)) from exc
     if not python:
         raise SnapshotError(
             "no Python with wav2lip_core found: run install.py, or set 'Engine Python' in the add-on preferences"
@@ -130,15 +137,24 @@ def prepare(context: Context, op: Any) -> Job:
         raise SnapshotError(f"cannot create the output folder {folder}: {exc}") from exc
     dest = unique_output(folder, request.source_name)
 
-    runner = JobRunner(dest=dest, env=engine_env())
+    try:  # the work folder is a hidden folder inside the output folder (see JobRunner)
+        runner = JobRunner(dest=dest, env=engine_env())
+    except OSError as exc:
+        raise SnapshotError(f"cannot write into the output folder {folder}: {exc.strerror or exc}") from exc
     try:
         audio_path = None
         if request.audio_cut is not None:
             audio_path = capture.write_audio_cut(request.audio_cut, str(runner.workdir / "heard.wav"))
+        times_path = None
+        if request.source_times is not None:
+            times_path = str(runner.workdir / "source_times.json")
+            with open(times_path, "w", encoding="utf-8") as f:
+                f.write(request.source_times_json())
         runner.argv = [python, "-m", "wav2lip_core"] + request.engine_args(
             checkpoint=s.checkpoint,
             out=str(runner.work_out),
             audio_path=audio_path,
+            source_times_path=times_path,
             detector="" if s.detector == "box" else s.detector,
             detector_weights=s.detector_weights,
             box=s.box if s.detector == "box" else None,
@@ -151,11 +167,46 @@ def prepare(context: Context, op: Any) -> Job:
     if not op.properties.is_property_set("mute_source"):
         settings = getattr(scene, "wav2lip", None)
         mute = bool(settings.mute_source) if settings is not None else False
+    global _unsaved_warned
+    warnings = []
+    if warning and not _unsaved_warned:
+        warnings.append(warning)
+        _unsaved_warned = True
     job = Job(runner=runner, request=request, scene_name=scene.name, dest=dest, mute_source=mute,
-              warnings=[warning] if warning else [])
+              warnings=warnings, source_state=_strip_state(video))
     runner.start()
     _set_job(job)
     return job
+
+
+def _strip_state(strip: Optional[StripLike]) -> tuple:
+    """What of the source strip the synced clip depends on: its file, content start and trims."""
+    if strip is None:
+        return ()
+    return (capture.strip_filepath(strip), float(strip.frame_start), int(strip.frame_final_start),
+            int(strip.frame_final_end), int(getattr(strip, "animation_offset_start", 0) or 0))
+
+
+def _placement(job: Job, source: Optional[StripLike]) -> "tuple[int, int, str]":
+    """(first frame, channel below, warning) for the result. The source strip may have been moved,
+    changed or deleted while the engine ran: moved as a whole, the result follows it; otherwise it
+    goes where the source was, and the warning says the clip matches the strip as it was."""
+    req = job.request
+    if source is None:
+        return req.insert_frame, req.source_channel, (
+            f"the source strip '{req.source_name}' was deleted while syncing; the synced clip was placed "
+            f"where it was (frame {req.insert_frame}, channel {req.source_channel + 1} or above)")
+    now = _strip_state(source)
+    if not job.source_state or now == job.source_state:
+        return req.insert_frame, int(source.channel), ""
+    path0, start0, first0, end0, anim0 = job.source_state
+    path1, start1, first1, end1, anim1 = now
+    shift = first1 - first0
+    if path1 == path0 and anim1 == anim0 and end1 - first1 == end0 - first0 and abs((start1 - start0) - shift) < 1e-6:
+        return req.insert_frame + shift, int(source.channel), ""
+    return req.insert_frame, int(source.channel), (
+        f"'{req.source_name}' was changed while syncing; the synced clip matches it as it was "
+        f"(frames {req.insert_frame}-{req.insert_frame + req.used_frames - 1}): sync again for the new version")
 
 
 def insert_result(job: Job) -> StripLike:
@@ -168,8 +219,10 @@ def insert_result(job: Job) -> StripLike:
     if ed is None:
         raise SnapshotError(f"the scene '{job.scene_name}' has no sequencer")
     source = compat.find_strip(ed, req.source_name)
-    start, n = req.insert_frame, req.used_frames
-    above = int(source.channel) if source is not None else req.source_channel
+    start, above, changed = _placement(job, source)
+    if changed:
+        job.finish_warnings.append(changed)
+    n = req.used_frames
     channel = first_free_channel(above, start, start + n, capture.occupied(scene))
     strip = compat.new_movie(ed, req.source_name + SUFFIX, job.dest, channel, start)
     strip.name = _unique_strip_name(ed, req.source_name + SUFFIX, strip)
@@ -181,7 +234,7 @@ def insert_result(job: Job) -> StripLike:
     if strip.frame_final_duration > n:
         strip.frame_final_duration = n
     elif strip.frame_final_duration < n:
-        job.warnings.append(
+        job.finish_warnings.append(
             f"the synced clip has {strip.frame_final_duration} frames, {n} were expected"
         )
     if source is not None:
@@ -271,6 +324,8 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
         except SnapshotError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
+        for w in job.warnings:
+            self.report({"WARNING"}, w)
         last = ""
         try:
             while not job.runner.finished:
@@ -349,12 +404,15 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
         if p.status == FAILED or p.status != DONE:
             self.report({"ERROR"}, f"Lip sync failed: {p.message}")
             return {"CANCELLED"}
+        for note in p.notes:  # the engine's own (e.g. which face detector it used, and the better one)
+            self.report({"INFO"}, note)
         try:
             strip = insert_result(job)
         except Exception as exc:  # noqa: BLE001 - a report, never a traceback
-            self.report({"ERROR"}, f"Lip sync finished but the clip could not be inserted: {exc}")
+            self.report({"ERROR"}, f"Lip sync finished but the clip could not be inserted: {exc}; "
+                                   f"the synced clip is at {job.dest}")
             return {"CANCELLED"}
-        for w in job.warnings:
+        for w in job.finish_warnings:
             self.report({"WARNING"}, w)
         for note in job.request.notes:
             self.report({"INFO"}, note)

@@ -11,20 +11,17 @@ from typing import Any, Optional, Tuple
 import bpy
 from bpy.types import Context
 
+from .wire import protocol
+
 ADDON_ID = __package__ or "blender_addon"
 
-DETECTORS = [
-    ("blazeface", "BlazeFace", "Fast front-camera face detector (needs its weights file)"),
-    ("blazeface-back", "BlazeFace (back camera)", "BlazeFace model for smaller / farther faces"),
-    ("s3fd", "S3FD", "The original Wav2Lip detector (slower, most robust)"),
-    ("haar", "Haar (OpenCV)", "OpenCV's bundled frontal-face detector: needs no weights file"),
-    ("box", "Fixed box", "No detection: use the same face box on every frame"),
+# The engine's choice lists (protocol.py), plus the add-on's own "Fixed box" (the engine's --box).
+DETECTORS = [tuple(c) for c in protocol.DETECTORS] + [
+    (protocol.DETECTOR_BOX, "Fixed box", "No detection: use the same face box on every frame"),
 ]
-DEVICES = [
-    ("auto", "Auto", "CUDA or Apple GPU when available, else CPU"),
-    ("cuda", "CUDA", "NVIDIA GPU"),
-    ("cpu", "CPU", "Processor only"),
-]
+DEVICES = [tuple(c) for c in protocol.DEVICES]
+DEFAULT_DETECTOR = protocol.DETECTORS[0][0]  # "auto"
+DEFAULT_DEVICE = protocol.DEVICES[0][0]
 DEFAULT_OUTPUT_DIR = "//lipsync/"
 
 
@@ -36,7 +33,7 @@ class WAV2LIP_AddonPreferences(bpy.types.AddonPreferences):
         description="Wav2Lip checkpoint file (.pth), e.g. wav2lip_gan.pth",
     )
     detector: bpy.props.EnumProperty(  # type: ignore[valid-type]
-        name="Face Detector", items=DETECTORS, default="blazeface",
+        name="Face Detector", items=DETECTORS, default=DEFAULT_DETECTOR,
     )
     detector_weights: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Detector Weights", subtype="FILE_PATH", default="",
@@ -47,7 +44,7 @@ class WAV2LIP_AddonPreferences(bpy.types.AddonPreferences):
         description="Top, bottom, left, right of the face in pixels (Fixed box detector)",
     )
     device: bpy.props.EnumProperty(  # type: ignore[valid-type]
-        name="Device", items=DEVICES, default="auto",
+        name="Device", items=DEVICES, default=DEFAULT_DEVICE,
     )
     engine_python: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Engine Python", subtype="FILE_PATH", default="",
@@ -65,7 +62,7 @@ class WAV2LIP_AddonPreferences(bpy.types.AddonPreferences):
         row = layout.row()
         row.prop(self, "detector")
         row.prop(self, "device")
-        if self.detector == "box":
+        if self.detector == protocol.DETECTOR_BOX:
             layout.prop(self, "box")
         else:
             layout.prop(self, "detector_weights")
@@ -85,10 +82,10 @@ class Settings:
     """Preferences as plain values, with operator overrides applied."""
 
     checkpoint: str = ""
-    detector: str = "blazeface"
+    detector: str = DEFAULT_DETECTOR
     detector_weights: str = ""
     box: Optional[Tuple[int, int, int, int]] = None
-    device: str = "auto"
+    device: str = DEFAULT_DEVICE
     engine_python: str = ""
     output_dir: str = DEFAULT_OUTPUT_DIR
 
@@ -113,7 +110,7 @@ def settings_from(context: Optional[Context], op: Any = None) -> Settings:
         s.device = p.device
         s.engine_python = p.engine_python
         s.output_dir = p.output_dir or DEFAULT_OUTPUT_DIR
-        if p.detector == "box":
+        if p.detector == protocol.DETECTOR_BOX:
             s.box = _box(tuple(p.box))
     if op is not None:
         for name in ("checkpoint", "detector_weights", "engine_python", "output_dir"):
@@ -124,20 +121,20 @@ def settings_from(context: Optional[Context], op: Any = None) -> Settings:
             s.detector = op.detector
         if getattr(op, "device", "") not in ("", "PREFS"):
             s.device = op.device
-        if s.detector == "box":
+        if s.detector == protocol.DETECTOR_BOX:
             obox = _box(tuple(getattr(op, "box", (0, 0, 0, 0))))
             s.box = obox or s.box
-    if not s.engine_python or not s.checkpoint:  # what install.py recorded
-        recorded = installed_config()
-        s.engine_python = s.engine_python or str(recorded.get("python", "") or "")
-        s.checkpoint = s.checkpoint or str(recorded.get("checkpoint", "") or "")
+    if not s.engine_python or not s.checkpoint:  # what install.py recorded (the engine reads
+        recorded = installed_config()            # the detector weights' record itself)
+        s.engine_python = s.engine_python or str(recorded.get(protocol.CONFIG_PYTHON, "") or "")
+        s.checkpoint = s.checkpoint or str(recorded.get(protocol.CONFIG_CHECKPOINT, "") or "")
     s.checkpoint = _abs(s.checkpoint)
     s.detector_weights = _abs(s.detector_weights)
     s.engine_python = _abs(s.engine_python) if os.sep in s.engine_python or "//" in s.engine_python else s.engine_python
     return s
 
 
-CONFIG_NAME = "wav2lip_lipsync.json"  # written by install.py into Blender's config folder
+CONFIG_NAME = protocol.CONFIG_NAME  # written by install.py into Blender's config folder
 
 
 def installed_config() -> dict:

@@ -1,15 +1,18 @@
 """Run the lip-sync engine (`python -m wav2lip_core ... --progress json`) in its own process.
 
 Pure Python, no bpy: Blender's operator polls a `JobRunner` from a timer (interactive) or waits
-on it (background mode), and the tests drive it with a stand-in engine. The runner owns a
-temporary work folder: the engine writes its result there, and only a finished result is moved to
-its destination; on failure or cancel the folder is removed, so nothing partial is left behind.
+on it (background mode), and the tests drive it with a stand-in engine. Events, stages and the
+protocol version come from the engine's own protocol module (`wire.protocol`).
+
+The runner owns a work folder: a hidden folder inside the destination's folder (same file
+system), where the engine writes; only a finished result is renamed to its destination, never
+over an existing file. On failure or cancel the folder is removed, so nothing partial is left.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,36 +25,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Deque, Dict, List, Optional, Sequence, Union
 
+from .wire import protocol
+
 RUNNING = "running"
 DONE = "done"
 FAILED = "failed"
 CANCELLED = "cancelled"
 
-# Rough share of the total run time per stage, for one overall progress bar.
-STAGE_WEIGHTS: Dict[str, float] = {
-    "load": 0.02,
-    "audio": 0.03,
-    "decode": 0.05,
-    "detect": 0.30,
-    "model": 0.0,  # older name of "sync"
-    "sync": 0.55,
-    "encode": 0.05,
-}
-STAGE_LABELS: Dict[str, str] = {
-    "load": "Loading model",
-    "audio": "Reading audio",
-    "decode": "Reading video",
-    "detect": "Finding faces",
-    "model": "Syncing lips",
-    "sync": "Syncing lips",
-    "encode": "Writing video",
-    "done": "Done",
-}
+WORK_PREFIX = ".wav2lip-job-"  # hidden work folders inside the output folder
+_MAX_LINE = 4000  # characters of one stderr line kept (a runaway line must not fill memory)
 
 
 @dataclass
 class Progress:
-    """What the UI shows. Updated by the reader thread; read by the UI (copy via `snapshot`)."""
+    """What the UI shows. Updated by the reader thread; read by the UI (copy via `poll`)."""
 
     status: str = RUNNING
     stage: str = "starting"
@@ -62,7 +49,10 @@ class Progress:
     out: Optional[str] = None
     frames: Optional[int] = None
     seconds: Optional[float] = None
+    detector: Optional[str] = None
+    engine_version: Optional[str] = None
     stages_seen: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)  # the engine's `note` events, in order
 
     @property
     def text(self) -> str:
@@ -70,39 +60,28 @@ class Progress:
             return "Done"
         if self.status in (FAILED, CANCELLED):
             return self.message or self.status.capitalize()
-        label = STAGE_LABELS.get(self.stage, self.stage.replace("_", " ").capitalize())
+        label = protocol.STAGE_LABELS.get(self.stage, self.stage.replace("_", " ").capitalize())
         if self.total > 0:
             return f"{label} {self.done}/{self.total}"
         return label + "..."
 
 
-def _overall_fraction(stages_seen: Sequence[str], stage: str, done: int, total: int) -> float:
-    """Progress in 0..1 over all stages: finished known stages count fully, the current one partly."""
+def _overall_fraction(stage: str, done: int, total: int) -> float:
+    """Progress in 0..1 over all stages: the stages before the current one count fully (even if
+    they never reported), the current one partly."""
     part = (min(max(done, 0), total) / total) if total > 0 else 0.0
-    if stage not in STAGE_WEIGHTS:
+    weights = protocol.STAGE_WEIGHTS
+    if stage not in weights:
         return part
-    # Stages listed before the current one are over even if they never reported.
-    order = list(STAGE_WEIGHTS)
-    finished = sum(STAGE_WEIGHTS[s] for s in order[: order.index(stage)])
-    return min(1.0, finished + STAGE_WEIGHTS[stage] * part)
+    order = list(protocol.STAGES)
+    finished = sum(weights.get(s, 0.0) for s in order[: order.index(stage)])
+    return min(1.0, finished + weights[stage] * part)
 
 
-def parse_progress_line(line: str) -> Optional[dict]:
-    """One stdout line of `--progress json`, or None for anything else (stray prints)."""
-    line = line.strip()
-    if not line.startswith("{"):
-        return None
-    try:
-        obj = json.loads(line)
-    except ValueError:
-        return None
-    if not isinstance(obj, dict) or not isinstance(obj.get("stage"), str):
-        return None
-    return obj
-
-
-def error_from_stderr(lines: Sequence[str], returncode: Optional[int]) -> str:
+def error_from_stderr(lines: Sequence[str], returncode: Optional[int], error_line: str = "") -> str:
     """The engine's one-line `error: ...` message, else the last stderr line, else the exit code."""
+    if error_line:
+        return error_line
     for line in reversed(lines):
         text = line.strip()
         if text.startswith("error:"):
@@ -114,12 +93,28 @@ def error_from_stderr(lines: Sequence[str], returncode: Optional[int]) -> str:
     return f"the lip-sync engine failed (exit code {returncode}) without a message"
 
 
+_ENGINE_SPEAKS = re.compile(r"engine speaks protocol (\d+)")
+
+
+def protocol_refusal(lines: Sequence[str], returncode: Optional[int]) -> Optional[str]:
+    """The add-on's message when the engine refused our protocol (exit 3), or is older than the
+    `--protocol` option (argparse's "unrecognized arguments"); None otherwise."""
+    text = "\n".join(lines)
+    if returncode == protocol.EXIT_PROTOCOL:
+        m = _ENGINE_SPEAKS.search(text)
+        return protocol.mismatch_message(m.group(1) if m else "another")
+    if returncode == protocol.EXIT_USAGE and "unrecognized arguments" in text and protocol.OPT_PROTOCOL in text:
+        return protocol.mismatch_message(f"older than {protocol.PROTOCOL_VERSION}")
+    return None
+
+
 class JobRunner:
     """One engine process.
 
     argv: the full command line, e.g. [python, "-m", "wav2lip_core", ..., "--out", str(runner.work_out)].
-    Build it with `work_out` (inside the runner's temp folder) as the engine's --out; on success
-    the file is moved to `dest` (when given).
+    Build it with `work_out` (inside the runner's work folder) as the engine's --out; on success
+    the file is renamed to `dest` (when given). The work folder is a hidden folder beside `dest`
+    (a temp folder without one), so the rename never copies across file systems.
     """
 
     def __init__(
@@ -132,17 +127,25 @@ class JobRunner:
         workdir: Union[str, "os.PathLike[str]", None] = None,
         suffix: str = ".mp4",
     ) -> None:
-        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="wav2lip_job_"))
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.dest = Path(dest) if dest else None
+        if workdir:
+            self.workdir = Path(workdir)
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        elif self.dest is not None:
+            self.dest.parent.mkdir(parents=True, exist_ok=True)
+            self.workdir = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=str(self.dest.parent)))
+        else:
+            self.workdir = Path(tempfile.mkdtemp(prefix="wav2lip_job_"))
         self.work_out = self.workdir / ("result" + suffix)
         self.argv: List[str] = [str(a) for a in argv]
-        self.dest = Path(dest) if dest else None
         self.env = env
         self.cwd = str(cwd) if cwd else None
         self._proc: Optional[subprocess.Popen] = None
         self._lock = threading.Lock()
         self._progress = Progress()
         self._stderr: Deque[str] = deque(maxlen=200)
+        self._error_line = ""  # the engine's last `error:` line, kept whatever follows it
+        self._refusal: Optional[str] = None  # protocol mismatch seen in the hello event
         self._threads: List[threading.Thread] = []
         self._cancel_requested = False
         self._finished = threading.Event()
@@ -156,6 +159,9 @@ class JobRunner:
             raise ValueError("JobRunner.start: empty command line")
         env = dict(os.environ if self.env is None else self.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        # The engine's stdout/stderr are read as UTF-8 whatever the system's code page (Windows).
+        env["PYTHONUTF8"] = "1"
+        env["PYTHONIOENCODING"] = "utf-8"
         env.pop("PYTHONHOME", None)  # Blender's own Python home must not leak into the engine
         kwargs: dict = {}
         if os.name == "posix":
@@ -192,30 +198,50 @@ class JobRunner:
 
     def _read_stdout(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
+        P = protocol
         for line in self._proc.stdout:
-            obj = parse_progress_line(line)
+            obj = P.parse_event(line)
             if obj is None:
                 continue
+            kind = obj[P.KEY_EVENT]
+            refuse = False
             with self._lock:
                 p = self._progress
-                stage = obj["stage"]
-                if stage == "done":
-                    p.out = str(obj.get("out") or "") or None
-                    p.frames = _as_int(obj.get("frames"))
-                    p.seconds = _as_float(obj.get("seconds"))
-                    continue
-                if stage != p.stage and p.stage not in p.stages_seen and p.stage != "starting":
-                    p.stages_seen.append(p.stage)
-                p.stage = stage
-                p.done = _as_int(obj.get("done")) or 0
-                p.total = _as_int(obj.get("total")) or 0
-                p.fraction = max(p.fraction, _overall_fraction(p.stages_seen, stage, p.done, p.total))
+                if kind == P.EVENT_HELLO:
+                    p.engine_version = str(obj.get(P.KEY_VERSION) or "") or None
+                    if obj.get(P.KEY_PROTOCOL) != P.PROTOCOL_VERSION:
+                        self._refusal = P.mismatch_message(obj.get(P.KEY_PROTOCOL))
+                        refuse = True
+                elif kind == P.EVENT_NOTE:
+                    message = str(obj.get(P.KEY_MESSAGE) or "").strip()
+                    if message:
+                        p.notes.append(message)
+                elif kind == P.EVENT_DONE:
+                    p.out = str(obj.get(P.KEY_OUT) or "") or None
+                    p.frames = _as_int(obj.get(P.KEY_FRAMES))
+                    p.seconds = _as_float(obj.get(P.KEY_SECONDS))
+                    p.detector = str(obj.get(P.KEY_DETECTOR) or "") or None
+                elif kind == P.EVENT_PROGRESS and isinstance(obj.get(P.KEY_STAGE), str):
+                    stage = obj[P.KEY_STAGE]
+                    if stage != p.stage and p.stage not in p.stages_seen and p.stage != "starting":
+                        p.stages_seen.append(p.stage)
+                    p.stage = stage
+                    p.done = _as_int(obj.get(P.KEY_DONE)) or 0
+                    p.total = _as_int(obj.get(P.KEY_TOTAL)) or 0
+                    p.fraction = max(p.fraction, _overall_fraction(stage, p.done, p.total))
+            if refuse:  # an engine of another version: stop it before it writes anything
+                _signal_group(self._proc, signal.SIGTERM)
 
     def _read_stderr(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None
         for line in self._proc.stderr:
+            text = line.rstrip("\n")
+            if len(text) > _MAX_LINE:
+                text = text[:_MAX_LINE] + " ..."
             with self._lock:
-                self._stderr.append(line.rstrip("\n"))
+                self._stderr.append(text)
+                if text.startswith("error:"):
+                    self._error_line = text[len("error:"):].strip()
 
     def _wait_exit(self, out_t: threading.Thread, err_t: threading.Thread) -> None:
         assert self._proc is not None
@@ -225,12 +251,17 @@ class JobRunner:
         with self._lock:
             cancelled = self._cancel_requested
             stderr = list(self._stderr)
+            error_line = self._error_line
+            refusal = self._refusal
             reported_out = self._progress.out
+        if refusal:
+            self._finish(FAILED, refusal)
+            return
         if cancelled:
             self._finish(CANCELLED, "cancelled")
             return
         if rc != 0:
-            self._finish(FAILED, error_from_stderr(stderr, rc))
+            self._finish(FAILED, protocol_refusal(stderr, rc) or error_from_stderr(stderr, rc, error_line))
             return
         produced = Path(reported_out) if reported_out else self.work_out
         if not produced.is_file():
@@ -238,14 +269,15 @@ class JobRunner:
             return
         if self.dest is not None:
             try:
-                self.dest.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.dest.with_name(self.dest.name + ".part")
-                shutil.move(str(produced), str(tmp))
-                os.replace(tmp, self.dest)
-                produced = self.dest
-            except OSError as exc:
-                self._finish(FAILED, f"cannot move the result to {self.dest}: {exc}")
+                move_into_place(produced, self.dest)
+            except FileExistsError:
+                self._finish(FAILED, f"cannot save the result as {self.dest}: a file or folder of that name "
+                                     "appeared meanwhile; nothing was overwritten, run Sync Lips again")
                 return
+            except OSError as exc:
+                self._finish(FAILED, f"cannot save the result as {self.dest}: {exc.strerror or exc}")
+                return
+            produced = self.dest
         with self._lock:
             self._progress.out = str(produced)
         self._finish(DONE, "")
@@ -271,8 +303,8 @@ class JobRunner:
             p = self._progress
             return Progress(
                 status=p.status, stage=p.stage, done=p.done, total=p.total, fraction=p.fraction,
-                message=p.message, out=p.out, frames=p.frames, seconds=p.seconds,
-                stages_seen=list(p.stages_seen),
+                message=p.message, out=p.out, frames=p.frames, seconds=p.seconds, detector=p.detector,
+                engine_version=p.engine_version, stages_seen=list(p.stages_seen), notes=list(p.notes),
             )
 
     @property
@@ -284,7 +316,7 @@ class JobRunner:
         return self.poll()
 
     def cancel(self, grace: float = 3.0) -> None:
-        """Stop the engine (terminate, then kill after `grace` seconds); removes the temp folder."""
+        """Stop the engine (terminate, then kill after `grace` seconds); removes the work folder."""
         with self._lock:
             if self._progress.status != RUNNING:
                 return
@@ -316,6 +348,25 @@ class JobRunner:
     @property
     def pid(self) -> Optional[int]:
         return self._proc.pid if self._proc else None
+
+
+def move_into_place(src: Path, dest: Path) -> None:
+    """Rename `src` to `dest` in one step, never replacing an existing `dest` (FileExistsError).
+    A hard link claims the name atomically where the file system has them; elsewhere (FAT,
+    some network shares) a rename after a check, which Windows' rename refuses to overwrite anyway."""
+    try:
+        os.link(src, dest)
+    except FileExistsError:
+        raise
+    except OSError:
+        if os.path.lexists(dest):
+            raise FileExistsError(str(dest)) from None
+        os.replace(src, dest)
+        return
+    try:
+        os.unlink(src)
+    except OSError:
+        pass  # the work folder goes anyway
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
@@ -417,11 +468,22 @@ def candidate_interpreters() -> List[str]:
     return seen
 
 
+class EngineNotFound(Exception):
+    """The engine's interpreter cannot be found; the message says what to set."""
+
+
 def find_engine_python(preferred: str = "") -> Optional[str]:
-    """The preference when set (used as is, even if broken: the run then reports why); else the
+    """The preference when set: a path is used as is (even if broken: the run then reports why),
+    a bare name (`python3`) is looked up on PATH (EngineNotFound if it is not there); else the
     first candidate that can import wav2lip_core."""
     if preferred:
-        return preferred
+        if os.sep in preferred or (os.altsep and os.altsep in preferred):
+            return preferred
+        found = shutil.which(preferred)
+        if not found:
+            raise EngineNotFound(f"the engine Python '{preferred}' is not on PATH: give its full path "
+                                 "(Engine Python in the add-on preferences, or --engine-python)")
+        return found
     for cand in candidate_interpreters():
         if can_import_core(cand):
             return cand

@@ -1,23 +1,34 @@
 """Plain-data snapshot of a lip-sync job and the scene-time arithmetic. No bpy here.
 
-Everything is in *scene time*, because that is what the viewer sees:
+Everything is in *scene time*, because that is what the viewer sees.
 
-- The video strip shows, at scene frame f in its used range [V0, V1) (its handles, after trims),
-  the clip frame  c(f) = f - frame_start + animation_offset_start   (one clip frame per scene
-  frame, as Blender plays a movie strip without playback-rate adjustment or retiming).
-- The sound strip plays, at scene frame f in its used range [S0, S1), the sound file at
-  t(f) = (f - frame_start + animation_offset_start) / scene_fps - sound_offset   seconds,
-  and nothing outside [S0, S1) (5.0's sound_offset delays the sound: measured against
-  Blender's own mixdown in tests/addon/test_timing_blender.py).
+Video: at scene frame f in the strip's used range [V0, V1) (its handles, after trims), Blender
+shows (measured by rendering numbered clips, tests/addon/test_timing_blender.py):
 
-The engine is asked for an output whose frame i shows clip frame c(V0 + i) with the audio heard
-at scene frame V0 + i:
+    j = clamp(f - frame_start, 0, content - 1)        content: the strip's length in scene frames
+    i = R(j * rate) + animation_offset_start          rate: clip fps / scene fps when the strip's
+                                                      "adjust playback rate" is on, else 1
+    the clip frame on screen at  i / clip_fps  seconds after the clip's first frame
 
-    --fps          scene_fps (fps / fps_base)
-    --start-frame  c(V0) = V0 - frame_start + animation_offset_start
-    --frames       V1 - V0
-    --audio-start  t(V0)           (negative when the sound starts after the video)
-    --duration     (V1 - V0) / scene_fps
+where R rounds half up (Blender 5.0; 4.2's source does the same) or truncates (Blender 3.4:
+compat.frame_index_rounds()), and clip_fps is the rate Blender reads from the file (a variable-
+rate clip is counted at that rate: vretalk_face1 has 135 frames, Blender shows 183 frame slots
+and picks, for each, the frame on screen at that time). Handles pulled past the content hold the
+first/last frame (the clamp). The add-on hands the engine one clip time per output frame
+(`--source-times`); the engine shows the frame on screen at each, and holds the last frame past
+the clip's end, never playing backwards.
+
+Sound: the strip plays, at scene frame f in its used range [S0, S1), the sound file at
+t(f) = (f - frame_start + animation_offset_start) / scene_fps - sound_offset seconds, and nothing
+outside [S0, S1) (5.0's sound_offset delays the sound: measured against Blender's own mixdown).
+
+The engine is asked for an output whose frame k shows what Blender shows at scene frame V0 + k,
+with the audio heard there:
+
+    --fps           scene_fps (fps / fps_base)
+    --source-times  [clip time at V0, V0 + 1, ..., V1 - 1]   (a movie; an image has none)
+    --audio-start   t(V0)           (negative when the sound starts after the video)
+    --duration      (V1 - V0) / scene_fps
 
 When the sound file has content that the strip does not play inside the video's range (the
 sound strip is trimmed there), the audio is first cut to what is heard: `audio_cut` describes
@@ -30,6 +41,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
+
+from .wire import protocol
 
 MOVIE = "MOVIE"
 IMAGE = "IMAGE"
@@ -51,12 +64,12 @@ class StripInfo:
     frame_start: float  # where the content's frame 0 sits in the scene
     final_start: int  # left handle (first used scene frame)
     final_end: int  # right handle (one past the last used scene frame)
-    frame_duration: int  # content length in scene frames
+    frame_duration: int  # content length in scene frames (for a movie: after playback-rate adjustment)
     animation_offset_start: int = 0  # media frames cut off the front (hard trim)
     animation_offset_end: int = 0
     sound_offset: float = 0.0  # seconds the sound is delayed within the strip (5.0+)
     media_fps: float = 0.0
-    media_frames: Optional[int] = None  # the clip's frame count as Blender reads it, if known
+    media_frames: Optional[int] = None  # the clip's frame count as Blender counts it (at media_fps), if known
     image_count: int = 1
     retiming_keys: int = 0
     speed_factor: float = 1.0
@@ -93,13 +106,16 @@ class SyncRequest:
     scene_fps: float
     insert_frame: int  # V0
     used_frames: int  # V1 - V0
-    start_frame: Optional[int]  # clip frame shown at V0 (None for a still image)
+    start_frame: Optional[int]  # clip frame index at V0 (None for a still image)
     audio_path: str
     audio_start: float  # file time heard at V0 (seconds)
     duration: float  # (V1 - V0) / scene_fps
     sound_name: str = ""
     audio_cut: Optional[AudioCut] = None
     notes: Tuple[str, ...] = field(default_factory=tuple)
+    # Clip time (s from the clip's first frame) Blender shows at V0, V0 + 1, ...; None for an
+    # image, or a movie whose rate Blender does not report (then start_frame/used_frames).
+    source_times: Optional[Tuple[float, ...]] = None
 
     def engine_args(
         self,
@@ -107,37 +123,49 @@ class SyncRequest:
         checkpoint: str,
         out: str,
         audio_path: Optional[str] = None,
+        source_times_path: Optional[str] = None,
         detector: str = "",
         detector_weights: str = "",
         box: Optional[Tuple[int, int, int, int]] = None,
         device: str = "auto",
         extra: Tuple[str, ...] = (),
     ) -> List[str]:
-        """Arguments after `python -m wav2lip_core` (see the core's CLI)."""
+        """Arguments after `python -m wav2lip_core` (see the core's CLI). With source times, the
+        caller writes them (`source_times_json`) to `source_times_path`."""
+        P = protocol
         audio = audio_path or self.audio_path
         audio_start = 0.0 if (audio_path and self.audio_cut is not None) else self.audio_start
         args = [
-            "--face", self.face_path,
-            "--audio", audio,
-            "--checkpoint", checkpoint,
-            "--out", out,
-            "--fps", _num(self.scene_fps),
-            "--audio-start", _num(audio_start),
-            "--duration", _num(self.duration),
-            "--progress", "json",
+            P.OPT_FACE, self.face_path,
+            P.OPT_AUDIO, audio,
+            P.OPT_CHECKPOINT, checkpoint,
+            P.OPT_OUT, out,
+            P.OPT_FPS, _num(self.scene_fps),
+            P.OPT_AUDIO_START, _num(audio_start),
+            P.OPT_DURATION, _num(self.duration),
+            P.OPT_PROGRESS, P.PROGRESS_JSON,
+            P.OPT_PROTOCOL, str(P.PROTOCOL_VERSION),
         ]
-        if not self.is_image and self.start_frame is not None:
-            args += ["--start-frame", str(self.start_frame), "--frames", str(self.used_frames)]
+        if not self.is_image:
+            if self.source_times is not None:
+                if not source_times_path:
+                    raise ValueError("engine_args: this request has source times; give source_times_path")
+                args += [P.OPT_SOURCE_TIMES, source_times_path]
+            elif self.start_frame is not None:
+                args += [P.OPT_START_FRAME, str(self.start_frame), P.OPT_FRAMES, str(self.used_frames)]
         if box is not None:
-            args += ["--box"] + [str(int(v)) for v in box]
+            args += [P.OPT_BOX] + [str(int(v)) for v in box]
         elif detector:
-            args += ["--detector", detector]
+            args += [P.OPT_DETECTOR, detector]
             if detector_weights:
-                args += ["--detector-weights", detector_weights]
+                args += [P.OPT_DETECTOR_WEIGHTS, detector_weights]
         if device:
-            args += ["--device", device]
+            args += [P.OPT_DEVICE, device]
         args += list(extra)
         return args
+
+    def source_times_json(self) -> str:
+        return "[" + ", ".join(repr(float(t)) for t in (self.source_times or ())) + "]"
 
 
 def _num(x: float) -> str:
@@ -146,6 +174,53 @@ def _num(x: float) -> str:
     if abs(x - r) < 1e-12:
         return str(int(r))
     return repr(float(x))
+
+
+_SPEED_MSG = ("'{name}' plays at a changed speed ({why}); lip sync needs the clip at its own speed: "
+              "remove the speed change (or render the strip to a new movie first)")
+
+
+def playback_rate(v: StripInfo, scene_fps: float) -> float:
+    """Clip frames per scene frame: clip fps / scene fps when the strip's "adjust playback rate"
+    is on, else 1. Blender has no property for that switch; it shows in the strip's length: on,
+    the content lasts int((media_frames - hard trims) * scene_fps / clip_fps) scene frames; off,
+    media_frames - hard trims. A length that fits neither is retiming (refused)."""
+    if v.kind != MOVIE or not v.media_fps:
+        return 1.0
+    same_rate = abs(v.media_fps - scene_fps) < 1e-6
+    if v.media_frames is None:
+        if same_rate:
+            return 1.0
+        raise SnapshotError(
+            f"cannot read the frame count of '{v.name}' ({v.filepath}) to tell how Blender plays it; "
+            "check that the file opens in Blender")
+    available = v.media_frames - v.animation_offset_start - v.animation_offset_end
+    rate = 1.0 if same_rate else v.media_fps / scene_fps
+    plain, adjusted = available, int(available / rate + 1e-6)
+    if v.frame_duration == adjusted and v.frame_duration != plain:
+        return rate
+    if v.frame_duration == plain:
+        return 1.0
+    if abs(v.frame_duration - adjusted) <= 1 and abs(v.frame_duration - adjusted) < abs(v.frame_duration - plain):
+        return rate
+    if abs(v.frame_duration - plain) <= 1:
+        return 1.0
+    raise SnapshotError(_SPEED_MSG.format(name=v.name, why="retiming"))
+
+
+def frame_index(v: StripInfo, scene_frame: int, rate: float, rounds: bool = True) -> int:
+    """The clip frame slot (at the clip's own rate) Blender shows at `scene_frame`: see the module
+    docstring. `rounds`: half-up rounding of the scaled index (Blender 5.0) or truncation (3.4)."""
+    j = min(max(scene_frame - v.frame_start, 0.0), max(v.frame_duration - 1, 0))
+    x = j * rate
+    i = math.floor(x + 0.5) if rounds else math.floor(x + 1e-9)
+    return int(i) + v.animation_offset_start
+
+
+def source_times(v: StripInfo, scene_fps: float, rounds: bool = True) -> Tuple[float, ...]:
+    """Clip time on screen at each used scene frame [V0, V1): index / clip fps."""
+    rate = playback_rate(v, scene_fps)
+    return tuple(frame_index(v, f, rate, rounds) / v.media_fps for f in range(v.final_start, v.final_end))
 
 
 def check_video(v: StripInfo, scene_fps: float) -> None:
@@ -162,33 +237,28 @@ def check_video(v: StripInfo, scene_fps: float) -> None:
         raise SnapshotError(
             f"'{v.name}' is an image sequence; render it to a movie first (only single images and movies are supported)"
         )
-    speed_msg = (f"'{v.name}' plays at a changed speed ({{}}); lip sync needs one clip frame per scene frame: "
-                 "remove the speed change (or render the strip to a new movie first)")
     if v.speed_effects:
-        raise SnapshotError(speed_msg.format("Speed Control strip " + ", ".join(repr(n) for n in v.speed_effects)))
+        raise SnapshotError(_SPEED_MSG.format(
+            name=v.name, why="Speed Control strip " + ", ".join(repr(n) for n in v.speed_effects)))
     if abs(v.speed_factor - 1.0) > 1e-6:
-        raise SnapshotError(speed_msg.format(f"speed factor {v.speed_factor:g}"))
+        raise SnapshotError(_SPEED_MSG.format(name=v.name, why=f"speed factor {v.speed_factor:g}"))
     if v.kind == MOVIE:
         if v.reversed:
-            raise SnapshotError(speed_msg.format("reversed frames"))
+            raise SnapshotError(_SPEED_MSG.format(name=v.name, why="reversed frames"))
         if v.strobe > 1.0 + 1e-6:
-            raise SnapshotError(speed_msg.format(f"strobe {v.strobe:g}"))
-        if v.media_frames is not None:
-            available = v.media_frames - v.animation_offset_start - v.animation_offset_end
-            if abs(v.frame_duration - available) > 1:
-                why = "retiming" if v.retiming_keys else (
-                    f"playback rate adjusted from {v.media_fps:g} to {scene_fps:g} fps"
-                    if v.media_fps and abs(v.media_fps - scene_fps) > 1e-3 else "retiming or playback rate"
+            raise SnapshotError(_SPEED_MSG.format(name=v.name, why=f"strobe {v.strobe:g}"))
+        if v.retiming_keys > 2:
+            raise SnapshotError(_SPEED_MSG.format(name=v.name, why="retiming"))
+        if v.media_fps:
+            playback_rate(v, scene_fps)  # refuses retiming that shows only in the length
+        else:
+            # Without the clip's rate only the index mapping is left, which cannot hold frames.
+            first = v.final_start - v.frame_start
+            last = v.final_end - v.frame_start
+            if first < -1e-6 or last > v.frame_duration + 1e-6:
+                raise SnapshotError(
+                    f"'{v.name}' is extended past its clip (held first/last frames); trim it to the clip's frames"
                 )
-                raise SnapshotError(speed_msg.format(why))
-        elif v.retiming_keys > 2:
-            raise SnapshotError(speed_msg.format("retiming"))
-        first = v.final_start - v.frame_start
-        last = v.final_end - v.frame_start
-        if first < -1e-6 or last > v.frame_duration + 1e-6:
-            raise SnapshotError(
-                f"'{v.name}' is extended past its clip (held first/last frames); trim it to the clip's frames"
-            )
 
 
 def check_sound(s: StripInfo) -> None:
@@ -209,8 +279,9 @@ def sound_time(s: StripInfo, scene_frame: float, scene_fps: float) -> float:
     return (scene_frame - s.frame_start + s.animation_offset_start) / scene_fps - s.sound_offset
 
 
-def plan(video: StripInfo, sound: StripInfo, scene_fps: float) -> SyncRequest:
-    """The engine request that reproduces, in scene time, what the viewer sees and hears."""
+def plan(video: StripInfo, sound: StripInfo, scene_fps: float, *, rounds: bool = True) -> SyncRequest:
+    """The engine request that reproduces, in scene time, what the viewer sees and hears.
+    rounds: how this Blender turns a scaled frame index into a frame (compat.frame_index_rounds())."""
     if not (scene_fps > 0 and math.isfinite(scene_fps)):
         raise SnapshotError(f"the scene's frame rate is invalid ({scene_fps})")
     check_video(video, scene_fps)
@@ -244,8 +315,11 @@ def plan(video: StripInfo, sound: StripInfo, scene_fps: float) -> SyncRequest:
         )
 
     start_frame: Optional[int] = None
+    times: Optional[Tuple[float, ...]] = None
     if video.kind == MOVIE:
         start_frame = int(round(v0 - video.frame_start + video.animation_offset_start))
+        if video.media_fps:
+            times = source_times(video, scene_fps, rounds)
     return SyncRequest(
         source_name=video.name,
         source_channel=video.channel,
@@ -261,6 +335,7 @@ def plan(video: StripInfo, sound: StripInfo, scene_fps: float) -> SyncRequest:
         sound_name=sound.name,
         audio_cut=cut,
         notes=tuple(notes),
+        source_times=times,
     )
 
 

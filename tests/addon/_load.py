@@ -1,22 +1,21 @@
-"""Load the add-on's bpy-free modules (runner, snapshot) without importing the package (whose
-__init__ needs bpy)."""
+"""Load the add-on's bpy-free modules (runner, snapshot, wire) without running the package's
+__init__ (which needs bpy): a stand-in package over the same folder, so their relative imports
+(`from .wire import protocol`) work as inside Blender."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import sys
+import types
 from pathlib import Path
 
 ADDON = Path(__file__).resolve().parents[2] / "blender_addon"
+PACKAGE = "_w2l_addon"
 
 
 def load(name: str):
-    modname = f"_w2l_addon_{name}"
-    if modname in sys.modules:
-        return sys.modules[modname]
-    spec = importlib.util.spec_from_file_location(modname, ADDON / f"{name}.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[modname] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    if PACKAGE not in sys.modules:
+        pkg = types.ModuleType(PACKAGE)
+        pkg.__path__ = [str(ADDON)]  # type: ignore[attr-defined]
+        sys.modules[PACKAGE] = pkg
+    return importlib.import_module(f"{PACKAGE}.{name}")

@@ -1,24 +1,43 @@
-"""A stand-in for `python -m wav2lip_core` with the same command line, for the add-on's tests.
+"""A stand-in for `python -m wav2lip_core` for the add-on's tests: the same command line and the
+same protocol, taken from the engine's own protocol module (wav2lip_core/protocol.py, standard
+library only), so the two cannot drift apart.
 
 It writes a real (tiny) H.264 file with ceil(duration * fps) frames at --fps, reports progress as
-the core does with `--progress json`, and logs its arguments to $FAKE_ENGINE_LOG (JSON).
-$FAKE_ENGINE_MODE: ok (default) | error (exit 2 with `error: ...`) | crash (dies with a traceback)
-| slow (long progress, for cancel tests) | silent (exit 0 without writing anything).
+the core does with `--progress json`, and logs its arguments to $FAKE_ENGINE_LOG (JSON, with the
+--source-times list read back). $FAKE_ENGINE_MODE:
+  ok (default) | error (exit 1 with `error: ...`) | crash (dies with a traceback-like line)
+  | slow (long progress, for cancel tests) | silent (exit 0 without writing anything)
+  | other_protocol (says hello in protocol N+1, then carries on as if all was well)
+  | refuse_protocol (what a newer engine does with our --protocol: exit 3)
+  | old (an engine from before --protocol: argparse refuses the option, exit 2)
+  | big_stderr (megabytes of stderr, the error line in the middle of them, exit 1)
+  | note (a `note` event, as the real engine's detector choice)
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
 import sys
 import time
 from fractions import Fraction
+from pathlib import Path
+
+_PROTOCOL_PY = Path(__file__).resolve().parents[2] / "wav2lip_core" / "protocol.py"
+_spec = importlib.util.spec_from_file_location("_fake_engine_protocol", _PROTOCOL_PY)
+assert _spec is not None and _spec.loader is not None
+P = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(P)
+
+VERSION = "0.0.0-fake"
+DETECTOR_NOTE = "face detector: haar (BlazeFace weights not found; install.py --detector-weights PATH records them)"
 
 
-def emit(obj: dict) -> None:
-    print(json.dumps(obj), flush=True)
+def emit(line: str) -> None:
+    print(line, flush=True)
 
 
 def _rms(path: str):
@@ -38,47 +57,79 @@ def _rms(path: str):
     return [float(np.sqrt((a[i:i + step] ** 2).mean())) for i in range(0, len(a) - step + 1, step)]
 
 
+def parser(with_protocol: bool = True) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="wav2lip")
+    ap.add_argument(P.OPT_FACE, required=True)
+    ap.add_argument(P.OPT_AUDIO, required=True)
+    ap.add_argument(P.OPT_CHECKPOINT, required=True)
+    ap.add_argument(P.OPT_OUT, required=True)
+    ap.add_argument(P.OPT_DETECTOR, choices=P.names(P.DETECTORS), default=P.DETECTOR_AUTO)
+    ap.add_argument(P.OPT_DETECTOR_WEIGHTS)
+    ap.add_argument(P.OPT_BOX, nargs=4, type=int)
+    ap.add_argument(P.OPT_DEVICE, choices=P.names(P.DEVICES), default="auto")
+    ap.add_argument(P.OPT_FPS, type=float, default=25.0)
+    ap.add_argument(P.OPT_START_FRAME, type=int, default=0)
+    ap.add_argument(P.OPT_FRAMES, type=int)
+    ap.add_argument(P.OPT_SOURCE_TIMES)
+    ap.add_argument(P.OPT_AUDIO_START, type=float, default=0.0)
+    ap.add_argument(P.OPT_DURATION, type=float)
+    ap.add_argument(P.OPT_PROGRESS, default="bar")
+    if with_protocol:
+        ap.add_argument(P.OPT_PROTOCOL, type=int)
+    return ap
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--face", required=True)
-    ap.add_argument("--audio", required=True)
-    ap.add_argument("--checkpoint", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--detector")
-    ap.add_argument("--detector-weights")
-    ap.add_argument("--box", nargs=4, type=int)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--fps", type=float, default=25.0)
-    ap.add_argument("--start-frame", type=int, default=0)
-    ap.add_argument("--frames", type=int)
-    ap.add_argument("--audio-start", type=float, default=0.0)
-    ap.add_argument("--duration", type=float)
-    ap.add_argument("--progress", default="bar")
-    args = ap.parse_args(argv)
+    mode = os.environ.get("FAKE_ENGINE_MODE", "ok")
+    args = parser(with_protocol=mode != "old").parse_args(argv)
+    if mode == "refuse_protocol" or (args.protocol is not None and args.protocol != P.PROTOCOL_VERSION):
+        theirs = P.PROTOCOL_VERSION + 1 if mode == "refuse_protocol" else P.PROTOCOL_VERSION
+        print(f"error: this engine speaks protocol {theirs}, the caller {args.protocol}: re-run install.py",
+              file=sys.stderr)
+        return P.EXIT_PROTOCOL
+    times = None
+    if args.source_times:
+        with open(args.source_times, encoding="utf-8") as f:
+            times = json.load(f)
     log = os.environ.get("FAKE_ENGINE_LOG")
     if log:
         with open(log, "w") as f:
-            json.dump({"argv": sys.argv[1:], "audio_rms": _rms(args.audio), **vars(args)}, f)
-    mode = os.environ.get("FAKE_ENGINE_MODE", "ok")
+            json.dump({"argv": sys.argv[1:], "audio_rms": _rms(args.audio), "source_times_list": times,
+                       **vars(args)}, f)
+    json_mode = args.progress == P.PROGRESS_JSON
+    if json_mode:
+        emit(P.event(P.EVENT_HELLO, **{P.KEY_PROTOCOL: P.PROTOCOL_VERSION + 1, P.KEY_VERSION: "9.9"})
+             if mode == "other_protocol" else P.hello(VERSION))
     print("some stray output that is not JSON", flush=True)
     if mode == "error":
         print("warming up", file=sys.stderr)
         print("error: cannot read the checkpoint: it is not a Wav2Lip model", file=sys.stderr)
-        return 2
+        return P.EXIT_ERROR
+    if mode == "big_stderr":
+        junk = "x" * 1000
+        for _ in range(3000):  # 3 MB of warnings before the error ...
+            print(f"warning: {junk}", file=sys.stderr)
+        print("y" * 2_000_000, file=sys.stderr)  # ... one runaway 2 MB line ...
+        print("error: the clip's audio track is damaged at 3.2 s", file=sys.stderr)
+        for _ in range(500):  # ... and more noise after it
+            print(f"cleanup: {junk}", file=sys.stderr)
+        return P.EXIT_ERROR
     if mode == "crash":
-        emit({"stage": "decode", "done": 1, "total": 10})
+        emit(P.progress(P.STAGE_AUDIO, 1, 10))
         raise SystemExit("Segmentation fault (simulated)")
     if mode == "slow":
         for i in range(600):
-            emit({"stage": "model", "done": i, "total": 600})
+            emit(P.progress(P.STAGE_SYNC, i, 600))
             time.sleep(0.1)
     if mode == "silent":
         return 0
+    if mode == "note":
+        emit(P.note(DETECTOR_NOTE))
     duration = args.duration if args.duration is not None else 1.0
     n = max(1, math.ceil(duration * args.fps - 1e-9))
-    for stage in ("decode", "detect", "model"):
+    for stage in P.STAGES:
         for i in range(0, n + 1, max(1, n // 3)):
-            emit({"stage": stage, "done": min(i, n), "total": n})
+            emit(P.progress(stage, min(i, n), n))
     import av
     import numpy as np
 
@@ -91,12 +142,12 @@ def main(argv=None) -> int:
             img = np.full((64, 64, 3), (i * 7) % 256, dtype=np.uint8)
             for pkt in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 out.mux(pkt)
-            if i % 10 == 0:
-                emit({"stage": "encode", "done": i, "total": n})
         for pkt in st.encode():
             out.mux(pkt)
     os.replace(tmp, args.out)
-    emit({"stage": "done", "out": args.out, "frames": n, "seconds": 0.1})
+    if json_mode:
+        emit(P.event(P.EVENT_DONE, **{P.KEY_OUT: args.out, P.KEY_FRAMES: n, P.KEY_SECONDS: 0.1,
+                                      P.KEY_DETECTOR: "haar"}))
     return 0
 
 

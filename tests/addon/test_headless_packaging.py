@@ -68,7 +68,7 @@ def test_headless_sync_render_save(tmp_path, media, fake_python, dummy_checkpoin
     assert streams(out) == {"video": 30, "audio": streams(out)["audio"]} and streams(out)["audio"] > 0
     args = json.loads((tmp_path / "args.json").read_text())
     assert args["detector"] == "blazeface" and args["detector_weights"] == dummy_checkpoint
-    assert args["start_frame"] == 4 and args["frames"] == 30
+    assert args["source_times_list"] == pytest.approx([(4 + k) / 25 for k in range(30)])
     assert (tmp_path / "lipsync" / "Face.lipsync.mp4").is_file()
     # The saved file has the strip (relative path) and the muted source.
     check = run_py(

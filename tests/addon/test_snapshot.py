@@ -12,7 +12,7 @@ StripInfo, plan, SnapshotError = snap.StripInfo, snap.plan, snap.SnapshotError
 
 def movie(**kw):
     base = dict(name="Face", kind="MOVIE", filepath="/m/face.mp4", channel=2, frame_start=10.0,
-                final_start=10, final_end=135, frame_duration=125, media_fps=25.0)
+                final_start=10, final_end=135, frame_duration=125, media_fps=25.0, media_frames=125)
     base.update(kw)
     return StripInfo(**base)
 
@@ -25,6 +25,7 @@ def sound(**kw):
 
 
 def _args(req, **kw):
+    kw.setdefault("source_times_path", "/t/times.json")
     a = req.engine_args(checkpoint="c.pth", out="o.mp4", **kw)
     return {a[i]: a[i + 1] for i in range(0, len(a) - 1) if a[i].startswith("--") and not a[i + 1].startswith("--")}
 
@@ -34,8 +35,11 @@ def test_aligned_strips():
     assert (req.insert_frame, req.used_frames, req.start_frame) == (10, 125, 0)
     assert req.audio_start == 0.0 and req.duration == pytest.approx(125 / 24)
     assert req.audio_cut is None  # the sound just ends: silence after it, as in Blender
-    a = _args(req, detector="blazeface", detector_weights="/w/bf.pth")
-    assert a["--fps"] == "24" and a["--start-frame"] == "0" and a["--frames"] == "125"
+    a = _args(req, detector="blazeface", detector_weights="/w/bf.pth", source_times_path="/t/times.json")
+    assert a["--fps"] == "24" and a["--source-times"] == "/t/times.json" and a["--protocol"] == "2"
+    assert "--start-frame" not in a  # the times say which frames
+    # A 25 fps clip in a 24 fps scene, playback rate not adjusted: one clip frame per scene frame.
+    assert req.source_times == pytest.approx([k / 25 for k in range(125)])
     assert a["--audio-start"] == "0" and float(a["--duration"]) == pytest.approx(125 / 24)
     assert a["--detector"] == "blazeface" and a["--progress"] == "json"
 
@@ -97,9 +101,9 @@ def test_image_strip():
     (dict(strobe=3.0), "strobe"),
     (dict(speed_effects=("Speed",)), "Speed Control"),
     (dict(retiming_keys=2, media_frames=250), "retiming"),
-    (dict(media_frames=130, media_fps=30.0), "playback rate adjusted from 30 to 24"),
-    (dict(final_start=5), "held first/last"),
-    (dict(final_end=140), "held first/last"),
+    (dict(media_frames=130, media_fps=30.0), "retiming"),  # neither 130 nor 130 * 24 / 30 frames long
+    (dict(media_fps=0.0, final_start=5), "held first/last"),  # no clip rate: only the index mapping
+    (dict(media_fps=0.0, final_end=140), "held first/last"),
     (dict(kind="IMAGE", image_count=10), "image sequence"),
 ])
 def test_refused(change, match):
@@ -109,6 +113,71 @@ def test_refused(change, match):
 
 def test_unchanged_speed_with_known_frame_count_is_fine():
     assert plan(movie(media_frames=125, retiming_keys=2), sound(), 24.0).used_frames == 125
+
+
+def test_unknown_frame_count_with_another_rate_is_refused_clearly():
+    with pytest.raises(SnapshotError, match="cannot read the frame count"):
+        plan(movie(media_frames=None), sound(), 24.0)
+
+
+# Frame content Blender 5.0.1 rendered for numbered clips (tests/addon/numbered_clip.py), scene
+# frames from the strip's start: these are measurements, reproduced by test_timing_blender.py.
+A30_IN_25_ADJUSTED = [0, 1, 2, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18, 19, 20, 22, 23, 24]
+A30_IN_20_ADJUSTED = [0, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15]  # 1.5 clip frames per scene frame: halves round up
+A30_IN_24_ADJUSTED = [0, 1, 3, 4, 5, 6, 8, 9, 10, 11, 13, 14, 15, 16, 18]
+# Blender 3.4.1 truncates instead: the same 30 fps clip, adjusted, in a 25 fps scene.
+A30_IN_25_ADJUSTED_34 = [0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16]
+
+
+def _cfr_frames(times, fps=30.0):
+    """The frame on screen at each time in a constant-rate clip (frame k spans [k/fps, (k+1)/fps))."""
+    return [int(t * fps + 1e-6) for t in times]
+
+
+@pytest.mark.parametrize("scene_fps, seen, rounds", [
+    (25, A30_IN_25_ADJUSTED, True), (20, A30_IN_20_ADJUSTED, True), (24, A30_IN_24_ADJUSTED, True),
+    (25, A30_IN_25_ADJUSTED_34, False),
+])
+def test_adjusted_playback_rate_matches_blender(scene_fps, seen, rounds):
+    # 90 frames at 30 fps; "adjust playback rate" on makes the strip 90 * scene / 30 frames long.
+    n = int(90 * scene_fps / 30)
+    v = movie(frame_start=1.0, final_start=1, final_end=1 + n, frame_duration=n, media_fps=30.0, media_frames=90)
+    assert snap.playback_rate(v, scene_fps) == pytest.approx(30 / scene_fps)
+    times = snap.source_times(v, scene_fps, rounds)
+    assert len(times) == n
+    assert _cfr_frames(times[:len(seen)]) == seen
+    assert _cfr_frames(times[-1:]) == [89 if rounds else int((n - 1) * 30 / scene_fps)]
+
+
+def test_not_adjusted_plays_one_clip_frame_per_scene_frame():
+    v = movie(frame_start=1.0, final_start=1, final_end=91, frame_duration=90, media_fps=30.0, media_frames=90)
+    assert snap.playback_rate(v, 25.0) == 1.0
+    assert _cfr_frames(snap.source_times(v, 25.0)) == list(range(90))
+
+
+def test_hard_trim_adjusted_and_held_ends():
+    # Measured: 30 fps clip adjusted into 25 fps, starting at frame 10, hard trim 7: frames 10..19
+    # show 7, 8, 9, 11, 12, 13, 14, 15, 17, 18.
+    v = movie(frame_start=10.0, final_start=10, final_end=79, frame_duration=69, media_fps=30.0, media_frames=90,
+              animation_offset_start=7)
+    assert _cfr_frames(snap.source_times(v, 25.0)[:10]) == [7, 8, 9, 11, 12, 13, 14, 15, 17, 18]
+    # Measured: handles pulled 3 frames before and 5 after the content hold the first and last frame.
+    v = movie(frame_start=10.0, final_start=7, final_end=90, frame_duration=75, media_fps=30.0, media_frames=90)
+    times = snap.source_times(v, 25.0)
+    assert _cfr_frames(times[:6]) == [0, 0, 0, 0, 1, 2]
+    assert _cfr_frames(times[-10:]) == [84, 85, 86, 88, 89, 89, 89, 89, 89, 89]  # scene frames 80..89
+    req = plan(v, sound(frame_start=7.0, final_start=7, final_end=90), 25.0)
+    assert req.used_frames == 83 and len(req.source_times) == 83
+
+
+def test_variable_rate_clip_is_mapped_by_time():
+    # vretalk_face1: Blender counts 183 frames at 30 fps (the file has 135); in a 30 fps scene
+    # scene frame k shows the frame on screen at k / 30 s.
+    v = movie(frame_start=1.0, final_start=1, final_end=184, frame_duration=183, media_fps=30.0, media_frames=183)
+    times = snap.source_times(v, 30.0)
+    assert times == pytest.approx([k / 30 for k in range(183)])
+    a = _args(plan(v, sound(frame_start=1.0, final_start=1, final_end=184), 30.0))
+    assert "--frames" not in a and "--start-frame" not in a
 
 
 def test_sound_refusals():

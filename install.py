@@ -145,18 +145,19 @@ def ensure_engine(env: Path, *, torch_index_url: str | None, with_bpy: bool, dev
 
 # --- Blender --------------------------------------------------------------------------------
 
-def blender_candidates() -> list[Path]:
-    """The usual install folders, newest-looking first."""
+def blender_candidates(platform: str | None = None) -> list[Path]:
+    """The usual install folders, newest-looking first (`platform`: sys.platform's value)."""
+    platform = platform or sys.platform
     home = Path.home()
     globs: list[tuple[Path, str]] = []
-    if sys.platform == "win32":
+    if platform == "win32":
         program_files = [b for b in (os.environ.get("ProgramFiles", r"C:\Program Files"), os.environ.get("ProgramFiles(x86)", "")) if b]
         for base in program_files:
             globs.append((Path(base) / "Blender Foundation", "Blender*/blender.exe"))
         # Steam installs itself under "Program Files (x86)" by default.
         for base in reversed(program_files):
             globs.append((Path(base) / "Steam" / "steamapps" / "common", "Blender/blender.exe"))
-    elif sys.platform == "darwin":
+    elif platform == "darwin":
         globs += [(Path("/Applications"), "Blender*.app/Contents/MacOS/Blender"),
                   (home / "Applications", "Blender*.app/Contents/MacOS/Blender")]
     else:
@@ -260,15 +261,16 @@ def usable_blender(explicit: str | None) -> tuple[BlenderInfo | None, str]:
         return None, f"{e}: the add-on is not installed there"
 
 
-def blender_config_dir(version: tuple[int, int, int]) -> Path:
+def blender_config_dir(version: tuple[int, int, int], platform: str | None = None) -> Path:
     """Blender's per-version user config folder as Blender computes it by default (BLENDER_USER_CONFIG
     overrides, as in Blender); used when no Blender program can be asked."""
+    platform = platform or sys.platform
     if os.environ.get("BLENDER_USER_CONFIG"):
         return Path(os.environ["BLENDER_USER_CONFIG"])
     ver = f"{version[0]}.{version[1]}"
-    if sys.platform == "win32":
+    if platform == "win32":
         base = Path(os.environ.get("APPDATA", Path.home() / "AppData" / "Roaming")) / "Blender Foundation" / "Blender"
-    elif sys.platform == "darwin":
+    elif platform == "darwin":
         base = Path.home() / "Library" / "Application Support" / "Blender"
     else:
         base = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "blender"

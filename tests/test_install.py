@@ -1,9 +1,12 @@
 """install.py's pieces that run without a real Blender program: finding Blender, recording
-preferences into a Blender user folder, checkpoint verification, the status table."""
+preferences into a Blender user folder, the built add-on, checkpoint and detector weights
+verification, the status table. (tests/blender_program runs it against the real program.)"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -46,12 +49,40 @@ def test_explicit_blender_path_and_folder(tmp_path):
         install.find_blender(str(tmp_path / "nope"))
 
 
-def test_finds_blender_in_usual_folders(tmp_path, monkeypatch):
+def _touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("")
+    return path
+
+
+@pytest.mark.parametrize("platform", ["linux", "darwin", "win32"])
+def test_blender_candidates_per_platform(tmp_path, monkeypatch, platform):
+    """Each platform's usual folders, checked on any OS (paths under tmp_path stand in)."""
+    monkeypatch.setattr(install.Path, "home", lambda: tmp_path)
+    if platform == "linux":
+        want = [_touch(tmp_path / "blender-4.5.2-linux-x64" / "blender"), _touch(tmp_path / "blender-4.2.0-linux-x64" / "blender")]
+    elif platform == "darwin":
+        want = [_touch(tmp_path / "Applications" / "Blender.app" / "Contents" / "MacOS" / "Blender")]
+    else:
+        pf, pf86 = tmp_path / "Program Files", tmp_path / "Program Files (x86)"
+        monkeypatch.setenv("ProgramFiles", str(pf))
+        monkeypatch.setenv("ProgramFiles(x86)", str(pf86))
+        want = [_touch(pf / "Blender Foundation" / "Blender 4.5" / "blender.exe"),
+                _touch(pf86 / "Steam" / "steamapps" / "common" / "Blender" / "blender.exe")]  # Steam's default
+    found = [p for p in install.blender_candidates(platform) if str(p).startswith(str(tmp_path))]
+    assert found == want
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the stand-in Blender is a shell script")
+def test_find_blender_falls_back_to_usual_folders(tmp_path, monkeypatch):
     monkeypatch.setattr(install.Path, "home", lambda: tmp_path)
     monkeypatch.setenv("PATH", "/nonexistent")
-    exe = _fake_blender(tmp_path / "blender-4.5.2-linux-x64", "4.5.2")
-    if sys.platform.startswith("linux"):
-        assert install.find_blender() == (exe, (4, 5, 2))
+    if sys.platform == "darwin":
+        exe = _fake_blender(tmp_path / "Applications" / "Blender.app" / "Contents" / "MacOS", "4.5.2")
+        exe = exe.rename(exe.with_name("Blender"))
+    else:
+        exe = _fake_blender(tmp_path / "blender-4.5.2-linux-x64", "4.5.2")
+    assert install.find_blender() == (exe, (4, 5, 2))
 
 
 def test_records_preferences_into_blender_user_folder(tmp_path, monkeypatch):
@@ -68,11 +99,17 @@ def test_records_preferences_into_blender_user_folder(tmp_path, monkeypatch):
     assert install.read_config(cfg_dir) == {"python": "/x/bin/python", "checkpoint": "/w/b.pth"}
 
 
-def test_blender_config_dir_default_layout(monkeypatch, tmp_path):
+@pytest.mark.parametrize("platform, layout", [
+    ("linux", "xdg/blender/5.0/config"),
+    ("darwin", "home/Library/Application Support/Blender/5.0/config"),
+    ("win32", "appdata/Blender Foundation/Blender/5.0/config"),
+])
+def test_blender_config_dir_default_layout(monkeypatch, tmp_path, platform, layout):
     monkeypatch.delenv("BLENDER_USER_CONFIG", raising=False)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    if sys.platform.startswith("linux"):
-        assert install.blender_config_dir((5, 0, 1)) == tmp_path / "blender" / "5.0" / "config"
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("APPDATA", str(tmp_path / "appdata"))
+    monkeypatch.setattr(install.Path, "home", lambda: tmp_path / "home")
+    assert install.blender_config_dir((5, 0, 1), platform) == tmp_path / layout
 
 
 def test_checkpoint_verification_messages(tmp_path, checkpoint):
@@ -84,6 +121,22 @@ def test_checkpoint_verification_messages(tmp_path, checkpoint):
         install.verify_checkpoint(py, page)
     with pytest.raises(install.InstallError, match="checkpoint not found.*Wav2Lip authors"):
         install.verify_checkpoint(py, tmp_path / "missing.pth")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the stand-in engines are shell scripts")
+@pytest.mark.parametrize("says, why", [
+    ("", "the engine exited with code 3 and said nothing"),  # e.g. killed, or a broken interpreter
+    ("echo '   ' >&2; echo >&2", "the engine exited with code 3 and said nothing"),
+    ("echo 'Traceback (most recent call last):' >&2; echo 'ImportError: libtorch.so: cannot open' >&2",
+     "ImportError: libtorch.so: cannot open"),
+])
+def test_checkpoint_verification_when_the_engine_fails(tmp_path, checkpoint, says, why):
+    engine = tmp_path / "python"
+    engine.write_text(f"#!/bin/sh\n{says}\nexit 3\n")
+    engine.chmod(0o755)
+    with pytest.raises(install.InstallError) as e:
+        install.verify_checkpoint(engine, checkpoint)
+    assert str(e.value) == f"the engine could not load the checkpoint {checkpoint}: {why}"
 
 
 def test_check_prints_every_row_and_fails_without_checkpoint(tmp_path, checkpoint):
@@ -112,3 +165,47 @@ def test_untrained_checkpoint_is_seeded_and_loads(tmp_path):
     c = load_checkpoint(save_untrained_checkpoint(tmp_path / "c.pth", seed=1)).state_dict()
     key = "audio_encoder.0.conv_block.0.weight"
     assert torch.equal(a[key], b[key]) and not torch.equal(a[key], c[key])
+
+
+def test_staged_addon_is_self_contained(tmp_path, monkeypatch):
+    """The built add-on: the add-on's files, the core's protocol.py beside them (wire.py loads
+    that copy), no caches or dotfiles."""
+    src = tmp_path / "src"
+    shutil.copytree(install.ADDON_DIR, src, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    _touch(src / "__pycache__" / "operators.cpython-311.pyc")
+    _touch(src / ".DS_Store")
+    monkeypatch.setattr(install, "ADDON_DIR", src)
+    staged = install.stage_addon(tmp_path / "built" / install.ADDON_ID)
+    want = sorted(p.name for p in install.ADDON_DIR.iterdir() if p.name not in ("__pycache__", ".DS_Store", "protocol.py"))
+    assert sorted(p.name for p in staged.iterdir()) == sorted(want + ["protocol.py"])
+    assert (staged / "protocol.py").read_bytes() == (ROOT / "wav2lip_core" / "protocol.py").read_bytes()
+    spec = importlib.util.spec_from_file_location("staged_wire", staged / "wire.py")
+    wire = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wire)
+    assert Path(wire.protocol.__file__) == staged / "protocol.py"
+
+
+def test_addon_hash_follows_the_files_only(tmp_path):
+    staged = install.stage_addon(tmp_path / "a" / install.ADDON_ID)
+    digest = install.addon_hash(staged)
+    _touch(staged / "__pycache__" / "x.pyc").write_text("cache")
+    (staged / install.STAMP_NAME).write_text(digest)
+    assert install.addon_hash(staged) == digest  # caches and the stamp do not count
+    (staged / "panel.py").write_text((staged / "panel.py").read_text() + "\n# edited\n")
+    assert install.addon_hash(staged) != digest
+    (staged / "panel.py").rename(staged / "panel2.py")  # a renamed file is a change too
+    edited = install.addon_hash(staged)
+    assert edited not in (digest, install.addon_hash(install.stage_addon(tmp_path / "b" / install.ADDON_ID)))
+
+
+def test_detector_files(tmp_path, blazeface_dir):
+    assert install.detector_files(blazeface_dir / "blazeface.pth") == (blazeface_dir / "blazeface.pth", blazeface_dir / "anchors.npy")
+    assert install.detector_files(blazeface_dir / "blazefaceback.pth") == (blazeface_dir / "blazefaceback.pth",
+                                                                           blazeface_dir / "anchorsback.npy")
+    assert install.detector_files(blazeface_dir) == (blazeface_dir / "blazeface.pth", blazeface_dir / "anchors.npy")
+    s3fd = _touch(tmp_path / "s3fd-619a316812.pth")
+    assert install.detector_files(s3fd) == (s3fd, None)  # S3FD needs no anchors
+    with pytest.raises(install.InstallError, match="BlazeFace anchors not found: .*anchors.npy is missing"):
+        install.detector_files(_touch(tmp_path / "x" / "blazeface.pth"))
+    with pytest.raises(install.InstallError, match="no face detector weights in"):
+        install.detector_files(_touch(tmp_path / "empty" / "notes.txt").parent)

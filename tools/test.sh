@@ -4,6 +4,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${WAV2LIP_VENV:-.venv}"
+# The real Blender program (Debian's package: 3.4.1), Xvfb and xdotool for tests/blender_program
+# and the window tests. CI runs as root: install what is missing. Without root (and without
+# them) those tests skip and say why.
+missing=""
+command -v blender >/dev/null || missing="$missing blender"
+command -v xvfb-run >/dev/null || missing="$missing xvfb"
+command -v xdotool >/dev/null || missing="$missing xdotool"
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test.sh: installing$missing with apt-get" >&2
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing
+  else
+    echo "test.sh: not installed:$missing (run as root to install them with apt-get); the real-Blender tests skip" >&2
+  fi
+fi
 PY="${PYTHON:-python3}"
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"

@@ -209,3 +209,14 @@ def test_detector_files(tmp_path, blazeface_dir):
         install.detector_files(_touch(tmp_path / "x" / "blazeface.pth"))
     with pytest.raises(install.InstallError, match="no face detector weights in"):
         install.detector_files(_touch(tmp_path / "empty" / "notes.txt").parent)
+
+
+def test_one_licence_for_the_code():
+    """pyproject.toml and the add-on's manifest name the same licence (the add-on's must be
+    GPL-compatible for Blender)."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]["text"]
+    manifest = tomllib.loads((ROOT / "blender_addon" / "blender_manifest.toml").read_text())["license"]
+    assert manifest == ["SPDX:GPL-3.0-or-later"]
+    assert project.split()[0] == manifest[0].removeprefix("SPDX:")

@@ -1,8 +1,8 @@
 """Wav2Lip lip sync for Blender's Video Sequencer.
 
 Works as an extension (blender_manifest.toml, Blender 4.2+) and as a legacy add-on folder
-(bl_info). The heavy lifting runs in a separate Python process (`python -m wav2lip_core`), so
-torch is never imported into Blender.
+(bl_info, Blender 3.4+; compat.py holds the differences). The heavy lifting runs in a separate
+Python process (`python -m wav2lip_core`), so torch (or even numpy) is never imported into Blender.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ bl_info = {
     "name": "Wav2Lip Lip Sync",
     "author": "wav2lip-blender contributors",
     "version": (0, 1, 0),
-    "blender": (4, 2, 0),
+    "blender": (3, 4, 0),
     "location": "Sequencer > Sidebar > Lip Sync; Strip > Sync Lips",
     "description": "Lip-sync a movie strip to a sound strip with Wav2Lip, in the background",
     "category": "Sequencer",

@@ -1,16 +1,26 @@
-"""Every Blender version difference the add-on cares about, in one place (4.2 LTS .. 5.x).
+"""Every Blender version difference the add-on cares about, in one place (3.4 .. 5.x).
 
+- 3.4 (Debian 12's `blender`, checked in the real program): a legacy add-on only (bl_info; no
+  extensions before 4.2). `SequenceEditor.sequences`, `Sequence` types and
+  `context.selected_sequences` as in 4.2. No `UILayout.progress` (4.0+): `progress_bar` draws a
+  slider instead. A movie strip's scaled frame index is truncated, not rounded
+  (`frame_index_rounds`). No `Region.active_panel_category` (present in 4.2): which sidebar tab
+  is shown cannot be read. No retiming (`retiming_keys`), no `SoundStrip.sound_offset`; movie
+  strips still have the legacy `speed_factor` (1.0). `context.temp_override` and
+  `Window.event_simulate` exist. A Blender without numpy (Debian's, unless python3-numpy is
+  installed) cannot `import aud` (its Python module is built against numpy).
 - 4.2/4.3: `SequenceEditor.sequences` / `sequences_all`, types `Sequence`, `MovieSequence`, ...,
   `context.selected_sequences`. 4.4 renamed them to `strips` / `strips_all`, `Strip`,
   `MovieStrip`, ..., `context.selected_strips`, keeping the old collection and context names as
   deprecated aliases (4.5 has both, checked); 5.0 dropped the old names.
-- `SoundStrip.sound_offset` (seconds): absent in 4.2, present in 4.5 and 5.0.
+- `SoundStrip.sound_offset` (seconds): absent in 3.4 and 4.2, present in 4.5 and 5.0.
 - 5.0 adds `context.sequencer_scene` (the scene the sequencer edits, which may differ from
   `context.scene`), and movie output needs `image_settings.media_type = 'VIDEO'` before
   `file_format = 'FFMPEG'`.
 
 The helpers detect features rather than compare version numbers; the add-on's Blender tests run
-under bpy 5.0.1 and 4.5.15 (tools/test.sh).
+under bpy 5.0.1 and 4.5.15 (tools/test.sh), and in the real Blender 3.4.1 program
+(tests/blender_window/, a window under Xvfb).
 
 Everything else in the add-on goes through these helpers, and the type check runs against the
 4.2 and 5.0 stubs, so a version-specific API used elsewhere is caught without Blender.
@@ -184,13 +194,59 @@ def set_ffmpeg_output(scene: Scene, filepath: str, audio: bool = True) -> None:
     r.use_file_extension = False
 
 
-def progress_bar(layout: Any, factor: float, text: str) -> bool:
-    """`layout.progress` (4.0+); False when missing so the caller can draw a label instead."""
-    fn = getattr(layout, "progress", None)
-    if fn is None:
-        return False
-    fn(factor=max(0.0, min(1.0, factor)), type="BAR", text=text)
-    return True
+HAS_PROGRESS_WIDGET = "progress" in cast(Any, bpy.types.UILayout).bl_rna.functions  # 4.0+
+
+# Below 4.0 the bar is a slider over a window-manager property that stores nothing: its getter
+# returns the factor last given to `progress_bar` (set during the same draw, so it is always
+# current) and its setter ignores input (a read-only one would be drawn greyed out).
+_FALLBACK_PROP = "wav2lip_progress"
+_fallback_factor = 0.0
+
+
+def _fallback_get(_owner: Any) -> float:
+    return _fallback_factor * 100.0
+
+
+def register() -> None:
+    if not HAS_PROGRESS_WIDGET:
+        setattr(bpy.types.WindowManager, _FALLBACK_PROP, bpy.props.FloatProperty(
+            name="Progress", subtype="PERCENTAGE", min=0.0, max=100.0, precision=0,
+            get=_fallback_get, set=lambda _owner, _value: None,
+            description="Progress of the lip-sync job"))
+
+
+def unregister() -> None:
+    if hasattr(bpy.types.WindowManager, _FALLBACK_PROP):
+        delattr(bpy.types.WindowManager, _FALLBACK_PROP)
+
+
+def progress_bar(layout: Any, factor: float, text: str, context: Optional[Context] = None) -> None:
+    """A progress bar with `text` on it: `layout.progress` (4.0+); before that a slider showing
+    the percentage (a text line when the slider's property is not registered)."""
+    global _fallback_factor
+    factor = max(0.0, min(1.0, factor))
+    if HAS_PROGRESS_WIDGET:
+        layout.progress(factor=factor, type="BAR", text=text)
+        return
+    wm = getattr(context, "window_manager", None) if context is not None else None
+    if wm is not None and hasattr(wm, _FALLBACK_PROP):
+        _fallback_factor = factor
+        layout.prop(wm, _FALLBACK_PROP, text=text, slider=True)
+    else:
+        layout.label(text=f"{text} ({factor * 100:.0f}%)")
+
+
+def sidebar_category(region: Any) -> Optional[str]:
+    """The sidebar tab a region shows (4.2+), or None where Blender cannot tell (3.4)."""
+    value = getattr(region, "active_panel_category", None)
+    return value if isinstance(value, str) and value != "UNSUPPORTED" else None
+
+
+def animation_playing(context: Context) -> bool:
+    """Whether any window plays the timeline (the screen flag is set in the playing one)."""
+    wm: Any = getattr(context, "window_manager", None)
+    windows = list(wm.windows) if wm is not None else []
+    return any(w.screen is not None and w.screen.is_animation_playing for w in windows)
 
 
 def strip_menu_class() -> Any:

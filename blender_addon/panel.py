@@ -1,11 +1,12 @@
-"""Sequencer sidebar panel (tab "Lip Sync") and the Strip menu entry."""
+"""Sequencer sidebar panel (tab "Lip Sync") and the Strip menu entry; what an Esc means."""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Dict
 
 import bpy
-from bpy.types import Context
+from bpy.types import Context, Event
 
 from . import capture, compat, operators, preferences
 
@@ -17,7 +18,17 @@ class SEQUENCER_PT_wav2lip(bpy.types.Panel):
     bl_label = "Lip Sync"
 
     def draw(self, context: Context) -> None:
+        region = getattr(context, "region", None)
+        if region is not None:
+            _drawn_in[region.as_pointer()] = time.monotonic()
         draw_panel(self.layout, context)
+
+
+# Sidebar regions (by pointer) in which the panel's body was drawn, and when. While a job runs
+# the operator redraws every Sequencer four times a second, so a region whose entry is older
+# than DRAWN_RECENTLY no longer shows the panel (another tab, collapsed, or closed).
+_drawn_in: Dict[int, float] = {}
+DRAWN_RECENTLY = 1.5
 
 
 def draw_panel(layout: Any, context: Context) -> None:
@@ -27,8 +38,7 @@ def draw_panel(layout: Any, context: Context) -> None:
         p = job.runner.poll()
         col = layout.column(align=True)
         col.label(text=f"{job.request.source_name} \u2192 {job.request.source_name}{operators.SUFFIX}", icon="SEQUENCE")
-        if not compat.progress_bar(col, p.fraction, p.text):
-            col.label(text=f"{p.text} ({p.fraction * 100:.0f}%)")
+        compat.progress_bar(col, p.fraction, p.text, context)
         col.operator(operators.SEQUENCER_OT_wav2lip_cancel.bl_idname, text="Cancel", icon="CANCEL")
         return
 
@@ -62,6 +72,32 @@ def draw_panel(layout: Any, context: Context) -> None:
         op.mute_source = settings.mute_source
 
 
+def esc_targets_job(context: Context, event: Event) -> bool:
+    """Whether an Esc press is meant for the running job: the mouse is over a Sequencer sidebar
+    that shows this panel and nothing is playing. Anywhere else Esc keeps its usual meaning
+    (stop playback, leave a tool, ...) and the job goes on; the Cancel button always cancels."""
+    if compat.animation_playing(context):
+        return False
+    window = getattr(context, "window", None)
+    if window is None or window.screen is None:
+        return False
+    x, y = event.mouse_x, event.mouse_y
+    now = time.monotonic()
+    for area in window.screen.areas:
+        if area.type != "SEQUENCE_EDITOR":
+            continue
+        for region in area.regions:
+            if region.type != "UI" or region.width <= 1:
+                continue
+            if not (region.x <= x < region.x + region.width and region.y <= y < region.y + region.height):
+                continue
+            category = compat.sidebar_category(region)
+            if category is not None and category != SEQUENCER_PT_wav2lip.bl_category:
+                return False
+            return now - _drawn_in.get(region.as_pointer(), -1e9) <= DRAWN_RECENTLY
+    return False
+
+
 def menu_func(self: Any, context: Context) -> None:
     self.layout.separator()
     self.layout.operator(operators.SEQUENCER_OT_wav2lip_sync.bl_idname, icon="SPEAKER")
@@ -71,6 +107,7 @@ classes = (SEQUENCER_PT_wav2lip,)
 
 
 def register() -> None:
+    compat.register()
     for cls in classes:
         bpy.utils.register_class(cls)
     menu = compat.strip_menu_class()
@@ -84,3 +121,5 @@ def unregister() -> None:
         menu.remove(menu_func)
     for cls in reversed(classes):
         bpy.utils.unregister_class(cls)
+    compat.unregister()
+    _drawn_in.clear()

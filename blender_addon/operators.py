@@ -366,8 +366,14 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
         if job is None or job.cancel_requested:
             return self._stop(context, cancelled=True)
         if event.type == "ESC" and event.value == "PRESS":
-            cancel_active_job()
-            return self._stop(context, cancelled=True)
+            # This handler sees every Esc in the window before the keymap does: cancel only an
+            # Esc aimed at the job, so stopping playback or a tool never throws the work away.
+            from . import panel  # (imported here: panel imports this module)
+
+            if panel.esc_targets_job(context, event):
+                cancel_active_job()
+                return self._stop(context, cancelled=True)
+            return {"PASS_THROUGH"}
         if event.type == "TIMER":
             _redraw_sequencers(context)
             if job.runner.finished:
@@ -422,7 +428,7 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
 
 
 class SEQUENCER_OT_wav2lip_cancel(bpy.types.Operator):
-    """Stop the running lip-sync job; nothing is inserted"""
+    """Stop the running lip-sync job; nothing is inserted (Esc with the mouse over the Lip Sync panel does the same)"""
 
     bl_idname = "sequencer.wav2lip_cancel"
     bl_label = "Cancel Lip Sync"

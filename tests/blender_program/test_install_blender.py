@@ -67,6 +67,9 @@ def test_install_twice_keeps_user_preferences_and_enables_addon(blender_exe, eng
     second = run_install(env, "--venv", str(engine_env))
     assert second.returncode == 0, second.stdout + second.stderr
     assert "already installed, up to date" in second.stdout, second.stdout
+    check = run_install(env, "--venv", str(engine_env), "--check")
+    row = next(ln for ln in check.stdout.splitlines() if "add-on installed" in ln)
+    assert row.split()[2] == "ok" and f"/{ADDON}" in row, check.stdout
 
     after = prefs(blender_exe, env)
     assert_user_prefs_kept(after)
@@ -88,6 +91,8 @@ def test_install_twice_keeps_user_preferences_and_enables_addon(blender_exe, eng
         f.write("\nchanged by test_install_blender\n")
     assert install.install_addon(info, staged) == "updated"
     assert "changed by test_install_blender" in (info.addon_dir / "README.md").read_text()
+    check = run_install(env, "--venv", str(engine_env), "--check")
+    assert "(outdated: run python3 install.py)" in check.stdout, check.stdout
     assert install.install_addon(info, staged) == "up to date"
     again = prefs(blender_exe, env)
     assert_user_prefs_kept(again)

@@ -5,9 +5,11 @@ Everything is in *scene time*, because that is what the viewer sees.
 Video: at scene frame f in the strip's used range [V0, V1) (its handles, after trims), Blender
 shows (measured by rendering numbered clips, tests/addon/test_timing_blender.py):
 
-    j = clamp(f - frame_start, 0, content - 1)        content: the strip's length in scene frames
-    i = R(j * rate) + animation_offset_start          rate: clip fps / scene fps when the strip's
-                                                      "adjust playback rate" is on, else 1
+    x = min(max(f - frame_start, 0) * rate, frames - 1)   rate: clip fps / scene fps when the
+                                                          strip's "adjust playback rate" is on,
+                                                          else 1; frames: the clip's frames
+                                                          after hard trims
+    i = R(x) + animation_offset_start
     the clip frame on screen at  i / clip_fps  seconds after the clip's first frame
 
 where R rounds half up (Blender 5.0; 4.2's source does the same) or truncates (Blender 3.4:
@@ -211,8 +213,11 @@ def playback_rate(v: StripInfo, scene_fps: float) -> float:
 def frame_index(v: StripInfo, scene_frame: int, rate: float, rounds: bool = True) -> int:
     """The clip frame slot (at the clip's own rate) Blender shows at `scene_frame`: see the module
     docstring. `rounds`: half-up rounding of the scaled index (Blender 5.0) or truncation (3.4)."""
-    j = min(max(scene_frame - v.frame_start, 0.0), max(v.frame_duration - 1, 0))
-    x = j * rate
+    available = (v.media_frames - v.animation_offset_start - v.animation_offset_end
+                 if v.media_frames is not None else v.frame_duration)
+    # As Blender's give_frame_index: from the content start, scaled, then clamped to the clip's
+    # frames (handles pulled past the content hold the first/last frame).
+    x = min(max(scene_frame - v.frame_start, 0.0) * rate, max(available - 1, 0))
     i = math.floor(x + 0.5) if rounds else math.floor(x + 1e-9)
     return int(i) + v.animation_offset_start
 

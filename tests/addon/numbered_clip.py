@@ -23,10 +23,12 @@ def numbered_frame(k: int, size: int = SIZE) -> np.ndarray:
     return img
 
 
-def read_number(img: np.ndarray) -> int:
-    """The index shown in an RGB(A) picture (any size, rows top to bottom)."""
+def read_number(img: np.ndarray, rows: Optional[slice] = None) -> int:
+    """The index shown in an RGB(A) picture (any size, rows top to bottom; `rows`: where to read,
+    default the middle half)."""
     h, w = img.shape[:2]
-    row = img[h // 4: 3 * h // 4, :, :3].astype(float).mean(axis=(0, 2))
+    rows = rows if rows is not None else slice(h // 4, 3 * h // 4)
+    row = img[rows, :, :3].astype(float).mean(axis=(0, 2))
     k = 0
     for b in range(BITS):
         x0, x1 = b * w // BITS, (b + 1) * w // BITS

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from .conftest import add_movie, add_sound, deselect_all, strips
-from .test_timing_blender import write_clicks
+from .test_timing_blender import numbered, write_clicks  # noqa: F401 - numbered is a fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 KATIE = "sadtalker_WDA_KatieHill_000.mp4"  # 512x512, 25 fps, 200 frames
@@ -151,3 +151,37 @@ def test_e2e_headless_render(tmp_path, media, checkpoint, engine_python):
     s = streams(out)
     assert s.get("video") == 30 and s.get("audio", 0) > 0
     assert (tmp_path / "lipsync" / "Face.lipsync.mp4").is_file()
+
+
+@pytest.mark.parametrize("clip, adjust", [("cfr30", True), ("vfr", True)])
+def test_e2e_picture_matches_blender_render(clip, adjust, fresh, numbered, checkpoint, engine_python, tmp_path):
+    """The synced clip shows, at each output frame, the clip frame Blender renders at that scene
+    frame: numbered clips (a 30 fps clip with "adjust playback rate" in a 25 fps scene, a
+    variable-rate clip), the real engine, the face box on the bottom rows so the numbers above
+    are untouched."""
+    from .numbered_clip import SIZE, read_number, render_sequencer
+    from .test_timing_blender import add_movie_as_ui
+
+    bpy, scene = fresh
+    scene.render.fps, scene.render.fps_base = 25, 1.0
+    scene.render.resolution_x = scene.render.resolution_y = SIZE
+    face = add_movie_as_ui(bpy, scene, numbered[clip], 2, 1, adjust)
+    face.frame_offset_start = 3
+    face.frame_offset_end = max(0, face.frame_duration - 33)  # scene frames 4..33
+    snd = add_sound(scene, "S", write_clicks(tmp_path / "c.wav"), 1, 1)
+    deselect_all(scene)
+    face.select = snd.select = True
+    scene.sequence_editor.active_strip = face
+    used = list(range(face.frame_final_start, face.frame_final_end))
+    res = bpy.ops.sequencer.wav2lip_sync(
+        checkpoint=str(checkpoint), engine_python=engine_python, device="cpu",
+        detector="box", box=(SIZE - 16, SIZE, 0, SIZE), output_dir=str(tmp_path / "out"))
+    assert res == {"FINISHED"}
+    out = scene.sequence_editor.active_strip
+    assert (out.frame_final_start, out.frame_final_duration) == (used[0], len(used))
+    got, _ = frames_of(bpy.path.abspath(out.filepath))
+    engine = [read_number(f, rows=slice(4, SIZE // 2)) for f in got]
+    out.mute = True  # render the source strip, not the result above it
+    blender = [read_number(img, rows=slice(4, SIZE // 2)) for img in render_sequencer(bpy, scene, used, tmp_path / "r")]
+    assert engine == blender
+    assert len(set(blender)) < len(blender) or clip == "cfr30"

@@ -1,0 +1,204 @@
+"""The add-on's panel in a real Blender window: the Blender program on PATH (Debian 12's 3.4.1 in
+CI) with its full UI under Xvfb, real X input events from xdotool.
+
+One Blender session (window_script.py, ~30 s) does everything through Blender's event loop and
+writes what happened to JSON; the tests below judge it. The engine is the stand-in
+(tests/addon/fake_engine.py) with its stdout paced (paced_engine.py), so a job takes seconds.
+
+WAV2LIP_UPDATE_DOCS=1 also writes the README's panel picture (docs/panel.png) from the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+SCRIPT = HERE / "window_script.py"
+PACED_ENGINE = HERE / "paced_engine.py"
+CLIP = "vretalk_face2.mp4"  # 25 fps, 5 s
+SOUND = "vretalk_audio1.wav"
+SCREEN = (1600, 900)
+UI_SCALE = 1.25  # the interface size in the window (and so in the README's picture)
+PANEL_CROP_HEIGHT = round(190 * UI_SCALE)  # the top of the sidebar: the whole Lip Sync panel
+PICTURE_GAP = 12
+MIN_BLENDER = (3, 4)
+
+BLENDER = shutil.which("blender")
+XVFB_RUN = shutil.which("xvfb-run")
+XDOTOOL = shutil.which("xdotool")
+
+pytestmark = pytest.mark.skipif(
+    not (BLENDER and XVFB_RUN and XDOTOOL),
+    reason="needs the Blender program, xvfb-run and xdotool on PATH (apt-get install blender xvfb xdotool)",
+)
+
+
+def _blender_version() -> tuple:
+    out = subprocess.run([BLENDER, "--factory-startup", "--version"], capture_output=True, text=True,
+                         timeout=60).stdout
+    m = re.search(r"Blender (\d+)\.(\d+)", out)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+@pytest.fixture(scope="module")
+def window_run(tmp_path_factory, media):
+    version = _blender_version()
+    if version < MIN_BLENDER:
+        pytest.skip(f"Blender {version} on PATH is older than the add-on's minimum {MIN_BLENDER}")
+    work = tmp_path_factory.mktemp("window")
+    python = work / "python"  # `<python> -m wav2lip_core ARGS` runs the paced stand-in engine
+    python.write_text(f'#!/bin/sh\nshift 2\nexec "{sys.executable}" "{PACED_ENGINE}" "$@"\n')
+    python.chmod(python.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    (work / "wav2lip_gan.pth").write_bytes(b"not read by the stand-in engine")
+    checkpoint = "//wav2lip_gan.pth"  # beside the .blend the script saves into `work`
+    results = work / "results.json"
+    config = work / "config.json"
+    config.write_text(json.dumps({
+        "root": str(ROOT), "clip": str(media / CLIP), "sound": str(media / SOUND),
+        "engine_python": str(python), "checkpoint": checkpoint, "work": str(work),
+        "results": str(results), "pace": 0.08, "ui_scale": UI_SCALE,
+    }))
+    # Blender's config, scripts and temp files (quit.blend, the engine's work folders) stay in
+    # the test's folder: the user's own preferences are never read or written.
+    env = dict(os.environ, TMPDIR=str(work), BLENDER_USER_CONFIG=str(work / "config"),
+               BLENDER_USER_SCRIPTS=str(work / "scripts"))
+    cmd = [XVFB_RUN, "-a", "-s", f"-screen 0 {SCREEN[0]}x{SCREEN[1]}x24", BLENDER, "--factory-startup",
+           "--python", str(SCRIPT), "--", str(config)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    log = proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert results.is_file(), f"the window script wrote no results (exit {proc.returncode}):\n{log}"
+    r = json.loads(results.read_text())
+    assert "error" not in r, r["error"] + "\n" + log
+    assert r.get("completed"), log
+    return r, work
+
+
+def _inside(rect, x, y):
+    return rect["x"] <= x < rect["x"] + rect["width"] and rect["y"] <= y < rect["y"] + rect["height"]
+
+
+def test_the_addon_runs_in_the_window(window_run):
+    r, _ = window_run
+    enabled = next(e for e in r["events"] if e["what"] == "enabled")
+    assert Path(enabled["module"]).resolve() == ROOT / "blender_addon" / "__init__.py"
+    assert r["tab_shown"], "the Lip Sync tab never showed the panel"
+    assert r["window"]["width"] == SCREEN[0] and r["window"]["height"] == SCREEN[1]
+
+
+def test_progress_moves_and_the_result_is_inserted(window_run):
+    r, work = window_run
+    samples = r["job_progress"]["ok"]
+    fractions = [f for _, f, _ in samples]
+    assert fractions == sorted(fractions), "progress went backwards"
+    assert len({f for f in fractions if 0 < f < 1}) >= 3, samples
+    assert len({t for _, _, t in samples}) >= 4, samples
+    # The panel redrew as the job went on (the operator's timer), drawing the bar each time.
+    start = next(e["t"] for e in r["events"] if e["what"] == "invoke" and e["mode"] == "ok")
+    end = next(e["t"] for e in r["events"] if e["what"] == "undo")
+    drawn = [(f, text) for t, f, text in r["panel_drawn"] if start <= t <= end]
+    assert len({f for f, _ in drawn if 0 < f < 1}) >= 3, drawn
+    assert any(text.startswith("Syncing lips") for _, text in drawn), drawn
+
+    assert r["after_finish"]["state"]["status"] == "done"
+    assert r["after_finish"]["strips"] == ["Dialogue", "Face", "Face.lipsync"]
+    ins = r["inserted"]
+    assert (ins["channel"], ins["start"], ins["frames"]) == (3, r["face"]["start"], r["face"]["frames"])
+    assert ins["filepath"] == "//lipsync/Face.lipsync.mp4"
+    assert (work / "lipsync" / "Face.lipsync.mp4").is_file()
+    assert any(line.startswith("Inserted 'Face.lipsync' on channel 3") for line in r["reports"]), r["reports"]
+
+
+def test_one_undo_removes_the_result(window_run):
+    r, _ = window_run
+    assert r["after_undo"]["result"] == ["FINISHED"]
+    assert r["after_undo"]["strips"] == ["Dialogue", "Face"]
+
+
+def test_esc_elsewhere_or_during_playback_keeps_the_job(window_run):
+    r, _ = window_run
+    esc = r["esc"]
+    seen = [e for e in r["events_seen"] if e[1] == "ESC"]
+    for place, region in (("outliner", r["outliner"]), ("sequencer timeline", r["regions"]["WINDOW"])):
+        assert esc[place]["active"] and esc[place]["status"] == "running", (place, esc[place])
+        # The key press reached Blender with the pointer where it was aimed.
+        assert any(_inside(region, x, y) for _, _, _, x, y in seen), (place, seen)
+    during = esc["during playback"]
+    assert during["playing_before"], "playback did not start"
+    assert not during["playing_after"], "Esc did not reach Blender's keymap: playback still runs"
+    assert during["active"] and during["status"] == "running", during
+    assert any(_inside(r["sidebar"], x, y) for _, _, _, x, y in seen), seen
+    # Still running means still reporting: the job's text moved on after the Esc presses.
+    texts = [t for _, _, t in r["job_progress"]["slow"]]
+    assert texts[-1] != texts[0]
+
+
+def test_the_cancel_button_cancels(window_run):
+    r, _ = window_run
+    c = r["cancel_button"]
+    assert c["result"] == ["FINISHED"]
+    assert not c["active"] and c["status"] == "cancelled", c
+    assert c["strips"] == ["Dialogue", "Face"]
+    assert c["files"] == ["Face.lipsync.mp4"], "a cancelled job left a file"  # (the first job's)
+    assert not c["workdir_exists"]
+
+
+def test_esc_over_the_panel_cancels(window_run):
+    r, _ = window_run
+    c = r["esc_over_panel"]
+    assert not c["active"] and c["status"] == "cancelled", c
+    assert c["strips"] == ["Dialogue", "Face"] and c["files"] == ["Face.lipsync.mp4"]
+    assert not c["workdir_exists"]
+    # The job's handler took that Esc (it never reached the handlers behind it).
+    pressed = r["esc_over_panel_pressed_at"]
+    assert not [e for e in r["events_seen"] if e[1] == "ESC" and e[0] >= pressed], r["events_seen"]
+    assert sum("Lip sync cancelled; nothing was inserted" in line for line in r["reports"]) == 2, r["reports"]
+
+
+def _png_size(path: Path) -> tuple:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", f"{path} is not a PNG"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def panel_picture(idle: Path, running: Path, sidebar: dict, window_height: int):
+    """The sidebar's top from both screenshots, side by side (idle left, running right)."""
+    import cv2
+    import numpy as np
+
+    top = window_height - (sidebar["y"] + sidebar["height"])  # Blender's y counts from the bottom
+    crops = []
+    for path in (idle, running):
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        assert img is not None, f"cannot read {path}"
+        crops.append(img[top:top + PANEL_CROP_HEIGHT, sidebar["x"]:sidebar["x"] + sidebar["width"]])
+    gap = np.zeros((PANEL_CROP_HEIGHT, PICTURE_GAP, 3), np.uint8)
+    gap[:] = crops[0][-1, 0]  # the sidebar's background colour
+    return np.hstack([crops[0], gap, crops[1]])
+
+
+def test_screenshots_of_the_panel(window_run, tmp_path):
+    import cv2
+
+    r, _ = window_run
+    shots = {name: Path(p) for name, p in r["screenshots"].items()}
+    for path in shots.values():
+        assert _png_size(path) == SCREEN
+    picture = panel_picture(shots["idle.png"], shots["running.png"], r["sidebar"], r["window"]["height"])
+    left, right = picture[:, :r["sidebar"]["width"]], picture[:, -r["sidebar"]["width"]:]
+    assert left.std() > 10 and right.std() > 10, "a blank crop"
+    assert (left != right).any(), "the idle and running panels look the same"
+    out = tmp_path / "panel.png"
+    assert cv2.imwrite(str(out), picture)
+    assert _png_size(out) == (2 * r["sidebar"]["width"] + PICTURE_GAP, PANEL_CROP_HEIGHT)
+    if os.environ.get("WAV2LIP_UPDATE_DOCS"):
+        shutil.copyfile(out, ROOT / "docs" / "panel.png")

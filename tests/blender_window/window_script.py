@@ -1,0 +1,354 @@
+"""Runs inside a real Blender program with its window open (Xvfb), driven by test_panel_window.py:
+
+    blender --factory-startup --python window_script.py -- CONFIG.json
+
+Everything happens from bpy.app.timers while Blender's event loop runs, as for a user: the add-on
+is enabled from the checkout, a Sequencer with a movie and a sound strip is set up, Sync Lips is
+invoked in the Sequencer (so invoke, the modal handler and its timer run for real), Esc is pressed
+with xdotool (real X events through Blender's own event handling) with the mouse over other
+places and during playback, and the Cancel operator is run. What happened is written to the
+results JSON for the test to judge; nothing is asserted here. Standard library and bpy only (a
+user's Blender Python has nothing else).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+
+import bpy
+
+T0 = time.monotonic()
+CONFIG = json.load(open(sys.argv[sys.argv.index("--") + 1], encoding="utf-8"))
+ADDON = "blender_addon"
+results: dict = {"blender": list(bpy.app.version), "events": [], "events_seen": [], "panel_drawn": [], "job_progress": {}}
+
+
+def log(what: str, **data) -> None:
+    entry = {"t": round(time.monotonic() - T0, 3), "what": what, **data}
+    results["events"].append(entry)
+    print("window_script:", json.dumps(entry), flush=True)
+
+
+def window():
+    return bpy.context.window_manager.windows[0]
+
+
+def seq_area():
+    return next(a for a in window().screen.areas if a.type == "SEQUENCE_EDITOR")
+
+
+def region_of(area, kind):
+    return next(r for r in area.regions if r.type == kind)
+
+
+def override(area=None, region_type="WINDOW"):
+    win = window()
+    area = area or seq_area()
+    return bpy.context.temp_override(window=win, screen=win.screen, area=area,
+                                     region=region_of(area, region_type))
+
+
+def rect(r) -> dict:
+    return {"x": r.x, "y": r.y, "width": r.width, "height": r.height}
+
+
+def xdo(*args) -> None:
+    subprocess.run(["xdotool", *[str(a) for a in args]], check=True, timeout=10)
+
+
+def mouse_to(x: int, y: int) -> None:
+    """Move the pointer to window coordinates (Blender's: origin bottom left)."""
+    win = window()
+    xdo("mousemove", win.x + x, win.y + win.height - 1 - y)
+
+
+def mouse_over_sidebar() -> None:
+    """Over the sidebar below its panels (no button there to take the events)."""
+    ui = region_of(seq_area(), "UI")
+    mouse_to(ui.x + ui.width // 2, ui.y + ui.height // 4)
+
+
+def mouse_over_tabs() -> None:
+    """Over the sidebar's tab column (its right edge), where the wheel switches tabs."""
+    ui = region_of(seq_area(), "UI")
+    mouse_to(ui.x + ui.width - 8, ui.y + ui.height - 150)
+
+
+class TEST_OT_event_probe(bpy.types.Operator):
+    """Records the Esc presses and Ctrl+Wheel events that reach the window, with the mouse
+    position Blender saw (so the test knows each real X event arrived where it was aimed)."""
+
+    bl_idname = "wm.test_event_probe"
+    bl_label = "Event probe"
+
+    def invoke(self, context, event):
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        if event.type in {"ESC", "WHEELDOWNMOUSE", "WHEELUPMOUSE"} and event.value == "PRESS":
+            results["events_seen"].append([round(time.monotonic() - T0, 3), event.type, event.ctrl,
+                                           event.mouse_x, event.mouse_y])
+        return {"PASS_THROUGH"}
+
+
+def addon_module(name: str):
+    return sys.modules[f"{ADDON}.{name}"]
+
+
+def strip_names() -> list:
+    ed = bpy.context.scene.sequence_editor
+    coll = ed.strips_all if hasattr(ed, "strips_all") else ed.sequences_all
+    return sorted(s.name for s in coll)
+
+
+def lipsync_files() -> list:
+    folder = os.path.join(CONFIG["work"], "lipsync")
+    return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+
+
+def screenshot(name: str) -> None:
+    path = os.path.join(CONFIG["work"], name)
+    with override():
+        bpy.ops.screen.screenshot(filepath=path)
+    log("screenshot", path=path)
+    results.setdefault("screenshots", {})[name] = path
+
+
+def start_job(mode: str) -> object:
+    os.environ["FAKE_ENGINE_MODE"] = mode
+    with override():
+        res = bpy.ops.sequencer.wav2lip_sync("INVOKE_DEFAULT")
+    job = addon_module("operators").active_job()
+    log("invoke", mode=mode, result=sorted(res), job=job is not None)
+    return job
+
+
+def job_state(job) -> dict:
+    p = job.runner.poll()
+    active = addon_module("operators").active_job()
+    return {"active": active is job, "status": p.status, "finished": job.runner.finished,
+            "fraction": p.fraction, "text": p.text}
+
+
+def watch(job, key: str, seconds: float, until_finished: bool = False):
+    """Record the job's progress every 0.1 s (a generator step of the scenario)."""
+    samples = results["job_progress"].setdefault(key, [])
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        st = job_state(job)
+        samples.append([round(time.monotonic() - T0, 3), st["fraction"], st["text"]])
+        if until_finished and addon_module("operators").active_job() is None:
+            return
+        yield 0.1
+
+
+def press_escape(job):
+    """Press Esc, then wait until Blender has handled it: a handler behind the job's saw it (the
+    job passed it on) or the job stopped (it took it). A scenario step."""
+    seen = sum(1 for e in results["events_seen"] if e[1] == "ESC")
+    xdo("key", "Escape")
+    end = time.monotonic() + 10.0
+    while time.monotonic() < end:
+        if sum(1 for e in results["events_seen"] if e[1] == "ESC") > seen:
+            break
+        if addon_module("operators").active_job() is not job:
+            break
+        yield 0.1
+    yield 0.3
+
+
+def scenario():
+    # A saved file: the synced clip goes to //lipsync/ beside it, and opening it closes the
+    # splash screen that a factory-startup window shows.
+    blend = os.path.join(CONFIG["work"], "scene.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=blend)
+    bpy.ops.wm.open_mainfile(filepath=blend)
+    yield 0.5
+
+    sys.path.insert(0, CONFIG["root"])
+    import addon_utils
+
+    mod = addon_utils.enable(ADDON, default_set=True)
+    log("enabled", module=getattr(mod, "__file__", None))
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    prefs.engine_python = CONFIG["engine_python"]
+    prefs.checkpoint = CONFIG["checkpoint"]
+    # A larger interface for the README's picture (only this session: nothing is saved).
+    bpy.context.preferences.view.ui_scale = CONFIG.get("ui_scale", 1.0)
+    results["ui_scale"] = bpy.context.preferences.view.ui_scale
+    os.environ["FAKE_ENGINE_PACE"] = str(CONFIG.get("pace", 0.08))
+
+    # Watch what the panel draws: every call of compat.progress_bar, with its factor and text.
+    compat = addon_module("compat")
+    real_progress_bar = compat.progress_bar
+
+    def spy(layout, factor, text, *args, **kwargs):
+        results["panel_drawn"].append([round(time.monotonic() - T0, 3), factor, text])
+        return real_progress_bar(layout, factor, text, *args, **kwargs)
+
+    compat.progress_bar = spy
+    results["progress_widget"] = bool(compat.HAS_PROGRESS_WIDGET)
+
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 25, 1.0
+    ed = scene.sequence_editor_create()
+    coll = ed.strips if hasattr(ed, "strips") else ed.sequences
+    face = coll.new_movie(name="Face", filepath=CONFIG["clip"], channel=1, frame_start=1)
+    coll.new_sound(name="Dialogue", filepath=CONFIG["sound"], channel=2, frame_start=1)
+    scene.frame_start, scene.frame_end = 1, face.frame_final_end - 1
+    for s in coll:
+        s.select = True
+    ed.active_strip = face
+    results["face"] = {"frames": face.frame_final_duration, "start": face.frame_final_start}
+
+    # The biggest editor (the 3D viewport) becomes a Sequencer; its sidebar opens next step
+    # (a freshly switched area has no regions to set yet).
+    big = max(window().screen.areas, key=lambda a: a.width * a.height)
+    big.type = "SEQUENCE_EDITOR"
+    yield 0.3
+    seq_area().spaces.active.show_region_ui = True
+    bpy.ops.wm.save_mainfile()
+    with override():
+        bpy.ops.ed.undo_push(message="Scene ready")
+    yield 1.0
+
+    area = seq_area()
+    ui = region_of(area, "UI")
+    results["window"] = {"x": window().x, "y": window().y, "width": window().width, "height": window().height}
+    results["sequencer_area"] = rect(area)
+    results["sidebar"] = rect(ui)
+    results["regions"] = {r.type: rect(r) for r in area.regions}
+    results["outliner"] = rect(region_of(next(a for a in window().screen.areas if a.type == "OUTLINER"), "WINDOW"))
+    panel = addon_module("panel")
+    bpy.utils.register_class(TEST_OT_event_probe)
+    with override():
+        bpy.ops.wm.test_event_probe("INVOKE_DEFAULT")
+
+    # Show the Lip Sync tab (the add-on's comes last): directly where Blender can (4.2+), else
+    # the mouse wheel over the tab column until the panel draws (3.4 has no API for the tab).
+    if hasattr(ui, "active_panel_category"):
+        ui.active_panel_category = "Lip Sync"
+        ui.tag_redraw()
+        yield 0.5
+    mouse_over_tabs()
+    yield 0.2
+    for attempt in range(12):
+        if panel._drawn_in.get(ui.as_pointer(), -1) > time.monotonic() - 0.6:
+            break
+        xdo("click", "5")
+        yield 0.4
+    shown = panel._drawn_in.get(ui.as_pointer(), -1) > time.monotonic() - 1.0
+    log("lip sync tab", shown=shown, attempts=attempt)
+    results["tab_shown"] = shown
+    yield 0.5
+    screenshot("idle.png")
+
+    # 1. A job that finishes: progress moves, the strip appears, one undo removes it.
+    before = strip_names()
+    job = start_job("ok")
+    yield from watch(job, "ok", 30.0, until_finished=True)
+    yield 0.5
+    results["after_finish"] = {"strips": strip_names(), "files": lipsync_files(), "state": job_state(job)}
+    new = [n for n in strip_names() if n not in before]
+    if new:
+        s = scene.sequence_editor.sequences_all[new[0]] if not hasattr(scene.sequence_editor, "strips_all") \
+            else scene.sequence_editor.strips_all[new[0]]
+        results["inserted"] = {"name": s.name, "channel": s.channel, "start": s.frame_final_start,
+                               "frames": s.frame_final_duration, "filepath": s.filepath}
+    with override():
+        res = bpy.ops.ed.undo()
+    yield 0.5
+    results["after_undo"] = {"result": sorted(res), "strips": strip_names()}
+    log("undo", **results["after_undo"])
+
+    # 2. A long job: Esc elsewhere, and Esc during playback, leave it running; Cancel stops it.
+    job = start_job("slow")
+    yield from watch(job, "slow", 1.5)
+    screenshot("running.png")
+    esc = results["esc"] = {}
+    for place, region in (("outliner", region_of(next(a for a in window().screen.areas if a.type == "OUTLINER"),
+                                                  "WINDOW")),
+                          ("sequencer timeline", region_of(seq_area(), "WINDOW"))):
+        mouse_to(region.x + region.width // 2, region.y + region.height // 2)
+        yield from press_escape(job)
+        esc[place] = job_state(job)
+        log("esc over " + place, **esc[place])
+
+    mouse_over_sidebar()
+    with override():
+        bpy.ops.screen.animation_play()
+    yield 0.8
+    playing_before = bpy.context.screen.is_animation_playing
+    yield from press_escape(job)
+    esc["during playback"] = dict(job_state(job), playing_before=playing_before,
+                                  playing_after=bpy.context.screen.is_animation_playing)
+    log("esc during playback", **esc["during playback"])
+    if bpy.context.screen.is_animation_playing:  # (so the rest does not run with playback on)
+        with override():
+            bpy.ops.screen.animation_cancel(restore_frame=True)
+    yield from watch(job, "slow", 0.5)
+
+    with override(region_type="UI"):
+        ready = bpy.ops.sequencer.wav2lip_cancel.poll()  # (False: no job left to cancel)
+        res = bpy.ops.sequencer.wav2lip_cancel() if ready else {"NOT RUN: no job"}
+    yield 1.0
+    results["cancel_button"] = dict(job_state(job), result=sorted(res), strips=strip_names(),
+                                    files=lipsync_files(), workdir_exists=job.runner.workdir.exists())
+    log("cancel button", **results["cancel_button"])
+
+    # 3. Esc with the mouse over the Lip Sync panel and nothing playing: cancels.
+    job = start_job("slow")
+    yield from watch(job, "slow2", 1.0)
+    mouse_over_sidebar()
+    yield 0.5
+    results["esc_over_panel_pressed_at"] = round(time.monotonic() - T0, 3)
+    yield from press_escape(job)
+    results["esc_over_panel"] = dict(job_state(job), strips=strip_names(), files=lipsync_files(),
+                                     workdir_exists=job.runner.workdir.exists())
+    log("esc over the panel", **results["esc_over_panel"])
+
+    # What the user was told: the Info editor's reports, copied through the clipboard.
+    info = next(a for a in window().screen.areas if a.type == "OUTLINER")
+    info.type = "INFO"
+    yield 0.5
+    with override(info):
+        bpy.ops.info.select_all(action="SELECT")
+        bpy.ops.info.report_copy()
+    results["reports"] = bpy.context.window_manager.clipboard.splitlines()
+
+
+def finish() -> None:
+    results["seconds"] = round(time.monotonic() - T0, 2)
+    with open(CONFIG["results"], "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=1)
+    try:
+        import addon_utils
+
+        addon_utils.disable(ADDON, default_set=True)
+    except Exception:  # noqa: BLE001 - quitting matters more
+        traceback.print_exc()
+    bpy.ops.wm.quit_blender()
+
+
+_steps = scenario()
+
+
+def tick():
+    try:
+        return next(_steps)
+    except StopIteration:
+        results["completed"] = True
+    except Exception:  # noqa: BLE001 - reported to the test through the results
+        results["error"] = traceback.format_exc()
+        print(results["error"], file=sys.stderr, flush=True)
+    finish()
+    return None
+
+
+bpy.app.timers.register(tick, first_interval=1.0, persistent=True)

@@ -16,11 +16,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _protocol() -> Any:
+    """The engine protocol's choice lists, loaded without bpy (wire.py beside this file)."""
+    spec = importlib.util.spec_from_file_location("_wav2lip_headless_wire", os.path.join(HERE, "wire.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.protocol
 
 
 def split_argv(argv: List[str]) -> Tuple[Optional[str], List[str]]:
@@ -44,11 +54,13 @@ def parse(opts: List[str], blend: Optional[str]) -> argparse.Namespace:
     ap.add_argument("--audio-strip", default="", help="sound strip (default: the one overlapping the video most)")
     ap.add_argument("--scene", default="", help="scene name (default: the file's active scene)")
     ap.add_argument("--checkpoint", default="")
-    ap.add_argument("--detector", default="", choices=["", "s3fd", "blazeface", "blazeface-back", "haar"])
+    P = _protocol()
+    ap.add_argument("--detector", default="", choices=("",) + P.names(P.DETECTORS),
+                    help="face detector (default: the add-on preferences, else auto)")
     ap.add_argument("--detector-weights", default="")
     ap.add_argument("--box", nargs=4, type=int, metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"))
-    ap.add_argument("--device", default="", choices=["", "auto", "cuda", "cpu"])
-    ap.add_argument("--engine-python", default="")
+    ap.add_argument("--device", default="", choices=("",) + P.names(P.DEVICES))
+    ap.add_argument("--engine-python", default="", help="the engine's interpreter: a path, or a name on PATH")
     ap.add_argument("--output-dir", default="")
     ap.add_argument("--mute-source", action="store_true")
     ap.add_argument("--render", default="", metavar="OUT.mp4", help="render the sequencer to H.264/AAC")
@@ -74,18 +86,65 @@ def ensure_addon(bpy: Any) -> Any:
     return mod
 
 
+# What rendering changes: restored before --save, so the saved .blend keeps the user's own
+# render settings (output path, format, codec, frame range, ...).
+_RENDER_ATTRS = ("filepath", "use_file_extension", "use_sequencer")
+_SIMPLE = {"BOOLEAN", "INT", "FLOAT", "STRING", "ENUM"}
+
+
+def _props(struct: Any) -> Dict[str, Any]:
+    values: Dict[str, Any] = {}
+    for prop in struct.bl_rna.properties:
+        if prop.identifier == "rna_type" or prop.is_readonly or prop.type not in _SIMPLE:
+            continue
+        value = getattr(struct, prop.identifier)
+        values[prop.identifier] = tuple(value) if getattr(prop, "is_array", False) else value
+    return values
+
+
+def _restore(struct: Any, values: Dict[str, Any], first: Tuple[str, ...] = ()) -> None:
+    # Some enums' items depend on others (a file format on the media type): those go first.
+    for name in list(first) + [n for n in values if n not in first]:
+        if name not in values:
+            continue
+        try:
+            if getattr(struct, name) != values[name]:
+                setattr(struct, name, values[name])
+        except (AttributeError, TypeError, ValueError):
+            pass  # an option that the restored format does not have
+
+
+def render_settings(scene: Any) -> Dict[str, Any]:
+    r = scene.render
+    return {"render": {a: getattr(r, a) for a in _RENDER_ATTRS},
+            "image": _props(r.image_settings), "ffmpeg": _props(r.ffmpeg),
+            "frames": (scene.frame_start, scene.frame_end)}
+
+
+def restore_render_settings(scene: Any, saved: Dict[str, Any]) -> None:
+    r = scene.render
+    _restore(r.image_settings, saved["image"], first=("media_type", "file_format"))
+    _restore(r.ffmpeg, saved["ffmpeg"], first=("format", "codec"))
+    _restore(r, saved["render"])
+    scene.frame_start, scene.frame_end = saved["frames"]
+
+
 def render(bpy: Any, scene: Any, out: str, frame_range: Optional[List[int]]) -> None:
     compat = importlib.import_module(_addon_package(bpy) + ".compat")
     out = os.path.abspath(bpy.path.abspath(out))
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    compat.set_ffmpeg_output(scene, out, audio=True)
-    scene.render.use_sequencer = True
-    if frame_range:
-        scene.frame_start, scene.frame_end = frame_range
-    window = bpy.context.window
-    if window is not None and window.scene != scene:
-        window.scene = scene
-    bpy.ops.render.render(animation=True, scene=scene.name)
+    saved = render_settings(scene)
+    try:
+        compat.set_ffmpeg_output(scene, out, audio=True)
+        scene.render.use_sequencer = True
+        if frame_range:
+            scene.frame_start, scene.frame_end = frame_range
+        window = bpy.context.window
+        if window is not None and window.scene != scene:
+            window.scene = scene
+        bpy.ops.render.render(animation=True, scene=scene.name)
+    finally:
+        restore_render_settings(scene, saved)
     if not os.path.isfile(out):
         raise RuntimeError(f"rendering wrote no file at {out}")
     print(f"headless: rendered {out}")
@@ -132,7 +191,9 @@ def run(bpy: Any, args: argparse.Namespace) -> int:
     kw: dict = dict(video_strip=args.video_strip, audio_strip=args.audio_strip)
     for name in ("checkpoint", "detector_weights", "engine_python", "output_dir"):
         value = getattr(args, name)
-        if value:
+        if name == "engine_python" and value and os.sep not in value and not (os.altsep and os.altsep in value):
+            kw[name] = value  # a bare name (`python3`): looked up on PATH by the add-on
+        elif value:
             kw[name] = os.path.abspath(value)
     if args.box:
         kw["detector"], kw["box"] = "box", tuple(args.box)

@@ -31,7 +31,23 @@ m.frame_offset_start = 4
 m.frame_offset_end = 166
 coll.new_sound(name="Speech", filepath=speech, channel=1, frame_start=1)
 sc.frame_start, sc.frame_end = 5, 34
+# The user's own render settings, which --render must not leave changed in the saved file.
+sc.render.filepath = "//my_frames/shot_"
+if hasattr(sc.render.image_settings, "media_type"):
+    sc.render.image_settings.media_type = "IMAGE"
+sc.render.image_settings.file_format = "PNG"
+sc.render.use_sequencer = False
+sc.render.ffmpeg.codec = "H265" if "H265" in [i.identifier for i in sc.render.ffmpeg.bl_rna.properties["codec"].enum_items] else "PNG"
 bpy.ops.wm.save_as_mainfile(filepath=out)
+"""
+
+READ_SETTINGS = """
+import bpy, sys, json
+bpy.ops.wm.open_mainfile(filepath=sys.argv[-1])
+sc = bpy.context.scene
+r = sc.render
+print("SETTINGS " + json.dumps([r.filepath, r.image_settings.file_format, r.use_sequencer, r.ffmpeg.codec,
+                                sc.frame_start, sc.frame_end]))
 """
 
 
@@ -54,9 +70,30 @@ def streams(path):
         return {s.type: s.frames for s in c.streams}
 
 
+def media_seconds(path):
+    """(video frames, audio seconds) of a rendered file, by decoding it."""
+    import av
+
+    with av.open(str(path)) as c:
+        video = sum(1 for _ in c.decode(c.streams.video[0]))
+    with av.open(str(path)) as c:
+        a = c.streams.audio[0]
+        samples = sum(f.samples for f in c.decode(a))
+        return video, samples / a.rate
+
+
+def saved_settings(blend):
+    r = run_py(READ_SETTINGS, "--", str(blend))
+    line = [x for x in r.stdout.splitlines() if x.startswith("SETTINGS ")]
+    assert line, r.stderr[-2000:]
+    return json.loads(line[0][len("SETTINGS "):])
+
+
 def test_headless_sync_render_save(tmp_path, media, fake_python, dummy_checkpoint):
     pytest.importorskip("bpy")
     blend = make_scene(tmp_path, media)
+    before = saved_settings(blend)
+    assert before[:3] == ["//my_frames/shot_", "PNG", False] and before[4:] == [5, 34]
     out = tmp_path / "render" / "final.mp4"
     env = dict(os.environ, FAKE_ENGINE_LOG=str(tmp_path / "args.json"))
     r = run_py(str(HEADLESS), "--blend", str(blend), "--", "--video-strip", "Face", "--audio-strip", "Speech",
@@ -65,7 +102,9 @@ def test_headless_sync_render_save(tmp_path, media, fake_python, dummy_checkpoin
                "--render", str(out), "--save", env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "headless: inserted 'Face.lipsync' channel 3 frames 5-34" in r.stdout
-    assert streams(out) == {"video": 30, "audio": streams(out)["audio"]} and streams(out)["audio"] > 0
+    video, audio_seconds = media_seconds(out)
+    assert video == 30 and sorted(streams(out)) == ["audio", "video"]
+    assert audio_seconds == pytest.approx(30 / 24, abs=0.05)  # the scene range's sound, 24 fps
     args = json.loads((tmp_path / "args.json").read_text())
     assert args["detector"] == "blazeface" and args["detector_weights"] == dummy_checkpoint
     assert args["source_times_list"] == pytest.approx([(4 + k) / 25 for k in range(30)])
@@ -79,6 +118,8 @@ def test_headless_sync_render_save(tmp_path, media, fake_python, dummy_checkpoin
         "s = coll['Face.lipsync']\n"
         "print('RESULT', s.filepath, os.path.isfile(bpy.path.abspath(s.filepath)), coll['Face'].mute)\n")
     assert "RESULT //lipsync/Face.lipsync.mp4 True True" in check.stdout, check.stderr[-2000:]
+    # ... and the user's own render settings, not the ones used for --render.
+    assert saved_settings(blend) == before
 
 
 def test_headless_failure_exit_code(tmp_path, media, dummy_checkpoint):
@@ -111,7 +152,13 @@ def test_extension_build_and_install_as_other_package(tmp_path):
     tool = _blender_ext_tool()
     out = tmp_path / "dist"
     out.mkdir()
-    r = subprocess.run([sys.executable, str(tool), "build", "--source-dir", str(ROOT / "blender_addon"),
+    # Staged as install.py stages it: the add-on plus its own copy of the engine's protocol.py.
+    spec = importlib.util.spec_from_file_location("_install_under_test", ROOT / "install.py")
+    install = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = install  # (its dataclasses look their module up)
+    spec.loader.exec_module(install)
+    staged = install.stage_addon(tmp_path / "staged")
+    r = subprocess.run([sys.executable, str(tool), "build", "--source-dir", str(staged),
                         "--output-dir", str(out)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     (zpath,) = out.glob("*.zip")
@@ -120,6 +167,7 @@ def test_extension_build_and_install_as_other_package(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     names = zipfile.ZipFile(zpath).namelist()
     assert "blender_manifest.toml" in names and "__init__.py" in names and "compat.py" in names
+    assert "protocol.py" in names  # the installed add-on cannot reach wav2lip_core/
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     # Installed, an extension lives under another package name (bl_ext.<repo>.<id>): enable it
     # under a different name and check registration, preferences id and a second cycle.
@@ -140,3 +188,18 @@ def test_extension_build_and_install_as_other_package(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                        env=dict(os.environ, PYTHONPATH=""))
     assert "EXT OK" in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]
+
+
+def test_headless_engine_python_by_name_on_path(tmp_path, media, fake_python, dummy_checkpoint):
+    """`--engine-python python3`: a bare name is looked up on PATH (not taken as ./python3)."""
+    pytest.importorskip("bpy")
+    blend = make_scene(tmp_path, media)
+    bindir = Path(fake_python).parent
+    env = dict(os.environ, PATH=str(bindir) + os.pathsep + os.environ.get("PATH", ""))
+    r = run_py(str(HEADLESS), "--blend", str(blend), "--", "--video-strip", "Face", "--audio-strip", "Speech",
+               "--checkpoint", dummy_checkpoint, "--engine-python", Path(fake_python).name, env=env)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    r = run_py(str(HEADLESS), "--blend", str(blend), "--", "--video-strip", "Face", "--audio-strip", "Speech",
+               "--checkpoint", dummy_checkpoint, "--engine-python", "no-such-python-9")
+    assert r.returncode == 1
+    assert "the engine Python 'no-such-python-9' is not on PATH" in r.stderr and "Traceback" not in r.stderr

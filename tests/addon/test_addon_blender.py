@@ -406,3 +406,85 @@ def test_empty_preferences_use_what_install_py_recorded(bpy_addon, tmp_path, mon
     op = type("Op", (), dict(checkpoint="/other.pth", engine_python="", detector_weights="", output_dir="",
                              detector="PREFS", device="PREFS", box=(0, 0, 0, 0)))()
     assert preferences.settings_from(bpy.context, op).checkpoint == "/other.pth"
+
+
+def _started_job(bpy, scene, media, fake_python, dummy_checkpoint, tmp_path, **props):
+    """A job started through prepare() (as invoke does), with the operator's methods on a
+    stand-in `self` to finish it."""
+    from blender_addon import operators
+
+    face = add_movie(scene, "Face", media / KATIE, 2, 1)
+    face.frame_offset_start, face.frame_offset_end = 10, 150  # used 11..50
+    add_sound(scene, "Speech", media / SPEECH, 1, 1)
+    deselect_all(scene)
+    face.select = True
+    base = dict(video_strip="", audio_strip="", checkpoint=dummy_checkpoint, detector="PREFS", detector_weights="",
+                box=(0, 0, 0, 0), device="PREFS", engine_python=fake_python, output_dir=str(tmp_path / "out"),
+                mute_source=False)
+    base.update(props)
+    op, reports = _fake_modal_op(bpy, base)
+    job = operators.prepare(bpy.context, op)
+    return face, op, reports, job
+
+
+@pytest.mark.parametrize("change", ["moved", "trimmed", "deleted"])
+def test_source_strip_changed_while_the_job_runs(change, fresh, media, fake_python, dummy_checkpoint, tmp_path):
+    bpy, scene = fresh
+    face, op, reports, job = _started_job(bpy, scene, media, fake_python, dummy_checkpoint, tmp_path)
+    ed = scene.sequence_editor
+    if change == "moved":
+        face.frame_start += 30  # the whole strip, 30 frames later: the result follows it
+        face.channel = 6
+    elif change == "trimmed":
+        face.frame_offset_start += 5
+    else:
+        ed.strips.remove(face) if hasattr(ed, "strips") else ed.sequences.remove(face)
+    assert job.runner.wait(60).status == "done"
+    assert op._finish(bpy.context, job) == {"FINISHED"}
+    new = ed.active_strip
+    assert new.name == "Face.lipsync" and new.frame_final_duration == 40
+    warnings = [m for level, m in reports if level == "WARNING"]
+    if change == "moved":
+        assert new.frame_final_start == 41 and new.channel == 7 and not warnings
+    elif change == "trimmed":
+        assert new.frame_final_start == 11 and new.channel == 3
+        assert len(warnings) == 1 and "'Face' was changed while syncing" in warnings[0] and "sync again" in warnings[0]
+    else:
+        assert new.frame_final_start == 11 and new.channel == 3
+        assert len(warnings) == 1 and "was deleted while syncing" in warnings[0]
+
+
+def test_engine_notes_are_reported(fresh, media, fake_python, dummy_checkpoint, tmp_path, monkeypatch):
+    bpy, scene = fresh
+    monkeypatch.setenv("FAKE_ENGINE_MODE", "note")
+    face, op, reports, job = _started_job(bpy, scene, media, fake_python, dummy_checkpoint, tmp_path)
+    job.runner.wait(60)
+    assert job.runner.poll().notes  # what the panel shows while the job runs
+    assert op._finish(bpy.context, job) == {"FINISHED"}
+    assert ("INFO", job.runner.poll().notes[0]) in reports
+    assert "install.py --detector-weights" in job.runner.poll().notes[0]
+
+
+@pytest.mark.parametrize("mode", ["other_protocol", "old"])
+def test_engine_of_another_version_is_refused(mode, fresh, media, fake_python, dummy_checkpoint, tmp_path, monkeypatch):
+    bpy, scene = fresh
+    face = add_movie(scene, "Face", media / KATIE, 2, 1)
+    face.frame_offset_end = 170
+    add_sound(scene, "Speech", media / SPEECH, 1, 1)
+    deselect_all(scene)
+    face.select = True
+    monkeypatch.setenv("FAKE_ENGINE_MODE", mode)
+    before = {s.name for s in strips(scene)}
+    with pytest.raises(RuntimeError, match=r"the lip-sync engine speaks protocol .*re-run install.py") as exc:
+        bpy.ops.sequencer.wav2lip_sync(checkpoint=dummy_checkpoint, engine_python=fake_python,
+                                       output_dir=str(tmp_path / "out"))
+    assert "Traceback" not in str(exc.value)
+    assert {s.name for s in strips(scene)} == before
+    assert not any((tmp_path / "out").iterdir())
+
+
+def test_sync_is_one_undo_step(bpy_addon):
+    """The operator registers as an undo step (Blender keeps no undo stack in background mode,
+    so undoing it for real is tested in a window: tests/blender_window/)."""
+    bpy, _ = bpy_addon
+    assert "UNDO" in bpy.types.SEQUENCER_OT_wav2lip_sync.bl_options

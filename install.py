@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -25,15 +26,29 @@ import tempfile
 import venv
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent
 ADDON_DIR = ROOT / "blender_addon"
 ADDON_ID = "wav2lip_lipsync"  # blender_manifest.toml `id`
-CONFIG_NAME = "wav2lip_lipsync.json"  # in Blender's user config folder, read by the add-on
-# Keys of that JSON (also written into the engine environment, where the core reads them).
-CONFIG_PYTHON = "python"
-CONFIG_CHECKPOINT = "checkpoint"
-CONFIG_DETECTOR_WEIGHTS = "detector_weights"
+
+
+def _load_protocol() -> ModuleType:
+    """The core's protocol.py (standard library only), without importing the core package."""
+    spec = importlib.util.spec_from_file_location("wav2lip_install_protocol", ROOT / "wav2lip_core" / "protocol.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+protocol = _load_protocol()
+# The JSON the add-on (in Blender's user config folder) and the core (in the engine
+# environment) read what install.py recorded from, and its keys: defined in protocol.py.
+CONFIG_NAME = protocol.CONFIG_NAME
+CONFIG_PYTHON = protocol.CONFIG_PYTHON
+CONFIG_CHECKPOINT = protocol.CONFIG_CHECKPOINT
+CONFIG_DETECTOR_WEIGHTS = protocol.CONFIG_DETECTOR_WEIGHTS
 MIN_BLENDER = (3, 4, 0)  # older: no add-on (the bpy module runs the headless path)
 EXTENSIONS_FROM = (4, 2, 0)  # an extension from here, a legacy add-on (bl_info) below
 # Written into the installed add-on: the hash of the files it was built from. Not a dotfile:

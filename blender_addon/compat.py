@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import Any, Iterable, List, Optional, Protocol, cast
 
 import bpy
-from bpy.types import Context, Scene, SequenceEditor
+from bpy.types import Context, Scene, SequenceEditor, UILayout
 
 BLENDER_VERSION = tuple(bpy.app.version)
 IS_5 = BLENDER_VERSION >= (5, 0, 0)
@@ -220,7 +220,7 @@ def unregister() -> None:
         delattr(bpy.types.WindowManager, _FALLBACK_PROP)
 
 
-def progress_bar(layout: Any, factor: float, text: str, context: Optional[Context] = None) -> None:
+def progress_bar(layout: UILayout, factor: float, text: str, context: Optional[Context] = None) -> None:
     """A progress bar with `text` on it: `layout.progress` (4.0+); before that a slider showing
     the percentage (a text line when the slider's property is not registered)."""
     global _fallback_factor

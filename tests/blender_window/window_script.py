@@ -238,10 +238,10 @@ def scenario():
         yield 0.5
     mouse_over_tabs()
     yield 0.2
-    for attempt in range(12):
+    for attempt in range(24):
         if panel._drawn_in.get(ui.as_pointer(), -1) > time.monotonic() - 0.6:
             break
-        xdo("click", "5")
+        xdo("click", "5" if attempt < 12 else "4")  # wheel down (next tab), then back up
         yield 0.4
     shown = panel._drawn_in.get(ui.as_pointer(), -1) > time.monotonic() - 1.0
     log("lip sync tab", shown=shown, attempts=attempt)

@@ -108,8 +108,10 @@ def test_e2e_timing_click_train(fresh, media, loud_checkpoint, engine_python, tm
     # Baseline: the same job with silence. The difference isolates what the audio does (the
     # face moves too, so the click run alone is noisy).
     silence = write_clicks(tmp_path / "silence.wav", bursts=[])
+    times = tmp_path / "times.json"
+    times.write_text(req.source_times_json())
     args = req.engine_args(checkpoint=str(loud_checkpoint), out=str(tmp_path / "silent.mp4"),
-                           box=KATIE_BOX, device="cpu")
+                           source_times_path=str(times), box=KATIE_BOX, device="cpu")
     args[args.index("--audio") + 1] = str(silence)
     r = subprocess.run([engine_python, "-m", "wav2lip_core", *args], capture_output=True, text=True,
                        cwd=str(ROOT), timeout=600)

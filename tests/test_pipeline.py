@@ -30,6 +30,7 @@ from wav2lip_core.errors import AudioError, Cancelled, DetectorError, MediaError
 from wav2lip_core.model import load_checkpoint
 from wav2lip_core.pipeline import (
     LipSyncRequest,
+    _check_inputs,
     detection_settings,
     find_faces,
     make_plan,
@@ -655,3 +656,21 @@ def test_out_of_memory_halves_the_batch_for_the_rest_of_the_run(make_request, mo
     assert max(calls[3:]) == 4 and sum(c for c in calls if c <= 4) == 25
     assert notes == ["the GPU ran out of memory: continuing with batch size 8",
                      "the GPU ran out of memory: continuing with batch size 4"]
+
+
+def test_audible_window_silences_the_sound_outside_it(make_request, tmp_path):
+    """A sound strip trimmed inside the clip's range: the model hears silence outside the window
+    (the same features as a silent input there) and the sound itself inside it."""
+    info = probe_video(FACE2)
+    wav = load_audio(AUDIO1)
+    full = make_plan(make_request(FACE2, AUDIO1, duration=3.0), info, wav)
+    cut = make_plan(make_request(FACE2, AUDIO1, duration=3.0, audible=(1.0, 2.0)), info, wav)
+    silent = make_plan(make_request(FACE2, AUDIO1, duration=3.0), info, np.zeros_like(wav))
+    per_s = 80  # mel columns per second (hop 200 at 16 kHz)
+    assert np.array_equal(cut.mel[:, : per_s - 4], silent.mel[:, : per_s - 4])
+    assert np.array_equal(cut.mel[:, 2 * per_s + 4:], silent.mel[:, 2 * per_s + 4:])
+    inside = slice(per_s + 4, 2 * per_s - 4)
+    assert np.array_equal(cut.mel[:, inside], full.mel[:, inside])
+    assert not np.array_equal(full.mel[:, inside], silent.mel[:, inside])  # the window is not silence anyway
+    with pytest.raises(Wav2LipError, match="--audible"):
+        _check_inputs(make_request(FACE2, AUDIO1, audible=(2.0, 1.0)))

@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(P.OPT_FRAMES, type=int, help="number of source frames to use (default: to the end)")
     t.add_argument(P.OPT_SOURCE_TIMES, metavar="FILE", help="JSON list, one clip time (s) per output frame: show the frame on screen at that time, hold the last past the end (needs --fps)")
     t.add_argument(P.OPT_AUDIO_START, type=float, default=0.0, metavar="SEC", help="audio time heard at output time 0 (negative: leading silence)")
+    t.add_argument(P.OPT_AUDIBLE, type=float, nargs=2, metavar=("FROM", "TO"), help="output seconds where the sound plays; silence before and after")
     t.add_argument(P.OPT_DURATION, type=float, metavar="SEC", help="output length (default: the audio's, from --audio-start)")
     p.add_argument(P.OPT_PROGRESS, choices=("bar", P.PROGRESS_JSON, "none"), default="bar", help="tqdm bars (default), JSON lines on stdout, or nothing")
     p.add_argument(P.OPT_PROTOCOL, type=int, help=argparse.SUPPRESS)  # what the caller speaks (the add-on)
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size, device=args.device, precision=args.precision, fps=args.fps,
             start_frame=args.start_frame, frames=args.frames,
             source_times=_load_source_times(args.source_times) if args.source_times else None,
-            audio_start=args.audio_start, duration=args.duration, cache=not args.no_cache,
+            audio_start=args.audio_start, audible=tuple(args.audible) if args.audible else None, duration=args.duration, cache=not args.no_cache,
             cache_dir=args.cache_dir, crf=args.crf,
         )
         result = run(req, progress=progress, note=note)

@@ -64,6 +64,7 @@ class LipSyncRequest:
     # shows a clip by time; past the clip's end the last frame is held. Overrides start_frame/frames.
     source_times: tuple[float, ...] | None = None
     audio_start: float = 0.0  # audio-file time heard at output time 0 (negative: leading silence)
+    audible: tuple[float, float] | None = None  # output seconds where the sound plays; silence elsewhere
     duration: float | None = None  # output seconds (None: the audio's length from audio_start)
     cache: bool = True
     cache_dir: str | None = None
@@ -128,6 +129,9 @@ def _check_inputs(req: LipSyncRequest) -> None:
         raise Wav2LipError(f"--duration must be positive, got {req.duration}")
     if req.start_frame < 0 or (req.frames is not None and req.frames < 1):
         raise Wav2LipError("--start-frame must be >= 0 and --frames >= 1")
+    if req.audible is not None and not (len(req.audible) == 2 and all(math.isfinite(t) for t in req.audible)
+                                        and req.audible[0] < req.audible[1]):
+        raise Wav2LipError(f"--audible needs two output times FROM < TO in seconds, got {req.audible}")
     if req.source_times is not None:
         if not req.source_times or not all(math.isfinite(t) for t in req.source_times):
             raise Wav2LipError("--source-times needs a non-empty list of finite clip times in seconds")
@@ -135,9 +139,10 @@ def _check_inputs(req: LipSyncRequest) -> None:
             raise Wav2LipError("--source-times needs --fps (the output frame rate)")
 
 
-def _audio_segment(wav: np.ndarray, start_s: float, duration: float | None) -> tuple[np.ndarray, float]:
+def _audio_segment(wav: np.ndarray, start_s: float, duration: float | None,
+                   audible: tuple[float, float] | None = None) -> tuple[np.ndarray, float]:
     """The 16 kHz samples heard during the output: starting at `start_s` in the file (zeros
-    before the file starts), `duration` long (zeros after it ends)."""
+    before the file starts), `duration` long (zeros after it ends), zeros outside `audible`."""
     sr = audio_mod.SAMPLE_RATE
     first = int(round(start_s * sr))
     if duration is None:
@@ -149,6 +154,10 @@ def _audio_segment(wav: np.ndarray, start_s: float, duration: float | None) -> t
     lo, hi = max(first, 0), min(first + n, len(wav))
     if hi > lo:
         seg[lo - first: hi - first] = wav[lo:hi]
+    if audible is not None:
+        a, b = (min(max(int(round(t * sr)), 0), n) for t in audible)
+        seg[:a] = 0.0
+        seg[b:] = 0.0
     return seg, duration
 
 
@@ -173,7 +182,7 @@ def frame_at(info: VideoInfo, t: float) -> int:
 
 
 def make_plan(req: LipSyncRequest, info: VideoInfo, wav: np.ndarray) -> Plan:
-    seg, duration = _audio_segment(wav, req.audio_start, req.duration)
+    seg, duration = _audio_segment(wav, req.audio_start, req.duration, req.audible)
     mel = audio_mod.melspectrogram(seg)
     audio_mod.check_mel_length(mel.shape[1])
 

@@ -115,6 +115,9 @@ OPT_FRAMES = "--frames"
 # the last frame is held. The add-on's timing mapping; the CLI's --start-frame/--frames remain.
 OPT_SOURCE_TIMES = "--source-times"
 OPT_AUDIO_START = "--audio-start"
+# Two output times (s): the sound is heard only between them, silence elsewhere (a sound strip
+# trimmed inside the clip's range). The engine cuts it, so Blender needs no audio module for it.
+OPT_AUDIBLE = "--audible"
 OPT_DURATION = "--duration"
 OPT_PROGRESS = "--progress"
 OPT_PROTOCOL = "--protocol"

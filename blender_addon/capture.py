@@ -11,7 +11,7 @@ from bpy.types import Context, Scene
 
 from . import compat
 from .compat import StripLike
-from .snapshot import IMAGE, MOVIE, SOUND, AudioCut, SnapshotError, StripInfo, overlap
+from .snapshot import IMAGE, MOVIE, SOUND, StripInfo, overlap
 
 VIDEO_TYPES = (compat.MOVIE, compat.IMAGE)
 
@@ -174,25 +174,3 @@ def choose_strips(context: Context, scene: Scene, video_name: str = "", sound_na
 def occupied(scene: Scene) -> List[Tuple[int, int, int]]:
     ed = compat.editor(scene)
     return [(int(s.channel), *_span(s)) for s in compat.current_strips(ed)]
-
-
-def write_audio_cut(cut: AudioCut, out_path: str) -> str:
-    """Write `cut` as a 16-bit WAV with Blender's audio library (silence where nothing plays)."""
-    try:
-        import aud
-    except ImportError as exc:  # pragma: no cover - every Blender build has audaspace
-        raise SnapshotError(f"cannot cut the sound (Blender's audio library is missing: {exc})") from exc
-    try:
-        src = aud.Sound.file(cut.source)
-        rate = int(src.specs[0]) or 48000
-        part = src.rechannel(1).limit(cut.start, cut.end)
-        if cut.lead > 0:
-            part = part.delay(cut.lead)
-        # Pad to the full length so the engine sees exactly the window.
-        pad = aud.Sound.silence(rate).limit(0.0, cut.total)
-        part = part.mix(pad)
-        part.write(out_path, rate=rate, channels=aud.CHANNELS_MONO, format=aud.FORMAT_S16,
-                   container=aud.CONTAINER_WAV, codec=aud.CODEC_PCM, bitrate=0, buffersize=0)
-    except Exception as exc:  # noqa: BLE001 - report any decoder error as one line
-        raise SnapshotError(f"cannot cut the sound '{cut.source}': {exc}") from exc
-    return out_path

@@ -142,9 +142,6 @@ def prepare(context: Context, op: Any) -> Job:
     except OSError as exc:
         raise SnapshotError(f"cannot write into the output folder {folder}: {exc.strerror or exc}") from exc
     try:
-        audio_path = None
-        if request.audio_cut is not None:
-            audio_path = capture.write_audio_cut(request.audio_cut, str(runner.workdir / "heard.wav"))
         times_path = None
         if request.source_times is not None:
             times_path = str(runner.workdir / "source_times.json")
@@ -153,7 +150,6 @@ def prepare(context: Context, op: Any) -> Job:
         runner.argv = [python, "-m", "wav2lip_core"] + request.engine_args(
             checkpoint=s.checkpoint,
             out=str(runner.work_out),
-            audio_path=audio_path,
             source_times_path=times_path,
             detector="" if s.detector == "box" else s.detector,
             detector_weights=s.detector_weights,

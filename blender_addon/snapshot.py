@@ -33,8 +33,12 @@ with the audio heard there:
     --duration      (V1 - V0) / scene_fps
 
 When the sound file has content that the strip does not play inside the video's range (the
-sound strip is trimmed there), the audio is first cut to what is heard: `audio_cut` describes
-that file (silence, then the heard part), and the engine then gets --audio-start 0.
+sound strip is trimmed there), the engine also gets
+
+    --audible       (S0' - V0) / scene_fps, (S1' - V0) / scene_fps   with [S0', S1') = [S0, S1) within [V0, V1)
+
+and hears silence outside it. The engine cuts, not Blender: Blender's audio module needs numpy,
+which a distribution's Blender may lack (Debian's 3.4 does).
 The result is inserted at frame V0 and lasts V1 - V0 frames.
 """
 
@@ -87,17 +91,6 @@ class StripInfo:
 
 
 @dataclass(frozen=True)
-class AudioCut:
-    """Build a WAV: `lead` seconds of silence, then file[start:end] (seconds)."""
-
-    source: str
-    lead: float
-    start: float
-    end: float
-    total: float  # the wanted length in seconds (silence after, if needed)
-
-
-@dataclass(frozen=True)
 class SyncRequest:
     """The job, as plain data: what to run and where to put the result."""
 
@@ -113,7 +106,7 @@ class SyncRequest:
     audio_start: float  # file time heard at V0 (seconds)
     duration: float  # (V1 - V0) / scene_fps
     sound_name: str = ""
-    audio_cut: Optional[AudioCut] = None
+    audible: Optional[Tuple[float, float]] = None  # output seconds the sound plays (trimmed strip)
     notes: Tuple[str, ...] = field(default_factory=tuple)
     # Clip time (s from the clip's first frame) Blender shows at V0, V0 + 1, ...; None for an
     # image, or a movie whose rate Blender does not report (then start_frame/used_frames).
@@ -124,7 +117,6 @@ class SyncRequest:
         *,
         checkpoint: str,
         out: str,
-        audio_path: Optional[str] = None,
         source_times_path: Optional[str] = None,
         detector: str = "",
         detector_weights: str = "",
@@ -135,19 +127,19 @@ class SyncRequest:
         """Arguments after `python -m wav2lip_core` (see the core's CLI). With source times, the
         caller writes them (`source_times_json`) to `source_times_path`."""
         P = protocol
-        audio = audio_path or self.audio_path
-        audio_start = 0.0 if (audio_path and self.audio_cut is not None) else self.audio_start
         args = [
             P.OPT_FACE, self.face_path,
-            P.OPT_AUDIO, audio,
+            P.OPT_AUDIO, self.audio_path,
             P.OPT_CHECKPOINT, checkpoint,
             P.OPT_OUT, out,
             P.OPT_FPS, _num(self.scene_fps),
-            P.OPT_AUDIO_START, _num(audio_start),
+            P.OPT_AUDIO_START, _num(self.audio_start),
             P.OPT_DURATION, _num(self.duration),
             P.OPT_PROGRESS, P.PROGRESS_JSON,
             P.OPT_PROTOCOL, str(P.PROTOCOL_VERSION),
         ]
+        if self.audible is not None:
+            args += [P.OPT_AUDIBLE, _num(self.audible[0]), _num(self.audible[1])]
         if not self.is_image:
             if self.source_times is not None:
                 if not source_times_path:
@@ -309,15 +301,7 @@ def plan(video: StripInfo, sound: StripInfo, scene_fps: float, *, rounds: bool =
     content_end = sound.frame_start + sound.frame_duration  # where the file (as loaded) runs out
     trimmed_front = s0 > v0 and sound_time(sound, s0, scene_fps) > 0.5 / 48000
     trimmed_back = s1 < v1 and s1 < content_end - 1e-6
-    cut: Optional[AudioCut] = None
-    if trimmed_front or trimmed_back:
-        cut = AudioCut(
-            source=sound.filepath,
-            lead=(lo - v0) / scene_fps + max(0.0, -sound_time(sound, lo, scene_fps)),
-            start=max(0.0, sound_time(sound, lo, scene_fps)),
-            end=sound_time(sound, hi, scene_fps),
-            total=duration,
-        )
+    audible = ((lo - v0) / scene_fps, (hi - v0) / scene_fps) if (trimmed_front or trimmed_back) else None
 
     start_frame: Optional[int] = None
     times: Optional[Tuple[float, ...]] = None
@@ -338,7 +322,7 @@ def plan(video: StripInfo, sound: StripInfo, scene_fps: float, *, rounds: bool =
         audio_start=audio_start,
         duration=duration,
         sound_name=sound.name,
-        audio_cut=cut,
+        audible=audible,
         notes=tuple(notes),
         source_times=times,
     )

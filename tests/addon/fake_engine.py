@@ -40,23 +40,6 @@ def emit(line: str) -> None:
     print(line, flush=True)
 
 
-def _rms(path: str):
-    """RMS per 0.1 s of a mono/stereo 16-bit WAV (None for anything else)."""
-    import wave
-
-    try:
-        with wave.open(path) as w:
-            import numpy as np
-
-            rate, ch = w.getframerate(), w.getnchannels()
-            a = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(float)
-    except Exception:
-        return None
-    a = a.reshape(-1, ch).mean(axis=1)
-    step = rate // 10
-    return [float(np.sqrt((a[i:i + step] ** 2).mean())) for i in range(0, len(a) - step + 1, step)]
-
-
 def parser(with_protocol: bool = True) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="wav2lip")
     ap.add_argument(P.OPT_FACE, required=True)
@@ -72,6 +55,7 @@ def parser(with_protocol: bool = True) -> argparse.ArgumentParser:
     ap.add_argument(P.OPT_FRAMES, type=int)
     ap.add_argument(P.OPT_SOURCE_TIMES)
     ap.add_argument(P.OPT_AUDIO_START, type=float, default=0.0)
+    ap.add_argument(P.OPT_AUDIBLE, type=float, nargs=2)
     ap.add_argument(P.OPT_DURATION, type=float)
     ap.add_argument(P.OPT_PROGRESS, default="bar")
     if with_protocol:
@@ -94,7 +78,7 @@ def main(argv=None) -> int:
     log = os.environ.get("FAKE_ENGINE_LOG")
     if log:
         with open(log, "w") as f:
-            json.dump({"argv": sys.argv[1:], "audio_rms": _rms(args.audio), "source_times_list": times,
+            json.dump({"argv": sys.argv[1:], "source_times_list": times,
                        **vars(args)}, f)
     json_mode = args.progress == P.PROGRESS_JSON
     if json_mode:

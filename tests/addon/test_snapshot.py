@@ -34,7 +34,7 @@ def test_aligned_strips():
     req = plan(movie(), sound(), 24.0)
     assert (req.insert_frame, req.used_frames, req.start_frame) == (10, 125, 0)
     assert req.audio_start == 0.0 and req.duration == pytest.approx(125 / 24)
-    assert req.audio_cut is None  # the sound just ends: silence after it, as in Blender
+    assert req.audible is None  # the sound just ends: silence after it, as in Blender
     a = _args(req, detector="blazeface", detector_weights="/w/bf.pth", source_times_path="/t/times.json")
     assert a["--fps"] == "24" and a["--source-times"] == "/t/times.json" and a["--protocol"] == "2"
     assert "--start-frame" not in a  # the times say which frames
@@ -53,13 +53,13 @@ def test_trimmed_movie_and_offset_sound():
     assert (req.insert_frame, req.used_frames, req.start_frame) == (20, 60, 10)
     assert req.audio_start == pytest.approx(15 / 24)
     assert req.duration == pytest.approx(60 / 24)
-    assert req.audio_cut is None
+    assert req.audible is None
 
 
 def test_sound_starting_later_is_negative_audio_start():
     req = plan(movie(), sound(frame_start=34.0, final_start=34, final_end=154), 24.0)
     assert req.audio_start == pytest.approx(-1.0)
-    assert req.audio_cut is None and req.notes
+    assert req.audible is None and req.notes
 
 
 def test_hard_trim_and_sound_offset():
@@ -71,18 +71,17 @@ def test_hard_trim_and_sound_offset():
     assert req.audio_start == pytest.approx(12 / 25 - 1.5)  # sound_offset delays the sound
 
 
-def test_trimmed_sound_inside_video_is_cut_to_what_is_heard():
+def test_trimmed_sound_inside_video_is_heard_only_where_it_plays():
     # Sound file content spans frames 0..200 but only 40..60 is played (handles trimmed).
     s = sound(frame_start=0.0, final_start=40, final_end=60, frame_duration=200)
     v = movie(frame_start=30.0, final_start=30, final_end=90, frame_duration=125)
     req = plan(v, s, 20.0)
-    cut = req.audio_cut
-    assert cut is not None
-    assert cut.lead == pytest.approx(0.5)  # frames 30..39 silent
-    assert (cut.start, cut.end) == (pytest.approx(2.0), pytest.approx(3.0))  # file seconds of frames 40..59
-    assert cut.total == pytest.approx(3.0)
-    a = _args(req, audio_path="/tmp/heard.wav")
-    assert a["--audio"] == "/tmp/heard.wav" and a["--audio-start"] == "0"
+    assert req.audible == (pytest.approx(0.5), pytest.approx(1.5))  # frames 40..59 of 30..89
+    assert req.audio_start == pytest.approx(1.5)  # the file's time at frame 30
+    a = req.engine_args(checkpoint="c.pth", out="o.mp4", source_times_path="/t/times.json")
+    i = a.index("--audible")
+    assert a[i + 1:i + 3] == ["0.5", "1.5"]
+    assert _args(req)["--audio"] == s.filepath
 
 
 def test_image_strip():

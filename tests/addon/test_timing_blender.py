@@ -71,7 +71,7 @@ def test_audio_mapping_matches_blender_mixdown(fresh, media, tmp_path, sound_sta
             pytest.skip("sound_offset needs Blender 4.5")
         snd.sound_offset = offset
     req = plan(capture.strip_info(scene, face), capture.strip_info(scene, snd), compat.scene_fps(scene))
-    assert req.audio_cut is None
+    assert req.audible is None
 
     scene.frame_start, scene.frame_end = 1, 120
     mix = tmp_path / "mix.wav"
@@ -86,9 +86,9 @@ def test_audio_mapping_matches_blender_mixdown(fresh, media, tmp_path, sound_sta
         assert min(abs(h - b) for b in BURSTS) < 0.003, (h, heard)
 
 
-def test_trimmed_sound_cut_matches_blender_mixdown(fresh, media, tmp_path):
-    """A sound strip trimmed on both sides inside the video: the cut WAV the engine gets holds
-    exactly the clicks Blender plays, at the same times."""
+def test_trimmed_sound_window_matches_blender_mixdown(fresh, media, tmp_path):
+    """A sound strip trimmed on both sides inside the video: the file times the engine hears
+    inside its --audible window are exactly the clicks Blender plays, at the same times."""
     bpy, scene = fresh
     from blender_addon import capture, compat
     from blender_addon.snapshot import plan
@@ -100,13 +100,14 @@ def test_trimmed_sound_cut_matches_blender_mixdown(fresh, media, tmp_path):
     snd.frame_offset_start = 20  # plays frames 21 .. 64: only the clicks at 0.95, 1.6, 2.0 s
     snd.frame_offset_end = 32
     req = plan(capture.strip_info(scene, face), capture.strip_info(scene, snd), compat.scene_fps(scene))
-    assert req.audio_cut is not None
-    cut = capture.write_audio_cut(req.audio_cut, str(tmp_path / "heard.wav"))
+    assert req.audible is not None
     scene.frame_start, scene.frame_end = 1, 100
     mix = tmp_path / "mix.wav"
     bpy.ops.sound.mixdown(filepath=str(mix), container="WAV", codec="PCM", format="S16", mixrate=48000, accuracy=256)
-    blender = onsets(mix)
-    ours = onsets(cut)
+    blender = onsets(mix)  # seconds from scene frame 1 = output time 0 (the face starts there)
+    assert req.insert_frame == scene.frame_start
+    a, b = req.audible
+    ours = [t - req.audio_start for t in BURSTS if a <= t - req.audio_start < b]  # output time of each click heard
     assert len(blender) == 3 and len(ours) == 3
     assert np.allclose(blender, ours, atol=0.003)
 

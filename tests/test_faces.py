@@ -480,3 +480,4 @@ def test_auto_detector_prefers_blazeface_where_its_weights_are(tmp_path, monkeyp
     with pytest.raises(DetectorError, match="nowhere"):
         resolve_detector("auto", str(tmp_path / "nowhere" / "blazeface.pth"))
     assert resolve_detector("s3fd", None) == ("s3fd", None, "")  # an explicit choice is kept
+    assert resolve_detector("blazeface", None) == ("blazeface", str(given), "")  # with the recorded weights

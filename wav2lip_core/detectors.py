@@ -269,6 +269,9 @@ def resolve_detector(kind: str, weights: str | None) -> tuple[str, str | None, s
     cache face-alignment uses), else OpenCV's Haar cascade, which ships with opencv-python, so
     a first run works without any download."""
     if kind != protocol.DETECTOR_AUTO:
+        recorded = recorded_detector_weights() if not weights and kind != "haar" else None
+        if recorded is not None and _kind_of_weights(recorded) == kind:  # install.py's record for it
+            return kind, str(recorded), ""
         return kind, weights, ""
     if weights:  # asked for explicitly: use them or say what is wrong, never silently fall back
         kind = _kind_of_weights(Path(weights))

@@ -1,9 +1,16 @@
 """Streaming video/image decoding with PyAV.
 
-`probe_video` demuxes once (no full decode) to learn the exact frame count, every frame's
-presentation time and where the keyframes are. `read_frames` then serves any schedule of frame
-indices with bounded memory: forward runs stream straight through the decoder, descending runs
-(ping-pong looping) are decoded in chunks that fit a byte budget and emitted reversed.
+`probe_video` learns the exact frame count, every frame's presentation time and where the
+keyframes are. MP4/MOV and Matroska/WebM index every packet's timestamp, so for them one demux
+pass (no decoding) is enough. Other containers (MPEG-TS camcorder clips, AVI, raw .h264 streams)
+and files whose timestamps are missing or repeated are decoded once instead: the frames the
+decoder really outputs are the frame list, identified by their timestamps when those are usable
+and by decode order when not (then every backward jump restarts from the beginning, since
+seeking such files lands anywhere).
+
+`read_frames` then serves any schedule of frame indices with bounded memory: forward runs
+stream straight through the decoder, descending runs (ping-pong looping) are decoded in chunks
+that fit a byte budget and emitted reversed.
 
 Frames are uint8 BGR (H, W, 3) arrays, upright (rotation metadata applied), and each yielded
 array is the caller's own (safe to modify in place).
@@ -21,14 +28,12 @@ from typing import Iterable, Iterator
 import av
 import cv2
 import numpy as np
-from av.video.reformatter import Interpolation
 
+from .colour import RGB_SOURCE, Colour, to_bgr
 from .errors import MediaError, reason
 
 __all__ = ["VideoInfo", "probe_video", "read_frames", "iter_frames", "DEFAULT_BUFFER_BYTES", "DEFAULT_SPILL_BYTES"]
 
-# A descending run is decoded forward and reversed, so its frames must be held; 256 MB keeps a
-# chunk of ~40 1080p frames, enough to amortise the seek-and-decode-from-keyframe cost.
 # Frames of a backward (ping-pong) run held in memory at once. Longer runs go to an unlinked
 # temp file, up to DEFAULT_SPILL_BYTES a chunk: RAM stays flat however long the output, and a
 # chunk spanning whole GOPs decodes each frame about once instead of re-decoding from the
@@ -38,9 +43,13 @@ DEFAULT_SPILL_BYTES = 1024 * 1024 * 1024
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2"}
 
-# Relative jitter tolerated between frame intervals before a file is called variable-rate; a
-# millisecond time base stores 30 fps as 33/34/33 ticks, which is still constant-rate footage.
-_CFR_TOLERANCE_TICKS = 1
+# Spread (longest minus shortest frame interval, in time-base ticks) still called constant-rate:
+# a millisecond time base stores 30 fps as 33/34/33 ticks, which is constant-rate footage.
+_CFR_SPREAD_TICKS = 2
+
+# Containers whose index gives every packet's presentation time: demuxing is enough to list the
+# frames. Anything else is decoded once at probe time.
+_INDEXED_FORMATS = {"mov", "mp4", "matroska", "webm"}
 
 
 @dataclass(frozen=True)
@@ -55,10 +64,14 @@ class VideoInfo:
     variable_frame_rate: bool
     is_image: bool
     rotation: int  # degrees counter-clockwise (FFmpeg's display-matrix convention); frames come back upright
+    # How the source's YUV maps to RGB; the writer encodes with the same (see colour.py).
+    colour: Colour = RGB_SOURCE
     # Decoder bookkeeping: pts of each frame in presentation order and the indices of keyframes
-    # (seek targets). Not part of the public contract.
+    # (seek targets); with `by_order`, frames are identified by decode order from the start
+    # (timestamps missing or repeated) and `pts` is empty. Not part of the public contract.
     pts: tuple[int, ...] = field(default=(), repr=False, compare=False)
     keyframes: tuple[int, ...] = field(default=(0,), repr=False, compare=False)
+    by_order: bool = field(default=False, repr=False, compare=False)
 
 
 def _fail(path: str, what: str) -> MediaError:
@@ -117,58 +130,122 @@ def _load_image(path: str) -> np.ndarray:
     return image
 
 
-def _demux_timestamps(path: str, container, stream) -> tuple[list[int], list[int], int]:
-    """Packet pts (decode order), keyframe pts and the last packet's duration, without decoding."""
+def _demux_timestamps(path: str, container, stream) -> tuple[list[int | None], list[int | None], int]:
+    """Packet pts (decode order; None where the packet has none), keyframe pts and the last
+    shown packet's duration, without decoding."""
     pts, key_pts, last_duration, latest = [], [], 0, None
     try:
         for packet in container.demux(stream):
             if packet.size == 0 or packet.is_discard:  # flush packet / edit-list-trimmed packet
                 continue
-            stamp = packet.pts if packet.pts is not None else packet.dts
-            if stamp is None:
-                stamp = pts[-1] + max(packet.duration or 1, 1) if pts else 0
+            stamp = packet.pts
             pts.append(stamp)
             if packet.is_keyframe:
                 key_pts.append(stamp)
-            if latest is None or stamp >= latest:  # the last frame shown, not the last decoded
+            if stamp is not None and (latest is None or stamp >= latest):  # the last frame shown, not the last decoded
                 latest, last_duration = stamp, packet.duration or 0
     except av.error.FFmpegError as exc:
         raise _fail(path, f"the video is damaged ({reason(exc)}); re-export or re-download it") from None
     return pts, key_pts, last_duration
 
 
+@dataclass
+class _Decoded:
+    """What decoding from the start showed: the first frame's geometry and colours, and (for a
+    full scan) every output frame's pts, keyframe flag and the last frame's duration."""
+
+    rotation: int
+    width: int
+    height: int
+    colour: Colour
+    pts: list = field(default_factory=list)
+    keys: list = field(default_factory=list)
+    last_duration: int = 0
+
+
+def _decode_from_start(path: str, *, scan: bool) -> _Decoded:
+    # A fresh open, not a seek to 0: raw streams cannot seek and MPEG-TS seeks land anywhere.
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        result = None
+        try:
+            for frame in container.decode(stream):
+                if result is None:
+                    rotation = _normalise_rotation(frame.rotation)
+                    w, h = frame.width, frame.height
+                    if rotation in (90, 270):
+                        w, h = h, w
+                    result = _Decoded(rotation, w, h, Colour.of_frame(frame))
+                result.pts.append(frame.pts)
+                result.keys.append(bool(frame.key_frame))
+                result.last_duration = int(getattr(frame, "duration", 0) or 0)
+                if not scan:
+                    break
+        except av.error.FFmpegError as exc:
+            raise _fail(path, f"the video cannot be decoded ({reason(exc)}); re-export it as H.264 mp4") from None
+    if result is None:
+        raise _fail(path, "no frame could be decoded; re-export the video")
+    return result
+
+
+def _usable(pts: list) -> bool:
+    """Timestamps that can identify frames: all present and distinct."""
+    return bool(pts) and None not in pts and len(set(pts)) == len(pts)
+
+
 def _probe_stream(path: str, container, stream) -> VideoInfo:
-    raw_pts, key_pts, last_duration = _demux_timestamps(path, container, stream)
-    if not raw_pts:
-        raise _fail(path, "the video stream has no frames; re-export the video")
-    pts = sorted(set(raw_pts))
-    if len(pts) != len(raw_pts):
-        # Duplicate timestamps make pts useless as frame identity; fall back to a synthetic CFR
-        # timeline (the decoder output order is still presentation order).
-        pts = list(range(len(raw_pts)))
     tb = stream.time_base or Fraction(1, 90000)
+    nominal = stream.guessed_rate or stream.average_rate or stream.base_rate
+    indexed = bool(_INDEXED_FORMATS & set(container.format.name.split(",")))
+    if indexed:
+        raw_pts, key_pts, last_duration = _demux_timestamps(path, container, stream)
+        if not raw_pts:
+            raise _fail(path, "the video stream has no frames; re-export the video")
+        first = _decode_from_start(path, scan=False)
+        # The decoder must start at the first listed frame (it drops undecodable leading
+        # frames); otherwise the packet list is not the frame list.
+        if _usable(raw_pts) and first.pts[0] == min(raw_pts):
+            pts = sorted(raw_pts)
+            fps, duration, times, variable = _timeline(pts, tb, nominal, last_duration)
+            index_of = {p: i for i, p in enumerate(pts)}
+            keyframes = tuple(sorted({index_of[k] for k in key_pts if k in index_of} | {0}))
+            return _info(path, first, fps, duration, times, variable, pts, keyframes, by_order=False)
+    scan = _decode_from_start(path, scan=True)
+    if _usable(scan.pts) and all(b > a for a, b in zip(scan.pts, scan.pts[1:])):
+        pts = scan.pts
+        fps, duration, times, variable = _timeline(pts, tb, nominal, scan.last_duration)
+        keyframes = tuple(sorted({i for i, key in enumerate(scan.keys) if key} | {0}))
+        return _info(path, scan, fps, duration, times, variable, pts, keyframes, by_order=False)
+    # Timestamps missing (raw streams), repeated or out of order (AVI with B-frames): frames are
+    # what the decoder outputs, in order, at the stream's nominal rate.
+    n = len(scan.pts)
+    stamps = sorted(p for p in scan.pts if p is not None)
+    measured = (n - 1) / float((stamps[-1] - stamps[0]) * tb) if len(stamps) == n > 1 and stamps[-1] > stamps[0] else None
+    fps = _pick_cfr_rate(nominal if nominal and 1 <= float(nominal) <= 300 else None, measured)
+    times = tuple(i / fps for i in range(n))
+    return _info(path, scan, fps, n / fps, times, False, (), (0,), by_order=True)
+
+
+def _timeline(pts: list[int], tb, nominal, last_duration: int) -> tuple[float, float, tuple[float, ...], bool]:
+    """(fps, duration, frame times from 0, variable) of frames with these sorted pts."""
     n = len(pts)
     deltas = np.diff(np.asarray(pts, dtype=np.int64))
-    nominal = stream.guessed_rate or stream.average_rate or stream.base_rate
-    variable = bool(deltas.size) and int(deltas.max() - deltas.min()) > 2 * _CFR_TOLERANCE_TICKS
-
+    variable = bool(deltas.size) and int(deltas.max() - deltas.min()) > _CFR_SPREAD_TICKS
     if variable:
         tail = last_duration if last_duration > 0 else int(np.median(deltas))
         duration = float((pts[-1] - pts[0] + tail) * tb)
-        fps = n / duration
-        times = tuple(float((p - pts[0]) * tb) for p in pts)
-    else:
-        measured = 1.0 / float(deltas.mean() * tb) if deltas.size else None
-        fps = _pick_cfr_rate(nominal, measured)
-        duration = n / fps
-        times = tuple(i / fps for i in range(n))
+        return n / duration, duration, tuple(float((p - pts[0]) * tb) for p in pts), True
+    measured = 1.0 / float(deltas.mean() * tb) if deltas.size else None
+    fps = _pick_cfr_rate(nominal, measured)
+    return fps, n / fps, tuple(i / fps for i in range(n)), False
 
-    rotation, width, height = _first_frame_geometry(path, container, stream)
-    index_of = {p: i for i, p in enumerate(pts)}
-    keyframes = tuple(sorted({index_of[k] for k in key_pts if k in index_of} | {0}))
-    return VideoInfo(path=path, width=width, height=height, fps=fps, frame_count=n, frame_times=times,
-                     duration=duration, variable_frame_rate=variable, is_image=False, rotation=rotation,
-                     pts=tuple(pts), keyframes=keyframes)
+
+def _info(path, decoded: _Decoded, fps, duration, times, variable, pts, keyframes, *, by_order) -> VideoInfo:
+    return VideoInfo(path=path, width=decoded.width, height=decoded.height, fps=fps, frame_count=len(times),
+                     frame_times=times, duration=duration, variable_frame_rate=variable, is_image=False,
+                     rotation=decoded.rotation, colour=decoded.colour, pts=tuple(pts), keyframes=keyframes,
+                     by_order=by_order)
 
 
 def _pick_cfr_rate(nominal, measured: float | None) -> float:
@@ -181,20 +258,6 @@ def _pick_cfr_rate(nominal, measured: float | None) -> float:
     return 25.0
 
 
-def _first_frame_geometry(path: str, container, stream) -> tuple[int, int, int]:
-    # The display matrix is only exposed on decoded frames in PyAV, so decode one frame; this
-    # also proves the stream is decodable before the pipeline spends minutes on it.
-    try:
-        container.seek(0, stream=stream)
-        for frame in container.decode(stream):
-            rotation = _normalise_rotation(frame.rotation)
-            w, h = frame.width, frame.height
-            return (rotation, h, w) if rotation in (90, 270) else (rotation, w, h)
-    except av.error.FFmpegError as exc:
-        raise _fail(path, f"the video cannot be decoded ({reason(exc)}); re-export it as H.264 mp4") from None
-    raise _fail(path, "no frame could be decoded; re-export the video")
-
-
 def _normalise_rotation(value) -> int:
     try:
         degrees = int(round(float(value or 0) / 90.0)) * 90
@@ -203,18 +266,9 @@ def _normalise_rotation(value) -> int:
     return degrees % 360
 
 
-# swscale's default YUV->RGB path rounds down (frames come out ~2 levels darker); accurate
-# rounding with full chroma interpolation is unbiased (mean error ~0.4 level, see encode.py).
-TO_BGR_FLAGS = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
-
-
-def to_bgr(frame: av.VideoFrame) -> np.ndarray:
-    """Convert a decoded frame to BGR24 the way the whole project does (unbiased rounding)."""
-    return frame.to_ndarray(format="bgr24", interpolation=TO_BGR_FLAGS)
-
-
-def _upright(frame: av.VideoFrame, rotation: int) -> np.ndarray:
-    bgr = to_bgr(frame)
+def _upright(frame: av.VideoFrame, info: VideoInfo) -> np.ndarray:
+    bgr = to_bgr(frame, info.colour)
+    rotation = info.rotation
     if rotation == 90:  # counter-clockwise, as av_display_rotation_get reports it
         return cv2.rotate(bgr, cv2.ROTATE_90_COUNTERCLOCKWISE)
     if rotation == 180:
@@ -231,9 +285,7 @@ class _Decoder:
     def __init__(self, info: VideoInfo):
         self.info = info
         self._index_of = {p: i for i, p in enumerate(info.pts)}
-        self._container = _open(info.path)
-        self._stream = self._container.streams.video[0]
-        self._stream.thread_type = "AUTO"
+        self._container = None
         self._frames: Iterator | None = None
         self._pending: tuple[int, av.VideoFrame] | None = None
         self.next_index = 0  # index of the frame the decoder would output next
@@ -241,7 +293,9 @@ class _Decoder:
         self.decoded = 0
 
     def close(self) -> None:
-        self._container.close()
+        if self._container is not None:
+            self._container.close()
+            self._container = None
 
     def keyframe_before(self, index: int) -> int:
         keys = self.info.keyframes
@@ -253,30 +307,55 @@ class _Decoder:
         key = self.keyframe_before(first)
         if not (self._frames is not None and key <= self.next_index <= first):
             self._seek(key)
+        retried = False
         expected = first
-        while self.next_index <= last:
+        while expected <= last:
             index, frame = self._next_frame()
             if index < first:
                 continue
             if index != expected:
+                if not retried and expected == first:
+                    # A seek landed where the decoder cannot show this frame (open GOP,
+                    # MPEG-TS); decoding from the very start always can.
+                    retried = True
+                    self._restart()
+                    continue
                 raise _fail(self.info.path, f"frame {expected} cannot be decoded (got frame {index}); "
                             "the file is damaged, re-export it")
             expected += 1
-            yield index, _upright(frame, self.info.rotation)
+            yield index, _upright(frame, self.info)
+
+    def _restart(self) -> None:
+        self.close()
+        self._container = _open(self.info.path)
+        stream = self._container.streams.video[0]
+        stream.thread_type = "AUTO"
+        self._frames = self._container.decode(stream)
+        self._pending = None
+        self.next_index = 0
 
     def _seek(self, key: int) -> None:
         self.seeks += 1
-        target = self.info.pts[key]
-        self._container.seek(target, stream=self._stream, backward=True, any_frame=False)
-        self._frames = self._container.decode(self._stream)
+        if key == 0 or self.info.by_order:
+            self._restart()
+            return
+        if self._container is None:
+            self._restart()
+        stream = self._container.streams.video[0]
         self.next_index = key  # corrected from the first decoded frame's pts
         self._pending = None
-        first_index, frame = self._raw_next()
+        try:
+            self._container.seek(self.info.pts[key], stream=stream, backward=True, any_frame=False)
+            self._frames = self._container.decode(stream)
+            first_index, frame = self._raw_next()
+        except (av.error.FFmpegError, MediaError):
+            # MPEG-TS and other unindexed files can land past the end or nowhere useful.
+            self._restart()
+            return
         if first_index > key:
             # The demuxer landed after our keyframe (odd index tables); restart from the top.
-            self._container.seek(self.info.pts[0], stream=self._stream, backward=True, any_frame=False)
-            self._frames = self._container.decode(self._stream)
-            first_index, frame = self._raw_next()
+            self._restart()
+            return
         self._pending = (first_index, frame)
 
     def _raw_next(self) -> tuple[int, av.VideoFrame]:
@@ -288,8 +367,8 @@ class _Decoder:
         except av.error.FFmpegError as exc:
             raise _fail(self.info.path, f"decoding failed near frame {self.next_index} ({reason(exc)}); "
                         "the file is damaged, re-export it") from None
-        index = self._index_of.get(frame.pts if frame.pts is not None else frame.dts)
-        if index is None:  # no usable timestamp: trust decode order
+        index = None if self.info.by_order else self._index_of.get(frame.pts)
+        if index is None:  # identified by decode order
             index = self.next_index
         return index, frame
 

@@ -8,6 +8,10 @@ Odd sizes: yuv420p needs even dimensions, so an odd width/height is PADDED by on
 repeats the last column/row. Cropping would drop real picture; a replicated edge line is
 invisible, and `VideoWriter.width/height` report the encoded (even) size.
 
+Colours: frames are encoded with the source's matrix and range and tagged with its colour
+description (`colour=VideoInfo.colour`; see colour.py), so every player reads the output as it
+reads the source. Without one (an image, an RGB clip) the output is BT.601 limited range, tagged.
+
 Timing: video pts are in a 1/90000 time base (MPEG's tick, exact for 24/25/30/50/60 and for
 NTSC 1001-based rates) taken from the times given to write(), so variable-frame-rate sources
 keep their cadence; the codec frame rate (`fps`) is still recorded for players and x264's
@@ -25,8 +29,9 @@ from fractions import Fraction
 import av
 import cv2
 import numpy as np
-from av.video.reformatter import Interpolation
 
+from .audio import _to_float
+from .colour import RGB_SOURCE, Colour, from_bgr, tag
 from .errors import AudioError, MediaError, reason
 
 __all__ = ["VideoWriter", "check_output"]
@@ -38,11 +43,6 @@ AAC_FRAME = 1024
 # Audio is encoded this far ahead of the last video frame so the muxer always has both streams
 # to interleave without buffering.
 AUDIO_LEAD_S = 0.5
-
-
-# Accurate rounding: swscale's default RGB->YUV path is biased ~1-2 levels dark, which would
-# visibly darken every output frame relative to its source.
-TO_YUV_FLAGS = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -80,7 +80,13 @@ class _AudioSource:
         src_rate = stream.codec_context.sample_rate or 48000
         self.rate = src_rate if src_rate in AAC_RATES else 48000
         # Dialogue needs no surround; mono and stereo are kept, anything wider is downmixed.
-        self.layout = "mono" if stream.codec_context.channels == 1 else "stereo"
+        # Channels of unknown order (a multichannel wav without a channel mask) cannot be
+        # downmixed by position (FFmpeg would guess one is the LFE and drop it): they are
+        # averaged to mono, as load_audio does for the model, so the output carries the sound
+        # the lips were synced to.
+        layout = stream.codec_context.layout
+        self._average = stream.codec_context.channels > 2 and all(c.name == "NONE" for c in layout.channels)
+        self.layout = "mono" if stream.codec_context.channels == 1 or self._average else "stereo"
         self.channels = 1 if self.layout == "mono" else 2
         self._stream = stream
         self._resampler = av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate)
@@ -99,6 +105,8 @@ class _AudioSource:
     def _decoded_blocks(self):
         try:
             for frame in self._container.decode(self._stream):
+                if self._average:
+                    frame = _averaged(frame)
                 for out in self._resampler.resample(frame):
                     yield out.to_ndarray()
             for out in self._resampler.resample(None):
@@ -150,6 +158,18 @@ class _AudioSource:
         return None
 
 
+def _averaged(frame: av.AudioFrame) -> av.AudioFrame:
+    """The mean of all channels as a mono fltp frame (swresample cannot be given channels of
+    unknown order safely)."""
+    data = frame.to_ndarray()
+    if frame.format.is_packed:  # interleaved: (1, samples*channels)
+        data = data.reshape(-1, len(frame.layout.channels)).T
+    mono = av.AudioFrame.from_ndarray(np.ascontiguousarray(_to_float(data).mean(axis=0, keepdims=True)),
+                                      format="fltp", layout="mono")
+    mono.sample_rate = frame.sample_rate
+    return mono
+
+
 def check_output(out_path, source_paths=()) -> str:
     """The absolute output path, or MediaError when it is one of the inputs, its folder is
     missing, or it is a folder. The pipeline calls this before any slow work, too."""
@@ -169,12 +189,13 @@ class VideoWriter:
     """Context manager writing H.264 (libx264, yuv420p) + optional AAC to `out_path` atomically.
 
     On exception inside the with-block, or abort(), the temp file is deleted and out_path is not
-    touched. Frames are BGR uint8 of shape (height, width, 3) as given to the constructor.
+    touched. Frames are BGR uint8 of shape (height, width, 3) as given to the constructor,
+    decoded as `colour` describes (the source's, from VideoInfo.colour).
     """
 
     def __init__(self, out_path, *, width: int, height: int, fps: float, audio_path=None,
                  audio_start: float = 0.0, duration: float | None = None, crf: int = 18,
-                 preset: str = "veryfast", source_paths=()):
+                 preset: str = "veryfast", source_paths=(), colour: Colour | None = None):
         self.out_path = check_output(out_path, source_paths)
         self.source_width, self.source_height = int(width), int(height)
         # Padding (not cropping) to even sizes: see the module docstring.
@@ -184,6 +205,7 @@ class VideoWriter:
             raise ValueError(f"invalid video size/fps: {width}x{height} @ {fps}")
         self.fps = float(fps)
         self.duration = duration
+        self.colour = (colour or RGB_SOURCE).output()
         self._tmp_path = self._create_temp()
         self._finalizer = weakref.finalize(self, _remove, self._tmp_path)
         self._container = None
@@ -223,11 +245,7 @@ class VideoWriter:
         video.time_base = VIDEO_TIME_BASE
         video.codec_context.time_base = VIDEO_TIME_BASE
         video.codec_context.options = {"crf": str(int(crf)), "preset": preset}
-        # Tag what we encode (BT.709, limited range) so players and our own decoder agree.
-        video.codec_context.colorspace = 1
-        video.codec_context.color_primaries = 1
-        video.codec_context.color_trc = 1
-        video.codec_context.color_range = 1
+        tag(video.codec_context, self.colour)
         self._video = video
         self._last_pts: int | None = None
         self._durations: dict[int, int] = {}
@@ -262,9 +280,7 @@ class VideoWriter:
         if (self.width, self.height) != (self.source_width, self.source_height):
             bgr = cv2.copyMakeBorder(bgr, 0, self.height - self.source_height, 0,
                                      self.width - self.source_width, cv2.BORDER_REPLICATE)
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(bgr), format="bgr24")
-        frame = frame.reformat(format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG",
-                               interpolation=TO_YUV_FLAGS)
+        frame = from_bgr(np.ascontiguousarray(bgr), self.colour)
         frame.pts = pts
         frame.time_base = VIDEO_TIME_BASE
         return frame

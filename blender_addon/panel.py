@@ -39,6 +39,8 @@ def draw_panel(layout: Any, context: Context) -> None:
         col = layout.column(align=True)
         col.label(text=f"{job.request.source_name} \u2192 {job.request.source_name}{operators.SUFFIX}", icon="SEQUENCE")
         compat.progress_bar(col, p.fraction, p.text, context)
+        for note in p.notes[-2:]:  # e.g. which face detector the engine picked; the full text is reported at the end
+            col.label(text=note.split(";")[0], icon="INFO")
         col.operator(operators.SEQUENCER_OT_wav2lip_cancel.bl_idname, text="Cancel", icon="CANCEL")
         return
 
@@ -60,6 +62,9 @@ def draw_panel(layout: Any, context: Context) -> None:
         row.prop(prefs, "device", text="")
         if prefs.detector == "box":
             box.prop(prefs, "box", text="")
+        hint = preferences.detector_hint(preferences.settings_from(context))
+        if hint:
+            box.label(text=hint, icon="INFO")
     settings = getattr(scene, "wav2lip", None) if scene is not None else None
     if settings is not None:
         layout.prop(settings, "mute_source")

@@ -134,6 +134,25 @@ def settings_from(context: Optional[Context], op: Any = None) -> Settings:
     return s
 
 
+def torch_hub_checkpoints() -> str:
+    """Where torch (and so face-alignment) keeps downloaded weights, as torch.hub.get_dir() finds it."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "torch")
+    return os.path.join(home, "hub", "checkpoints")
+
+
+def detector_hint(s: Settings) -> str:
+    """What "Auto" will run, for the panel (the engine decides and reports it in the end): BlazeFace
+    where its weights are (preference, install.py's record, torch's hub cache), else Haar."""
+    if s.detector != protocol.DETECTOR_AUTO:
+        return ""
+    recorded = str(installed_config().get(protocol.CONFIG_DETECTOR_WEIGHTS, "") or "")
+    hub = os.path.join(torch_hub_checkpoints(), "blazeface.pth")
+    if any(p and os.path.isfile(p) for p in (s.detector_weights, recorded, hub)):
+        return "Auto: BlazeFace"
+    return "Auto: Haar; set Detector Weights for BlazeFace"
+
+
 CONFIG_NAME = protocol.CONFIG_NAME  # written by install.py into Blender's config folder
 
 

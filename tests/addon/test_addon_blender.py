@@ -484,3 +484,27 @@ def test_sync_is_one_undo_step(bpy_addon):
     so undoing it for real is tested in a window: tests/blender_window/)."""
     bpy, _ = bpy_addon
     assert "UNDO" in bpy.types.SEQUENCER_OT_wav2lip_sync.bl_options
+
+
+def test_panel_hint_says_what_auto_detector_will_run(bpy_addon, tmp_path, monkeypatch):
+    from blender_addon import preferences
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(preferences, "installed_config", lambda: {})  # nothing recorded by install.py
+    s = preferences.Settings(detector="auto")
+    assert preferences.detector_hint(s) == "Auto: Haar; set Detector Weights for BlazeFace"
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    (hub / "blazeface.pth").write_bytes(b"weights")
+    assert preferences.detector_hint(s) == "Auto: BlazeFace"
+    assert preferences.detector_hint(preferences.Settings(detector="haar")) == ""
+    # The engine looks in the same place: torch's own answer for this environment.
+    code = "import os, torch.hub; print(os.path.join(torch.hub.get_dir(), 'checkpoints'))"
+    import subprocess
+
+    from conftest import ENGINE_PYTHON
+
+    r = subprocess.run([ENGINE_PYTHON, "-c", code], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, TORCH_HOME=str(tmp_path / "torch")))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == preferences.torch_hub_checkpoints()

@@ -93,7 +93,8 @@ def _is_image_format(container) -> bool:
 
 
 def probe_video(path, *, image_fps: float = 25.0) -> VideoInfo:
-    """Describe a video or still image. Fast: demuxes packets, decodes at most the first frame."""
+    """Describe a video or still image. MP4/MOV/MKV/WebM: demuxes packets and decodes the first
+    frame; other containers and unusable timestamps: decodes the stream once."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise _fail(path, "file not found; check the path")

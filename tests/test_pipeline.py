@@ -262,7 +262,7 @@ def test_hard_box_paste_matches_the_original_exactly(make_request, checkpoint, t
     ref_mel = np.load(CONFORMANCE / "mel_reference.npy")
     assert plan.mel.shape == ref_mel.shape
     assert float(np.abs(plan.mel - ref_mel).max()) < 1e-4
-    track = find_faces(plan, detection_settings(req, "cpu"), cache_dir=None, use_cache=False,
+    track = find_faces(plan, detection_settings(req, "cpu")[0], cache_dir=None, use_cache=False,
                        progress=_noop, cancel=_never)
     model = load_checkpoint(checkpoint, device="cpu")
     gen = synthesize(plan, track, model, device=torch.device("cpu"), precision="fp32", batch=batch,
@@ -345,7 +345,7 @@ def test_frames_without_face_pass_through_unchanged(make_request, checkpoint, tm
     info = probe_video(clip)
     plan = make_plan(req, info, load_audio(AUDIO1))
     assert plan.sources == list(range(n))
-    track = find_faces(plan, detection_settings(req, "cpu"), cache_dir=None, use_cache=False,
+    track = find_faces(plan, detection_settings(req, "cpu")[0], cache_dir=None, use_cache=False,
                        progress=_noop, cancel=_never)
     assert [i for i in range(n) if not track.has_face[i]] == list(gap)
     out = dict(synthesize(plan, track, load_checkpoint(checkpoint), device=torch.device("cpu"),

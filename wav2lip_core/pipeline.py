@@ -11,7 +11,6 @@ Only per-frame boxes (a few bytes each), the 16 kHz audio and its mel spectrogra
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -226,10 +225,11 @@ def make_plan(req: LipSyncRequest, info: VideoInfo, wav: np.ndarray) -> Plan:
                 times=times, mel_starts=mel_starts, mel=mel)
 
 
-def detection_settings(req: LipSyncRequest, device: str) -> DetectorSettings:
-    return DetectorSettings(kind=req.detector if req.box is None else "box", weights=req.detector_weights,
-                            box=req.box, pads=tuple(req.pads), smooth=req.smooth, device=device,
-                            face_at=tuple(req.face_at) if req.face_at is not None else None)
+def detection_settings(req: LipSyncRequest, device: str) -> tuple[DetectorSettings, str]:
+    """The detector that runs for `req` ("auto" resolved) and a line telling the user which."""
+    kind, weights, line = ("box", None, "") if req.box is not None else resolve_detector(req.detector, req.detector_weights)
+    return DetectorSettings(kind=kind, weights=weights, box=req.box, pads=tuple(req.pads), smooth=req.smooth,
+                            device=device, face_at=tuple(req.face_at) if req.face_at is not None else None), line
 
 
 def find_faces(plan: Plan, settings: DetectorSettings, *, cache_dir: str | None, use_cache: bool,
@@ -388,12 +388,9 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
     if cancel():
         raise Cancelled("cancelled")
 
-    if request.box is None:
-        kind, weights, line = resolve_detector(request.detector, request.detector_weights)
-        if line:
-            tell(line)
-        request = dataclasses.replace(request, detector=kind, detector_weights=weights)
-    settings = detection_settings(request, "cuda" if device.type == "cuda" else "cpu")
+    settings, line = detection_settings(request, "cuda" if device.type == "cuda" else "cpu")
+    if line:
+        tell(line)
     track = find_faces(plan, settings, cache_dir=request.cache_dir, use_cache=request.cache, progress=progress,
                        cancel=cancel)
     t = watch.add("detect", t)

@@ -674,3 +674,20 @@ def test_audible_window_silences_the_sound_outside_it(make_request, tmp_path):
     assert not np.array_equal(full.mel[:, inside], silent.mel[:, inside])  # the window is not silence anyway
     with pytest.raises(Wav2LipError, match="--audible"):
         _check_inputs(make_request(FACE2, AUDIO1, audible=(2.0, 1.0)))
+
+
+def test_audible_window_in_the_encoded_sound(make_request, tmp_path):
+    """The output file's own sound is the audible window too (silence around it), so the synced
+    clip plays what the lips were synced to."""
+    z = np.load(CONFORMANCE / "model_io.npz")
+    res = run(make_request(FACE2, AUDIO1, duration=1.2, audible=(0.4, 0.8), box=tuple(int(v) for v in z["box"])))
+    with av.open(res.out) as c:
+        rate = c.streams.audio[0].codec_context.sample_rate
+        pcm = np.concatenate([f.to_ndarray()[0] for f in c.decode(audio=0)])  # AAC decodes to planar float
+
+    def rms(a: float, b: float) -> float:
+        seg = pcm[int(a * rate): int(b * rate)].astype(np.float64)
+        return float(np.sqrt(np.mean(seg * seg)))
+
+    assert rms(0.0, 0.35) < 1e-3 and rms(0.85, 1.2) < 1e-3
+    assert rms(0.45, 0.75) > 0.01

@@ -63,9 +63,11 @@ def _remove(path: str) -> None:
 
 class _AudioSource:
     """Streams an audio file as fltp blocks at its own rate, trimmed/padded to the output
-    timeline: output sample 0 is file time `start` (negative start = leading silence)."""
+    timeline: output sample 0 is file time `start` (negative start = leading silence); outside
+    `audible` (output seconds from, to), when given, it is silence."""
 
-    def __init__(self, path: str, start: float, duration: float | None):
+    def __init__(self, path: str, start: float, duration: float | None,
+                 audible: tuple[float, float] | None = None):
         self.path = path
         try:
             self._container = av.open(path, "r")
@@ -95,6 +97,7 @@ class _AudioSource:
         self._silence_left = max(-skip, 0)
         self._skip_left = max(skip, 0)
         self.total = None if duration is None else max(round(duration * self.rate), 0)
+        self._audible = None if audible is None else (round(audible[0] * self.rate), round(audible[1] * self.rate))
         self.produced = 0
         self._exhausted = False
         self._carry: np.ndarray | None = None
@@ -125,6 +128,11 @@ class _AudioSource:
         block = self._next_source_block(room)
         if block is None:
             return None
+        if self._audible is not None:
+            a, b = (min(max(t - self.produced, 0), block.shape[1]) for t in self._audible)
+            block = block.copy()
+            block[:, :a] = 0.0
+            block[:, b:] = 0.0
         self.produced += block.shape[1]
         return block
 
@@ -195,7 +203,8 @@ class VideoWriter:
 
     def __init__(self, out_path, *, width: int, height: int, fps: float, audio_path=None,
                  audio_start: float = 0.0, duration: float | None = None, crf: int = 18,
-                 preset: str = "veryfast", source_paths=(), colour: Colour | None = None):
+                 preset: str = "veryfast", source_paths=(), colour: Colour | None = None,
+                 audible: tuple[float, float] | None = None):
         self.out_path = check_output(out_path, source_paths)
         self.source_width, self.source_height = int(width), int(height)
         # Padding (not cropping) to even sizes: see the module docstring.
@@ -212,7 +221,7 @@ class VideoWriter:
         self._audio: _AudioSource | None = None
         self._done = False
         try:
-            self._open(audio_path, audio_start, duration, crf, preset)
+            self._open(audio_path, audio_start, duration, crf, preset, audible)
         except BaseException:
             self.abort()
             raise
@@ -231,9 +240,9 @@ class VideoWriter:
                              "choose a writable folder for --out") from None
         return path
 
-    def _open(self, audio_path, audio_start, duration, crf, preset) -> None:
+    def _open(self, audio_path, audio_start, duration, crf, preset, audible=None) -> None:
         if audio_path is not None:
-            self._audio = _AudioSource(os.fspath(audio_path), float(audio_start), duration)
+            self._audio = _AudioSource(os.fspath(audio_path), float(audio_start), duration, audible)
         try:
             self._container = av.open(self._tmp_path, "w", format="mp4")
             video = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001000))

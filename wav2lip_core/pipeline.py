@@ -398,7 +398,8 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
     n_out = len(plan.sources)
     with VideoWriter(request.out, width=info.width, height=info.height, fps=plan.fps, audio_path=request.audio,
                      audio_start=request.audio_start, duration=plan.duration, crf=request.crf,
-                     source_paths=(request.face, request.audio), colour=info.colour) as writer:
+                     source_paths=(request.face, request.audio), colour=info.colour,
+                     audible=request.audible) as writer:
         progress(protocol.STAGE_SYNC, 0, n_out)
         frames = synthesize(plan, track, model, device=device, precision=precision, batch=limit,
                             blend=request.blend, cancel=cancel, watch=watch)

@@ -74,11 +74,11 @@ def default_venv() -> Path:
     if os.environ.get("WAV2LIP_ENGINE_VENV"):
         return Path(os.environ["WAV2LIP_ENGINE_VENV"]).expanduser()
     if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
     elif sys.platform == "darwin":
         base = Path.home() / "Library" / "Application Support"
     else:
-        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return base / "wav2lip-blender" / "engine"
 
 
@@ -284,11 +284,11 @@ def blender_config_dir(version: tuple[int, int, int], platform: str | None = Non
         return Path(os.environ["BLENDER_USER_CONFIG"])
     ver = f"{version[0]}.{version[1]}"
     if platform == "win32":
-        base = Path(os.environ.get("APPDATA", Path.home() / "AppData" / "Roaming")) / "Blender Foundation" / "Blender"
+        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming") / "Blender Foundation" / "Blender"
     elif platform == "darwin":
         base = Path.home() / "Library" / "Application Support" / "Blender"
     else:
-        base = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "blender"
+        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "blender"
     return base / ver / "config"
 
 

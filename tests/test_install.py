@@ -112,6 +112,19 @@ def test_blender_config_dir_default_layout(monkeypatch, tmp_path, platform, layo
     assert install.blender_config_dir((5, 0, 1), platform) == tmp_path / layout
 
 
+def test_empty_folder_variables_count_as_unset(monkeypatch, tmp_path):
+    """XDG_DATA_HOME="" (as some session scripts export it) must not put the engine or the
+    config in a folder relative to wherever install.py happens to run."""
+    monkeypatch.delenv("WAV2LIP_ENGINE_VENV", raising=False)
+    monkeypatch.delenv("BLENDER_USER_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", "")
+    monkeypatch.setenv("XDG_CONFIG_HOME", "")
+    monkeypatch.setattr(install.Path, "home", lambda: tmp_path / "home")
+    if sys.platform.startswith("linux"):
+        assert install.default_venv() == tmp_path / "home/.local/share/wav2lip-blender/engine"
+    assert install.blender_config_dir((3, 4, 1), "linux") == tmp_path / "home/.config/blender/3.4/config"
+
+
 def test_checkpoint_verification_messages(tmp_path, checkpoint):
     py = Path(sys.executable)
     assert "Wav2Lip generator" in install.verify_checkpoint(py, checkpoint)

@@ -16,6 +16,16 @@ KATIE = "sadtalker_WDA_KatieHill_000.mp4"  # 512x512, 25 fps, 200 frames
 SPEECH = "vretalk_audio1.wav"  # 5.0 s
 
 
+def selected_face_and_speech(scene, media):
+    """Face (its first 30 frames) on channel 2 over the Speech strip, the face selected."""
+    face = add_movie(scene, "Face", media / KATIE, 2, 1)
+    face.frame_offset_end = 170
+    add_sound(scene, "Speech", media / SPEECH, 1, 1)
+    deselect_all(scene)
+    face.select = True
+    return face
+
+
 def test_register_unregister_twice(bpy_addon):
     bpy, mod = bpy_addon
     mod.unregister()
@@ -243,11 +253,7 @@ def test_unsaved_file_goes_to_temp_with_warning_once(fresh, media, fake_python, 
     from blender_addon import operators
 
     operators._unsaved_warned = False  # as in a new session
-    face = add_movie(scene, "Face", media / KATIE, 2, 1)
-    face.frame_offset_end = 170
-    add_sound(scene, "Speech", media / SPEECH, 1, 1)
-    deselect_all(scene)
-    face.select = True
+    face = selected_face_and_speech(scene, media)
     import tempfile
 
     paths = []
@@ -345,11 +351,7 @@ def test_modal_paths(how, fresh, media, fake_python, dummy_checkpoint, tmp_path,
     bpy, scene = fresh
     from blender_addon import operators
 
-    face = add_movie(scene, "Face", media / KATIE, 2, 1)
-    face.frame_offset_end = 170
-    add_sound(scene, "Speech", media / SPEECH, 1, 1)
-    deselect_all(scene)
-    face.select = True
+    selected_face_and_speech(scene, media)
     if how != "finish":
         monkeypatch.setenv("FAKE_ENGINE_MODE", "slow")
     props = dict(video_strip="", audio_strip="", checkpoint=dummy_checkpoint, detector="PREFS", detector_weights="",
@@ -464,11 +466,7 @@ def test_engine_notes_are_reported(fresh, media, fake_python, dummy_checkpoint, 
 @pytest.mark.parametrize("mode", ["other_protocol", "old"])
 def test_engine_of_another_version_is_refused(mode, fresh, media, fake_python, dummy_checkpoint, tmp_path, monkeypatch):
     bpy, scene = fresh
-    face = add_movie(scene, "Face", media / KATIE, 2, 1)
-    face.frame_offset_end = 170
-    add_sound(scene, "Speech", media / SPEECH, 1, 1)
-    deselect_all(scene)
-    face.select = True
+    selected_face_and_speech(scene, media)
     monkeypatch.setenv("FAKE_ENGINE_MODE", mode)
     before = {s.name for s in strips(scene)}
     with pytest.raises(RuntimeError, match=r"the lip-sync engine speaks protocol .*re-run install.py") as exc:

@@ -172,11 +172,13 @@ def add_movie_as_ui(bpy, scene, path, channel, frame_start, adjust_playback_rate
     if hasattr(win.workspace, "sequencer_scene"):  # 5.0: the sequencer edits the workspace's scene
         win.workspace.sequencer_scene = scene
     before = {s.name for s in strips(scene)}
+    op = bpy.ops.sequencer.movie_strip_add
+    # move_strips=False (5.0): the interactive grab after adding needs a real event (crashes bpy
+    # 5.0.1). 4.5 has no such option and no grab.
+    extra = {"move_strips": False} if "move_strips" in op.get_rna_type().properties.keys() else {}
     with bpy.context.temp_override(window=win, screen=win.screen, area=area, region=region, scene=scene):
-        # move_strips=False: the interactive grab after adding needs a real event (crashes bpy 5.0.1).
-        assert bpy.ops.sequencer.movie_strip_add(
-            filepath=str(path), frame_start=frame_start, channel=channel, sound=False, move_strips=False,
-            use_framerate=False, adjust_playback_rate=adjust_playback_rate) == {"FINISHED"}
+        assert op(filepath=str(path), frame_start=frame_start, channel=channel, sound=False, use_framerate=False,
+                  adjust_playback_rate=adjust_playback_rate, **extra) == {"FINISHED"}
     (new,) = [s for s in strips(scene) if s.name not in before]
     return new
 

@@ -155,6 +155,12 @@ def main() -> None:
             print("\ncold start (best of 3, seconds):")
             for name, sec in cold_start().items():
                 print(f"  {name:<36} {sec:6.2f}")
+            from wav2lip_core.decode import probe_video
+
+            t = time.perf_counter()
+            info = probe_video(a.face)
+            print(f"  {'probe_video(face)':<36} {time.perf_counter() - t:6.2f}  ({info.frame_count} frames; "
+                  "containers without an index, e.g. MPEG-TS, are decoded once here)")
         if a.s3fd_cost:
             c = s3fd_cost(a.face)
             print(f"\nS3FD network at full resolution: {1000 * c:.0f} ms/frame (the original runs it on every frame)")

@@ -21,7 +21,8 @@ from bpy.types import Context, Event
 from .compat import StripLike
 
 from . import capture, compat, preferences
-from .runner import CANCELLED, DONE, FAILED, EngineNotFound, JobRunner, engine_env, find_engine_python
+from .engine_python import EngineNotFound, engine_env, find_engine_python
+from .runner import CANCELLED, DONE, FAILED, JobRunner
 from .snapshot import SnapshotError, SyncRequest, first_free_channel, plan
 
 SUFFIX = ".lipsync"

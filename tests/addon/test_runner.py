@@ -13,6 +13,7 @@ import pytest
 from ._load import load
 
 runner = load("runner")
+engine_python = load("engine_python")
 protocol = load("wire").protocol
 FAKE = Path(__file__).with_name("fake_engine.py")
 
@@ -155,13 +156,13 @@ def test_cancel_kills_a_process_that_ignores_sigterm(tmp_path):
 
 
 def test_find_engine_python(tmp_path, monkeypatch):
-    assert runner.find_engine_python("/some/python") == "/some/python"  # preference wins, as is
+    assert engine_python.find_engine_python("/some/python") == "/some/python"  # preference wins, as is
     monkeypatch.setenv("WAV2LIP_PYTHON", sys.executable)
-    found = runner.find_engine_python("")
+    found = engine_python.find_engine_python("")
     # The dev checkout puts the repo on PYTHONPATH, so this venv's python can import the core.
-    assert found is not None and runner.can_import_core(found)
-    assert not runner.can_import_core(str(tmp_path / "nope"))
-    env = runner.engine_env({"PYTHONHOME": "/blender/python", "PATH": "/bin"})
+    assert found is not None and engine_python.can_import_core(found)
+    assert not engine_python.can_import_core(str(tmp_path / "nope"))
+    env = engine_python.engine_env({"PYTHONHOME": "/blender/python", "PATH": "/bin"})
     assert "PYTHONHOME" not in env
     assert str(Path(runner.__file__).resolve().parents[1]) in env["PYTHONPATH"].split(os.pathsep)
 
@@ -254,6 +255,6 @@ def test_engine_python_by_bare_name(tmp_path, monkeypatch):
     exe.write_text("#!/bin/sh\n")
     exe.chmod(0o755)
     monkeypatch.setenv("PATH", str(bindir) + os.pathsep + os.environ.get("PATH", ""))
-    assert runner.find_engine_python("mypython3") == str(exe)
-    with pytest.raises(runner.EngineNotFound, match="'nosuchpython9' is not on PATH"):
-        runner.find_engine_python("nosuchpython9")
+    assert engine_python.find_engine_python("mypython3") == str(exe)
+    with pytest.raises(engine_python.EngineNotFound, match="'nosuchpython9' is not on PATH"):
+        engine_python.find_engine_python("nosuchpython9")

@@ -97,7 +97,7 @@ def make_scene(face: str, audio: str, blend: str, width: int, height: int, fps: 
 
 def picture_size(path: Path) -> tuple[int, int]:
     """Width and height for the render (even: H.264 needs it). Runs in the engine's Python."""
-    from wav2lip_core.decode import probe_video
+    from wav2lip_core.probe import probe_video
 
     info = probe_video(str(path))
     return info.width - info.width % 2, info.height - info.height % 2

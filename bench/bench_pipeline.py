@@ -70,7 +70,7 @@ def s3fd_cost(face: str, n: int = 3) -> float:
     import torch
     from face_alignment.detection.sfd.net_s3fd import s3fd
 
-    from wav2lip_core.decode import probe_video
+    from wav2lip_core.probe import probe_video
 
     info = probe_video(face)
     net = s3fd().eval()
@@ -146,7 +146,7 @@ def main() -> None:
             print(f"bare forward for {n} frames: {floor:.2f} s ({1000 * floor / n:.1f} ms/frame); "
                   f"model stage / bare = {model_s / floor:.2f}x")
             if r["detected_frames"]:
-                from wav2lip_core.decode import probe_video
+                from wav2lip_core.probe import probe_video
 
                 src = min(n, probe_video(a.face).frame_count)
                 print(f"detect stage: {1000 * r['stages']['detect'] / src:.1f} ms per source frame over {src} frames "
@@ -155,7 +155,7 @@ def main() -> None:
             print("\ncold start (best of 3, seconds):")
             for name, sec in cold_start().items():
                 print(f"  {name:<36} {sec:6.2f}")
-            from wav2lip_core.decode import probe_video
+            from wav2lip_core.probe import probe_video
 
             t = time.perf_counter()
             info = probe_video(a.face)

@@ -20,7 +20,8 @@ import pytest
 
 from conftest import MEDIA
 from wav2lip_core.audio import load_audio
-from wav2lip_core.decode import probe_video, read_frames
+from wav2lip_core.decode import read_frames
+from wav2lip_core.probe import probe_video
 from wav2lip_core.encode import VideoWriter
 from wav2lip_core.errors import MediaError
 from wav2lip_core.pipeline import LipSyncRequest, run

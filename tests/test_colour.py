@@ -20,7 +20,8 @@ from av.video.reformatter import Interpolation
 
 from conftest import CONFORMANCE, MEDIA
 from wav2lip_core.colour import Colour, from_bgr, to_bgr
-from wav2lip_core.decode import probe_video, read_frames
+from wav2lip_core.decode import read_frames
+from wav2lip_core.probe import probe_video
 from wav2lip_core.pipeline import LipSyncRequest, run
 
 FACE2 = MEDIA / "vretalk_face2.mp4"

@@ -436,7 +436,8 @@ def _reference_iou(track) -> float:
 
 
 def test_haar_needs_no_weights_and_matches_the_original_s3fd_box(media):
-    from wav2lip_core.decode import probe_video, read_frames
+    from wav2lip_core.decode import read_frames
+    from wav2lip_core.probe import probe_video
 
     info = probe_video(media / "vretalk_face2.mp4")
     track = track_faces(read_frames(info, range(6)), 6, DetectorSettings(kind="haar"))
@@ -447,7 +448,8 @@ def test_haar_needs_no_weights_and_matches_the_original_s3fd_box(media):
 def test_blazeface_boxes_are_reshaped_like_s3fd(media, blazeface_dir):
     """Raw BlazeFace boxes overlap the original's S3FD box by IoU ~0.63 only (they start at
     the brows); reshaped, they cover forehead to chin as the model was trained on."""
-    from wav2lip_core.decode import probe_video, read_frames
+    from wav2lip_core.decode import read_frames
+    from wav2lip_core.probe import probe_video
 
     info = probe_video(media / "vretalk_face2.mp4")
     settings = DetectorSettings(kind="blazeface", weights=str(blazeface_dir / "blazeface.pth"))

@@ -25,7 +25,7 @@ import torch
 
 from conftest import CONFORMANCE, MEDIA
 from wav2lip_core.audio import load_audio
-from wav2lip_core.decode import probe_video
+from wav2lip_core.probe import probe_video
 from wav2lip_core.errors import AudioError, Cancelled, DetectorError, MediaError, Wav2LipError
 from wav2lip_core.model import load_checkpoint
 from wav2lip_core.pipeline import (

@@ -22,7 +22,8 @@ import numpy as np
 from . import audio as audio_mod
 from . import protocol
 from .blend import BLENDS, crop_face, model_inputs, paste, prediction_to_uint8
-from .decode import VideoInfo, probe_video, read_frames
+from .decode import read_frames
+from .probe import VideoInfo, probe_video
 from .encode import VideoWriter, check_output
 from .errors import AudioError, Cancelled, MediaError, Wav2LipError
 from .detectors import DetectorSettings, resolve_detector

@@ -87,6 +87,12 @@ PRECISIONS: Tuple[Tuple[str, str, str], ...] = (
     ("fp32", "fp32", "Exact"),
     ("fp16", "fp16", "Half precision (GPU)"),
     ("bf16", "bf16", "bfloat16 (GPU, or CPUs with AVX512-BF16/AMX)"),
+    ("int8", "int8", "Quantized, calibrated on the job's own frames (OpenVINO on CPU; opt-in, accuracy unverified)"),
+)
+RUNTIMES: Tuple[Tuple[str, str, str], ...] = (
+    ("auto", "Auto", "OpenVINO on a CPU when it is installed, torch on a GPU"),
+    ("torch", "PyTorch", "Any device"),
+    ("openvino", "OpenVINO", "CPU only: faster than torch there; needed for int8"),
 )
 BLENDS: Tuple[Tuple[str, str, str], ...] = (
     ("feather", "Feather", "Soft-masked lower face"),
@@ -107,6 +113,8 @@ OPT_DETECTOR = "--detector"
 OPT_DETECTOR_WEIGHTS = "--detector-weights"
 OPT_BOX = "--box"
 OPT_DEVICE = "--device"
+OPT_PRECISION = "--precision"
+OPT_RUNTIME = "--runtime"
 OPT_FPS = "--fps"
 OPT_START_FRAME = "--start-frame"
 OPT_FRAMES = "--frames"

@@ -44,7 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--blend", choices=P.names(P.BLENDS), default=P.BLENDS[0][0], help="feather (soft mask, default) or hard (the original's paste)")
     m.add_argument("--batch-size", type=int, help="frames per model batch (default: chosen for the device)")
     m.add_argument(P.OPT_DEVICE, choices=P.names(P.DEVICES), default="auto")
-    m.add_argument("--precision", choices=P.names(P.PRECISIONS), default="auto")
+    m.add_argument(P.OPT_PRECISION, choices=P.names(P.PRECISIONS), default="auto",
+                   help="auto (default): fp16 on CUDA, else fp32 (bf16 on CPUs with native bf16); "
+                        "int8: opt-in, OpenVINO on CPU, needs the int8 extra")
+    m.add_argument(P.OPT_RUNTIME, choices=P.names(P.RUNTIMES), default="auto",
+                   help="auto (default): OpenVINO on a CPU when installed, torch on a GPU")
     m.add_argument("--crf", type=int, default=18, help="H.264 quality (lower is better, default 18)")
     t = p.add_argument_group("timing")
     t.add_argument(P.OPT_FPS, type=float, help="output frame rate: for an image its rate (default 25); for a video, show one source frame per output frame at this rate")
@@ -145,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             face=args.face, audio=args.audio, checkpoint=args.checkpoint, out=args.out, detector=args.detector,
             detector_weights=args.detector_weights, box=tuple(args.box) if args.box else None, pads=tuple(args.pads),
             smooth=not args.no_smooth, face_at=tuple(args.face_at) if args.face_at else None, blend=args.blend,
-            batch_size=args.batch_size, device=args.device, precision=args.precision, fps=args.fps,
+            batch_size=args.batch_size, device=args.device, precision=args.precision, runtime=args.runtime, fps=args.fps,
             start_frame=args.start_frame, frames=args.frames,
             source_times=_load_source_times(args.source_times) if args.source_times else None,
             audio_start=args.audio_start, audible=tuple(args.audible) if args.audible else None, duration=args.duration, cache=not args.no_cache,
@@ -174,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.progress == "bar":
         cache = " (face boxes from cache)" if result.cache_hit else ""
         print(f"wrote {result.out}: {result.frames} frames at {result.fps:g} fps, {result.duration:.2f} s, "
-              f"{result.seconds:.1f} s on {result.device}/{result.precision}, detector {result.detector}{cache}",
+              f"{result.seconds:.1f} s on {result.device}/{result.runtime}/{result.precision}, detector {result.detector}{cache}",
               file=sys.stderr)
     return P.EXIT_OK
 

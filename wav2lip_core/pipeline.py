@@ -57,6 +57,7 @@ class LipSyncRequest:
     batch_size: int | None = None  # None: chosen for the device
     device: str = "auto"
     precision: str = "auto"
+    runtime: str = "auto"  # see protocol.RUNTIMES: OpenVINO on a CPU, torch on a GPU
     fps: float | None = None  # output rate; for a video: one source frame per output frame at this rate
     start_frame: int = 0  # first source frame used
     frames: int | None = None  # number of source frames used (None: to the end)
@@ -85,6 +86,7 @@ class LipSyncResult:
     batch_size: int  # the batch size the run ended with (smaller after a GPU out-of-memory)
     seconds: float  # wall clock, end to end
     detector: str = ""  # what ran ("box" for a fixed box; "auto" resolved)
+    runtime: str = ""  # what ran the model ("torch" or "openvino")
     notes: list[str] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -296,9 +298,11 @@ class BatchLimit:
 
 def synthesize(plan: Plan, track: FaceTrack, model, *, device, precision: str, batch: int | BatchLimit,
                blend: str, cancel: CancelFn, watch: _Stopwatch | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    """(output index, finished BGR frame) in output order: the frames before encoding."""
-    import torch
+    """(output index, finished BGR frame) in output order: the frames before encoding. `model` is
+    a runtime.Runner, or a torch module (run with torch on `device` in `precision`)."""
+    from .runtime import as_runner
 
+    runner = as_runner(model, device, precision)
     limit = batch if isinstance(batch, BatchLimit) else BatchLimit(batch)
     batch = limit.size
     watch = watch or _Stopwatch()
@@ -307,12 +311,9 @@ def synthesize(plan: Plan, track: FaceTrack, model, *, device, precision: str, b
         t = watch.add("decode", t)
         faced = [g for g in group if g[2] is not None]
         if faced:
-            faces = np.stack([crop_face(g[1], g[2]) for g in faced])
-            mels = np.stack([g[3] for g in faced])[:, None]
-            face_t = torch.from_numpy(model_inputs(faces)).to(device)
-            mel_t = torch.from_numpy(np.ascontiguousarray(mels)).to(device)
+            mels, faces = _inputs(faced)
             t = watch.add("crop", t)
-            preds = _forward(model, mel_t, face_t, device, precision, limit)
+            preds = runner.forward(mels, faces, limit)
             t = watch.add("model", t)
             for g, p in zip(faced, preds):
                 paste(g[1], prediction_to_uint8(p), g[2], blend)
@@ -322,27 +323,24 @@ def synthesize(plan: Plan, track: FaceTrack, model, *, device, precision: str, b
         t = time.perf_counter()
 
 
-def _forward(model, mel_t, face_t, device, precision: str, limit: BatchLimit) -> np.ndarray:
-    """The model on a batch, in slices of at most `limit.size`; an out-of-memory halves the
-    limit and retries the slice rather than failing a long job on one big batch."""
-    import torch
+def _inputs(faced: list) -> tuple[np.ndarray, np.ndarray]:
+    """Model inputs (mel (B,1,80,16), face (B,6,96,96)) for (k, frame, box, mel window) items."""
+    faces = np.stack([crop_face(g[1], g[2]) for g in faced])
+    mels = np.ascontiguousarray(np.stack([g[3] for g in faced])[:, None])
+    return mels, model_inputs(faces)
 
-    from .device import autocast
 
-    outs, i = [], 0
-    while i < len(face_t):
-        n = limit.size
-        try:
-            with torch.inference_mode(), autocast(device, precision):
-                out = model(mel_t[i:i + n], face_t[i:i + n])
-        except torch.OutOfMemoryError:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            limit.halve()
-            continue
-        outs.append(out.float().cpu().numpy())
-        i += n
-    return outs[0] if len(outs) == 1 else np.concatenate(outs)
+def calibration_batches(plan: Plan, track: FaceTrack, batch: int, cancel: CancelFn,
+                        count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Up to `count` batches of this job's own model inputs (frames with a face), for int8."""
+    out = []
+    for group in _batches(plan, track, batch, cancel):
+        faced = [g for g in group if g[2] is not None]
+        if faced:
+            out.append(_inputs(faced))
+            if len(out) == count:
+                break
+    return out
 
 
 def _never() -> bool:
@@ -350,12 +348,14 @@ def _never() -> bool:
 
 
 def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-        note: NoteFn | None = None) -> LipSyncResult:
+        note: NoteFn | None = None, runner=None) -> LipSyncResult:
     """Lip-sync `request.face` to `request.audio` into `request.out`. Raises Wav2LipError
     subclasses (Cancelled when `cancel()` returned True); on any failure no output is left.
-    `note` receives lines worth telling the user (which detector ran, a smaller batch, ...)."""
+    `note` receives lines worth telling the user (which detector ran, a smaller batch, ...).
+    `runner`: a model already loaded with runtime.load_runner for this request's checkpoint,
+    device, precision and runtime (a process serving several jobs loads it once)."""
+    from . import runtime as runtime_mod
     from .device import pick_device, resolve_precision
-    from .model import load_checkpoint
 
     t0 = time.perf_counter()
     progress = progress or (lambda stage, done, total: None)
@@ -381,7 +381,10 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
     progress(protocol.STAGE_LOAD, 0, 1)
     device = pick_device(request.device)
     precision = resolve_precision(request.precision, device)
-    model = load_checkpoint(request.checkpoint, device=device)
+    runtime = runtime_mod.resolve_runtime(request.runtime, device.type, precision)
+    if runner is None:
+        runner = runtime_mod.load_runner(request.checkpoint, runtime=runtime, device=device, precision=precision)
+    precision = runner.precision
     limit = BatchLimit(request.batch_size or (DEFAULT_BATCH_CUDA if device.type == "cuda" else DEFAULT_BATCH_CPU), tell)
     batch = limit.size
     progress(protocol.STAGE_LOAD, 1, 1)
@@ -395,6 +398,10 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
     track = find_faces(plan, settings, cache_dir=request.cache_dir, use_cache=request.cache, progress=progress,
                        cancel=cancel)
     t = watch.add("detect", t)
+    if getattr(runner, "needs_calibration", False):
+        tell("calibrating int8 on this clip's faces (once per checkpoint)")
+        runner.calibrate(calibration_batches(plan, track, batch, cancel, runtime_mod.CALIBRATION_BATCHES))
+        t = watch.add("load", t)
 
     n_out = len(plan.sources)
     with VideoWriter(request.out, width=info.width, height=info.height, fps=plan.fps, audio_path=request.audio,
@@ -402,7 +409,7 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
                      source_paths=(request.face, request.audio), colour=info.colour,
                      audible=request.audible) as writer:
         progress(protocol.STAGE_SYNC, 0, n_out)
-        frames = synthesize(plan, track, model, device=device, precision=precision, batch=limit,
+        frames = synthesize(plan, track, runner, device=device, precision=precision, batch=limit,
                             blend=request.blend, cancel=cancel, watch=watch)
         for k, frame in frames:
             te = time.perf_counter()
@@ -421,5 +428,5 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
         frames_with_face=int(sum(bool(track.has_face[r]) for r in rel_used)),
         detected_frames=track.detected_frames, cache_hit=track.from_cache, device=str(device),
         precision=precision, batch_size=limit.size, seconds=time.perf_counter() - t0, stage_seconds=watch.seconds,
-        detector=settings.kind, notes=notes,
+        detector=settings.kind, notes=notes, runtime=runner.name,
     )

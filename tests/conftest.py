@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,18 @@ BLAZEFACE = SHARED / "weights" / "blazeface"
 # The interpreter that has the core and torch: this one, unless the suite runs under another
 # Python (tools/test.sh runs tests/addon under a bpy 4.5 venv without torch and points here).
 ENGINE_PYTHON = os.environ.get("WAV2LIP_TEST_ENGINE_PYTHON") or sys.executable
+# One folder of OpenVINO-converted models for the whole session (engines run as subprocesses
+# inherit it): a checkpoint is converted once per session (~15-25 s), not once per test, and the
+# session's checkpoints never land in the user's cache folder.
+_MODEL_CACHE = None
+if not os.environ.get("WAV2LIP_MODEL_CACHE"):
+    _MODEL_CACHE = tempfile.mkdtemp(prefix="wav2lip-test-models-")
+    os.environ["WAV2LIP_MODEL_CACHE"] = _MODEL_CACHE
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _MODEL_CACHE is not None:
+        shutil.rmtree(_MODEL_CACHE, ignore_errors=True)
 
 
 def _need(path: Path) -> Path:

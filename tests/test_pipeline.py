@@ -649,8 +649,9 @@ def test_out_of_memory_halves_the_batch_for_the_rest_of_the_run(make_request, mo
     monkeypatch.setattr(model_mod, "load_checkpoint", lambda *a, **k: SmallMemory(real_load(*a, **k)))
     z = np.load(CONFORMANCE / "model_io.npz")
     notes: list[str] = []
-    res = run(make_request(FACE2, AUDIO1, duration=1.0, batch_size=16, box=tuple(int(v) for v in z["box"])),
-              note=notes.append)
+    # runtime torch: the stand-in model is a torch module (auto would pick OpenVINO on a CPU).
+    res = run(make_request(FACE2, AUDIO1, duration=1.0, batch_size=16, box=tuple(int(v) for v in z["box"]),
+                           runtime="torch"), note=notes.append)
     assert res.frames == 25 and res.batch_size == 4
     assert calls[:3] == [16, 8, 4]
     assert max(calls[3:]) == 4 and sum(c for c in calls if c <= 4) == 25

@@ -183,6 +183,30 @@ def check_face_edit(out_frames, src_frames, boxes) -> None:
             f"frame {k}: mouth region differs by {changed:.2f} only (encoding noise {noise:.2f})"
 
 
+def stamped_clip(tmp_path: Path, n: int) -> tuple[list[np.ndarray], Path]:
+    """A lossless 25 fps clip of vretalk_face2's first n frames, each stamped with its index (a
+    white square at a position of its own, above the face box)."""
+    frames = face2_frames(n)
+    for i, f in enumerate(frames):
+        cv2.rectangle(f, (10 + 80 * i, 10), (70 + 80 * i, 70), (255, 255, 255), -1)
+    return frames, write_lossless(tmp_path / "stamped.mp4", frames)
+
+
+def frames_shown(path, frames: list[np.ndarray]) -> list[int]:
+    """Which of the stamped `frames` each frame of the video at `path` shows."""
+    strip = (slice(0, 90), slice(None))
+    shown = []
+    for _, f in decode_video(path):
+        err = [np.abs(f[strip].astype(np.int16) - s[strip]).mean() for s in frames]
+        assert min(err) < 3, "a frame that is none of the stamped ones"
+        shown.append(int(np.argmin(err)))
+    return shown
+
+
+# The face box of the conformance data in vretalk_face2 (a fixed box: no detection).
+CONFORMANCE_BOX = tuple(int(v) for v in np.load(CONFORMANCE / "model_io.npz")["box"])
+
+
 @pytest.fixture
 def make_request(checkpoint, blazeface_dir, tmp_path):
     """A request with this test's own detection cache, fp32 on CPU."""
@@ -435,23 +459,13 @@ def test_short_audio_stops_the_video_with_the_audio(make_request, tmp_path):
 def test_ping_pong_in_the_encoded_output(make_request, tmp_path):
     """Frames stamped with their index (a marker outside the face box) so each output frame
     shows which source frame it came from."""
-    frames = face2_frames(10)
-    for i, f in enumerate(frames):
-        cv2.rectangle(f, (10 + 80 * i, 10), (70 + 80 * i, 70), (255, 255, 255), -1)
-    clip = write_lossless(tmp_path / "stamped.mp4", frames)
-    z = np.load(CONFORMANCE / "model_io.npz")
+    frames, clip = stamped_clip(tmp_path, 10)
     duration = 0.5
-    res = run(make_request(clip, AUDIO1, frames=6, duration=duration, box=tuple(int(v) for v in z["box"])))
+    res = run(make_request(clip, AUDIO1, frames=6, duration=duration, box=CONFORMANCE_BOX))
     n = math.ceil(duration * 25)
     assert res.frames == n
-    out = [f for _, f in decode_video(res.out)]
-    assert len(out) == n
-    strip = (slice(0, 90), slice(None))
-    shown = []
-    for f in out:
-        err = [np.abs(f[strip].astype(np.int16) - s[strip]).mean() for s in frames]
-        shown.append(int(np.argmin(err)))
-        assert min(err) < 3
+    shown = frames_shown(res.out, frames)
+    assert len(shown) == n
     assert shown == [0, 1, 2, 3, 4, 5, 4, 3, 2, 1, 0, 1, 2]
 
 
@@ -607,22 +621,11 @@ def test_source_times_show_the_frame_on_screen_and_hold_the_last(make_request, t
 
 
 def test_source_times_in_the_encoded_output(make_request, tmp_path):
-    frames = face2_frames(6)
-    for i, f in enumerate(frames):
-        cv2.rectangle(f, (10 + 80 * i, 10), (70 + 80 * i, 70), (255, 255, 255), -1)
-    clip = write_lossless(tmp_path / "stamped.mp4", frames)  # 25 fps
-    z = np.load(CONFORMANCE / "model_io.npz")
+    frames, clip = stamped_clip(tmp_path, 6)  # 25 fps
     asked = [0.0, 0.035, 0.04, 0.1, 0.2, 0.5, 9.0]  # 0.035 s is still frame 0 at 25 fps
     res = run(make_request(clip, AUDIO1, fps=25.0, duration=len(asked) / 25, source_times=tuple(asked),
-                           box=tuple(int(v) for v in z["box"])))
-    out = [f for _, f in decode_video(res.out)]
-    strip = (slice(0, 90), slice(None))
-    shown = []
-    for f in out:
-        err = [np.abs(f[strip].astype(np.int16) - s[strip]).mean() for s in frames]
-        shown.append(int(np.argmin(err)))
-        assert min(err) < 3
-    assert shown == [0, 0, 1, 2, 5, 5, 5]
+                           box=CONFORMANCE_BOX))
+    assert frames_shown(res.out, frames) == [0, 0, 1, 2, 5, 5, 5]
 
 
 def test_out_of_memory_halves_the_batch_for_the_rest_of_the_run(make_request, monkeypatch, tmp_path):

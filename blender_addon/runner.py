@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Deque, Dict, List, Optional, Sequence, Union
@@ -50,7 +51,6 @@ class Progress:
     seconds: Optional[float] = None
     detector: Optional[str] = None
     engine_version: Optional[str] = None
-    stages_seen: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)  # the engine's `note` events, in order
 
     @property
@@ -222,8 +222,6 @@ class JobRunner:
                     p.detector = str(obj.get(P.KEY_DETECTOR) or "") or None
                 elif kind == P.EVENT_PROGRESS and isinstance(obj.get(P.KEY_STAGE), str):
                     stage = obj[P.KEY_STAGE]
-                    if stage != p.stage and p.stage not in p.stages_seen and p.stage != "starting":
-                        p.stages_seen.append(p.stage)
                     p.stage = stage
                     p.done = _as_int(obj.get(P.KEY_DONE)) or 0
                     p.total = _as_int(obj.get(P.KEY_TOTAL)) or 0
@@ -300,11 +298,7 @@ class JobRunner:
         """A copy of the current progress (safe to read from the UI thread)."""
         with self._lock:
             p = self._progress
-            return Progress(
-                status=p.status, stage=p.stage, done=p.done, total=p.total, fraction=p.fraction,
-                message=p.message, out=p.out, frames=p.frames, seconds=p.seconds, detector=p.detector,
-                engine_version=p.engine_version, stages_seen=list(p.stages_seen), notes=list(p.notes),
-            )
+            return dataclasses.replace(p, notes=list(p.notes))
 
     @property
     def finished(self) -> bool:

@@ -465,9 +465,10 @@ def verify_checkpoint(py: Path, path: Path) -> str:
     return res.stdout.strip()
 
 
-# Face detector weights by file name, as face-alignment names them (the core's faces.BLAZE_FILES):
-# a BlazeFace model needs its anchors file beside it.
-DETECTOR_FILES = (("blazeface.pth", "anchors.npy"), ("s3fd-619a316812.pth", None), ("blazefaceback.pth", "anchorsback.npy"))
+# Face detector weights by file name, as face-alignment names them (protocol.py): a BlazeFace
+# model needs its anchors file beside it. Looked for in this order in a folder.
+DETECTOR_FILES = (protocol.BLAZEFACE_FILES["blazeface"], (protocol.S3FD_FILE, None),
+                  protocol.BLAZEFACE_FILES["blazeface-back"])
 
 VERIFY_DETECTOR = (
     "import sys\n"
@@ -526,7 +527,8 @@ def detector_weights_status(py: Path, recorded: str | None) -> tuple[bool, str]:
             return False, f"recorded, but {e}"
         return True, f"{weights}" + (f" + {anchors.name}" if anchors else "")
     code = ("import torch.hub, os; d = os.path.join(torch.hub.get_dir(), 'checkpoints'); "
-            "print(d); print(*[f for f in ('blazeface.pth', 's3fd-619a316812.pth') if os.path.isfile(os.path.join(d, f))])")
+            f"print(d); print(*[f for f in {(protocol.BLAZEFACE_FILES['blazeface'][0], protocol.S3FD_FILE)!r} "
+            "if os.path.isfile(os.path.join(d, f))])")
     res = run([py, "-c", code], capture_output=True, text=True)
     if res.returncode != 0:
         return False, "cannot ask the engine (is torch installed?)"

@@ -147,7 +147,7 @@ def detector_hint(s: Settings) -> str:
     if s.detector != protocol.DETECTOR_AUTO:
         return ""
     recorded = str(installed_config().get(protocol.CONFIG_DETECTOR_WEIGHTS, "") or "")
-    hub = os.path.join(torch_hub_checkpoints(), "blazeface.pth")
+    hub = os.path.join(torch_hub_checkpoints(), protocol.BLAZEFACE_FILES["blazeface"][0])
     if any(p and os.path.isfile(p) for p in (s.detector_weights, recorded, hub)):
         return "Auto: BlazeFace"
     return "Auto: Haar; set Detector Weights for BlazeFace"

@@ -24,8 +24,8 @@ FACES_VERSION = 1
 KINDS = tuple(k for k in protocol.names(protocol.DETECTORS) if k != protocol.DETECTOR_AUTO) + (protocol.DETECTOR_BOX,)
 
 # File names face_alignment uses in the torch hub cache (`<hub>/checkpoints/`).
-S3FD_FILE = "s3fd-619a316812.pth"
-BLAZE_FILES = {"blazeface": ("blazeface.pth", "anchors.npy"), "blazeface-back": ("blazefaceback.pth", "anchorsback.npy")}
+S3FD_FILE = protocol.S3FD_FILE
+BLAZE_FILES = protocol.BLAZEFACE_FILES
 
 
 @dataclass(frozen=True)

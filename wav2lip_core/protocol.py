@@ -132,6 +132,16 @@ OPT_PROTOCOL = "--protocol"
 PROGRESS_JSON = "json"
 
 
+# Detector weight files as face-alignment names them in torch's hub cache (the core looks there,
+# install.py checks what --detector-weights points at, the panel says what Auto will find). A
+# BlazeFace model needs its anchors file beside it.
+S3FD_FILE = "s3fd-619a316812.pth"
+BLAZEFACE_FILES: Dict[str, Tuple[str, str]] = {
+    "blazeface": ("blazeface.pth", "anchors.npy"),
+    "blazeface-back": ("blazefaceback.pth", "anchorsback.npy"),
+}
+
+
 # --- what install.py records (JSON, in Blender's config folder and in the engine venv's root) --
 CONFIG_NAME = "wav2lip_lipsync.json"
 CONFIG_PYTHON = "python"  # the engine's interpreter

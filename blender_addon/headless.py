@@ -2,7 +2,7 @@
 
     blender -b scene.blend --python blender_addon/headless.py -- --video-strip Face --audio-strip Speech \
         [--checkpoint CKPT.pth] [--detector blazeface --detector-weights W.pth | --box T B L R] \
-        [--device auto|cuda|cpu] [--engine-python PY] [--output-dir DIR] [--mute-source] \
+        [--device auto|cuda|cpu] [--precision auto|fp32|int8] [--engine-python PY] [--output-dir DIR] [--mute-source] \
         [--render OUT.mp4] [--frame-range START END] [--save]
 
 or with a Python that has the `bpy` module:
@@ -60,6 +60,8 @@ def parse(opts: List[str], blend: Optional[str]) -> argparse.Namespace:
     ap.add_argument("--detector-weights", default="")
     ap.add_argument("--box", nargs=4, type=int, metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"))
     ap.add_argument("--device", default="", choices=("",) + P.names(P.DEVICES))
+    ap.add_argument("--precision", default="", choices=("",) + P.names(P.PRECISIONS),
+                    help="model precision (default: the add-on preferences, else auto); int8 is faster on a CPU")
     ap.add_argument("--engine-python", default="", help="the engine's interpreter: a path, or a name on PATH")
     ap.add_argument("--output-dir", default="")
     ap.add_argument("--mute-source", action="store_true")
@@ -201,6 +203,8 @@ def run(bpy: Any, args: argparse.Namespace) -> int:
         kw["detector"] = args.detector
     if args.device:
         kw["device"] = args.device
+    if args.precision:
+        kw["precision"] = args.precision
     if args.mute_source:
         kw["mute_source"] = True
     try:

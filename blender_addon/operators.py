@@ -156,6 +156,7 @@ def prepare(context: Context, op: Any) -> Job:
             detector_weights=s.detector_weights,
             box=s.box if s.detector == "box" else None,
             device=s.device,
+            precision=s.precision,
         )
     except BaseException:
         runner.cleanup()
@@ -291,6 +292,9 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
         name="Face Box", size=4, default=(0, 0, 0, 0), min=0)
     device: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Device", items=[("PREFS", "Preferences", "Use the add-on preferences")] + preferences.DEVICES,
+        default="PREFS")
+    precision: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Precision", items=[("PREFS", "Preferences", "Use the add-on preferences")] + preferences.PRECISIONS,
         default="PREFS")
     engine_python: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Engine Python", default="", subtype="FILE_PATH")

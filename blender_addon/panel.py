@@ -60,6 +60,7 @@ def draw_panel(layout: Any, context: Context) -> None:
         row = box.row(align=True)
         row.prop(prefs, "detector", text="")
         row.prop(prefs, "device", text="")
+        box.prop(prefs, "precision")
         if prefs.detector == "box":
             box.prop(prefs, "box", text="")
         hint = preferences.detector_hint(preferences.settings_from(context))

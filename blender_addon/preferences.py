@@ -20,8 +20,10 @@ DETECTORS = [tuple(c) for c in protocol.DETECTORS] + [
     (protocol.DETECTOR_BOX, "Fixed box", "No detection: use the same face box on every frame"),
 ]
 DEVICES = [tuple(c) for c in protocol.DEVICES]
+PRECISIONS = [tuple(c) for c in protocol.PRECISIONS]
 DEFAULT_DETECTOR = protocol.DETECTORS[0][0]  # "auto"
 DEFAULT_DEVICE = protocol.DEVICES[0][0]
+DEFAULT_PRECISION = protocol.PRECISIONS[0][0]  # "auto": exact fp32 on a CPU
 DEFAULT_OUTPUT_DIR = "//lipsync/"
 
 
@@ -46,6 +48,10 @@ class WAV2LIP_AddonPreferences(bpy.types.AddonPreferences):
     device: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Device", items=DEVICES, default=DEFAULT_DEVICE,
     )
+    precision: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Precision", items=PRECISIONS, default=DEFAULT_PRECISION,
+        description="How the model computes: int8 is about twice as fast on a CPU (accuracy unverified)",
+    )
     engine_python: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Engine Python", subtype="FILE_PATH", default="",
         description="Python interpreter of the environment that has wav2lip_core and torch "
@@ -62,6 +68,7 @@ class WAV2LIP_AddonPreferences(bpy.types.AddonPreferences):
         row = layout.row()
         row.prop(self, "detector")
         row.prop(self, "device")
+        row.prop(self, "precision")
         if self.detector == protocol.DETECTOR_BOX:
             layout.prop(self, "box")
         else:
@@ -86,6 +93,7 @@ class Settings:
     detector_weights: str = ""
     box: Optional[Tuple[int, int, int, int]] = None
     device: str = DEFAULT_DEVICE
+    precision: str = DEFAULT_PRECISION
     engine_python: str = ""
     output_dir: str = DEFAULT_OUTPUT_DIR
 
@@ -108,6 +116,7 @@ def settings_from(context: Optional[Context], op: Any = None) -> Settings:
         s.detector = p.detector
         s.detector_weights = p.detector_weights
         s.device = p.device
+        s.precision = p.precision
         s.engine_python = p.engine_python
         s.output_dir = p.output_dir or DEFAULT_OUTPUT_DIR
         if p.detector == protocol.DETECTOR_BOX:
@@ -121,6 +130,8 @@ def settings_from(context: Optional[Context], op: Any = None) -> Settings:
             s.detector = op.detector
         if getattr(op, "device", "") not in ("", "PREFS"):
             s.device = op.device
+        if getattr(op, "precision", "") not in ("", "PREFS"):
+            s.precision = op.precision
         if s.detector == protocol.DETECTOR_BOX:
             obox = _box(tuple(getattr(op, "box", (0, 0, 0, 0))))
             s.box = obox or s.box

@@ -122,6 +122,7 @@ class SyncRequest:
         detector_weights: str = "",
         box: Optional[Tuple[int, int, int, int]] = None,
         device: str = "auto",
+        precision: str = "",
         extra: Tuple[str, ...] = (),
     ) -> List[str]:
         """Arguments after `python -m wav2lip_core` (see the core's CLI). With source times, the
@@ -155,6 +156,8 @@ class SyncRequest:
                 args += [P.OPT_DETECTOR_WEIGHTS, detector_weights]
         if device:
             args += [P.OPT_DEVICE, device]
+        if precision:
+            args += [P.OPT_PRECISION, precision]
         args += list(extra)
         return args
 

@@ -50,6 +50,7 @@ def parser(with_protocol: bool = True) -> argparse.ArgumentParser:
     ap.add_argument(P.OPT_DETECTOR_WEIGHTS)
     ap.add_argument(P.OPT_BOX, nargs=4, type=int)
     ap.add_argument(P.OPT_DEVICE, choices=P.names(P.DEVICES), default="auto")
+    ap.add_argument(P.OPT_PRECISION, choices=P.names(P.PRECISIONS), default="auto")
     ap.add_argument(P.OPT_FPS, type=float, default=25.0)
     ap.add_argument(P.OPT_START_FRAME, type=int, default=0)
     ap.add_argument(P.OPT_FRAMES, type=int)

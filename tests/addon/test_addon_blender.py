@@ -391,6 +391,23 @@ def test_modal_paths(how, fresh, media, fake_python, dummy_checkpoint, tmp_path,
         assert not job.runner.workdir.exists() and not os.path.exists(job.dest)
 
 
+def test_precision_preference_reaches_the_engine_and_the_operator_overrides_it(fresh, media, fake_python,
+                                                                               dummy_checkpoint, engine_log):
+    bpy, scene = fresh
+    _trimmed_scene(bpy, scene, media)
+    prefs = bpy.context.preferences.addons["blender_addon"].preferences
+    assert prefs.precision == "auto"
+    prefs.precision = "int8"
+    try:
+        assert bpy.ops.sequencer.wav2lip_sync(checkpoint=dummy_checkpoint, engine_python=fake_python) == {"FINISHED"}
+        assert json.loads(engine_log.read_text())["precision"] == "int8"
+        assert bpy.ops.sequencer.wav2lip_sync(checkpoint=dummy_checkpoint, engine_python=fake_python,
+                                              precision="fp32") == {"FINISHED"}
+        assert json.loads(engine_log.read_text())["precision"] == "fp32"
+    finally:
+        prefs.precision = "auto"
+
+
 def test_empty_preferences_use_what_install_py_recorded(bpy_addon, tmp_path, monkeypatch):
     bpy, _ = bpy_addon
     from blender_addon import preferences

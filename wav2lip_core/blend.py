@@ -4,6 +4,9 @@
 inference.py does (including its truncating float->uint8 cast). `feather` composites only the
 generated lower face through a soft mask, so no square edge shows and the eyes, forehead and
 background keep the source's full resolution. Pixels outside the box are never touched.
+
+Frames are BGR arrays or picture.Picture objects; a Picture converts just the box (and writes
+back just what changed), with the same BGR in the box as the array path.
 """
 
 from __future__ import annotations
@@ -15,14 +18,19 @@ import numpy as np
 
 from . import protocol
 from .model import IMG_SIZE
+from .picture import Picture
 
 BLENDS = protocol.names(protocol.BLENDS)
 
 
-def crop_face(frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """The 96x96 BGR model input for `box` = (y1, y2, x1, x2), resized as the original does."""
+def _region(frame: np.ndarray | Picture, box: tuple[int, int, int, int]) -> np.ndarray:
     y1, y2, x1, x2 = box
-    return cv2.resize(frame[y1:y2, x1:x2], (IMG_SIZE, IMG_SIZE))
+    return frame.region_bgr(y1, y2, x1, x2) if isinstance(frame, Picture) else frame[y1:y2, x1:x2]
+
+
+def crop_face(frame: np.ndarray | Picture, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The 96x96 BGR model input for `box` = (y1, y2, x1, x2), resized as the original does."""
+    return cv2.resize(_region(frame, box), (IMG_SIZE, IMG_SIZE))
 
 
 def model_inputs(faces: np.ndarray) -> np.ndarray:
@@ -53,15 +61,18 @@ def _feather_mask96() -> np.ndarray:
     return mask
 
 
-def paste(frame: np.ndarray, pred_u8: np.ndarray, box: tuple[int, int, int, int], blend: str = "feather") -> None:
+def paste(frame: np.ndarray | Picture, pred_u8: np.ndarray, box: tuple[int, int, int, int],
+          blend: str = "feather") -> None:
     """Put the generated face `pred_u8` (96x96x3 uint8) back into `frame` in place."""
     y1, y2, x1, x2 = box
     h, w = y2 - y1, x2 - x1
     face = cv2.resize(pred_u8, (w, h))
-    if blend == "hard":
+    if blend != "hard":
+        alpha = cv2.resize(_feather_mask96(), (w, h))[..., None]
+        region = _region(frame, box).astype(np.float32)
+        region += alpha * (face.astype(np.float32) - region)
+        face = np.clip(region + 0.5, 0, 255).astype(np.uint8)
+    if isinstance(frame, Picture):
+        frame.put_region_bgr(y1, y2, x1, x2, face)
+    else:
         frame[y1:y2, x1:x2] = face
-        return
-    alpha = cv2.resize(_feather_mask96(), (w, h))[..., None]
-    region = frame[y1:y2, x1:x2].astype(np.float32)
-    region += alpha * (face.astype(np.float32) - region)
-    frame[y1:y2, x1:x2] = np.clip(region + 0.5, 0, 255).astype(np.uint8)

@@ -13,6 +13,10 @@ over the same block when encoding, so decode -> encode gives back the source's s
 error ~0.02 level) where swscale's interpolating up/down sampling blurs chroma each round trip
 (~1 level, more on saturated colours). Other pixel formats go through swscale with the same
 matrix and range.
+
+The same maths also works on a window of a frame's planes (`planes_to_bgr` with a box, `luma` and
+`chroma` on a region): picture.Picture converts only the face box this way and hands every other
+sample from decoder to encoder unchanged.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import cv2
 import numpy as np
 from av.video.reformatter import Interpolation
 
-__all__ = ["Colour", "RGB_SOURCE", "to_bgr", "from_bgr", "tag"]
+__all__ = ["Colour", "RGB_SOURCE", "to_bgr", "from_bgr", "tag", "has_420_planes", "planes",
+           "planes_to_bgr", "luma", "chroma", "frame_of_planes", "pad_even"]
 
 # FFmpeg's AVColorSpace / AVColorRange codes, as PyAV reports them.
 UNSPECIFIED = 2
@@ -80,6 +85,10 @@ class Colour:
         # Untagged (and matrices swscale does not know) decode as BT.601, as FFmpeg does.
         return _KR_KB.get(self.matrix, _BT601)
 
+    def same_yuv(self, other: "Colour") -> bool:
+        """Whether YUV samples mean the same RGB under both descriptions (tags aside)."""
+        return self.coefficients == other.coefficients and self.full_range == other.full_range
+
     def output(self) -> "Colour":
         """The description to encode and tag the result with."""
         if self.rgb:
@@ -131,22 +140,87 @@ def _plane(frame: av.VideoFrame, k: int) -> np.ndarray:
     return np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width]
 
 
+def has_420_planes(frame: av.VideoFrame, colour: Colour) -> bool:
+    """Whether `frame` is 8-bit 4:2:0 YUV that `colour` decodes with this module's exact maths."""
+    return not colour.rgb and frame.format.name in _EXACT_FORMATS
+
+
+def planes(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Writable copies of a 4:2:0 frame's Y, U and V planes (chroma ceil(w/2) x ceil(h/2), as
+    FFmpeg sizes them). Copies: the decoder may still reference its buffers for later frames."""
+    return tuple(_plane(frame, k).copy() for k in range(3))
+
+
+def planes_to_bgr(y: np.ndarray, u: np.ndarray, v: np.ndarray, colour: Colour,
+                  box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """uint8 BGR of the 4:2:0 planes inside `box` = (y1, y2, x1, x2) (default: all of them),
+    identical to the same box of the whole frame's conversion: each chroma sample is repeated
+    over its 2x2 block, counted from the frame's top-left corner."""
+    y1, y2, x1, x2 = box if box is not None else (0, y.shape[0], 0, y.shape[1])
+    h, w = y2 - y1, x2 - x1
+    oy, ox = y1 % 2, x1 % 2
+    window = (slice(y1 // 2, (y2 + 1) // 2), slice(x1 // 2, (x2 + 1) // 2))
+    up = [cv2.resize(c[window], None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)[oy: oy + h, ox: ox + w]
+          for c in (u, v)]
+    return cv2.transform(cv2.merge([np.ascontiguousarray(y[y1:y2, x1:x2]), *up]), _cached_matrices(colour)[1])
+
+
 def to_bgr(frame: av.VideoFrame, colour: Colour | None = None) -> np.ndarray:
     """A decoded frame as uint8 BGR (H, W, 3), converted as `colour` describes (default: the
     frame's own tags)."""
     if colour is None:
         colour = Colour.of_frame(frame)
-    name = frame.format.name
     if colour.rgb or frame.format.is_rgb or frame.format.has_palette:
         return frame.to_ndarray(format="bgr24", interpolation=_TO_BGR_FLAGS)
-    if name not in _EXACT_FORMATS:
+    if frame.format.name not in _EXACT_FORMATS:
         return frame.to_ndarray(format="bgr24", interpolation=_TO_BGR_FLAGS,
                                 src_colorspace=_SWS_NAME[colour.coefficients],
                                 src_color_range="JPEG" if colour.full_range else "MPEG")
-    h, w = frame.height, frame.width
-    y = _plane(frame, 0)
-    up = [cv2.resize(_plane(frame, k), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)[:h, :w] for k in (1, 2)]
-    return cv2.transform(cv2.merge([np.ascontiguousarray(y), *up]), _cached_matrices(colour)[1])
+    return planes_to_bgr(*(_plane(frame, k) for k in range(3)), colour)
+
+
+def luma(bgr: np.ndarray, colour: Colour) -> np.ndarray:
+    """uint8 BGR (H, W, 3) -> its Y plane (H, W) in `colour`'s matrix and range."""
+    h, w = bgr.shape[:2]
+    # Rounded and saturated to uint8 by OpenCV.
+    return cv2.transform(np.ascontiguousarray(bgr), _cached_matrices(colour)[0][:1]).reshape(h, w)
+
+
+def chroma(bgr: np.ndarray, colour: Colour) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 BGR of even size -> its U and V planes (half size), each sample from the mean of
+    its 2x2 block."""
+    h, w = bgr.shape[:2]
+    # Chroma is linear in RGB, so the 2x2 mean of the pixels' chroma is the chroma of their mean.
+    half = cv2.resize(np.ascontiguousarray(bgr), (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    uv = cv2.transform(half.reshape(h // 2, w // 2, 3), _cached_matrices(colour)[0][1:])
+    return uv[:, :, 0], uv[:, :, 1]
+
+
+def pad_even(image: np.ndarray) -> np.ndarray:
+    """`image` grown to even height and width by repeating its last row/column (4:2:0 encoders
+    need even sizes; see encode.py); returned as is when already even."""
+    h, w = image.shape[:2]
+    if h % 2 == 0 and w % 2 == 0:
+        return image
+    return cv2.copyMakeBorder(image, 0, h % 2, 0, w % 2, cv2.BORDER_REPLICATE)
+
+
+def frame_of_planes(y: np.ndarray, u: np.ndarray, v: np.ndarray, colour: Colour) -> av.VideoFrame:
+    """A yuv420p frame holding these samples, tagged with `colour` (use `colour.output()`). An odd
+    luma size is padded to even with `pad_even`; the chroma planes already cover it."""
+    y = pad_even(y)
+    h, w = y.shape
+    frame = av.VideoFrame(w, h, "yuv420p")
+    for plane, data in zip(frame.planes, (y, u, v)):
+        if plane.line_size == plane.width and data.flags.c_contiguous:
+            plane.update(data)
+        else:
+            buf = np.empty((plane.height, plane.line_size), np.uint8)
+            buf[:, : plane.width] = data
+            plane.update(buf)
+    frame.colorspace = colour.matrix
+    frame.color_range = RANGE_FULL if colour.full_range else colour.range
+    return frame
 
 
 def from_bgr(bgr: np.ndarray, colour: Colour) -> av.VideoFrame:
@@ -155,19 +229,7 @@ def from_bgr(bgr: np.ndarray, colour: Colour) -> av.VideoFrame:
     h, w = bgr.shape[:2]
     if h % 2 or w % 2:
         raise ValueError(f"4:2:0 needs an even size, got {w}x{h}")
-    to_yuv = _cached_matrices(colour)[0]
-    y = cv2.transform(bgr, to_yuv[:1])  # rounded and saturated to uint8 by OpenCV
-    # Chroma is linear in RGB, so the 2x2 mean of the pixels' chroma is the chroma of their mean.
-    half = cv2.resize(bgr, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
-    uv = cv2.transform(half, to_yuv[1:])
-    frame = av.VideoFrame(w, h, "yuv420p")
-    for plane, data in zip(frame.planes, (y.reshape(h, w), uv[:, :, 0], uv[:, :, 1])):
-        buf = np.empty((plane.height, plane.line_size), np.uint8)
-        buf[:, : plane.width] = data
-        plane.update(buf)
-    frame.colorspace = colour.matrix
-    frame.color_range = RANGE_FULL if colour.full_range else colour.range
-    return frame
+    return frame_of_planes(luma(bgr, colour), *chroma(bgr, colour), colour)
 
 
 def tag(codec_context, colour: Colour) -> None:

@@ -4,8 +4,9 @@
 straight through the decoder, descending runs (ping-pong looping) are decoded in chunks that fit
 a byte budget and emitted reversed.
 
-Frames are uint8 BGR (H, W, 3) arrays, upright (rotation metadata applied), and each yielded
-array is the caller's own (safe to modify in place).
+Frames are uint8 BGR (H, W, 3) arrays, or with `pictures=True` picture.Picture objects (the
+decoder's YUV planes, converted only where the caller looks; see picture.py), upright (rotation
+metadata applied), and each yielded frame is the caller's own (safe to modify in place).
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import tempfile
 from typing import Iterable, Iterator
 
 import av
-import cv2
 import numpy as np
 
-from .colour import to_bgr
+from .colour import Colour, to_bgr
 from .errors import MediaError, reason
+from .picture import Picture, rotate_upright
 from .probe import VideoInfo, fail, load_image, open_container
 
 __all__ = ["read_frames", "iter_frames", "DEFAULT_BUFFER_BYTES", "DEFAULT_SPILL_BYTES"]
@@ -32,24 +33,22 @@ DEFAULT_BUFFER_BYTES = 64 * 1024 * 1024
 DEFAULT_SPILL_BYTES = 1024 * 1024 * 1024
 
 
-def _upright(frame: av.VideoFrame, info: VideoInfo) -> np.ndarray:
-    bgr = to_bgr(frame, info.colour)
-    rotation = info.rotation
-    if rotation == 90:  # counter-clockwise, as av_display_rotation_get reports it
-        return cv2.rotate(bgr, cv2.ROTATE_90_COUNTERCLOCKWISE)
-    if rotation == 180:
-        return cv2.rotate(bgr, cv2.ROTATE_180)
-    if rotation == 270:
-        return cv2.rotate(bgr, cv2.ROTATE_90_CLOCKWISE)
-    return bgr
+Frame = np.ndarray | Picture
+
+
+def _upright(frame: av.VideoFrame, info: VideoInfo, pictures: bool) -> Frame:
+    if pictures:
+        return Picture.of_frame(frame, info.colour, info.rotation)
+    return rotate_upright(to_bgr(frame, info.colour), info.rotation)
 
 
 class _Decoder:
     """One open container whose position is tracked by frame index, so the reader can decide
     between continuing forward and seeking back to a keyframe."""
 
-    def __init__(self, info: VideoInfo):
+    def __init__(self, info: VideoInfo, pictures: bool = False):
         self.info = info
+        self.pictures = pictures
         self._index_of = {p: i for i, p in enumerate(info.pts)}
         self._container = None
         self._frames: Iterator | None = None
@@ -67,7 +66,7 @@ class _Decoder:
         keys = self.info.keyframes
         return keys[max(bisect.bisect_right(keys, index) - 1, 0)]
 
-    def decode_range(self, first: int, last: int) -> Iterator[tuple[int, np.ndarray]]:
+    def decode_range(self, first: int, last: int) -> Iterator[tuple[int, Frame]]:
         """Yield frames first..last (inclusive), seeking only if continuing forward is not possible
         or costs more than restarting at the keyframe before `first`."""
         key = self.keyframe_before(first)
@@ -89,7 +88,7 @@ class _Decoder:
                 raise fail(self.info.path, f"frame {expected} cannot be decoded (got frame {index}); "
                             "the file is damaged, re-export it")
             expected += 1
-            yield index, _upright(frame, self.info)
+            yield index, _upright(frame, self.info, self.pictures)
 
     def _restart(self) -> None:
         self.close()
@@ -153,14 +152,22 @@ class _SpilledRun:
     """A descending run staged in an unlinked temp file and read back in reverse with plain
     file I/O (not mmap: mapped pages would count as the process's resident memory)."""
 
-    def __init__(self, info: VideoInfo, frames: Iterable[tuple[int, np.ndarray]], first: int, last: int):
+    def __init__(self, info: VideoInfo, frames: Iterable[tuple[int, Frame]], first: int, last: int):
         self._first, self._n = first, last - first + 1
-        self._shape: tuple[int, ...] | None = None
+        # Per frame: where its bytes start, the shapes of its arrays, and the Colour of a
+        # Picture (None for a BGR array); a run can mix planes and BGR if the format changes.
+        self._layout: list[tuple[int, list[tuple[int, ...]], Colour | None]] = []
         self._file = tempfile.TemporaryFile(prefix="wav2lip-reverse-")
         try:
-            for _, bgr in frames:
-                self._shape = bgr.shape
-                self._file.write(np.ascontiguousarray(bgr).data)
+            offset = 0
+            for _, item in frames:
+                arrays = item.arrays if isinstance(item, Picture) else (item,)
+                self._layout.append((offset, [a.shape for a in arrays],
+                                     item.colour if isinstance(item, Picture) else None))
+                for a in arrays:
+                    self._file.write(np.ascontiguousarray(a).data)
+                    offset += a.nbytes
+            self._layout.append((offset, [], None))
         except OSError as exc:
             self.close()
             raise fail(info.path, f"cannot stage frames for backward playback in {tempfile.gettempdir()} "
@@ -168,17 +175,22 @@ class _SpilledRun:
         except BaseException:
             self.close()
             raise
-        self._bytes = int(np.prod(self._shape))
 
     def __len__(self) -> int:
         return self._n
 
-    def __getitem__(self, k: int) -> tuple[int, np.ndarray]:
+    def __getitem__(self, k: int) -> tuple[int, Frame]:
         j = self._n - 1 - k  # item k of the reversed run
-        buf = bytearray(self._bytes)
-        self._file.seek(j * self._bytes)
+        offset, shapes, colour = self._layout[j]
+        buf = bytearray(self._layout[j + 1][0] - offset)
+        self._file.seek(offset)
         self._file.readinto(buf)
-        return self._first + j, np.frombuffer(buf, np.uint8).reshape(self._shape)
+        arrays, at = [], 0
+        for shape in shapes:
+            size = int(np.prod(shape))
+            arrays.append(np.frombuffer(buf, np.uint8, size, at).reshape(shape))
+            at += size
+        return self._first + j, arrays[0] if colour is None else Picture.of_arrays(tuple(arrays), colour)
 
     def close(self) -> None:
         self._file.close()
@@ -190,10 +202,12 @@ def _chunk_frames(info: VideoInfo, budget_bytes: int) -> int:
 
 
 def read_frames(info: VideoInfo, indices: Iterable[int], *, max_buffer_bytes: int = DEFAULT_BUFFER_BYTES,
-                spill_bytes: int = DEFAULT_SPILL_BYTES, stats: dict | None = None) -> Iterator[tuple[int, np.ndarray]]:
+                spill_bytes: int = DEFAULT_SPILL_BYTES, stats: dict | None = None,
+                pictures: bool = False) -> Iterator[tuple[int, Frame]]:
     """Yield (index, bgr) in the order of `indices`, with memory bounded by `max_buffer_bytes`.
     Backward runs longer than that are staged in a temp file of at most `spill_bytes` (0: never;
-    then they are decoded in memory-sized chunks).
+    then they are decoded in memory-sized chunks). With `pictures`, yield (index, Picture)
+    instead (budgets still count 3 bytes a pixel, so a planar run holds fewer bytes).
 
     `stats`, if given, is filled with `max_held` (most frames in memory at once), `spilled`
     (frames staged on disk), `seeks` and `decoded` so callers and tests can check a schedule."""
@@ -201,14 +215,14 @@ def read_frames(info: VideoInfo, indices: Iterable[int], *, max_buffer_bytes: in
         stats = {}
     stats.update(max_held=0, spilled=0, seeks=0, decoded=0)
     if info.is_image:
-        yield from _read_image(info, indices)
+        yield from _read_image(info, indices, pictures)
         return
     ram_chunk = _chunk_frames(info, max_buffer_bytes)
     chunk = max(ram_chunk, _chunk_frames(info, spill_bytes)) if spill_bytes > 0 else ram_chunk
-    decoder = _Decoder(info)
+    decoder = _Decoder(info, pictures)
     try:
         pending = _Peekable(iter(indices))
-        last: tuple[int, np.ndarray] | None = None
+        last: tuple[int, Frame] | None = None
         for index in pending:
             _check_index(info, index)
             if last is not None and index == last[0]:
@@ -245,11 +259,11 @@ def _check_index(info: VideoInfo, index: int) -> None:
         raise IndexError(f"frame {index} out of range for {info.path} ({info.frame_count} frames)")
 
 
-def _read_image(info: VideoInfo, indices: Iterable[int]) -> Iterator[tuple[int, np.ndarray]]:
+def _read_image(info: VideoInfo, indices: Iterable[int], pictures: bool) -> Iterator[tuple[int, Frame]]:
     image = load_image(info.path)
     for index in indices:
         _check_index(info, index)
-        yield index, image.copy()
+        yield index, Picture.of_bgr(image.copy(), info.colour) if pictures else image.copy()
 
 
 def iter_frames(info: VideoInfo, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:

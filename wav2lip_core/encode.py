@@ -11,6 +11,8 @@ invisible, and `VideoWriter.width/height` report the encoded (even) size.
 Colours: frames are encoded with the source's matrix and range and tagged with its colour
 description (`colour=VideoInfo.colour`; see colour.py), so every player reads the output as it
 reads the source. Without one (an image, an RGB clip) the output is BT.601 limited range, tagged.
+A picture.Picture holding 4:2:0 planes in that YUV is encoded from its planes as they are (no
+conversion), so every sample the pipeline did not change is the source's.
 
 Timing: video pts are in a 1/90000 time base (MPEG's tick, exact for 24/25/30/50/60 and for
 NTSC 1001-based rates) taken from the times given to write(), so variable-frame-rate sources
@@ -27,12 +29,12 @@ import weakref
 from fractions import Fraction
 
 import av
-import cv2
 import numpy as np
 
 from .audio import _to_float
-from .colour import RGB_SOURCE, Colour, from_bgr, tag
+from .colour import RGB_SOURCE, Colour, from_bgr, pad_even, tag
 from .errors import AudioError, MediaError, reason
+from .picture import Picture
 
 __all__ = ["VideoWriter", "check_output"]
 
@@ -198,7 +200,7 @@ class VideoWriter:
 
     On exception inside the with-block, or abort(), the temp file is deleted and out_path is not
     touched. Frames are BGR uint8 of shape (height, width, 3) as given to the constructor,
-    decoded as `colour` describes (the source's, from VideoInfo.colour).
+    decoded as `colour` describes (the source's, from VideoInfo.colour), or Pictures of that size.
     """
 
     def __init__(self, out_path, *, width: int, height: int, fps: float, audio_path=None,
@@ -269,27 +271,30 @@ class VideoWriter:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def write(self, bgr: np.ndarray, time: float) -> None:
-        """Encode one frame shown at `time` seconds (strictly increasing)."""
+    def write(self, frame: np.ndarray | Picture, time: float) -> None:
+        """Encode one frame (BGR array or Picture) shown at `time` seconds (strictly increasing)."""
         if self._done:
             raise RuntimeError("VideoWriter is closed")
-        if bgr.shape != (self.source_height, self.source_width, 3) or bgr.dtype != np.uint8:
-            raise ValueError(f"frame must be uint8 {(self.source_height, self.source_width, 3)}, got {bgr.dtype} {bgr.shape}")
+        if isinstance(frame, Picture):
+            if (frame.height, frame.width) != (self.source_height, self.source_width):
+                raise ValueError(f"picture must be {self.source_width}x{self.source_height}, got {frame.width}x{frame.height}")
+        elif frame.shape != (self.source_height, self.source_width, 3) or frame.dtype != np.uint8:
+            raise ValueError(f"frame must be uint8 {(self.source_height, self.source_width, 3)}, got {frame.dtype} {frame.shape}")
         pts = round(time / VIDEO_TIME_BASE)
         if self._last_pts is not None and pts <= self._last_pts:
             raise ValueError(f"frame times must increase: {time:.6f}s after {float(self._last_pts * VIDEO_TIME_BASE):.6f}s")
         if self._last_pts is not None:
             self._durations[self._last_pts] = pts - self._last_pts
         self._last_pts = pts
-        self._encode(self._to_frame(bgr, pts))
+        self._encode(self._to_frame(frame, pts))
         if self._audio is not None:
             self._pump_audio(until=time + AUDIO_LEAD_S)
 
-    def _to_frame(self, bgr: np.ndarray, pts: int) -> av.VideoFrame:
-        if (self.width, self.height) != (self.source_width, self.source_height):
-            bgr = cv2.copyMakeBorder(bgr, 0, self.height - self.source_height, 0,
-                                     self.width - self.source_width, cv2.BORDER_REPLICATE)
-        frame = from_bgr(np.ascontiguousarray(bgr), self.colour)
+    def _to_frame(self, image: np.ndarray | Picture, pts: int) -> av.VideoFrame:
+        if isinstance(image, Picture):
+            frame = image.video_frame(self.colour)
+        else:
+            frame = from_bgr(np.ascontiguousarray(pad_even(image)), self.colour)
         frame.pts = pts
         frame.time_base = VIDEO_TIME_BASE
         return frame

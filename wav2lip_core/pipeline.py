@@ -6,12 +6,19 @@ Two streaming passes over the source, so memory does not grow with clip length:
   2. sync: decode again in output order (ping-pong when the audio outlasts the video), crop,
      run the model in batches, blend, and encode straight into the output file.
 Only per-frame boxes (a few bytes each), the 16 kHz audio and its mel spectrogram are held whole.
+
+The sync pass runs as three overlapping stages (overlap.py): decode+crop and the model each in a
+thread of their own, blend+encode in the caller's thread, with SYNC_IN_FLIGHT batches at most
+between the decoder and the encoder. Callbacks (progress, note, cancel) run only in the caller's
+thread.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +35,7 @@ from .encode import VideoWriter, check_output
 from .errors import AudioError, Cancelled, MediaError, Wav2LipError
 from .detectors import DetectorSettings, resolve_detector
 from .faces import FaceTrack, track_faces
+from .overlap import Overlap
 
 ProgressFn = Callable[[str, int, int], None]
 CancelFn = Callable[[], bool]
@@ -39,6 +47,11 @@ STAGES = protocol.STAGES
 # to cancel low. On CUDA a larger batch amortises launches; we back off on out-of-memory.
 DEFAULT_BATCH_CPU = 16
 DEFAULT_BATCH_CUDA = 64
+# Batches between the decoder and the encoder in the sync pass: one being written, one in the
+# model, one ready for it and one being decoded, so the model never waits for the decoder when
+# the CPU has a core to spare. Frames held: this times the batch size (64 at 1080p with the
+# CPU batch: ~400 MB as BGR).
+SYNC_IN_FLIGHT = 4
 
 
 @dataclass
@@ -107,12 +120,16 @@ class Plan:
 
 
 class _Stopwatch:
+    """Seconds per stage: each stage's busy time (its thread's waits are not counted)."""
+
     def __init__(self):
         self.seconds: dict[str, float] = {}
+        self._lock = threading.Lock()  # the sync pass's stages add from their own threads
 
     def add(self, stage: str, since: float) -> float:
         now = time.perf_counter()
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
+        with self._lock:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
         return now
 
 
@@ -262,8 +279,9 @@ def find_faces(plan: Plan, settings: DetectorSettings, *, cache_dir: str | None,
     return track
 
 
-def _batches(plan: Plan, track: FaceTrack, batch: int, cancel: CancelFn) -> Iterator[list]:
-    """Groups of (output index, frame, box or None, mel window) in output order."""
+def _batches(plan: Plan, track: FaceTrack, batch: "int | BatchLimit", cancel: CancelFn) -> Iterator[list]:
+    """Groups of (output index, frame, box or None, mel window) in output order; each group is
+    as large as the batch limit when it is built (it shrinks after a GPU out-of-memory)."""
     group = []
     frames = read_frames(plan.info, plan.sources)
     for k, (src, frame) in enumerate(frames):
@@ -273,7 +291,7 @@ def _batches(plan: Plan, track: FaceTrack, batch: int, cancel: CancelFn) -> Iter
         box = tuple(int(v) for v in track.boxes[rel]) if track.has_face[rel] else None
         s = plan.mel_starts[k]
         group.append((k, frame, box, plan.mel[:, s: s + audio_mod.MEL_STEP]))
-        if len(group) == batch:
+        if len(group) >= (batch.size if isinstance(batch, BatchLimit) else batch):
             yield group
             group = []
     if group:
@@ -296,31 +314,67 @@ class BatchLimit:
             self._note(f"the GPU ran out of memory: continuing with batch size {self.size}")
 
 
+def _sync_stages(plan: Plan, track: FaceTrack, runner, limit: BatchLimit, watch: _Stopwatch,
+                 poll: Callable[[], None]) -> Overlap:
+    """The sync pass's decode+crop and model stages, overlapped; iterating the result (in a
+    with block) gives (group, faced items, predictions or None) per batch in output order."""
+
+    def prepared(stopping: CancelFn) -> Iterator[tuple]:
+        t = time.perf_counter()
+        for group in _batches(plan, track, limit, stopping):
+            t = watch.add("decode", t)
+            faced = [g for g in group if g[2] is not None]
+            inputs = _inputs(faced) if faced else None
+            watch.add("crop", t)
+            yield group, faced, inputs
+            t = time.perf_counter()  # the wait for a free slot is not decoding
+
+    def model(item: tuple) -> tuple:
+        group, faced, inputs = item
+        if inputs is None:
+            return group, faced, None
+        t = time.perf_counter()
+        preds = runner.forward(*inputs, limit)
+        watch.add("model", t)
+        return group, faced, preds
+
+    return Overlap(prepared, [model], in_flight=SYNC_IN_FLIGHT, poll=poll, name="wav2lip-sync")
+
+
+def _blend(faced: list, preds, blend: str, watch: _Stopwatch) -> None:
+    """The model's faces pasted into their frames (in the caller's thread: frames being
+    written are never touched by another)."""
+    if preds is None:
+        return
+    t = time.perf_counter()
+    for g, p in zip(faced, preds):
+        paste(g[1], prediction_to_uint8(p), g[2], blend)
+    watch.add("blend", t)
+
+
+def _cancel_check(cancel: CancelFn) -> Callable[[], None]:
+    def check() -> None:
+        if cancel():
+            raise Cancelled("cancelled")
+    return check
+
+
 def synthesize(plan: Plan, track: FaceTrack, model, *, device, precision: str, batch: int | BatchLimit,
                blend: str, cancel: CancelFn, watch: _Stopwatch | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """(output index, finished BGR frame) in output order: the frames before encoding. `model` is
-    a runtime.Runner, or a torch module (run with torch on `device` in `precision`)."""
+    a runtime.Runner, or a torch module (run with torch on `device` in `precision`). Decoding and
+    the model run in threads of their own while the caller consumes; close the generator (or
+    exhaust it) to stop them."""
     from .runtime import as_runner
 
     runner = as_runner(model, device, precision)
     limit = batch if isinstance(batch, BatchLimit) else BatchLimit(batch)
-    batch = limit.size
     watch = watch or _Stopwatch()
-    t = time.perf_counter()
-    for group in _batches(plan, track, batch, cancel):
-        t = watch.add("decode", t)
-        faced = [g for g in group if g[2] is not None]
-        if faced:
-            mels, faces = _inputs(faced)
-            t = watch.add("crop", t)
-            preds = runner.forward(mels, faces, limit)
-            t = watch.add("model", t)
-            for g, p in zip(faced, preds):
-                paste(g[1], prediction_to_uint8(p), g[2], blend)
-            t = watch.add("blend", t)
-        for k, frame, _, _ in group:
-            yield k, frame
-        t = time.perf_counter()
+    with _sync_stages(plan, track, runner, limit, watch, _cancel_check(cancel)) as stages:
+        for group, faced, preds in stages:
+            _blend(faced, preds, blend, watch)
+            for k, frame, _, _ in group:
+                yield k, frame
 
 
 def _inputs(faced: list) -> tuple[np.ndarray, np.ndarray]:
@@ -385,7 +439,10 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
     if runner is None:
         runner = runtime_mod.load_runner(request.checkpoint, runtime=runtime, device=device, precision=precision)
     precision = runner.precision
-    limit = BatchLimit(request.batch_size or (DEFAULT_BATCH_CUDA if device.type == "cuda" else DEFAULT_BATCH_CPU), tell)
+    # The model's thread halves the batch on a GPU out-of-memory; its note is told from this one.
+    limit_notes: queue.SimpleQueue[str] = queue.SimpleQueue()
+    limit = BatchLimit(request.batch_size or (DEFAULT_BATCH_CUDA if device.type == "cuda" else DEFAULT_BATCH_CPU),
+                       limit_notes.put)
     batch = limit.size
     progress(protocol.STAGE_LOAD, 1, 1)
     t = watch.add("load", t)
@@ -404,23 +461,33 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
         t = watch.add("load", t)
 
     n_out = len(plan.sources)
+    check_cancel = _cancel_check(cancel)
+
+    def poll() -> None:
+        while not limit_notes.empty():
+            tell(limit_notes.get())
+        check_cancel()
+
+    t_sync = time.perf_counter()
     with VideoWriter(request.out, width=info.width, height=info.height, fps=plan.fps, audio_path=request.audio,
                      audio_start=request.audio_start, duration=plan.duration, crf=request.crf,
                      source_paths=(request.face, request.audio), colour=info.colour,
-                     audible=request.audible) as writer:
+                     audible=request.audible) as writer, \
+            _sync_stages(plan, track, runner, limit, watch, poll) as stages:
         progress(protocol.STAGE_SYNC, 0, n_out)
-        frames = synthesize(plan, track, runner, device=device, precision=precision, batch=limit,
-                            blend=request.blend, cancel=cancel, watch=watch)
-        for k, frame in frames:
-            te = time.perf_counter()
-            writer.write(frame, plan.times[k])
-            watch.add("encode", te)
-            if (k + 1) % batch == 0 or k + 1 == n_out:
-                progress(protocol.STAGE_SYNC, k + 1, n_out)
-        if cancel():
-            raise Cancelled("cancelled")
+        for group, faced, preds in stages:
+            _blend(faced, preds, request.blend, watch)
+            for k, frame, _, _ in group:
+                te = time.perf_counter()
+                writer.write(frame, plan.times[k])
+                watch.add("encode", te)
+                check_cancel()
+                if (k + 1) % batch == 0 or k + 1 == n_out:
+                    progress(protocol.STAGE_SYNC, k + 1, n_out)
+        poll()
         te = time.perf_counter()
     watch.add("encode", te)
+    watch.add("sync", t_sync)
 
     rel_used = [s - plan.start for s in plan.sources]
     return LipSyncResult(

@@ -6,6 +6,7 @@ traceback), 2 bad arguments (argparse usage). `--progress json` prints one JSON 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -175,3 +176,38 @@ def test_bad_arguments_exit_2(tmp_path, args):
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "usage:" in r.stderr and "Traceback" not in r.stderr
     assert r.stdout == ""
+
+
+@pytest.mark.parametrize("option, value, words", [
+    (protocol.OPT_ENCODER, "hevc", ["argument --encoder: invalid choice: 'hevc'", "libx264", "h264_nvenc"]),
+    (protocol.OPT_PRESET, "placebo", ["argument --preset: invalid choice: 'placebo'", "veryfast"]),
+    ("--crf", "60", ["argument --crf: 60 is out of range: use 0 (lossless) to 51"]),
+])
+def test_unknown_encoder_preset_or_crf_is_refused_with_one_line(tmp_path, option, value, words):
+    r = wav2lip("--face", FACE2, "--audio", SPEECH16K, "--checkpoint", tmp_path / "c.pth", "--out",
+                tmp_path / "o.mp4", option, value)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    errors = [line for line in r.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, r.stderr
+    for w in words:
+        assert w in errors[0]
+    assert not list(tmp_path.iterdir())
+
+
+def test_preset_and_crf_reach_the_written_file(checkpoint, tmp_path):
+    """--encoder libx264 --preset ultrafast --crf 30 end to end: x264's option string in the
+    output (an SEI message in the first frame) shows ultrafast's settings and crf 30."""
+    from wav2lip_core.pipeline import LipSyncRequest
+
+    if "preset" not in {f.name for f in dataclasses.fields(LipSyncRequest)}:
+        pytest.skip("LipSyncRequest has no encoder/preset fields yet: the writer is not wired to encoders.py")
+    out = tmp_path / "out.mp4"
+    r = wav2lip("--face", FACE2, "--audio", SPEECH16K, "--checkpoint", checkpoint, "--out", out, "--box", *BOX,
+                "--duration", "0.2", "--cache-dir", tmp_path / "cache", "--device", "cpu", "--progress", "none",
+                "--encoder", "libx264", "--preset", "ultrafast", "--crf", "30")
+    assert r.returncode == 0, r.stderr
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.name == "h264"
+    options = out.read_bytes().split(b" options: ", 1)[1].split(b"\x00", 1)[0].decode().split()
+    assert {"cabac=0", "subme=0", "ref=1", "rc=crf", "crf=30.0"} <= set(options), options

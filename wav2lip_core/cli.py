@@ -49,7 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "int8: opt-in, OpenVINO on CPU, needs the int8 extra")
     m.add_argument(P.OPT_RUNTIME, choices=P.names(P.RUNTIMES), default="auto",
                    help="auto (default): OpenVINO on a CPU when installed, torch on a GPU")
-    m.add_argument("--crf", type=int, default=18, help="H.264 quality (lower is better, default 18)")
+    m.add_argument("--crf", type=_crf, default=P.CRF_DEFAULT,
+                   help=f"H.264 quality, {P.CRF_RANGE[0]} (lossless) to {P.CRF_RANGE[1]}; lower is better (default {P.CRF_DEFAULT})")
+    m.add_argument(P.OPT_ENCODER, choices=P.names(P.ENCODERS), default=P.ENCODER_AUTO,
+                   help="auto (default): NVENC when the model runs on CUDA and NVENC works, else libx264")
+    m.add_argument(P.OPT_PRESET, choices=P.names(P.PRESETS), metavar="PRESET",
+                   help=f"x264 speed/size preset: {', '.join(P.names(P.PRESETS))} "
+                        f"(default {P.PRESET_DEFAULT}, from a measured table); NVENC uses its own")
     t = p.add_argument_group("timing")
     t.add_argument(P.OPT_FPS, type=float, help="output frame rate: for an image its rate (default 25); for a video, show one source frame per output frame at this rate")
     t.add_argument(P.OPT_START_FRAME, type=int, default=0, help="first source frame to use (0-based)")
@@ -62,6 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(P.OPT_PROTOCOL, type=int, help=argparse.SUPPRESS)  # what the caller speaks (the add-on)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__} (protocol {P.PROTOCOL_VERSION})")
     return p
+
+
+def _crf(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not P.CRF_RANGE[0] <= value <= P.CRF_RANGE[1]:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: use {P.CRF_RANGE[0]} (lossless) to {P.CRF_RANGE[1]}")
+    return value
 
 
 class _Bars:
@@ -114,6 +130,16 @@ def _load_source_times(path: str) -> tuple[float, ...]:
     return tuple(float(v) for v in data)
 
 
+def _encoder_fields(request_type, args) -> dict:
+    """--encoder/--preset as LipSyncRequest keywords, for a request type that has those fields
+    (the pipeline gains them when its writer is wired to encoders.py; until then they are not
+    passed, so the options parse but the writer keeps libx264)."""
+    import dataclasses
+
+    have = {f.name for f in dataclasses.fields(request_type)}
+    return {k: v for k, v in (("encoder", args.encoder), ("preset", args.preset)) if k in have}
+
+
 def _on_sigterm(signum, frame) -> None:
     # A caller (the add-on's Cancel) stopping us: unwind like Ctrl+C so the writer deletes its
     # temp file instead of the process vanishing with a half-written one.
@@ -153,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             start_frame=args.start_frame, frames=args.frames,
             source_times=_load_source_times(args.source_times) if args.source_times else None,
             audio_start=args.audio_start, audible=tuple(args.audible) if args.audible else None, duration=args.duration, cache=not args.no_cache,
-            cache_dir=args.cache_dir, crf=args.crf,
+            cache_dir=args.cache_dir, crf=args.crf, **_encoder_fields(LipSyncRequest, args),
         )
         result = run(req, progress=progress, note=note)
     except (KeyboardInterrupt, Cancelled):

@@ -98,6 +98,32 @@ BLENDS: Tuple[Tuple[str, str, str], ...] = (
     ("feather", "Feather", "Soft-masked lower face"),
     ("hard", "Hard", "The original's square paste"),
 )
+ENCODER_AUTO = "auto"
+ENCODER_X264 = "libx264"
+ENCODER_NVENC = "h264_nvenc"
+ENCODERS: Tuple[Tuple[str, str, str], ...] = (
+    (ENCODER_AUTO, "Auto", "NVIDIA's NVENC when the model runs on CUDA and NVENC works, else x264"),
+    (ENCODER_X264, "x264", "CPU H.264 encoder; --preset trades speed for file size"),
+    (ENCODER_NVENC, "NVENC", "NVIDIA GPU H.264 encoder (falls back to x264 with a note when it cannot start)"),
+)
+# H.264's quality scale for --crf (x264's CRF, NVENC's CQ): 0 lossless, 51 smallest.
+CRF_RANGE: Tuple[int, int] = (0, 51)
+CRF_DEFAULT = 18
+# x264's own preset names, fastest first (x264's `placebo` is left out: far slower for ~1% size).
+# Here the default is not the first: it was picked from a measured speed/size table (see
+# wav2lip_core/encoders.py). They apply to x264 only; NVENC runs its own p4 preset.
+PRESET_DEFAULT = "veryfast"
+PRESETS: Tuple[Tuple[str, str, str], ...] = (
+    ("ultrafast", "Ultrafast", "Fastest; much larger files (no CABAC, no B-frames)"),
+    ("superfast", "Superfast", "Very fast; larger files"),
+    ("veryfast", "Veryfast", "Fast with files close to medium's size"),
+    ("faster", "Faster", "Slower; slightly smaller files"),
+    ("fast", "Fast", "Slower still"),
+    ("medium", "Medium", "x264's own default"),
+    ("slow", "Slow", "Small files, slow"),
+    ("slower", "Slower", "Smaller files, much slower"),
+    ("veryslow", "Veryslow", "Smallest files, slowest"),
+)
 
 
 def names(choices: Tuple[Tuple[str, str, str], ...]) -> Tuple[str, ...]:
@@ -115,6 +141,8 @@ OPT_BOX = "--box"
 OPT_DEVICE = "--device"
 OPT_PRECISION = "--precision"
 OPT_RUNTIME = "--runtime"
+OPT_ENCODER = "--encoder"
+OPT_PRESET = "--preset"
 OPT_FPS = "--fps"
 OPT_START_FRAME = "--start-frame"
 OPT_FRAMES = "--frames"

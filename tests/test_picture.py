@@ -206,12 +206,24 @@ def test_paste_writes_what_the_full_frame_writer_would_where_the_picture_changed
         assert changed.sum() > 100, "the paste must change the picture for this test to mean anything"
 
 
-def test_put_region_with_the_same_pixels_changes_nothing():
+def test_put_region_changes_only_what_changed():
     info = probe_video(REAL)
     (_, picture), = read_frames(info, [0], pictures=True)
     before = [a.copy() for a in picture.arrays]
     picture.put_region_bgr(11, 300, 5, 201, picture.region_bgr(11, 300, 5, 201))
-    assert all(np.array_equal(a, b) for a, b in zip(before, picture.arrays))
+    assert all(np.array_equal(a, b) for a, b in zip(before, picture.arrays)), "same pixels must change nothing"
+    for channel in range(3):  # a change in any one channel is a change
+        (_, bgr), = read_frames(info, [0])
+        (_, picture), = read_frames(info, [0], pictures=True)
+        bgr[101, 51, channel] ^= 0x80
+        picture.put_region_bgr(100, 102, 50, 52, bgr[100:102, 50:52])
+        ref = from_bgr(bgr, info.colour.output())
+        want = [np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width] for p in ref.planes]
+        y, u, v = picture.arrays
+        assert y[101, 51] == want[0][101, 51] != before[0][101, 51]
+        assert (u[50, 25], v[50, 25]) == (want[1][50, 25], want[2][50, 25]) != (before[1][50, 25], before[2][50, 25])
+        y[101, 51], u[50, 25], v[50, 25] = before[0][101, 51], before[1][50, 25], before[2][50, 25]
+        assert all(np.array_equal(a, b) for a, b in zip(before, picture.arrays)), "only that pixel and its block"
     with pytest.raises(ValueError):
         picture.region_bgr(0, 513, 0, 10)
 

@@ -68,10 +68,16 @@ def paste(frame: np.ndarray | Picture, pred_u8: np.ndarray, box: tuple[int, int,
     h, w = y2 - y1, x2 - x1
     face = cv2.resize(pred_u8, (w, h))
     if blend != "hard":
-        alpha = cv2.resize(_feather_mask96(), (w, h))[..., None]
+        alpha = cv2.resize(_feather_mask96(), (w, h))
+        # Three contiguous channels: numpy broadcasting a length-1 last axis is ~10x slower.
+        alpha = cv2.merge((alpha, alpha, alpha))
         region = _region(frame, box).astype(np.float32)
-        region += alpha * (face.astype(np.float32) - region)
-        face = np.clip(region + 0.5, 0, 255).astype(np.uint8)
+        step = face.astype(np.float32)
+        step -= region
+        step *= alpha
+        region += step
+        region += 0.5
+        face = np.clip(region, 0, 255, out=region).astype(np.uint8)
     if isinstance(frame, Picture):
         frame.put_region_bgr(y1, y2, x1, x2, face)
     else:

@@ -3,6 +3,7 @@
 
     python bench/bench_encode.py [--frames 100] [--repeats 1] [--crf 18]
         [--presets ultrafast superfast veryfast faster fast medium] [--sizes 512 1080 720x1280]
+        [--sweep 14 16 20 22]
 
 Sources (../shared/media): sadtalker_WDA_KatieHill_000.mp4 at its own 512x512, the same frames
 scaled to 1920x1080, and liveportrait_d13.mp4 at its own 720x1280. The first --frames frames are
@@ -15,6 +16,12 @@ frames in, flush, packets muxed. Per preset:
     KiB/s           the MP4's size per second of video at the clip's rate
     size vs medium  the MP4's size relative to --preset medium's
     PSNR dB         decoded output vs the source frames, over all Y, U and V samples
+
+With --sweep CRF...: each preset is also encoded at those crf values, and
+    size at medium's quality   the size it needs for --preset medium's PSNR at --crf (interpolated
+                               in log size along its own crf curve), relative to medium's: crf is
+                               not the same quality across presets (faster presets turn off
+                               x264's mbtree and psy tools), so this is the fair size comparison.
 
 Best of --repeats for the times (the presets interleaved, so background load hits them alike);
 size and PSNR do not change between repeats.
@@ -104,6 +111,8 @@ def main() -> None:
     ap.add_argument("--crf", type=int, default=18)
     ap.add_argument("--presets", nargs="+", default=list(DEFAULT_PRESETS), choices=protocol.names(protocol.PRESETS))
     ap.add_argument("--sizes", nargs="+", default=list(SOURCES), choices=list(SOURCES))
+    ap.add_argument("--sweep", type=int, nargs="*", default=[], metavar="CRF",
+                    help="also encode at these crf values and report each preset's size at medium's quality")
     args = ap.parse_args()
     print(f"x264 crf {args.crf}, {args.frames} frames per clip, best of {args.repeats}; "
           f"PyAV {av.__version__}, FFmpeg {av.ffmpeg_version_info}")
@@ -119,14 +128,37 @@ def main() -> None:
                 wall, cpu, data[p] = encode(frames, rate, p, args.crf)
                 best[p] = (min(best[p][0], wall), min(best[p][1], cpu))
         ref = len(data["medium"]) if "medium" in data else None
+        quality = {p: psnr(data[p], frames) for p in args.presets}
+        equal = equal_quality_sizes(frames, rate, args, data, quality) if args.sweep and ref else {}
         print(f"\n{name} {w}x{h} @ {float(rate):g} fps, {len(frames)} frames")
-        print("| preset | wall ms/frame | cpu ms/frame | KiB/s | size vs medium | PSNR dB |")
-        print("|---|---|---|---|---|---|")
+        extra = (" size at medium's quality |", "---|") if equal else ("", "")
+        print(f"| preset | wall ms/frame | cpu ms/frame | KiB/s | size vs medium | PSNR dB |{extra[0]}")
+        print(f"|---|---|---|---|---|---|{extra[1]}")
         for p in args.presets:
             wall, cpu = best[p]
             rel = f"{len(data[p]) / ref:.2f}x" if ref else "-"
+            eq = "" if not equal else (f" {equal[p] / ref:.2f}x |" if equal[p] else " - |")
             print(f"| {p} | {1000 * wall / len(frames):.1f} | {1000 * cpu / len(frames):.1f} | "
-                  f"{len(data[p]) / 1024 / float(seconds):.0f} | {rel} | {psnr(data[p], frames):.2f} |")
+                  f"{len(data[p]) / 1024 / float(seconds):.0f} | {rel} | {quality[p]:.2f} |{eq}")
+
+
+def equal_quality_sizes(frames, rate, args, data, quality) -> dict[str, float | None]:
+    """Per preset, the bytes it needs to reach medium's PSNR at --crf (None: outside the sweep)."""
+    target = quality["medium"]
+    out = {}
+    for p in args.presets:
+        points = [(quality[p], len(data[p]))]
+        for crf in args.sweep:
+            if crf != args.crf:
+                blob = encode(frames, rate, p, crf)[2]
+                points.append((psnr(blob, frames), len(blob)))
+        points.sort()
+        xs = [q for q, _ in points]
+        if not xs[0] <= target <= xs[-1]:
+            out[p] = None
+            continue
+        out[p] = float(np.exp(np.interp(target, xs, [np.log(n) for _, n in points])))
+    return out
 
 
 if __name__ == "__main__":

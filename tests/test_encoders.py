@@ -148,16 +148,18 @@ def test_an_encoder_that_cannot_start_is_one_media_error(tmp_path, choice, words
 
 # --- NVENC, where it exists -------------------------------------------------------------------
 
-def _cuda() -> bool:
+def _nvenc_missing() -> str | None:
+    """Why the NVENC test cannot run here, or None (torch is imported only when NVENC works)."""
+    if nvenc_problem() is not None:
+        return f"NVENC cannot start here ({nvenc_problem()})"
     try:
         import torch
     except ImportError:
-        return False
-    return torch.cuda.is_available()
+        return "torch is not installed"
+    return None if torch.cuda.is_available() else "no CUDA here"
 
 
-@pytest.mark.skipif(not _cuda(), reason="no CUDA here")
-@pytest.mark.skipif(nvenc_problem() is not None, reason=f"NVENC cannot start here: {nvenc_problem()}")
+@pytest.mark.skipif(_nvenc_missing() is not None, reason=str(_nvenc_missing()))
 def test_nvenc_round_trip(frames, tmp_path):
     choice = choose_encoder("auto", preset=None, crf=18, cuda=True, size=(512, 512))
     assert choice.codec == "h264_nvenc" and choice.note is None
@@ -168,3 +170,7 @@ def test_nvenc_round_trip(frames, tmp_path):
     # An x264 preset given with NVENC is not silently dropped.
     noted = choose_encoder("h264_nvenc", preset="medium", crf=18, cuda=True)
     assert noted.codec == "h264_nvenc" and "--preset medium applies to libx264 only" in noted.note
+
+
+def test_describe_names_what_runs():
+    assert choose_encoder("libx264", preset="fast", crf=20, cuda=False).describe() == "libx264 fast crf 20"

@@ -4,8 +4,43 @@
 adds that encoder's video stream to an output container and starts it, so a failure is one
 MediaError before any frame is decoded instead of an error at the first frame.
 
-x264 preset (measured; table below): DEFAULT_PRESET
-    TABLE
+Default x264 preset: veryfast, from this table (bench/bench_encode.py --frames 60 --sweep 14
+16 20 22; crf 18; PyAV 18.1 / FFmpeg 8.1; 2-core AVX2 CPU shared with other jobs, so CPU time,
+the steadier figure under load, is shown; size and PSNR are exact). "size at medium's quality":
+the size the preset needs to match medium's PSNR, interpolated along its own crf curve.
+
+| clip | preset | CPU ms/frame | KiB/s | size vs medium, crf 18 | PSNR dB | size at medium's quality |
+|---|---|---|---|---|---|---|
+| 512x512 | ultrafast | 2.6 | 565 | 1.92x | 43.77 | 1.80x |
+| 512x512 | superfast | 5.8 | 315 | 1.07x | 42.72 | 1.21x |
+| 512x512 | veryfast | 11.1 | 273 | 0.93x | 42.33 | 1.14x |
+| 512x512 | faster | 15.4 | 295 | 1.00x | 43.05 | 1.06x |
+| 512x512 | fast | 22.0 | 295 | 1.00x | 43.28 | 1.01x |
+| 512x512 | medium | 29.1 | 294 | 1.00x | 43.34 | 1.00x |
+| 1920x1080 (512 scaled) | ultrafast | 22.7 | 2585 | 1.85x | 46.42 | |
+| 1920x1080 (512 scaled) | superfast | 69.6 | 1721 | 1.23x | 47.73 | |
+| 1920x1080 (512 scaled) | veryfast | 109.3 | 1312 | 0.94x | 46.81 | |
+| 1920x1080 (512 scaled) | faster | 139.3 | 1414 | 1.01x | 47.54 | |
+| 1920x1080 (512 scaled) | fast | 214.2 | 1447 | 1.04x | 47.78 | |
+| 1920x1080 (512 scaled) | medium | 269.9 | 1394 | 1.00x | 47.84 | |
+| 720x1280 | ultrafast | 9.0 | 780 | 2.84x | 49.02 | |
+| 720x1280 | superfast | 14.8 | 472 | 1.72x | 49.03 | 1.68x |
+| 720x1280 | veryfast | 20.0 | 234 | 0.85x | 47.63 | 1.24x |
+| 720x1280 | faster | 41.2 | 264 | 0.96x | 48.66 | 1.04x |
+| 720x1280 | fast | 49.6 | 281 | 1.03x | 48.90 | |
+| 720x1280 | medium | 67.1 | 275 | 1.00x | 48.95 | 1.00x |
+
+(512x512: sadtalker_WDA_KatieHill_000.mp4; 1920x1080: its frames scaled; 720x1280:
+liveportrait_d13.mp4; 60 frames each; empty cells were not swept.)
+
+Why veryfast: it is the fastest preset whose file is no larger than medium's at the same crf on
+all three clips (0.85-0.94x), at 1/3 to 1/2 of medium's CPU time, with PSNR 1.0-1.3 dB under
+medium's at crf 18 (all above 42 dB: no visible difference at this crf). superfast saves another
+quarter to half, but its files swing with the content (1.07x medium's on the 512 clip, 1.72x on the
+720x1280 one, 2x veryfast's), as it drops x264's lookahead and mbtree; ultrafast doubles or
+triples the size. faster/fast/medium buy 7-19% smaller files at equal quality for 1.3-3.4x the
+time. So --preset superfast (or ultrafast) is the opt-in for speed, medium or slower for size.
+Frame vs slice threading (PyAV defaults to slice) measured the same within noise here.
 
 NVENC (`--encoder h264_nvenc`, or `auto` when the model runs on CUDA): FFmpeg lists h264_nvenc
 in every PyAV wheel, with or without an NVIDIA GPU, so whether it works is found by opening a
@@ -54,12 +89,10 @@ class EncoderChoice:
     note: str | None = None
 
     def describe(self) -> str:
-        """Short label for logs and results, e.g. `libx264 veryfast crf 18`."""
-        if self.codec == X264:
-            return f"{X264} {self.options.get('preset', '')} crf {self.options.get('crf', '')}".replace("  ", " ")
-        if self.codec == NVENC:
-            return f"{NVENC} {self.options.get('preset', '')} cq {self.options.get('cq', '')}"
-        return self.codec
+        """Short label for logs and results: `libx264 veryfast crf 18`, `h264_nvenc p4 cq 18`."""
+        words = [self.codec, self.options.get("preset")]
+        words += [f"{k} {self.options[k]}" for k in ("crf", "cq") if k in self.options]
+        return " ".join(w for w in words if w)
 
 
 def x264_options(preset: str, crf: int) -> dict[str, str]:
@@ -94,9 +127,8 @@ def _nvenc_problem(width: int, height: int) -> str | None:
         ctx.encode(None)
     except av.error.FFmpegError as exc:
         # FFmpeg's errno here is generic (EPERM without a CUDA driver, ENOSYS for an old one);
-        # what the user can act on is the list of causes.
-        return (f"{getattr(exc, 'strerror', None) or reason(exc)}: no NVIDIA GPU with an NVENC unit, "
-                "or its driver is missing or too old")
+        # the note says what NVENC needs instead.
+        return f"FFmpeg: {getattr(exc, 'strerror', None) or reason(exc)}"
     return None
 
 
@@ -130,7 +162,8 @@ def choose_encoder(encoder: str, *, preset: str | None, crf: int, cuda: bool,
     if problem is not None:
         asked = f"{protocol.OPT_ENCODER} {NVENC}" if encoder == NVENC else f"{protocol.OPT_ENCODER} auto on CUDA"
         at = f" at {_even(size[0])}x{_even(size[1])}" if size else ""
-        return EncoderChoice(X264, x264, note=f"encoder: libx264, as NVENC ({asked}) cannot start here{at}: {problem}")
+        return EncoderChoice(X264, x264, note=f"encoder: libx264, as NVENC ({asked}) did not start{at} ({problem}); "
+                                               "it needs an NVIDIA GPU with an NVENC unit and a recent driver")
     note = None
     if preset is not None:
         note = (f"encoder: NVENC at its own preset {NVENC_PRESET}; {protocol.OPT_PRESET} {preset} applies to "

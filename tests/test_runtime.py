@@ -1,5 +1,6 @@
 """Model runtimes (wav2lip_core/runtime.py): OpenVINO fp32 against the reference outputs and torch,
-the converted-model cache, int8 quantization (when NNCF is installed), and the CLI's --runtime.
+the converted-model cache (model_cache.py), int8 quantization (when NNCF is installed), the CLI's
+--runtime, and the warm start (a run on a cached model never imports torch).
 
 One conversion per test session: every OpenVINO runner here (and the engines run as subprocesses)
 uses the session's model cache (conftest sets WAV2LIP_MODEL_CACHE), filled by the first load."""
@@ -62,8 +63,9 @@ def test_openvino_fp32_matches_the_reference_and_torch(ov_runner, torch_out, io)
     assert out.shape == (8, 3, 96, 96) and out.dtype == np.float32
     assert np.abs(out - io["expected"]).max() < 1e-4
     assert np.abs(out - torch_out).max() < 1e-4
-    # Another batch size compiles its own fixed-shape model and gives the same numbers.
+    # Any batch size runs on the one compiled model (dynamic batch) and gives the same numbers.
     part = ov_runner.forward(io["mel"][:3], io["face"][:3])
+    assert part.shape == (3, 3, 96, 96)
     assert np.abs(part - out[:3]).max() < 1e-5
 
 
@@ -116,8 +118,30 @@ def test_unwritable_cache_warns_and_still_runs(checkpoint, ov_runner, tmp_path, 
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     cache = R.ModelCache(blocker / "models")
+    good = R.ModelCache(ov_runner.cache.folder)
+    import openvino as ov
+
+    model = good.load(ov.Core(), good.key(checkpoint, "fp32"))
     with pytest.warns(UserWarning, match="not cached"):
-        cache.save(ov_runner._model, cache.key(checkpoint, "fp32"))
+        cache.save(model, cache.key(checkpoint, "fp32"))
+
+
+def test_the_key_follows_the_content_not_the_file_state(checkpoint, tmp_path):
+    """Touching a checkpoint (new mtime) keeps its key; changing one byte changes it, also within
+    one process that has hashed the file before."""
+    copy = tmp_path / "c.pth"
+    shutil.copyfile(checkpoint, copy)
+    cache = R.ModelCache(tmp_path / "models")
+    key = cache.key(copy, "fp32")
+    os.utime(copy, (1, 1))
+    assert cache.key(copy, "fp32") == key
+    with open(copy, "r+b") as f:
+        f.seek(copy.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(copy, (2, 2))
+    assert cache.key(copy, "fp32") != key
 
 
 def _has_nncf() -> bool:
@@ -138,7 +162,7 @@ def test_int8_is_quantized_close_to_fp32_and_cached(checkpoint, ov_runner, model
     q = R.OpenVINORunner(checkpoint, precision="int8", cache=R.ModelCache(model_cache))
     assert q.needs_calibration
     q.calibrate(cal)
-    assert q.quantized_now and _is_quantized(q._model) and not _is_quantized(ov_runner._model)
+    assert q.quantized_now
     fp32 = ov_runner.forward(io["mel"], io["face"])
     i8 = q.forward(io["mel"], io["face"])
     diff = np.abs(i8 - fp32).max()
@@ -146,9 +170,15 @@ def test_int8_is_quantized_close_to_fp32_and_cached(checkpoint, ov_runner, model
     print(f"int8 vs fp32 on the conformance data: max abs {diff:.4f}, PSNR {quality:.1f} dB")
     assert diff > 1e-4  # really a different (quantized) computation
     assert diff < 0.1 and quality > 35  # measured: max 0.03, 45 dB
+    # The cached int8 model is quantized, the fp32 one is not.
+    import openvino as ov
+
+    cache, core = R.ModelCache(model_cache), ov.Core()
+    assert _is_quantized(cache.load(core, cache.key(checkpoint, "int8")))
+    assert not _is_quantized(cache.load(core, cache.key(checkpoint, "fp32")))
     # The second load takes the quantized model from the cache: no calibration wanted.
     again = R.OpenVINORunner(checkpoint, precision="int8", cache=R.ModelCache(model_cache))
-    assert not again.needs_calibration and _is_quantized(again._model)
+    assert not again.needs_calibration
     assert np.array_equal(again.forward(io["mel"], io["face"]), i8)
 
 
@@ -241,3 +271,87 @@ def test_cli_bad_runtime_values(checkpoint, model_cache, tmp_path, args, exit_co
     if exit_code == 1:
         assert len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.mp4").exists()
+
+
+# --- warm start -------------------------------------------------------------------------------
+
+# The engine's CLI, then the heavy modules it loaded, as a last stderr line.
+_CLI_AND_MODULES = ("import json, sys\nfrom wav2lip_core.cli import main\nrc = main(sys.argv[1:])\n"
+                    "print('MODULES', json.dumps(sorted(m for m in ('torch', 'nncf', 'face_alignment', 'librosa') "
+                    "if m in sys.modules)), file=sys.stderr)\nsys.exit(rc)")
+
+
+def engine_modules(model_cache: Path, *args, env: dict | None = None) -> tuple[subprocess.CompletedProcess, list[str]]:
+    env = dict(os.environ, **(env or {}), **{R.ENV_MODEL_CACHE: str(model_cache)},
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    r = subprocess.run([sys.executable, "-c", _CLI_AND_MODULES, *map(str, args)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    lines = [line for line in r.stderr.splitlines() if line.startswith("MODULES ")]
+    return r, json.loads(lines[-1][len("MODULES "):]) if lines else None
+
+
+def test_a_run_on_a_cached_model_never_imports_torch(ov_runner, checkpoint, model_cache, tmp_path):
+    """--box with the model already converted: the whole run (device choice, runtime, audio,
+    decode, blend, encode) without torch, whose import alone costs 2-3 s per process."""
+    out = tmp_path / "warm.mp4"
+    r, loaded = engine_modules(model_cache, "--face", FACE2, "--audio", SPEECH16K, "--checkpoint", checkpoint,
+                               "--box", *BOX, "--duration", "0.4", "--out", out, "--progress", "json")
+    assert r.returncode == 0, r.stderr
+    assert _events(r.stdout)[-1]["event"] == "done"
+    assert len(frames_of(out)) == 10
+    assert loaded == [], f"a warm run imported {loaded}"
+
+
+def test_auto_detector_falling_back_to_haar_runs_without_torch(ov_runner, checkpoint, model_cache, tmp_path):
+    """Choosing the detector (auto: are BlazeFace's weights in torch hub's folder?) and running
+    OpenCV's Haar cascade need no torch."""
+    r, loaded = engine_modules(model_cache, "--face", FACE2, "--audio", SPEECH16K, "--checkpoint", checkpoint,
+                               "--duration", "0.2", "--out", tmp_path / "haar.mp4", "--progress", "json",
+                               "--cache-dir", tmp_path / "faces", "--detector", "auto",
+                               env={"TORCH_HOME": str(tmp_path / "empty-torch-home")})
+    assert r.returncode == 0, r.stderr
+    notes = [e["message"] for e in _events(r.stdout) if e["event"] == "note"]
+    assert any("Haar" in n for n in notes), notes
+    assert loaded == [], f"a Haar run imported {loaded}"
+
+
+@pytest.mark.parametrize("env", [{}, {"TORCH_HOME": "{tmp}/th"}, {"XDG_CACHE_HOME": "{tmp}/xdg"},
+                                 {"TORCH_HOME": "~/th", "XDG_CACHE_HOME": "{tmp}/xdg"}])
+def test_detector_weights_folder_is_torch_hubs_without_torch(tmp_path, env):
+    """Where face_alignment's weights are looked for, worked out without torch, is the folder
+    torch.hub.get_dir() names."""
+    code = ("import sys; from wav2lip_core.detectors import _hub_dir; ours = _hub_dir(); "
+            "assert 'torch' not in sys.modules; import torch.hub, os; "
+            "print(ours == __import__('pathlib').Path(torch.hub.get_dir()) / 'checkpoints', ours)")
+    full_env = {k: v for k, v in os.environ.items() if k not in ("TORCH_HOME", "XDG_CACHE_HOME")}
+    full_env.update({k: v.format(tmp=tmp_path) for k, v in env.items()}, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("True"), r.stdout
+
+
+@pytest.mark.skipif(not _has_nncf(), reason="int8 needs the int8 extra (nncf)")
+def test_an_int8_run_on_a_cached_model_imports_neither_nncf_nor_torch(ov_runner, checkpoint, tmp_path):
+    key = ov_runner.cache.key(checkpoint, "fp32")
+    cache = tmp_path / "models"
+    shutil.copytree(ov_runner.cache.folder / key, cache / key)
+    args = ["--face", FACE2, "--audio", SPEECH16K, "--checkpoint", checkpoint, "--box", *BOX, "--duration", "0.4",
+            "--precision", "int8", "--progress", "json"]
+    first, loaded = engine_modules(cache, *args, "--out", tmp_path / "a.mp4")
+    assert first.returncode == 0, first.stderr
+    assert "nncf" in loaded  # it calibrated
+    second, loaded = engine_modules(cache, *args, "--out", tmp_path / "b.mp4")
+    assert second.returncode == 0, second.stderr
+    assert loaded == [], f"a warm int8 run imported {loaded}"
+
+
+def test_runners_are_kept_for_the_next_job_until_the_checkpoint_changes(ov_runner, checkpoint, model_cache, tmp_path):
+    copy = tmp_path / "c.pth"
+    shutil.copyfile(checkpoint, copy)
+    runners = R.Runners(keep=2, cache_dir=model_cache)
+    first = runners.get(copy, runtime="openvino", device="cpu", precision="fp32")
+    assert runners.get(copy, runtime="openvino", device="cpu", precision="fp32") is first
+    os.utime(copy, (1, 1))  # the file was replaced (same content here): load it again
+    second = runners.get(copy, runtime="openvino", device="cpu", precision="fp32")
+    assert second is not first and not second.converted
+    assert runners.get(copy, runtime="openvino", device="cpu", precision="fp32") is second

@@ -105,9 +105,19 @@ class Detector(Protocol):
 
 
 def _hub_dir() -> Path:
-    import torch.hub
+    """torch.hub.get_dir()/checkpoints, where face_alignment keeps its weights. Worked out from
+    the same variables torch reads (TORCH_HOME, XDG_CACHE_HOME) unless torch is already loaded:
+    choosing the detector must not import torch (2-3 s) for Haar or --box runs."""
+    import os
+    import sys
 
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    if "torch" in sys.modules:  # honours a torch.hub.set_dir() made in this process
+        import torch.hub
+
+        return Path(torch.hub.get_dir()) / "checkpoints"
+    # torch's own rule, empty variables included (torch.hub._get_torch_home).
+    torch_home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    return Path(os.path.join(os.path.expanduser(torch_home), "hub")) / "checkpoints"
 
 
 def _need_file(path: Path, what: str) -> None:

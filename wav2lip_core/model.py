@@ -1,8 +1,9 @@
-"""The Wav2Lip generator, with exactly the released checkpoints' state_dict layout, and a loader
-that accepts the released files unchanged.
+"""Loading the Wav2Lip generator (network.py) from the released checkpoints unchanged, and the
+model's input sizes.
 
-The layer structure must match the original `models/wav2lip.py` key for key (352 tensors,
-36.3 M parameters) so `wav2lip.pth` / `wav2lip_gan.pth` load with strict=True.
+torch is imported only inside the functions that need it: the pipeline reads IMG_SIZE/MEL_STEP
+from here on every run, also when OpenVINO runs the model and torch is never loaded. `Wav2Lip`
+is still importable from here (it loads network.py, and with it torch, on first use).
 """
 
 from __future__ import annotations
@@ -12,93 +13,30 @@ import pickle
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from .errors import CheckpointError, reason
 
+if TYPE_CHECKING:
+    import torch
+
+    from .network import Wav2Lip
+
 IMG_SIZE = 96
 MEL_STEP = 16  # mel columns per video frame window (0.2 s)
+# One frame's inputs as the model takes them: mel (1, 80, 16), face (6, 96, 96) = the masked and
+# the unmasked crop, channel-wise.
+MEL_SHAPE = (1, 80, MEL_STEP)
+FACE_SHAPE = (6, IMG_SIZE, IMG_SIZE)
 
 
-class Conv2d(nn.Module):
-    def __init__(self, cin, cout, kernel_size, stride, padding, residual=False):
-        super().__init__()
-        self.conv_block = nn.Sequential(nn.Conv2d(cin, cout, kernel_size, stride, padding), nn.BatchNorm2d(cout))
-        self.act = nn.ReLU()
-        self.residual = residual
+def __getattr__(name: str):
+    # `from wav2lip_core.model import Wav2Lip` keeps working; torch loads only then.
+    if name in ("Wav2Lip", "Conv2d", "Conv2dTranspose"):
+        from . import network
 
-    def forward(self, x):
-        out = self.conv_block(x)
-        if self.residual:
-            out = out + x
-        return self.act(out)
-
-
-class Conv2dTranspose(nn.Module):
-    def __init__(self, cin, cout, kernel_size, stride, padding, output_padding=0):
-        super().__init__()
-        self.conv_block = nn.Sequential(
-            nn.ConvTranspose2d(cin, cout, kernel_size, stride, padding, output_padding), nn.BatchNorm2d(cout)
-        )
-        self.act = nn.ReLU()
-
-    def forward(self, x):
-        return self.act(self.conv_block(x))
-
-
-def _res(c, n):
-    return [Conv2d(c, c, 3, 1, 1, residual=True) for _ in range(n)]
-
-
-class Wav2Lip(nn.Module):
-    """forward(mel (B,1,80,16), face (B,6,96,96)) -> (B,3,96,96) in [0, 1].
-
-    `face` is the reference frame's lower-half-masked crop concatenated channel-wise with the
-    unmasked crop (BGR, /255), as the original builds it."""
-
-    def __init__(self):
-        super().__init__()
-        self.face_encoder_blocks = nn.ModuleList([
-            nn.Sequential(Conv2d(6, 16, 7, 1, 3)),  # 96
-            nn.Sequential(Conv2d(16, 32, 3, 2, 1), *_res(32, 2)),  # 48
-            nn.Sequential(Conv2d(32, 64, 3, 2, 1), *_res(64, 3)),  # 24
-            nn.Sequential(Conv2d(64, 128, 3, 2, 1), *_res(128, 2)),  # 12
-            nn.Sequential(Conv2d(128, 256, 3, 2, 1), *_res(256, 2)),  # 6
-            nn.Sequential(Conv2d(256, 512, 3, 2, 1), *_res(512, 1)),  # 3
-            nn.Sequential(Conv2d(512, 512, 3, 1, 0), Conv2d(512, 512, 1, 1, 0)),  # 1
-        ])
-        self.audio_encoder = nn.Sequential(
-            Conv2d(1, 32, 3, 1, 1), *_res(32, 2),
-            Conv2d(32, 64, 3, (3, 1), 1), *_res(64, 2),
-            Conv2d(64, 128, 3, 3, 1), *_res(128, 2),
-            Conv2d(128, 256, 3, (3, 2), 1), *_res(256, 1),
-            Conv2d(256, 512, 3, 1, 0),
-            Conv2d(512, 512, 1, 1, 0),
-        )
-        self.face_decoder_blocks = nn.ModuleList([
-            nn.Sequential(Conv2d(512, 512, 1, 1, 0)),
-            nn.Sequential(Conv2dTranspose(1024, 512, 3, 1, 0), *_res(512, 1)),  # 3
-            nn.Sequential(Conv2dTranspose(1024, 512, 3, 2, 1, 1), *_res(512, 2)),  # 6
-            nn.Sequential(Conv2dTranspose(768, 384, 3, 2, 1, 1), *_res(384, 2)),  # 12
-            nn.Sequential(Conv2dTranspose(512, 256, 3, 2, 1, 1), *_res(256, 2)),  # 24
-            nn.Sequential(Conv2dTranspose(320, 128, 3, 2, 1, 1), *_res(128, 2)),  # 48
-            nn.Sequential(Conv2dTranspose(160, 64, 3, 2, 1, 1), *_res(64, 2)),  # 96
-        ])
-        self.output_block = nn.Sequential(Conv2d(80, 32, 3, 1, 1), nn.Conv2d(32, 3, 1, 1, 0), nn.Sigmoid())
-
-    def forward(self, audio_sequences: torch.Tensor, face_sequences: torch.Tensor) -> torch.Tensor:
-        audio_embedding = self.audio_encoder(audio_sequences)
-        feats = []
-        x = face_sequences
-        for block in self.face_encoder_blocks:
-            x = block(x)
-            feats.append(x)
-        x = audio_embedding
-        for block in self.face_decoder_blocks:
-            x = torch.cat((block(x), feats.pop()), dim=1)
-        return self.output_block(x)
+        return getattr(network, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -139,6 +77,8 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
             f"{path} is a web page, not a checkpoint (a failed Google Drive/SharePoint download saves the "
             "confirmation page). Download the file again from its page in a browser."
         )
+    import torch
+
     try:
         # weights_only=True: the unpickler only rebuilds tensors and plain containers, so a
         # malicious file cannot run code while we read it.
@@ -171,6 +111,8 @@ def _strip_prefix(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Wav2Lip:
     """Load a Wav2Lip checkpoint (released layout, with or without `module.`, or a bare
     state_dict) into a Wav2Lip model in eval mode on `device`. Raises CheckpointError."""
+    from .network import Wav2Lip
+
     path = Path(path).expanduser()
     sd = _strip_prefix(_read_state_dict(path))
     model = Wav2Lip()
@@ -205,6 +147,10 @@ def save_untrained_checkpoint(path: str | os.PathLike, seed: int = 0) -> Path:
 
     For running the whole tool where no trained weights exist (the demo, smoke tests). Its
     output is NOT lip-synced; it only proves the path works end to end."""
+    import torch
+
+    from .network import Wav2Lip
+
     torch.manual_seed(seed)
     model = Wav2Lip().eval()
     path = Path(path)

@@ -2,56 +2,44 @@
 
 The pipeline only sees `Runner.forward(mel, face) -> np.ndarray` (inputs as the model takes them:
 mel (B,1,80,16), face (B,6,96,96), float32). A runner holds the loaded/compiled model and nothing
-about a job, so one process can load it once and reuse it for many jobs (a warm engine).
+about a job, so one process can load it once and reuse it for many jobs (`Runners` keeps them).
 
 OpenVINO: the torch module is converted once per checkpoint (`ov.convert_model`, ~10-25 s on a
-2-core CPU) and the result is kept in a disk cache keyed by the checkpoint's content, the
-OpenVINO version and the precision, so later runs only read and compile it (well under a second).
-Measured on the same graph (bench/bench_runtime.py): ~1.4x torch's fp32 speed on a 2-core AVX2
-CPU, within ~1e-6 of torch. `int8` is NNCF post-training quantization of the converted model,
-calibrated on the job's own face crops and mel windows; the quantized model is cached per
-checkpoint, so the first int8 job on a checkpoint calibrates for the others.
+2-core CPU) and kept in the disk cache of model_cache.py, so later runs only read and compile it
+(under a second) and never import torch. Measured on the same graph (bench/bench_runtime.py):
+~1.4x torch's fp32 speed on a 2-core AVX2 CPU, within ~1e-6 of torch. `int8` is NNCF
+post-training quantization of the converted model, calibrated on the job's own face crops and mel
+windows; the quantized model is cached per checkpoint, so the first int8 job on a checkpoint
+calibrates for the others.
 
-`import openvino` / `import nncf` happen only when such a runner is loaded.
+`import torch` happens only for the torch runtime and for a conversion; `import openvino` only
+when an OpenVINO runner is loaded; `import nncf` (which imports torch) only to quantize.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import warnings
-import zlib
 from collections import OrderedDict
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from . import protocol
 from .errors import Wav2LipError
+from .model import FACE_SHAPE, MEL_SHAPE
+# The cache's names stay importable from here (callers and tests predating model_cache.py).
+from .model_cache import (ENV_MODEL_CACHE, INT8_NEEDS, MAX_ENTRIES, MODEL_CACHE_VERSION,  # noqa: F401
+                          ModelCache, default_model_folder, nncf_version)
 
 RUNTIMES = protocol.names(protocol.RUNTIMES)
-MEL_SHAPE = (1, 80, 16)
-FACE_SHAPE = (6, 96, 96)
-# Bump when what is written to the model cache changes meaning (graph, inputs, quantization).
-MODEL_CACHE_VERSION = 1
-# The folder for converted models; tests point every process of a session at one folder.
-ENV_MODEL_CACHE = "WAV2LIP_MODEL_CACHE"
-# Entries kept (least recently used go first): an fp32 entry is ~145 MB, an int8 one ~40 MB, and
-# a user has one or two checkpoints.
-MAX_ENTRIES = 4
 # Calibration for int8: this many batches of the job's own inputs (the issue's measurement used
 # 4 batches of 16; NNCF's statistics are per-tensor min/max-like, so more adds little).
 CALIBRATION_BATCHES = 4
-_INT8_NEEDS = ("--precision int8 needs NNCF: install the int8 extra "
-               "(pip install 'wav2lip-blender[int8]') or use --precision fp32")
 
 
 class Limit(Protocol):
@@ -109,8 +97,40 @@ def load_runner(checkpoint: str | os.PathLike, *, runtime: str, device, precisio
     if runtime == "torch":
         from .model import load_checkpoint
 
-        return TorchRunner(load_checkpoint(checkpoint, device=device), device, precision)
+        return TorchRunner(load_checkpoint(checkpoint, device=str(device)), device, precision)
     return OpenVINORunner(checkpoint, precision=precision, cache=ModelCache(cache_dir) if use_cache else None)
+
+
+class Runners:
+    """Loaded runners kept for the next job in a long-lived process (an engine serving several
+    jobs): `get` loads a checkpoint once per runtime/device/precision and hands the same runner
+    back until the file changes. Keeps the `keep` most recently used (each holds the weights,
+    ~150 MB fp32)."""
+
+    def __init__(self, keep: int = 2, **load_options):
+        self.keep = keep
+        self._load_options = load_options  # cache_dir, use_cache: as load_runner takes them
+        self._runners: OrderedDict[tuple, Runner] = OrderedDict()
+
+    def get(self, checkpoint: str | os.PathLike, *, runtime: str, device, precision: str) -> Runner:
+        path = os.path.realpath(checkpoint)
+        try:
+            st = os.stat(path)
+            state = (st.st_size, st.st_mtime_ns, st.st_ino)
+        except OSError:
+            state = None  # load_runner names the problem
+        key = (path, state, runtime, str(device), precision)
+        runner = self._runners.get(key)
+        if runner is None:
+            runner = load_runner(checkpoint, runtime=runtime, device=device, precision=precision, **self._load_options)
+            for old in [k for k in self._runners if k[0] == path and k[1] != state]:
+                del self._runners[old]  # the file changed: its old weights are dead
+            self._runners[key] = runner
+            while len(self._runners) > self.keep:
+                self._runners.popitem(last=False)
+        else:
+            self._runners.move_to_end(key)
+        return runner
 
 
 # --- torch ------------------------------------------------------------------------------------
@@ -160,103 +180,6 @@ def as_runner(model_or_runner, device, precision: str) -> Runner:
     return TorchRunner(model_or_runner, device, precision)
 
 
-# --- the converted-model cache ----------------------------------------------------------------
-
-def default_model_folder() -> Path:
-    env = os.environ.get(ENV_MODEL_CACHE)
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("wav2lip-blender")) / "models"
-
-
-class ModelCache:
-    """Converted models as folders `<key>/model.xml + model.bin + meta.json`. A folder is written
-    beside its final place and renamed into it, so a reader never sees a partial one; a folder
-    whose files do not read back (or whose .bin's checksum differs) is a miss."""
-
-    def __init__(self, folder: str | os.PathLike | None = None):
-        self.folder = Path(folder) if folder is not None else default_model_folder()
-
-    def key(self, checkpoint: str | os.PathLike, precision: str) -> str:
-        import openvino
-
-        from .cache import content_hash
-
-        fields = {"cache": MODEL_CACHE_VERSION, "content": content_hash(checkpoint), "precision": precision,
-                  "openvino": openvino.__version__, "mel": MEL_SHAPE, "face": FACE_SHAPE}
-        if precision == "int8":
-            fields["nncf"] = _nncf_version()
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:40]
-
-    def path(self, key: str) -> Path:
-        return self.folder / key
-
-    def load(self, core, key: str):
-        """The cached ov.Model, or None when absent or unreadable."""
-        d = self.path(key)
-        try:
-            meta = json.loads((d / "meta.json").read_text())
-            if _file_crc32(d / "model.bin") != (meta["bin_size"], meta["bin_crc32"]):
-                return None
-            # Read, not memory-mapped: another process may replace or prune the entry meanwhile.
-            model = core.read_model(str(d / "model.xml"), config={"ENABLE_MMAP": False})
-        except Exception:
-            return None
-        try:
-            os.utime(d)  # recently used: pruned last
-        except OSError:
-            pass
-        return model
-
-    def save(self, ov_model, key: str) -> None:
-        import openvino as ov
-
-        tmp = None
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=self.folder))
-            ov.save_model(ov_model, str(tmp / "model.xml"), compress_to_fp16=False)
-            size, crc = _file_crc32(tmp / "model.bin")
-            (tmp / "meta.json").write_text(json.dumps({"bin_size": size, "bin_crc32": crc}))
-            final = self.path(key)
-            if final.exists():  # a bad folder left from before (load missed): replace it
-                shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-            tmp = None
-            self._prune(keep=final)
-        except OSError as exc:
-            warnings.warn(f"converted model not cached in {self.folder}: {exc}", stacklevel=2)
-        finally:
-            if tmp is not None:
-                shutil.rmtree(tmp, ignore_errors=True)
-
-
-    def _prune(self, keep: Path) -> None:
-        entries = [p for p in self.folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p != keep]
-        entries.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in entries[MAX_ENTRIES - 1:]:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _file_crc32(path: Path) -> tuple[int, int]:
-    crc, size = 0, 0
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            crc = zlib.crc32(chunk, crc)
-            size += len(chunk)
-    return size, crc
-
-
-def _nncf_version() -> str:
-    try:
-        import nncf
-    except ImportError:
-        raise Wav2LipError(_INT8_NEEDS) from None
-    return nncf.__version__
-
-
 # --- OpenVINO ---------------------------------------------------------------------------------
 
 def convert(checkpoint: str | os.PathLike):
@@ -283,7 +206,7 @@ def quantize(ov_model, batches: Sequence[tuple[np.ndarray, np.ndarray]]):
     try:
         import nncf
     except ImportError:
-        raise Wav2LipError(_INT8_NEEDS) from None
+        raise Wav2LipError(INT8_NEEDS) from None
     if not batches:
         raise Wav2LipError("int8 calibration needs at least one frame with a face")
     items = [(np.ascontiguousarray(m, np.float32), np.ascontiguousarray(f, np.float32)) for m, f in batches]
@@ -293,14 +216,23 @@ def quantize(ov_model, batches: Sequence[tuple[np.ndarray, np.ndarray]]):
         return nncf.quantize(ov_model, nncf.Dataset(items), subset_size=len(items))
 
 
+def compile_config(precision: str) -> dict:
+    """How the CPU plugin compiles the model. LATENCY: one stream using every core, which is how
+    the pipeline calls it (one batch at a time); THROUGHPUT splits the cores into streams and a
+    lone request then runs on one core (measured ~1.8x slower per frame on 2 cores,
+    bench/bench_runtime.py --configs). f32 unless bf16 was asked for: on CPUs with native bf16
+    OpenVINO would otherwise pick bf16 by itself, and fp32 must stay fp32."""
+    return {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+
+
 class OpenVINORunner:
-    """The converted (and for int8, quantized) model, compiled once per batch size: a fixed batch
-    compiles to faster kernels than a dynamic one (bench/bench_runtime.py), and a run sees at most
-    two sizes (the batch and the last remainder)."""
+    """The converted (and for int8, quantized) model, compiled once when loaded, with the batch
+    left dynamic: measured interleaved on 2 cores, a batch fixed per size ran no faster per frame
+    (paired fixed/dynamic ratio 0.97-1.05, within the noise; bench/bench_runtime.py) and costs a
+    compile (0.3-1.4 s) for every new size, the last partial batch included."""
 
     name = "openvino"
     device = "cpu"
-    _MAX_COMPILED = 4
 
     def __init__(self, checkpoint: str | os.PathLike, *, precision: str = "fp32", cache: ModelCache | None = None,
                  calibration: Sequence[tuple[np.ndarray, np.ndarray]] | None = None):
@@ -314,19 +246,21 @@ class OpenVINORunner:
         self.cache = cache
         self.converted = False  # whether this load converted (a cache miss)
         self.quantized_now = False  # whether this load calibrated int8
-        self._compiled: OrderedDict[int, object] = OrderedDict()
-        self._model = None
+        self._compiled = None
+        self._request = None
         if precision == "int8":
-            _nncf_version()  # fail at load, not after detection
-            self._model = self._cached("int8")
-            if self._model is None and calibration is not None:
+            nncf_version()  # fail at load, not after detection
+            model = self._cached("int8")
+            if model is not None:
+                self._compile(model)
+            elif calibration is not None:
                 self.calibrate(calibration)
         else:
-            self._model = self._fp32_model()
+            self._compile(self._fp32_model())
 
     @property
     def needs_calibration(self) -> bool:
-        return self._model is None
+        return self._compiled is None
 
     def _cached(self, precision: str):
         if self.cache is None:
@@ -342,39 +276,24 @@ class OpenVINORunner:
                 self.cache.save(model, self.cache.key(self.checkpoint, "fp32"))
         return model
 
+    def _compile(self, model) -> None:
+        # The ov.Model is not kept: the compiled model holds its own copy of the weights.
+        self._compiled = self.core.compile_model(model, "CPU", compile_config(self.precision))
+        self._request = self._compiled.create_infer_request()
+
     def calibrate(self, batches: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
         """Quantize from these input batches (int8 on a cache miss) and cache the result."""
         model = quantize(self._fp32_model(), batches)
         self.quantized_now = True
         if self.cache is not None:
             self.cache.save(model, self.cache.key(self.checkpoint, "int8"))
-        self._model = model
-        self._compiled.clear()
-
-    def _compiled_for(self, n: int):
-        c = self._compiled.get(n)
-        if c is None:
-            import openvino as ov
-
-            model = self._model.clone()
-            model.reshape({model.inputs[0]: ov.PartialShape([n, *MEL_SHAPE]),
-                           model.inputs[1]: ov.PartialShape([n, *FACE_SHAPE])})
-            # f32 unless bf16 was asked for: on CPUs with native bf16 OpenVINO would otherwise
-            # pick bf16 by itself, and fp32 must stay fp32.
-            hint = "bf16" if self.precision == "bf16" else "f32"
-            c = self.core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint})
-            self._compiled[n] = c
-            while len(self._compiled) > self._MAX_COMPILED:
-                self._compiled.popitem(last=False)
-        else:
-            self._compiled.move_to_end(n)
-        return c
+        self._compile(model)
 
     def forward(self, mel: np.ndarray, face: np.ndarray, limit: Limit | None = None) -> np.ndarray:
-        if self._model is None:
+        """One inference on the whole batch (any size). Not for two threads at once: a runner has
+        one infer request (the pipeline calls it from its one model stage)."""
+        if self._request is None:
             raise Wav2LipError("the int8 model has not been calibrated yet")
-        n = len(face)
-        compiled = self._compiled_for(n)
-        out = compiled([np.ascontiguousarray(mel, np.float32), np.ascontiguousarray(face, np.float32)])
-        return np.array(out[compiled.outputs[0]], np.float32, copy=True)
-
+        inputs = [np.ascontiguousarray(mel, np.float32), np.ascontiguousarray(face, np.float32)]
+        self._request.infer(inputs, share_inputs=True)
+        return np.array(self._request.get_output_tensor(0).data, np.float32, copy=True)

@@ -1,0 +1,183 @@
+"""The disk cache of converted (OpenVINO) models: only the first run on a checkpoint converts it.
+
+An entry is a folder `<key>/model.xml + model.bin + meta.json`. The key hashes what makes the
+converted model differ: the checkpoint's content (not its name), the cache format, OpenVINO's
+version (its IR and kernels change between releases), the precision, NNCF's version for int8
+(its quantization does), and the model's input shapes. Computing the key imports neither torch
+nor NNCF (NNCF imports torch, ~4 s): a run whose model is cached starts without them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import warnings
+import zlib
+from pathlib import Path
+
+from .errors import Wav2LipError
+from .model import FACE_SHAPE, MEL_SHAPE
+
+# Bump when what is written to the model cache changes meaning (graph, inputs, quantization).
+MODEL_CACHE_VERSION = 1
+# The folder for converted models; tests point every process of a session at one folder.
+ENV_MODEL_CACHE = "WAV2LIP_MODEL_CACHE"
+# Entries kept (least recently used go first): an fp32 entry is ~145 MB, an int8 one ~40 MB, and
+# a user has one or two checkpoints.
+MAX_ENTRIES = 4
+INT8_NEEDS = ("--precision int8 needs NNCF: install the int8 extra "
+              "(pip install 'wav2lip-blender[int8]') or use --precision fp32")
+
+
+def default_model_folder() -> Path:
+    env = os.environ.get(ENV_MODEL_CACHE)
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("wav2lip-blender")) / "models"
+
+
+def nncf_version() -> str:
+    """NNCF's version, found without importing it; Wav2LipError when it is not installed."""
+    if importlib.util.find_spec("nncf") is None:
+        raise Wav2LipError(INT8_NEEDS)
+    try:
+        return importlib.metadata.version("nncf")
+    except importlib.metadata.PackageNotFoundError:  # importable without metadata (a source tree)
+        return "unknown"
+
+
+def _file_state(path: str) -> list[int]:
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+class ModelCache:
+    """Converted models on disk. A folder is written beside its final place and renamed into it,
+    so a reader never sees a partial one; a folder whose files do not read back (or whose .bin's
+    checksum differs) is a miss.
+
+    Checkpoints are keyed by the sha256 of their whole content (a released file is 436 MB, ~2 s
+    to hash), remembered in `checkpoints.json` by path and file state (size, mtime, inode): a
+    later run on the same file reads the hash back instead of reading the file again, and a file
+    changed in place (new mtime) is hashed again."""
+
+    INDEX = "checkpoints.json"
+    _memo: dict[str, tuple[list[int], str]] = {}  # shared in a process: an engine serving many jobs
+
+    def __init__(self, folder: str | os.PathLike | None = None):
+        self.folder = Path(folder) if folder is not None else default_model_folder()
+
+    def checkpoint_hash(self, checkpoint: str | os.PathLike) -> str:
+        path = os.path.realpath(checkpoint)
+        state = _file_state(path)
+        known = self._memo.get(path)
+        if known is not None and known[0] == state:
+            return known[1]
+        index = self._read_index()
+        entry = index.get(path)
+        if isinstance(entry, dict) and entry.get("state") == state and isinstance(entry.get("sha256"), str):
+            digest = entry["sha256"]
+        else:
+            digest = sha256_file(path)
+            index[path] = {"state": state, "sha256": digest}
+            self._write_index(index)
+        self._memo[path] = (state, digest)
+        return digest
+
+    def _read_index(self) -> dict:
+        try:
+            data = json.loads((self.folder / self.INDEX).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _write_index(self, index: dict) -> None:
+        # Files that are gone need no hash; losing a race with another process costs one re-hash.
+        index = {p: e for p, e in index.items() if os.path.exists(p)}
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".tmp", dir=self.folder)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(index, f)
+            os.replace(tmp, self.folder / self.INDEX)
+        except OSError:
+            pass  # only a speed-up: the next run hashes the file again
+
+    def key(self, checkpoint: str | os.PathLike, precision: str) -> str:
+        import openvino
+
+        fields = {"cache": MODEL_CACHE_VERSION, "content": self.checkpoint_hash(checkpoint), "precision": precision,
+                  "openvino": openvino.__version__, "mel": MEL_SHAPE, "face": FACE_SHAPE}
+        if precision == "int8":
+            fields["nncf"] = nncf_version()
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:40]
+
+    def path(self, key: str) -> Path:
+        return self.folder / key
+
+    def load(self, core, key: str):
+        """The cached ov.Model, or None when absent or unreadable."""
+        d = self.path(key)
+        try:
+            meta = json.loads((d / "meta.json").read_text())
+            if file_crc32(d / "model.bin") != (meta["bin_size"], meta["bin_crc32"]):
+                return None
+            # Read, not memory-mapped: another process may replace or prune the entry meanwhile.
+            model = core.read_model(str(d / "model.xml"), config={"ENABLE_MMAP": False})
+        except Exception:
+            return None
+        try:
+            os.utime(d)  # recently used: pruned last
+        except OSError:
+            pass
+        return model
+
+    def save(self, ov_model, key: str) -> None:
+        import openvino as ov
+
+        tmp = None
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=self.folder))
+            ov.save_model(ov_model, str(tmp / "model.xml"), compress_to_fp16=False)
+            size, crc = file_crc32(tmp / "model.bin")
+            (tmp / "meta.json").write_text(json.dumps({"bin_size": size, "bin_crc32": crc}))
+            final = self.path(key)
+            if final.exists():  # a bad folder left from before (load missed): replace it
+                shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            tmp = None
+            self.prune(keep=final)
+        except OSError as exc:
+            warnings.warn(f"converted model not cached in {self.folder}: {exc}", stacklevel=2)
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def prune(self, keep: Path) -> None:
+        """Keep the MAX_ENTRIES most recently used entries, `keep` among them."""
+        entries = [p for p in self.folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p != keep]
+        entries.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in entries[MAX_ENTRIES - 1:]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def file_crc32(path: Path) -> tuple[int, int]:
+    crc, size = 0, 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            crc = zlib.crc32(chunk, crc)
+            size += len(chunk)
+    return size, crc

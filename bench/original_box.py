@@ -3,18 +3,21 @@
 
 What it keeps from the original: every frame read into a list first, no face detection (fixed
 box), batches of 128, one model call per batch, the hard paste, frames written to an
-intermediate AVI through cv2.VideoWriter, then a second step muxing the audio. What differs:
-its `librosa.filters.mel(sr, n_fft)` call no longer runs, so the mel comes from our
-(bit-identical) function; the final mux uses PyAV instead of an ffmpeg subprocess. Prints
-peak RSS.
+intermediate AVI through cv2.VideoWriter, then a second step re-encoding it to H.264. What
+differs: its `librosa.filters.mel(sr, n_fft)` call no longer runs, so the mel comes from our
+(bit-identical) function; the final step uses PyAV instead of an ffmpeg subprocess and leaves
+the sound out (AAC for a few seconds of audio is a rounding error next to the rest). Prints one
+JSON line: frames, seconds per step, peak RSS (MB).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import cv2
@@ -35,6 +38,14 @@ def main() -> None:
     ap.add_argument("--duration", type=float)
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
+    steps: dict[str, float] = {}
+    t = time.perf_counter()
+
+    def step(name: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        steps[name] = steps.get(name, 0.0) + now - t
+        t = now
 
     cap = cv2.VideoCapture(a.face)
     fps = cap.get(cv2.CAP_PROP_FPS)
@@ -44,15 +55,18 @@ def main() -> None:
         if not ok:
             break
         frames.append(f)
+    step("decode")
     wav = load_audio(a.audio)
     if a.duration:
         wav = wav[: int(a.duration * 16000)]
     mel = melspectrogram(wav)
     mels = [mel[:, s: s + 16] for s in mel_chunk_starts(mel.shape[1], fps)]
+    step("audio")
     y1, y2, x1, x2 = a.box
     if y2 <= 0:
         y1, y2, x1, x2 = 0, frames[0].shape[0], 0, frames[0].shape[1]
     model = load_checkpoint(a.checkpoint)
+    step("load")
     h, w = frames[0].shape[:2]
     with tempfile.TemporaryDirectory() as tmp:
         avi = f"{tmp}/result.avi"
@@ -66,13 +80,17 @@ def main() -> None:
             x = np.concatenate((masked, img), axis=3) / 255.0
             xb = torch.FloatTensor(np.transpose(x, (0, 3, 1, 2)))
             mb = torch.FloatTensor(m[:, None])
+            step("crop")
             with torch.no_grad():
                 pred = model(mb, xb)
             pred = pred.cpu().numpy().transpose(0, 2, 3, 1) * 255.0
+            step("model")
             for i, p in zip(idx, pred):
                 f = frames[i % len(frames)].copy()
                 f[y1:y2, x1:x2] = cv2.resize(p.astype(np.uint8), (x2 - x1, y2 - y1))
+                step("blend")
                 out.write(f)
+                step("encode")
         out.release()
         import av
 
@@ -84,7 +102,9 @@ def main() -> None:
                     dst.mux(p)
             for p in vs.encode(None):
                 dst.mux(p)
-    print(f"frames {len(mels)}, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+        step("encode")
+    print(json.dumps({"frames": len(mels), "stages": steps,
+                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
 if __name__ == "__main__":

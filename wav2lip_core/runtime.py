@@ -174,10 +174,11 @@ class TorchRunner:
 
 
 def as_runner(model_or_runner, device, precision: str) -> Runner:
-    """A Runner as is; a torch module wrapped in a TorchRunner."""
-    if isinstance(model_or_runner, (TorchRunner, OpenVINORunner)):
-        return model_or_runner
-    return TorchRunner(model_or_runner, device, precision)
+    """A torch module wrapped in a TorchRunner; anything else (a Runner) as it is."""
+    torch = sys.modules.get("torch")  # a torch module exists only where torch was imported
+    if torch is not None and isinstance(model_or_runner, torch.nn.Module):
+        return TorchRunner(model_or_runner, device, precision)
+    return model_or_runner
 
 
 # --- OpenVINO ---------------------------------------------------------------------------------

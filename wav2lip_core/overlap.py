@@ -140,7 +140,7 @@ class Overlap:
         return False
 
     def _run_source(self) -> None:
-        out = self._queues[0]
+        out, items = self._queues[0], None
         try:
             items = iter(self._source(self._stop.is_set))
             while self._take_token():
@@ -155,6 +155,15 @@ class Overlap:
                 out.put(item)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             self._fail(exc)
+        finally:
+            # A generator's own cleanup (closing the decoder) runs now, in this thread, not
+            # whenever the error that references it is freed.
+            close = getattr(items, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001 - already stopping; the first error is kept
+                    pass
 
     def _run_stage(self, i: int) -> None:
         fn, inbox, out = self._stages[i], self._queues[i], self._queues[i + 1]

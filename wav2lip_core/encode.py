@@ -32,7 +32,8 @@ import av
 import numpy as np
 
 from .audio import _to_float
-from .colour import RGB_SOURCE, Colour, from_bgr, pad_even, tag
+from .colour import RGB_SOURCE, Colour, from_bgr, pad_even
+from .encoders import EncoderChoice, choose_encoder, open_stream
 from .errors import AudioError, MediaError, reason
 from .picture import Picture
 
@@ -205,8 +206,8 @@ class VideoWriter:
 
     def __init__(self, out_path, *, width: int, height: int, fps: float, audio_path=None,
                  audio_start: float = 0.0, duration: float | None = None, crf: int = 18,
-                 preset: str = "veryfast", source_paths=(), colour: Colour | None = None,
-                 audible: tuple[float, float] | None = None):
+                 preset: str | None = None, encoder: EncoderChoice | None = None, source_paths=(),
+                 colour: Colour | None = None, audible: tuple[float, float] | None = None):
         self.out_path = check_output(out_path, source_paths)
         self.source_width, self.source_height = int(width), int(height)
         # Padding (not cropping) to even sizes: see the module docstring.
@@ -217,13 +218,16 @@ class VideoWriter:
         self.fps = float(fps)
         self.duration = duration
         self.colour = (colour or RGB_SOURCE).output()
+        # `encoder`: what encoders.choose_encoder picked for the job; without one, x264 at
+        # `preset` (None: the measured default) and `crf`.
+        self.encoder = encoder or choose_encoder("libx264", preset=preset, crf=crf, cuda=False)
         self._tmp_path = self._create_temp()
         self._finalizer = weakref.finalize(self, _remove, self._tmp_path)
         self._container = None
         self._audio: _AudioSource | None = None
         self._done = False
         try:
-            self._open(audio_path, audio_start, duration, crf, preset, audible)
+            self._open(audio_path, audio_start, duration, audible)
         except BaseException:
             self.abort()
             raise
@@ -242,22 +246,17 @@ class VideoWriter:
                              "choose a writable folder for --out") from None
         return path
 
-    def _open(self, audio_path, audio_start, duration, crf, preset, audible=None) -> None:
+    def _open(self, audio_path, audio_start, duration, audible=None) -> None:
         if audio_path is not None:
             self._audio = _AudioSource(os.fspath(audio_path), float(audio_start), duration, audible)
         try:
             self._container = av.open(self._tmp_path, "w", format="mp4")
-            video = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001000))
         except (av.error.FFmpegError, OSError) as exc:
-            raise MediaError(f"{self.out_path}: cannot start the H.264 encoder ({reason(exc)}); "
-                             "check that PyAV was installed with libx264") from None
-        video.width, video.height = self.width, self.height
-        video.pix_fmt = "yuv420p"
-        video.time_base = VIDEO_TIME_BASE
-        video.codec_context.time_base = VIDEO_TIME_BASE
-        video.codec_context.options = {"crf": str(int(crf)), "preset": preset}
-        tag(video.codec_context, self.colour)
-        self._video = video
+            raise MediaError(f"{self.out_path}: cannot create the output file ({reason(exc)}); "
+                             "choose a writable folder for --out") from None
+        self._video = open_stream(self._container, self.encoder, width=self.width, height=self.height,
+                                  rate=Fraction(self.fps).limit_denominator(1001000), time_base=VIDEO_TIME_BASE,
+                                  colour=self.colour, name=self.out_path)
         self._last_pts: int | None = None
         self._durations: dict[int, int] = {}
         if self._audio is not None:

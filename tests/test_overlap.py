@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from conftest import MEDIA
-from wav2lip_core import pipeline
+from wav2lip_core import pipeline, sync
 from wav2lip_core.audio import load_audio
 from wav2lip_core.blend import crop_face, model_inputs, paste, prediction_to_uint8
 from wav2lip_core.decode import read_frames
@@ -117,7 +117,7 @@ def counted(monkeypatch):
     """Counts of frames decoded for the sync pass and frames handed to the encoder, and the most
     decoded-but-not-written at any moment."""
     c = {"decoded": 0, "written": 0, "most_ahead": 0}
-    real_read, real_write = pipeline.read_frames, VideoWriter.write
+    real_read, real_write = sync.read_frames, VideoWriter.write
 
     def reading(*args, **kw):
         for item in real_read(*args, **kw):
@@ -129,7 +129,7 @@ def counted(monkeypatch):
         real_write(self, frame, t)
         c["written"] += 1
 
-    monkeypatch.setattr(pipeline, "read_frames", reading)
+    monkeypatch.setattr(sync, "read_frames", reading)
     monkeypatch.setattr(VideoWriter, "write", writing)
     return c
 
@@ -163,7 +163,7 @@ def test_output_is_the_stages_run_one_after_another(request_for, torch_runner, t
     info = probe_video(str(KATIE))
     plan = make_plan(req, info, load_audio(str(AUDIO1)))
     assert plan.sources == [0, 1, 2, 3, 4, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4]
-    frames = [f for _, f in read_frames(info, plan.sources)]
+    frames = [f for _, f in read_frames(info, plan.sources, pictures=True)]  # as run() reads them
     ref = tmp_path / "ref.mp4"
     with VideoWriter(ref, width=info.width, height=info.height, fps=plan.fps, colour=info.colour) as w:
         for b0 in range(0, len(frames), batch):
@@ -192,7 +192,7 @@ def test_frames_in_flight_stay_bounded_and_decoding_runs_ahead(request_for, coun
     req = request_for(duration=2.0, batch_size=batch)  # 50 frames, 13 batches
     res = run(req, runner=runner)
     assert res.frames == counted["written"] == counted["decoded"] == 50
-    assert counted["most_ahead"] <= pipeline.SYNC_IN_FLIGHT * batch
+    assert counted["most_ahead"] <= sync.SYNC_IN_FLIGHT * batch
     # Sequentially a batch is written before the next is decoded (at most `batch` ahead).
     assert counted["most_ahead"] >= 2 * batch, "decoding did not overlap the model"
     assert threads_left() == []
@@ -227,7 +227,7 @@ def test_model_error_stops_every_stage(request_for, counted, threads_left):
 
 
 def test_decode_error_stops_every_stage(request_for, monkeypatch, threads_left):
-    real_read = pipeline.read_frames
+    real_read = sync.read_frames
     message = f"{KATIE}: decoding failed near frame 9 (stand-in); the file is damaged, re-export it"
 
     def damaged(*args, **kw):
@@ -236,7 +236,7 @@ def test_decode_error_stops_every_stage(request_for, monkeypatch, threads_left):
                 raise MediaError(message)
             yield item
 
-    monkeypatch.setattr(pipeline, "read_frames", damaged)
+    monkeypatch.setattr(sync, "read_frames", damaged)
     runner = StandIn()
     req = request_for(duration=2.0, batch_size=4)
     calls = Callbacks()
@@ -265,7 +265,7 @@ def test_encode_error_stops_every_stage(request_for, monkeypatch, counted, threa
     with pytest.raises(MediaError) as e:
         run(req, progress=calls.progress, cancel=calls.cancel, note=calls.note, runner=runner)
     assert type(e.value) is MediaError and str(e.value) == message
-    assert counted["decoded"] <= 6 + pipeline.SYNC_IN_FLIGHT * 4, "decoding went on after the encoder failed"
+    assert counted["decoded"] <= 6 + sync.SYNC_IN_FLIGHT * 4, "decoding went on after the encoder failed"
     assert_clean(req, calls, threads_left)
 
 

@@ -130,16 +130,6 @@ def _load_source_times(path: str) -> tuple[float, ...]:
     return tuple(float(v) for v in data)
 
 
-def _encoder_fields(request_type, args) -> dict:
-    """--encoder/--preset as LipSyncRequest keywords, for a request type that has those fields
-    (the pipeline gains them when its writer is wired to encoders.py; until then they are not
-    passed, so the options parse but the writer keeps libx264)."""
-    import dataclasses
-
-    have = {f.name for f in dataclasses.fields(request_type)}
-    return {k: v for k, v in (("encoder", args.encoder), ("preset", args.preset)) if k in have}
-
-
 def _on_sigterm(signum, frame) -> None:
     # A caller (the add-on's Cancel) stopping us: unwind like Ctrl+C so the writer deletes its
     # temp file instead of the process vanishing with a half-written one.
@@ -179,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             start_frame=args.start_frame, frames=args.frames,
             source_times=_load_source_times(args.source_times) if args.source_times else None,
             audio_start=args.audio_start, audible=tuple(args.audible) if args.audible else None, duration=args.duration, cache=not args.no_cache,
-            cache_dir=args.cache_dir, crf=args.crf, **_encoder_fields(LipSyncRequest, args),
+            cache_dir=args.cache_dir, crf=args.crf, encoder=args.encoder, preset=args.preset,
         )
         result = run(req, progress=progress, note=note)
     except (KeyboardInterrupt, Cancelled):

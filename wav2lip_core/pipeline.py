@@ -7,35 +7,36 @@ Two streaming passes over the source, so memory does not grow with clip length:
      run the model in batches, blend, and encode straight into the output file.
 Only per-frame boxes (a few bytes each), the 16 kHz audio and its mel spectrogram are held whole.
 
-The sync pass runs as three overlapping stages (overlap.py): decode+crop and the model each in a
-thread of their own, blend+encode in the caller's thread, with SYNC_IN_FLIGHT batches at most
-between the decoder and the encoder. Callbacks (progress, note, cancel) run only in the caller's
-thread.
+The sync pass (sync.py) runs decode+crop, the model and blend+encode as overlapping stages;
+callbacks (progress, note, cancel) run only in the caller's thread.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
 import queue
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from . import audio as audio_mod
 from . import protocol
-from .blend import BLENDS, crop_face, model_inputs, paste, prediction_to_uint8
+from .blend import BLENDS
 from .decode import read_frames
-from .probe import VideoInfo, probe_video
-from .encode import VideoWriter, check_output
-from .errors import AudioError, Cancelled, MediaError, Wav2LipError
 from .detectors import DetectorSettings, resolve_detector
+from .encode import VideoWriter, check_output
+from .encoders import choose_encoder
+from .errors import AudioError, Cancelled, MediaError, Wav2LipError
 from .faces import FaceTrack, track_faces
-from .overlap import Overlap
+from .plan import Plan, make_plan
+from .probe import probe_video
+from .sync import (SYNC_IN_FLIGHT, BatchLimit, Stopwatch, blend_group, calibration_batches, cancel_check,
+                   sync_stages, synthesize)
+
+__all__ = ["LipSyncRequest", "LipSyncResult", "run", "make_plan", "find_faces", "detection_settings",
+           "synthesize", "calibration_batches", "BatchLimit", "SYNC_IN_FLIGHT", "STAGES"]
 
 ProgressFn = Callable[[str, int, int], None]
 CancelFn = Callable[[], bool]
@@ -47,12 +48,6 @@ STAGES = protocol.STAGES
 # to cancel low. On CUDA a larger batch amortises launches; we back off on out-of-memory.
 DEFAULT_BATCH_CPU = 16
 DEFAULT_BATCH_CUDA = 64
-# Batches between the decoder and the encoder in the sync pass: one being written, one in the
-# model, one ready for it and one being decoded, so the model never waits for the decoder when
-# the CPU has a core to spare. Frames held: this times the batch size (64 at 1080p with the
-# CPU batch: ~400 MB as BGR).
-SYNC_IN_FLIGHT = 4
-
 
 @dataclass
 class LipSyncRequest:
@@ -82,7 +77,9 @@ class LipSyncRequest:
     duration: float | None = None  # output seconds (None: the audio's length from audio_start)
     cache: bool = True
     cache_dir: str | None = None
-    crf: int = 18
+    crf: int = protocol.CRF_DEFAULT
+    encoder: str = protocol.ENCODER_AUTO  # see protocol.ENCODERS: NVENC on CUDA when it works, else x264
+    preset: str | None = None  # x264 preset (protocol.PRESETS); None: the measured default
 
 
 @dataclass
@@ -102,35 +99,6 @@ class LipSyncResult:
     runtime: str = ""  # what ran the model ("torch" or "openvino")
     notes: list[str] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class Plan:
-    """Everything decided before any frame is decoded."""
-
-    info: VideoInfo
-    start: int  # first used source frame
-    used: int  # number of used source frames
-    fps: float
-    duration: float
-    sources: list[int]  # per output frame: source frame index (absolute)
-    times: list[float]  # per output frame: presentation time in seconds
-    mel_starts: list[int]  # per output frame: start column of its 16-column mel window
-    mel: np.ndarray
-
-
-class _Stopwatch:
-    """Seconds per stage: each stage's busy time (its thread's waits are not counted)."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-        self._lock = threading.Lock()  # the sync pass's stages add from their own threads
-
-    def add(self, stage: str, since: float) -> float:
-        now = time.perf_counter()
-        with self._lock:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
-        return now
 
 
 def _check_inputs(req: LipSyncRequest) -> None:
@@ -156,93 +124,6 @@ def _check_inputs(req: LipSyncRequest) -> None:
             raise Wav2LipError("--source-times needs a non-empty list of finite clip times in seconds")
         if req.fps is None:
             raise Wav2LipError("--source-times needs --fps (the output frame rate)")
-
-
-def _audio_segment(wav: np.ndarray, start_s: float, duration: float | None,
-                   audible: tuple[float, float] | None = None) -> tuple[np.ndarray, float]:
-    """The 16 kHz samples heard during the output: starting at `start_s` in the file (zeros
-    before the file starts), `duration` long (zeros after it ends), zeros outside `audible`."""
-    sr = audio_mod.SAMPLE_RATE
-    first = int(round(start_s * sr))
-    if duration is None:
-        duration = (len(wav) - first) / sr
-        if duration <= 0:
-            raise Wav2LipError(f"--audio-start {start_s:.3f} s is past the end of the audio ({len(wav) / sr:.3f} s)")
-    n = int(round(duration * sr))
-    seg = np.zeros(n, np.float32)
-    lo, hi = max(first, 0), min(first + n, len(wav))
-    if hi > lo:
-        seg[lo - first: hi - first] = wav[lo:hi]
-    if audible is not None:
-        a, b = (min(max(int(round(t * sr)), 0), n) for t in audible)
-        seg[:a] = 0.0
-        seg[b:] = 0.0
-    return seg, duration
-
-
-def _ping_pong(k: int, n: int) -> int:
-    """Source offset for output frame k when a clip of n frames plays forward then backward."""
-    if n == 1:
-        return 0
-    k %= 2 * n - 2
-    return k if k < n else 2 * n - 2 - k
-
-
-# Clip times come from another program's arithmetic (an editor's frame -> seconds); a frame that
-# starts within a millisecond after the asked time counts as already on screen.
-_TIME_TOLERANCE = 1e-3
-
-
-def frame_at(info: VideoInfo, t: float) -> int:
-    """The clip frame on screen at `t` seconds from the first frame: the last one that started
-    by then; the first before the start, the last (held) after the end."""
-    i = bisect.bisect_right(info.frame_times, t + _TIME_TOLERANCE) - 1
-    return min(max(i, 0), info.frame_count - 1)
-
-
-def make_plan(req: LipSyncRequest, info: VideoInfo, wav: np.ndarray) -> Plan:
-    seg, duration = _audio_segment(wav, req.audio_start, req.duration, req.audible)
-    mel = audio_mod.melspectrogram(seg)
-    audio_mod.check_mel_length(mel.shape[1])
-
-    start = min(req.start_frame, info.frame_count - 1) if not info.is_image else 0
-    if req.start_frame >= info.frame_count and not info.is_image:
-        raise Wav2LipError(f"--start-frame {req.start_frame} is past the end of {info.path} ({info.frame_count} frames)")
-    used = info.frame_count - start if not info.is_image else 1
-    if req.frames is not None and not info.is_image:
-        used = min(used, req.frames)
-
-    # A fixed rate (asked for, an image, or a constant-rate video) uses the original's window
-    # rule per frame index; a variable-rate video keeps its own frame times.
-    follow_source_times = req.fps is None and info.variable_frame_rate and not info.is_image
-    fps = float(req.fps or info.fps)
-    if req.source_times is not None and not info.is_image:
-        n_out = max(1, math.ceil(duration * fps - 1e-6))
-        times = [k / fps for k in range(n_out)]
-        chunk_starts = audio_mod.mel_chunk_starts(mel.shape[1], fps)
-        mel_starts = [chunk_starts[min(k, len(chunk_starts) - 1)] for k in range(n_out)]
-        last = len(req.source_times) - 1
-        sources = [frame_at(info, req.source_times[min(k, last)]) for k in range(n_out)]
-        start, used = min(sources), max(sources) - min(sources) + 1
-    elif not follow_source_times:
-        n_out = max(1, math.ceil(duration * fps - 1e-6))
-        times = [k / fps for k in range(n_out)]
-        chunk_starts = audio_mod.mel_chunk_starts(mel.shape[1], fps)
-        mel_starts = [chunk_starts[min(k, len(chunk_starts) - 1)] for k in range(n_out)]
-        sources = [start + _ping_pong(k, used) for k in range(n_out)]
-    else:
-        ft = info.frame_times
-        durations = [ft[j + 1] - ft[j] for j in range(start, start + used - 1)] + [1.0 / info.fps]
-        sources, times, t, k = [], [], 0.0, 0
-        while t < duration - 1e-6:
-            off = _ping_pong(k, used)
-            sources.append(start + off)
-            times.append(t)
-            t += durations[off]
-            k += 1
-        mel_starts = [audio_mod.mel_window_start(t, mel.shape[1]) for t in times]
-    return Plan(info=info, start=start, used=used, fps=fps, duration=duration, sources=sources,
-                times=times, mel_starts=mel_starts, mel=mel)
 
 
 def detection_settings(req: LipSyncRequest, device: str) -> tuple[DetectorSettings, str]:
@@ -279,124 +160,6 @@ def find_faces(plan: Plan, settings: DetectorSettings, *, cache_dir: str | None,
     return track
 
 
-def _batches(plan: Plan, track: FaceTrack, batch: "int | BatchLimit", cancel: CancelFn) -> Iterator[list]:
-    """Groups of (output index, frame, box or None, mel window) in output order; each group is
-    as large as the batch limit when it is built (it shrinks after a GPU out-of-memory)."""
-    group = []
-    frames = read_frames(plan.info, plan.sources)
-    for k, (src, frame) in enumerate(frames):
-        if cancel():
-            raise Cancelled("cancelled")
-        rel = src - plan.start
-        box = tuple(int(v) for v in track.boxes[rel]) if track.has_face[rel] else None
-        s = plan.mel_starts[k]
-        group.append((k, frame, box, plan.mel[:, s: s + audio_mod.MEL_STEP]))
-        if len(group) >= (batch.size if isinstance(batch, BatchLimit) else batch):
-            yield group
-            group = []
-    if group:
-        yield group
-
-
-class BatchLimit:
-    """How many frames go through the model at once. An out-of-memory halves it for the rest of
-    the run: retrying every later batch at the full size would fail (and cost) the same way."""
-
-    def __init__(self, size: int, note: NoteFn | None = None):
-        self.size = size
-        self._note = note
-
-    def halve(self) -> None:
-        if self.size == 1:
-            raise Wav2LipError("the GPU ran out of memory even at batch size 1: use --device cpu")
-        self.size //= 2
-        if self._note is not None:
-            self._note(f"the GPU ran out of memory: continuing with batch size {self.size}")
-
-
-def _sync_stages(plan: Plan, track: FaceTrack, runner, limit: BatchLimit, watch: _Stopwatch,
-                 poll: Callable[[], None]) -> Overlap:
-    """The sync pass's decode+crop and model stages, overlapped; iterating the result (in a
-    with block) gives (group, faced items, predictions or None) per batch in output order."""
-
-    def prepared(stopping: CancelFn) -> Iterator[tuple]:
-        t = time.perf_counter()
-        for group in _batches(plan, track, limit, stopping):
-            t = watch.add("decode", t)
-            faced = [g for g in group if g[2] is not None]
-            inputs = _inputs(faced) if faced else None
-            watch.add("crop", t)
-            yield group, faced, inputs
-            t = time.perf_counter()  # the wait for a free slot is not decoding
-
-    def model(item: tuple) -> tuple:
-        group, faced, inputs = item
-        if inputs is None:
-            return group, faced, None
-        t = time.perf_counter()
-        preds = runner.forward(*inputs, limit)
-        watch.add("model", t)
-        return group, faced, preds
-
-    return Overlap(prepared, [model], in_flight=SYNC_IN_FLIGHT, poll=poll, name="wav2lip-sync")
-
-
-def _blend(faced: list, preds, blend: str, watch: _Stopwatch) -> None:
-    """The model's faces pasted into their frames (in the caller's thread: frames being
-    written are never touched by another)."""
-    if preds is None:
-        return
-    t = time.perf_counter()
-    for g, p in zip(faced, preds):
-        paste(g[1], prediction_to_uint8(p), g[2], blend)
-    watch.add("blend", t)
-
-
-def _cancel_check(cancel: CancelFn) -> Callable[[], None]:
-    def check() -> None:
-        if cancel():
-            raise Cancelled("cancelled")
-    return check
-
-
-def synthesize(plan: Plan, track: FaceTrack, model, *, device, precision: str, batch: int | BatchLimit,
-               blend: str, cancel: CancelFn, watch: _Stopwatch | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    """(output index, finished BGR frame) in output order: the frames before encoding. `model` is
-    a runtime.Runner, or a torch module (run with torch on `device` in `precision`). Decoding and
-    the model run in threads of their own while the caller consumes; close the generator (or
-    exhaust it) to stop them."""
-    from .runtime import as_runner
-
-    runner = as_runner(model, device, precision)
-    limit = batch if isinstance(batch, BatchLimit) else BatchLimit(batch)
-    watch = watch or _Stopwatch()
-    with _sync_stages(plan, track, runner, limit, watch, _cancel_check(cancel)) as stages:
-        for group, faced, preds in stages:
-            _blend(faced, preds, blend, watch)
-            for k, frame, _, _ in group:
-                yield k, frame
-
-
-def _inputs(faced: list) -> tuple[np.ndarray, np.ndarray]:
-    """Model inputs (mel (B,1,80,16), face (B,6,96,96)) for (k, frame, box, mel window) items."""
-    faces = np.stack([crop_face(g[1], g[2]) for g in faced])
-    mels = np.ascontiguousarray(np.stack([g[3] for g in faced])[:, None])
-    return mels, model_inputs(faces)
-
-
-def calibration_batches(plan: Plan, track: FaceTrack, batch: int, cancel: CancelFn,
-                        count: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Up to `count` batches of this job's own model inputs (frames with a face), for int8."""
-    out = []
-    for group in _batches(plan, track, batch, cancel):
-        faced = [g for g in group if g[2] is not None]
-        if faced:
-            out.append(_inputs(faced))
-            if len(out) == count:
-                break
-    return out
-
-
 def _never() -> bool:
     return False
 
@@ -421,7 +184,7 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
         if note is not None:
             note(line)
 
-    watch = _Stopwatch()
+    watch = Stopwatch()
     _check_inputs(request)
 
     t = time.perf_counter()
@@ -436,6 +199,10 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
     device = pick_device(request.device)
     precision = resolve_precision(request.precision, device)
     runtime = runtime_mod.resolve_runtime(request.runtime, device.type, precision)
+    encoder = choose_encoder(request.encoder, preset=request.preset, crf=request.crf,
+                             cuda=device.type == "cuda", size=(info.width, info.height))
+    if encoder.note:
+        tell(encoder.note)
     if runner is None:
         runner = runtime_mod.load_runner(request.checkpoint, runtime=runtime, device=device, precision=precision)
     precision = runner.precision
@@ -461,7 +228,7 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
         t = watch.add("load", t)
 
     n_out = len(plan.sources)
-    check_cancel = _cancel_check(cancel)
+    check_cancel = cancel_check(cancel)
 
     def poll() -> None:
         while not limit_notes.empty():
@@ -470,13 +237,13 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
 
     t_sync = time.perf_counter()
     with VideoWriter(request.out, width=info.width, height=info.height, fps=plan.fps, audio_path=request.audio,
-                     audio_start=request.audio_start, duration=plan.duration, crf=request.crf,
+                     audio_start=request.audio_start, duration=plan.duration, encoder=encoder,
                      source_paths=(request.face, request.audio), colour=info.colour,
                      audible=request.audible) as writer, \
-            _sync_stages(plan, track, runner, limit, watch, poll) as stages:
+            sync_stages(plan, track, runner, limit, watch, poll) as stages:
         progress(protocol.STAGE_SYNC, 0, n_out)
         for group, faced, preds in stages:
-            _blend(faced, preds, request.blend, watch)
+            blend_group(faced, preds, request.blend, watch)
             for k, frame, _, _ in group:
                 te = time.perf_counter()
                 writer.write(frame, plan.times[k])

@@ -1,0 +1,173 @@
+"""The sync pass: decode the used frames in output order, crop the faces, run the model in
+batches, paste the generated faces back, as three overlapping stages (overlap.py).
+
+Decode+crop and the model each run in a thread of their own; blend and what follows (encoding,
+in pipeline.run) stay in the caller's thread, so callbacks (progress, note, cancel) only ever run
+there. At most SYNC_IN_FLIGHT batches are between the decoder and the encoder, whatever the clip's
+length. Frames are Pictures (picture.py: the decoder's YUV planes, only the face box converted)
+or BGR arrays; they are touched only through blend.crop_face/paste and the writer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import audio as audio_mod
+from .blend import crop_face, model_inputs, paste, prediction_to_uint8
+from .decode import read_frames
+from .errors import Cancelled, Wav2LipError
+from .faces import FaceTrack
+from .overlap import Overlap
+
+if TYPE_CHECKING:
+    from .pipeline import Plan
+
+CancelFn = Callable[[], bool]
+NoteFn = Callable[[str], None]
+
+# Batches between the decoder and the encoder in the sync pass: one being written, one in the
+# model, one ready for it and one being decoded, so the model never waits for the decoder when
+# the CPU has a core to spare. Frames held: this times the batch size (64 at 1080p with the
+# CPU batch: ~400 MB as BGR).
+SYNC_IN_FLIGHT = 4
+
+
+class Stopwatch:
+    """Seconds per stage: each stage's busy time (its thread's waits are not counted)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._lock = threading.Lock()  # the sync pass's stages add from their own threads
+
+    def add(self, stage: str, since: float) -> float:
+        now = time.perf_counter()
+        with self._lock:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
+        return now
+
+
+
+def _batches(plan: Plan, track: FaceTrack, batch: "int | BatchLimit", cancel: CancelFn,
+             pictures: bool = False) -> Iterator[list]:
+    """Groups of (output index, frame, box or None, mel window) in output order; each group is
+    as large as the batch limit when it is built (it shrinks after a GPU out-of-memory)."""
+    group = []
+    frames = read_frames(plan.info, plan.sources, pictures=pictures)
+    for k, (src, frame) in enumerate(frames):
+        if cancel():
+            raise Cancelled("cancelled")
+        rel = src - plan.start
+        box = tuple(int(v) for v in track.boxes[rel]) if track.has_face[rel] else None
+        s = plan.mel_starts[k]
+        group.append((k, frame, box, plan.mel[:, s: s + audio_mod.MEL_STEP]))
+        if len(group) >= (batch.size if isinstance(batch, BatchLimit) else batch):
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+class BatchLimit:
+    """How many frames go through the model at once. An out-of-memory halves it for the rest of
+    the run: retrying every later batch at the full size would fail (and cost) the same way."""
+
+    def __init__(self, size: int, note: NoteFn | None = None):
+        self.size = size
+        self._note = note
+
+    def halve(self) -> None:
+        if self.size == 1:
+            raise Wav2LipError("the GPU ran out of memory even at batch size 1: use --device cpu")
+        self.size //= 2
+        if self._note is not None:
+            self._note(f"the GPU ran out of memory: continuing with batch size {self.size}")
+
+
+def sync_stages(plan: Plan, track: FaceTrack, runner, limit: BatchLimit, watch: Stopwatch,
+                poll: Callable[[], None], *, pictures: bool = True) -> Overlap:
+    """The sync pass's decode+crop and model stages, overlapped; iterating the result (in a
+    with block) gives (group, faced items, predictions or None) per batch in output order."""
+
+    def prepared(stopping: CancelFn) -> Iterator[tuple]:
+        t = time.perf_counter()
+        for group in _batches(plan, track, limit, stopping, pictures):
+            t = watch.add("decode", t)
+            faced = [g for g in group if g[2] is not None]
+            inputs = _inputs(faced) if faced else None
+            watch.add("crop", t)
+            yield group, faced, inputs
+            t = time.perf_counter()  # the wait for a free slot is not decoding
+
+    def model(item: tuple) -> tuple:
+        group, faced, inputs = item
+        if inputs is None:
+            return group, faced, None
+        t = time.perf_counter()
+        preds = runner.forward(*inputs, limit)
+        watch.add("model", t)
+        return group, faced, preds
+
+    return Overlap(prepared, [model], in_flight=SYNC_IN_FLIGHT, poll=poll, name="wav2lip-sync")
+
+
+def blend_group(faced: list, preds, blend: str, watch: Stopwatch) -> None:
+    """The model's faces pasted into their frames (in the caller's thread: frames being
+    written are never touched by another)."""
+    if preds is None:
+        return
+    t = time.perf_counter()
+    for g, p in zip(faced, preds):
+        paste(g[1], prediction_to_uint8(p), g[2], blend)
+    watch.add("blend", t)
+
+
+def cancel_check(cancel: CancelFn) -> Callable[[], None]:
+    def check() -> None:
+        if cancel():
+            raise Cancelled("cancelled")
+    return check
+
+
+def synthesize(plan: Plan, track: FaceTrack, model, *, device, precision: str, batch: int | BatchLimit,
+               blend: str, cancel: CancelFn, watch: Stopwatch | None = None,
+               pictures: bool = False) -> Iterator[tuple[int, object]]:
+    """(output index, finished BGR frame) in output order: the frames before encoding. `model` is
+    a runtime.Runner, or a torch module (run with torch on `device` in `precision`). Decoding and
+    the model run in threads of their own while the caller consumes; close the generator (or
+    exhaust it) to stop them."""
+    from .runtime import as_runner
+
+    runner = as_runner(model, device, precision)
+    limit = batch if isinstance(batch, BatchLimit) else BatchLimit(batch)
+    watch = watch or Stopwatch()
+    with sync_stages(plan, track, runner, limit, watch, cancel_check(cancel), pictures=pictures) as stages:
+        for group, faced, preds in stages:
+            blend_group(faced, preds, blend, watch)
+            for k, frame, _, _ in group:
+                yield k, frame
+
+
+def _inputs(faced: list) -> tuple[np.ndarray, np.ndarray]:
+    """Model inputs (mel (B,1,80,16), face (B,6,96,96)) for (k, frame, box, mel window) items."""
+    faces = np.stack([crop_face(g[1], g[2]) for g in faced])
+    mels = np.ascontiguousarray(np.stack([g[3] for g in faced])[:, None])
+    return mels, model_inputs(faces)
+
+
+def calibration_batches(plan: Plan, track: FaceTrack, batch: int, cancel: CancelFn,
+                        count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Up to `count` batches of this job's own model inputs (frames with a face), for int8."""
+    out = []
+    for group in _batches(plan, track, batch, cancel):
+        faced = [g for g in group if g[2] is not None]
+        if faced:
+            out.append(_inputs(faced))
+            if len(out) == count:
+                break
+    return out
+

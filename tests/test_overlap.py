@@ -298,3 +298,14 @@ def test_synthesize_closed_early_leaves_no_thread(request_for, torch_runner, thr
     assert [k for k, _ in (next(gen) for _ in range(5))] == [0, 1, 2, 3, 4]
     gen.close()
     assert threads_left() == []
+
+
+def test_frames_in_flight_follow_a_memory_budget():
+    """Big frames in big batches: fewer batches in flight (never fewer than two), so a CUDA batch
+    of 1080p frames does not hold gigabytes; small ones keep the full depth."""
+    assert sync.in_flight(512, 512, 16) == sync.SYNC_IN_FLIGHT
+    assert sync.in_flight(1920, 1080, 16) == sync.SYNC_IN_FLIGHT  # ~100 MB a batch
+    assert sync.in_flight(1920, 1080, 64) == 2  # ~400 MB a batch
+    assert sync.in_flight(3840, 2160, 64) == 2
+    held = sync.in_flight(1920, 1080, 32) * 1920 * 1080 * 3 * 32
+    assert held <= sync.SYNC_BUDGET_BYTES

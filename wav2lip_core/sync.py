@@ -32,9 +32,17 @@ NoteFn = Callable[[str], None]
 
 # Batches between the decoder and the encoder in the sync pass: one being written, one in the
 # model, one ready for it and one being decoded, so the model never waits for the decoder when
-# the CPU has a core to spare. Frames held: this times the batch size (64 at 1080p with the
-# CPU batch: ~400 MB as BGR).
+# the CPU has a core to spare. Fewer when that many batches of big frames would pass
+# SYNC_BUDGET_BYTES (a CUDA batch of 64 1080p frames is ~400 MB as BGR), never fewer than two
+# (the decoder then still works while the model runs).
 SYNC_IN_FLIGHT = 4
+SYNC_BUDGET_BYTES = 768 * 1024 * 1024
+
+
+def in_flight(width: int, height: int, batch: int) -> int:
+    """Batches allowed between the decoder and the encoder for frames of this size."""
+    per_batch = width * height * 3 * max(batch, 1)  # as BGR: Pictures of 4:2:0 clips take half
+    return max(2, min(SYNC_IN_FLIGHT, SYNC_BUDGET_BYTES // per_batch))
 
 
 class Stopwatch:
@@ -112,7 +120,8 @@ def sync_stages(plan: Plan, track: FaceTrack, runner, limit: BatchLimit, watch: 
         watch.add("model", t)
         return group, faced, preds
 
-    return Overlap(prepared, [model], in_flight=SYNC_IN_FLIGHT, poll=poll, name="wav2lip-sync")
+    return Overlap(prepared, [model], in_flight=in_flight(plan.info.width, plan.info.height, limit.size), poll=poll,
+                   name="wav2lip-sync")
 
 
 def blend_group(faced: list, preds, blend: str, watch: Stopwatch) -> None:

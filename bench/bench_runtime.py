@@ -2,11 +2,14 @@
 """Model runtimes compared: torch fp32, OpenVINO fp32, OpenVINO int8. Prints figures, asserts nothing.
 
     python bench/bench_runtime.py [--checkpoint CKPT] [--face CLIP --box T B L R] [--audio WAV]
-        [--batch 16] [--repeats 5] [--frames 50] [--duration 5] [--no-e2e]
+        [--batch 16] [--repeats 5] [--frames 50] [--duration 5] [--no-e2e] [--configs]
 
 1. bare forward, ms/frame at one batch size on the clip's own face crops and mel windows
-   (best of --repeats, the configurations interleaved so background load hits them alike),
-   with OpenVINO's batch fixed per size (what runtime.py does) and dynamic, to show why;
+   (best of --repeats, the configurations interleaved so background load hits them alike);
+   --configs adds OpenVINO compile settings side by side: the batch dynamic (what runtime.py
+   does) or fixed per size, PERFORMANCE_HINT LATENCY or THROUGHPUT (one request, or two in
+   flight on half batches each), NUM_STREAMS; with each one's compile time and its median
+   per-round ratio to the runtime's own setting (paired rounds cancel most background load);
 2. accuracy vs torch fp32: max abs difference and PSNR on the conformance inputs
    (../shared/conformance/model_io.npz) and, for int8 vs fp32, the PSNR of the mouth (lower
    half of the 96x96 generated face, 0-255) over the first --frames frames of the clip;
@@ -67,6 +70,70 @@ def bare_forward(runners: dict, mel: np.ndarray, face: np.ndarray, repeats: int)
     return {name: 1000 * s / len(face) for name, s in best.items()}
 
 
+def compare_configs(model, core, mel: np.ndarray, face: np.ndarray, rounds: int) -> None:
+    """OpenVINO CPU compile settings on the same inputs, interleaved round by round."""
+    import openvino as ov
+
+    from wav2lip_core.runtime import compile_config
+
+    n = len(face)
+
+    def compiled(batch: int | None, config: dict):
+        m = model.clone()
+        if batch:
+            m.reshape({m.inputs[0]: ov.PartialShape([batch, *mel.shape[1:]]),
+                       m.inputs[1]: ov.PartialShape([batch, *face.shape[1:]])})
+        t = time.perf_counter()
+        c = core.compile_model(m, "CPU", config)
+        return c, time.perf_counter() - t
+
+    def one_request(c):
+        req = c.create_infer_request()
+        return lambda: req.infer([mel, face])
+
+    def two_requests(c):
+        queue = ov.AsyncInferQueue(c, 2)
+        h = n // 2
+
+        def run():
+            queue.start_async([mel[:h], face[:h]])
+            queue.start_async([mel[h:], face[h:]])
+            queue.wait_all()
+        return run
+
+    base = compile_config("fp32")
+    variants = {
+        "dynamic batch, LATENCY (runtime.py)": (None, base, one_request),
+        f"fixed batch {n}, LATENCY": (n, base, one_request),
+        "dynamic batch, THROUGHPUT, 1 request": (None, {**base, "PERFORMANCE_HINT": "THROUGHPUT"}, one_request),
+        "dynamic batch, THROUGHPUT, 2 requests of half the batch": (None, {**base, "PERFORMANCE_HINT": "THROUGHPUT"}, two_requests),
+        "dynamic batch, LATENCY, NUM_STREAMS 2, 2 requests": (None, {**base, "NUM_STREAMS": 2}, two_requests),
+    }
+    calls, compile_s, streams = {}, {}, {}
+    for name, (batch, config, make) in variants.items():
+        c, compile_s[name] = compiled(batch, config)
+        streams[name] = c.get_property("NUM_STREAMS")
+        calls[name] = make(c)
+        calls[name]()  # warm-up
+    _, remainder_s = compiled(n - 3, base)
+    times = {name: [] for name in calls}
+    for r in range(rounds):
+        order = list(calls) if r % 2 == 0 else list(reversed(calls))
+        for name in order:
+            t = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - t)
+    ref = np.array(times[next(iter(times))])
+    print(f"\n## OpenVINO compile settings, batch {n}, {rounds} interleaved rounds")
+    print("| setting | streams | compile (s) | best ms/frame | median ms/frame | median ratio to runtime.py's |")
+    print("|---|---|---|---|---|---|")
+    for name, ts in times.items():
+        ts_a = np.array(ts)
+        print(f"| {name} | {streams[name]} | {compile_s[name]:.2f} | {1000 * ts_a.min() / n:.1f} | "
+              f"{1000 * np.median(ts_a) / n:.1f} | {np.median(ts_a / ref):.3f} |")
+    print(f"(a fixed batch compiles again for each new size: batch {n - 3} took {remainder_s:.2f} s)")
+
+
 # The engine's CLI, then its own peak RSS (VmHWM starts afresh at exec; a child's ru_maxrss
 # would include this big benchmark process's size at fork).
 _CHILD = ("import sys\nfrom wav2lip_core.cli import main\nrc = main(sys.argv[1:])\n"
@@ -97,6 +164,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=50, help="frames of the clip for the int8 mouth PSNR")
     ap.add_argument("--duration", type=float, default=5.0, help="end-to-end clip length (s)")
     ap.add_argument("--no-e2e", action="store_true")
+    ap.add_argument("--configs", action="store_true", help="OpenVINO compile settings compared (fixed/dynamic batch, hints, streams)")
     a = ap.parse_args()
 
     import openvino as ov
@@ -134,15 +202,15 @@ def main() -> None:
         print(f"int8 skipped: {e}")
 
     torch_runner = R.TorchRunner(load_checkpoint(ckpt), "cpu", "fp32")
-    dyn = ov32.core.compile_model(ov32._model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
-    runners = {"torch fp32": torch_runner.forward, "OpenVINO fp32": ov32.forward,
-               "OpenVINO fp32, dynamic batch": lambda m, f: dyn([m, f])[dyn.outputs[0]]}
+    runners = {"torch fp32": torch_runner.forward, "OpenVINO fp32": ov32.forward}
     if int8 is not None:
         runners["OpenVINO int8"] = int8.forward
 
     mel = np.concatenate([m for m, _ in batches])[:a.batch]
     face = np.concatenate([f for _, f in batches])[:a.batch]
     ms = bare_forward(runners, mel, face, a.repeats)
+    if a.configs:
+        compare_configs(cache.load(ov32.core, cache.key(ckpt, "fp32")), ov32.core, mel, face, a.repeats)
 
     io = np.load(SHARED / "conformance" / "model_io.npz")
     ref = torch_runner.forward(io["mel"], io["face"])

@@ -218,19 +218,20 @@ def quantize(ov_model, batches: Sequence[tuple[np.ndarray, np.ndarray]]):
 
 
 def compile_config(precision: str) -> dict:
-    """How the CPU plugin compiles the model. LATENCY: one stream using every core, which is how
-    the pipeline calls it (one batch at a time); THROUGHPUT splits the cores into streams and a
-    lone request then runs on one core (measured ~1.8x slower per frame on 2 cores,
-    bench/bench_runtime.py --configs). f32 unless bf16 was asked for: on CPUs with native bf16
-    OpenVINO would otherwise pick bf16 by itself, and fp32 must stay fp32."""
+    """How the CPU plugin compiles the model: LATENCY, one stream on every core, fed one batch
+    at a time as the pipeline's model stage does. Measured on 2 cores (bench/bench_runtime.py
+    --configs, paired interleaved rounds, noisy shared machine): THROUGHPUT with the batch split
+    over its 2 streams was 0.95x LATENCY's time bare (best 50.3 vs 50.8 ms/frame) and no faster
+    inside the pipeline, whose decode/encode threads use the cores too. f32 unless bf16 was asked for: on CPUs with native bf16 OpenVINO
+    would otherwise pick bf16 by itself, and fp32 must stay fp32."""
     return {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
 
 
 class OpenVINORunner:
     """The converted (and for int8, quantized) model, compiled once when loaded, with the batch
-    left dynamic: measured interleaved on 2 cores, a batch fixed per size ran no faster per frame
-    (paired fixed/dynamic ratio 0.97-1.05, within the noise; bench/bench_runtime.py) and costs a
-    compile (0.3-1.4 s) for every new size, the last partial batch included."""
+    left dynamic: a batch fixed at 16 ran 1% faster per frame (30 paired rounds: median ratio
+    0.988, best 55.2 vs 57.0 ms/frame), but every other size (the last partial batch) compiles
+    again, 0.3-0.7 s, which is more than 1% of a short clip's model time."""
 
     name = "openvino"
     device = "cpu"
@@ -261,7 +262,7 @@ class OpenVINORunner:
 
     @property
     def needs_calibration(self) -> bool:
-        return self._compiled is None
+        return self._request is None
 
     def _cached(self, precision: str):
         if self.cache is None:

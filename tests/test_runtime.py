@@ -355,3 +355,34 @@ def test_runners_are_kept_for_the_next_job_until_the_checkpoint_changes(ov_runne
     second = runners.get(copy, runtime="openvino", device="cpu", precision="fp32")
     assert second is not first and not second.converted
     assert runners.get(copy, runtime="openvino", device="cpu", precision="fp32") is second
+
+
+def test_the_first_run_converts_in_a_child_and_never_loads_torch_itself(checkpoint, tmp_path):
+    """An empty model cache: the conversion (torch) runs in a child process, the engine itself
+    stays without torch, and the next run finds the entry."""
+    cache = tmp_path / "models"
+    args = ["--face", FACE2, "--audio", SPEECH16K, "--checkpoint", checkpoint, "--box", *BOX, "--duration", "0.2",
+            "--progress", "json", "--device", "cpu"]
+    r, loaded = engine_modules(cache, *args, "--out", tmp_path / "first.mp4")
+    assert r.returncode == 0, r.stderr
+    assert loaded == [], f"the converting run imported {loaded}"
+    key = R.ModelCache(cache).key(checkpoint, "fp32")
+    assert (cache / key / "model.bin").is_file()
+    assert len(frames_of(tmp_path / "first.mp4")) == 5
+
+
+@pytest.mark.parametrize("bad", ["missing", "folder", "truncated"])
+def test_a_bad_checkpoint_is_one_line_on_the_openvino_path(checkpoint, tmp_path, bad):
+    path = tmp_path / "wav2lip.pth"
+    if bad == "folder":
+        path.mkdir()
+    elif bad == "truncated":  # only torch.load (in the conversion child) finds this one
+        data = Path(checkpoint).read_bytes()
+        path.write_bytes(data[: len(data) // 3])
+    r = wav2lip(tmp_path / "models", "--face", FACE2, "--audio", SPEECH16K, "--checkpoint", path, "--box", *BOX,
+                "--duration", "0.2", "--out", tmp_path / "o.mp4", "--progress", "none", "--device", "cpu")
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr, r.stderr
+    assert {"missing": "not found", "folder": "is a folder", "truncated": "truncated or corrupt"}[bad] in lines[0]
+    assert not (tmp_path / "o.mp4").exists()

@@ -62,7 +62,11 @@ def _describe_mismatch(missing: list[str], unexpected: list[str]) -> str:
     return "; ".join(parts)
 
 
-def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
+def check_checkpoint_file(path: str | os.PathLike) -> Path:
+    """The checkpoint's path, after the checks that need no torch (present, a file, not empty,
+    not a saved web page); CheckpointError otherwise. The OpenVINO runtime runs them before
+    hashing the file for its cache, so a bad path is one clear line there too."""
+    path = Path(path).expanduser()
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}. {_GET_WEIGHTS}")
     if path.is_dir():
@@ -70,13 +74,22 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     size = path.stat().st_size
     if size == 0:
         raise CheckpointError(f"checkpoint is empty (0 bytes): {path}. The download failed; download it again.")
-    with open(path, "rb") as f:
-        head = f.read(512).lstrip().lower()
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512).lstrip().lower()
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path} ({reason(e)}). Check its permissions.") from None
     if head.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")) or b"<html" in head:
         raise CheckpointError(
             f"{path} is a web page, not a checkpoint (a failed Google Drive/SharePoint download saves the "
             "confirmation page). Download the file again from its page in a browser."
         )
+    return path
+
+
+def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
+    path = check_checkpoint_file(path)
+    size = path.stat().st_size
     import torch
 
     try:

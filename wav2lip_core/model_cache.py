@@ -10,7 +10,6 @@ nor NNCF (NNCF imports torch, ~4 s): a run whose model is cached starts without 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -45,6 +44,8 @@ def default_model_folder() -> Path:
 
 def nncf_version() -> str:
     """NNCF's version, found without importing it; Wav2LipError when it is not installed."""
+    import importlib.metadata  # ~30 ms, for int8 runs only
+
     if importlib.util.find_spec("nncf") is None:
         raise Wav2LipError(INT8_NEEDS)
     try:

@@ -19,8 +19,10 @@ when an OpenVINO runner is loaded; `import nncf` (which imports torch) only to q
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import subprocess
 import sys
 import warnings
 from collections import OrderedDict
@@ -29,9 +31,9 @@ from typing import Protocol
 
 import numpy as np
 
-from . import protocol
+from . import errors, protocol
 from .errors import Wav2LipError
-from .model import FACE_SHAPE, MEL_SHAPE
+from .model import FACE_SHAPE, MEL_SHAPE, check_checkpoint_file
 # The cache's names stay importable from here (callers and tests predating model_cache.py).
 from .model_cache import (ENV_MODEL_CACHE, INT8_NEEDS, MAX_ENTRIES, MODEL_CACHE_VERSION,  # noqa: F401
                           ModelCache, default_model_folder, nncf_version)
@@ -201,6 +203,46 @@ def convert(checkpoint: str | os.PathLike):
     return ov_model
 
 
+def convert_in_child(checkpoint: str | os.PathLike, cache: ModelCache, key: str) -> bool:
+    """Convert in a child process that saves the result into `cache` under `key`, so this
+    process never loads torch: the first run's peak memory stays that of a cached run (torch
+    left ~450 MB resident after converting here), and a long-lived engine does not keep it. True
+    when the entry was written; False when the child could not do it (the caller converts
+    here); a bad checkpoint raises the child's own error."""
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
+    code = "import sys; from wav2lip_core.runtime import _conversion_child; _conversion_child(*sys.argv[1:])"
+    try:
+        child = subprocess.run([sys.executable, "-c", code, os.fspath(checkpoint), os.fspath(cache.folder), key],
+                               env=env, capture_output=True, text=True)
+    except OSError:
+        return False
+    for line in reversed(child.stdout.splitlines()):
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(answer, dict) and answer.get("error"):
+            error = getattr(errors, str(answer["error"]), None)
+            if not (isinstance(error, type) and issubclass(error, Wav2LipError)):
+                error = Wav2LipError
+            raise error(str(answer.get("message", "")))
+        return child.returncode == 0 and bool(answer.get("saved"))
+    return False
+
+
+def _conversion_child(checkpoint: str, folder: str, key: str) -> None:
+    """The child of convert_in_child: convert, save into the cache, answer on stdout (one JSON line)."""
+    try:
+        model = convert(checkpoint)
+    except Wav2LipError as e:
+        print(json.dumps({"error": type(e).__name__, "message": str(e)}), flush=True)
+        sys.exit(1)
+    cache = ModelCache(folder)
+    cache.save(model, key)
+    print(json.dumps({"saved": (cache.path(key) / "meta.json").is_file()}), flush=True)
+
+
 def quantize(ov_model, batches: Sequence[tuple[np.ndarray, np.ndarray]]):
     """NNCF post-training int8 quantization of an ov.Model (not the torch module: NNCF's torch
     backend compiles C++ extensions for minutes), with statistics from `batches` of real inputs."""
@@ -243,7 +285,7 @@ class OpenVINORunner:
         if precision not in ("fp32", "bf16", "int8"):
             raise Wav2LipError(f"--precision {precision} is not supported with --runtime openvino; use fp32, bf16 or int8")
         self.precision = precision
-        self.checkpoint = str(checkpoint)
+        self.checkpoint = str(check_checkpoint_file(checkpoint))
         self.core = ov.Core()
         self.cache = cache
         self.converted = False  # whether this load converted (a cache miss)
@@ -271,11 +313,18 @@ class OpenVINORunner:
 
     def _fp32_model(self):
         model = self._cached("fp32")
-        if model is None:
-            model = convert(self.checkpoint)
-            self.converted = True
-            if self.cache is not None:
-                self.cache.save(model, self.cache.key(self.checkpoint, "fp32"))
+        if model is not None:
+            return model
+        self.converted = True
+        if self.cache is not None:
+            key = self.cache.key(self.checkpoint, "fp32")
+            if convert_in_child(self.checkpoint, self.cache, key):
+                model = self.cache.load(self.core, key)
+                if model is not None:
+                    return model
+        model = convert(self.checkpoint)  # no cache to hand it over, or the child failed
+        if self.cache is not None:
+            self.cache.save(model, self.cache.key(self.checkpoint, "fp32"))
         return model
 
     def _compile(self, model) -> None:

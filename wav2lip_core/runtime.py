@@ -24,6 +24,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -203,20 +204,28 @@ def convert(checkpoint: str | os.PathLike):
     return ov_model
 
 
-def convert_in_child(checkpoint: str | os.PathLike, cache: ModelCache, key: str) -> bool:
-    """Convert in a child process that saves the result into `cache` under `key`, so this
-    process never loads torch: the first run's peak memory stays that of a cached run (torch
-    left ~450 MB resident after converting here), and a long-lived engine does not keep it. True
-    when the entry was written; False when the child could not do it (the caller converts
-    here); a bad checkpoint raises the child's own error."""
+def build_in_child(checkpoint: str | os.PathLike, cache: ModelCache, precision: str,
+                   calibration: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> bool:
+    """Make the cache entry for `precision` in a child process: convert (fp32), and for int8
+    quantize on `calibration`. Both need torch (NNCF imports it too), which then never loads in
+    this process: a first run's peak memory stays near a cached run's (converting here left torch
+    ~450 MB resident; calibrating here peaked at 1.45 GB), and a long-lived engine never holds
+    it. True when the entry was written; False when the child could not do it (the caller does
+    it here); a bad checkpoint raises the child's own error."""
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
-    code = "import sys; from wav2lip_core.runtime import _conversion_child; _conversion_child(*sys.argv[1:])"
-    try:
-        child = subprocess.run([sys.executable, "-c", code, os.fspath(checkpoint), os.fspath(cache.folder), key],
-                               env=env, capture_output=True, text=True)
-    except OSError:
-        return False
+    code = "import sys; from wav2lip_core.runtime import _build_child; _build_child(sys.argv[1])"
+    with tempfile.TemporaryDirectory(prefix="wav2lip-build-") as tmp:
+        spec = {"checkpoint": os.fspath(checkpoint), "folder": os.fspath(cache.folder), "precision": precision}
+        if calibration is not None:
+            spec["calibration"] = os.path.join(tmp, "calibration.npz")
+            np.savez(spec["calibration"], **{f"{name}{i}": a for i, batch in enumerate(calibration)
+                                             for name, a in zip(("mel", "face"), batch)})
+        try:
+            child = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], env=env, capture_output=True,
+                                   text=True)
+        except OSError:
+            return False
     for line in reversed(child.stdout.splitlines()):
         try:
             answer = json.loads(line)
@@ -227,20 +236,31 @@ def convert_in_child(checkpoint: str | os.PathLike, cache: ModelCache, key: str)
             if not (isinstance(error, type) and issubclass(error, Wav2LipError)):
                 error = Wav2LipError
             raise error(str(answer.get("message", "")))
-        return child.returncode == 0 and bool(answer.get("saved"))
+        return child.returncode == 0 and isinstance(answer, dict) and bool(answer.get("saved"))
     return False
 
 
-def _conversion_child(checkpoint: str, folder: str, key: str) -> None:
-    """The child of convert_in_child: convert, save into the cache, answer on stdout (one JSON line)."""
+def _build_child(spec_json: str) -> None:
+    """The child of build_in_child; answers with one JSON line on stdout."""
+    import openvino as ov
+
+    spec = json.loads(spec_json)
+    checkpoint, cache = spec["checkpoint"], ModelCache(spec["folder"])
     try:
-        model = convert(checkpoint)
+        model = cache.load(ov.Core(), cache.key(checkpoint, "fp32"))
+        if model is None:
+            model = convert(checkpoint)
+            cache.save(model, cache.key(checkpoint, "fp32"))
+        if spec["precision"] == "int8":
+            with np.load(spec["calibration"]) as z:
+                batches = [(z[f"mel{i}"], z[f"face{i}"]) for i in range(len(z.files) // 2)]
+            model = quantize(model, batches)
+            cache.save(model, cache.key(checkpoint, "int8"))
+        saved = (cache.path(cache.key(checkpoint, spec["precision"])) / "meta.json").is_file()
     except Wav2LipError as e:
         print(json.dumps({"error": type(e).__name__, "message": str(e)}), flush=True)
         sys.exit(1)
-    cache = ModelCache(folder)
-    cache.save(model, key)
-    print(json.dumps({"saved": (cache.path(key) / "meta.json").is_file()}), flush=True)
+    print(json.dumps({"saved": saved}), flush=True)
 
 
 def quantize(ov_model, batches: Sequence[tuple[np.ndarray, np.ndarray]]):
@@ -316,12 +336,10 @@ class OpenVINORunner:
         if model is not None:
             return model
         self.converted = True
-        if self.cache is not None:
-            key = self.cache.key(self.checkpoint, "fp32")
-            if convert_in_child(self.checkpoint, self.cache, key):
-                model = self.cache.load(self.core, key)
-                if model is not None:
-                    return model
+        if self.cache is not None and build_in_child(self.checkpoint, self.cache, "fp32"):
+            model = self._cached("fp32")
+            if model is not None:
+                return model
         model = convert(self.checkpoint)  # no cache to hand it over, or the child failed
         if self.cache is not None:
             self.cache.save(model, self.cache.key(self.checkpoint, "fp32"))
@@ -334,10 +352,16 @@ class OpenVINORunner:
 
     def calibrate(self, batches: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
         """Quantize from these input batches (int8 on a cache miss) and cache the result."""
-        model = quantize(self._fp32_model(), batches)
+        if not batches:
+            raise Wav2LipError("int8 calibration needs at least one frame with a face")
+        model = None
+        if self.cache is not None and build_in_child(self.checkpoint, self.cache, "int8", batches):
+            model = self._cached("int8")
+        if model is None:  # no cache to hand it over, or the child failed: here
+            model = quantize(self._fp32_model(), batches)
+            if self.cache is not None:
+                self.cache.save(model, self.cache.key(self.checkpoint, "int8"))
         self.quantized_now = True
-        if self.cache is not None:
-            self.cache.save(model, self.cache.key(self.checkpoint, "int8"))
         self._compile(model)
 
     def forward(self, mel: np.ndarray, face: np.ndarray, limit: Limit | None = None) -> np.ndarray:

@@ -24,7 +24,6 @@ the released weights, so int8's accuracy with the released weights is not measur
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys

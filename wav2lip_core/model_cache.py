@@ -44,13 +44,13 @@ def default_model_folder() -> Path:
 
 def nncf_version() -> str:
     """NNCF's version, found without importing it; Wav2LipError when it is not installed."""
-    import importlib.metadata  # ~30 ms, for int8 runs only
+    from importlib import metadata  # ~30 ms, for int8 runs only
 
     if importlib.util.find_spec("nncf") is None:
         raise Wav2LipError(INT8_NEEDS)
     try:
-        return importlib.metadata.version("nncf")
-    except importlib.metadata.PackageNotFoundError:  # importable without metadata (a source tree)
+        return metadata.version("nncf")
+    except metadata.PackageNotFoundError:  # importable without metadata (a source tree)
         return "unknown"
 
 

@@ -293,3 +293,30 @@ def test_image_sources_give_bgr_pictures(tmp_path):
     assert not picture.planar and np.array_equal(picture.to_bgr(), image)
     paste(picture, prediction(), (10, 60, 10, 60), "hard")
     assert np.array_equal(again.to_bgr(), image)
+
+
+def test_feather_is_a_soft_lower_face_mix_that_leaves_the_rest_alone():
+    """Feather = the generated face where the mask is 1 (mouth and jaw), the source where it is 0
+    (upper face, box border, outside the box), a mix in between: checked against the blend
+    written out in floats here."""
+    rng = np.random.default_rng(3)
+    src = rng.integers(0, 256, (400, 500, 3), np.uint8)
+    pred = rng.integers(0, 256, (96, 96, 3), np.uint8)
+    box = (50, 350, 100, 380)  # 300 x 280
+    out = src.copy()
+    paste(out, pred, box, "feather")
+    y1, y2, x1, x2 = box
+    face = cv2.resize(pred, (x2 - x1, y2 - y1)).astype(np.float64)
+    region = src[y1:y2, x1:x2].astype(np.float64)
+    outside = np.ones(src.shape[:2], bool)
+    outside[y1:y2, x1:x2] = False
+    assert np.array_equal(out[outside], src[outside])
+    got = out[y1:y2, x1:x2].astype(np.float64)
+    # Per pixel the result lies between the source and the face (within rounding) ...
+    assert np.all(got >= np.minimum(face, region) - 1) and np.all(got <= np.maximum(face, region) + 1)
+    # ... is the source in the upper fifth (eyes up) and on the border, the face at the mouth.
+    fifth = (y2 - y1) // 5
+    assert np.array_equal(out[y1:y1 + fifth, x1:x2], src[y1:y1 + fifth, x1:x2])
+    assert np.array_equal(out[y2 - 1, x1:x2], src[y2 - 1, x1:x2])
+    mouth = (slice(int((y2 - y1) * 0.7), int((y2 - y1) * 0.75)), slice((x2 - x1) // 2 - 5, (x2 - x1) // 2 + 5))
+    assert np.abs(got[mouth] - face[mouth]).max() <= 1

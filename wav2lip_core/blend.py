@@ -61,6 +61,13 @@ def _feather_mask96() -> np.ndarray:
     return mask
 
 
+@lru_cache(maxsize=8)
+def _feather_weights(w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+    """The feather mask at a box's size and its complement (boxes keep their size over a clip)."""
+    alpha = cv2.resize(_feather_mask96(), (w, h))
+    return alpha, 1.0 - alpha
+
+
 def paste(frame: np.ndarray | Picture, pred_u8: np.ndarray, box: tuple[int, int, int, int],
           blend: str = "feather") -> None:
     """Put the generated face `pred_u8` (96x96x3 uint8) back into `frame` in place."""
@@ -68,16 +75,11 @@ def paste(frame: np.ndarray | Picture, pred_u8: np.ndarray, box: tuple[int, int,
     h, w = y2 - y1, x2 - x1
     face = cv2.resize(pred_u8, (w, h))
     if blend != "hard":
-        alpha = cv2.resize(_feather_mask96(), (w, h))
-        # Three contiguous channels: numpy broadcasting a length-1 last axis is ~10x slower.
-        alpha = cv2.merge((alpha, alpha, alpha))
-        region = _region(frame, box).astype(np.float32)
-        step = face.astype(np.float32)
-        step -= region
-        step *= alpha
-        region += step
-        region += 0.5
-        face = np.clip(region, 0, 255, out=region).astype(np.uint8)
+        alpha, beta = _feather_weights(w, h)
+        # One OpenCV pass (face * alpha + source * (1 - alpha), rounded): ~3x faster than the
+        # same sum in numpy floats, which matters for big faces (a 1080p close-up's box is
+        # ~700x700 pixels).
+        face = cv2.blendLinear(face, _region(frame, box), alpha, beta)
     if isinstance(frame, Picture):
         frame.put_region_bgr(y1, y2, x1, x2, face)
     else:

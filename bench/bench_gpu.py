@@ -24,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_pipeline import DEFAULT_AUDIO, DEFAULT_BOX, DEFAULT_FACE, ROOT, SHARED, run_child, scaled_box, scaled_clip
+from bench_pipeline import (DEFAULT_AUDIO, DEFAULT_BOX, DEFAULT_FACE, ROOT, conformance_checkpoint, run_child, scaled_box,
+                            scaled_clip)
 
 STAGES = ("decode", "crop", "model", "blend", "encode")
 
@@ -73,9 +74,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp_name:
         tmp = Path(tmp_name)
         if a.checkpoint is None:
-            a.checkpoint = str(tmp / "conformance.pth")
-            subprocess.run([sys.executable, str(SHARED / "conformance" / "make_checkpoint.py"), a.checkpoint,
-                            "--prefix", "module."], check=True, capture_output=True)
+            a.checkpoint = conformance_checkpoint(tmp)
         t = time.perf_counter()
         clip, *placement = scaled_clip(a.face, tmp / f"clip{a.height}.mp4", a.height, a.duration)
         box = list(scaled_box(a.box, *placement))

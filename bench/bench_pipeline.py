@@ -160,6 +160,14 @@ def scaled_clip(src: str | Path, dst: Path, height: int, seconds: float) -> tupl
     return dst, scale, x0, y0
 
 
+def conformance_checkpoint(folder: Path) -> str:
+    """The project's conformance checkpoint (released layout; not trained weights), written into `folder`."""
+    path = str(folder / "conformance.pth")
+    subprocess.run([sys.executable, str(SHARED / "conformance" / "make_checkpoint.py"), path, "--prefix", "module."],
+                   check=True, capture_output=True)
+    return path
+
+
 def scaled_box(box, scale: float, x0: int, y0: int) -> tuple[int, int, int, int]:
     t, b, left, right = box
     return int(t * scale) + y0, int(b * scale) + y0, int(left * scale) + x0, int(right * scale) + x0
@@ -293,9 +301,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp_name:
         tmp = Path(tmp_name)
         if a.checkpoint is None:
-            a.checkpoint = str(tmp / "conformance.pth")
-            subprocess.run([sys.executable, str(SHARED / "conformance" / "make_checkpoint.py"), a.checkpoint,
-                            "--prefix", "module."], check=True, capture_output=True)
+            a.checkpoint = conformance_checkpoint(tmp)
         cache = Path(a.model_cache) if a.model_cache else tmp / "models"
         print(f"{Path(a.face).name} + {Path(a.audio).name}, {a.duration:g} s, --box {' '.join(map(str, a.box))}, "
               f"checkpoint {a.checkpoint}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")

@@ -76,3 +76,36 @@ def checkpoint(tmp_path_factory) -> Path:
 def loud_checkpoint(tmp_path_factory) -> Path:
     """A conformance checkpoint whose output follows the audio strongly (timing tests)."""
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "wav2lip_loud.pth", "--audio-gain", "8")
+
+
+# FFmpeg colour-matrix codes -> swscale's names, for writing tagged test clips.
+SWS_MATRIX = {1: "ITU709", 2: "ITU601", 5: "ITU601", 6: "ITU601"}
+
+
+def write_tagged_clip(path, pictures, *, pix: str, tags: tuple, options: dict, codec: str = "libx264",
+                      rotation: int = 0):
+    """Encode BGR `pictures` (25 fps) as `pix` converted with, and tagged as, `tags` =
+    (colorspace, range, primaries, trc) in FFmpeg's codes; `rotation`: display-matrix degrees."""
+    import av
+    from fractions import Fraction
+
+    cs, rng, pri, trc = tags
+    with av.open(str(path), "w") as out:
+        first = pictures[0]
+        s = out.add_stream(codec, rate=25)
+        s.width, s.height = first.shape[1], first.shape[0]
+        s.pix_fmt = pix
+        cc = s.codec_context
+        cc.colorspace, cc.color_range, cc.color_primaries, cc.color_trc = cs, rng, pri, trc
+        s.options = options
+        if rotation:
+            s.set_display_rotation(rotation)
+        for i, bgr in enumerate(pictures):
+            vf = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(
+                format=pix, dst_colorspace=SWS_MATRIX[cs], dst_color_range="JPEG" if rng == 2 else "MPEG")
+            vf.pts, vf.time_base = i, Fraction(1, 25)
+            for packet in s.encode(vf):
+                out.mux(packet)
+        for packet in s.encode():
+            out.mux(packet)
+    return path

@@ -10,7 +10,6 @@ wrong matrix cannot hide in the encoding noise.
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 
 import av
 import cv2
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 from av.video.reformatter import Interpolation
 
-from conftest import CONFORMANCE, MEDIA
+from conftest import CONFORMANCE, MEDIA, SWS_MATRIX, write_tagged_clip
 from wav2lip_core.colour import Colour, from_bgr, to_bgr
 from wav2lip_core.decode import read_frames
 from wav2lip_core.probe import probe_video
@@ -36,7 +35,6 @@ SOURCES = {
     "bt709": ((1, 1, 1, 1), "yuv420p"),
     "full_range": ((2, 2, 2, 2), "yuvj420p"),
 }
-SWS = {2: "ITU601", 6: "ITU601", 1: "ITU709"}
 
 
 def source_pictures() -> list[np.ndarray]:
@@ -53,23 +51,8 @@ def source_pictures() -> list[np.ndarray]:
 
 
 def make_source(path, kind: str):
-    (cs, rng, pri, trc), pix = SOURCES[kind]
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264", rate=25)
-        s.width = s.height = SIZE
-        s.pix_fmt = pix
-        cc = s.codec_context
-        cc.colorspace, cc.color_range, cc.color_primaries, cc.color_trc = cs, rng, pri, trc
-        s.options = {"crf": "10", "preset": "ultrafast"}
-        for i, bgr in enumerate(source_pictures()):
-            vf = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(
-                format=pix, dst_colorspace=SWS[cs], dst_color_range="JPEG" if rng == 2 else "MPEG")
-            vf.pts, vf.time_base = i, Fraction(1, 25)
-            for p in s.encode(vf):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
-    return path
+    tags, pix = SOURCES[kind]
+    return write_tagged_clip(path, source_pictures(), pix=pix, tags=tags, options={"crf": "10", "preset": "ultrafast"})
 
 
 def read_opencv(path, n):
@@ -143,8 +126,8 @@ def test_decoder_uses_the_tagged_matrix_and_range(tmp_path, kind):
     # Accurate rounding and full chroma interpolation: swscale's defaults round down by ~1 level.
     kw = dict(format="bgr24", src_color_range="JPEG" if rng == 2 else "MPEG",
               interpolation=Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT)
-    right = frame.to_ndarray(src_colorspace=SWS[cs], **kw)[flat]
-    wrong = frame.to_ndarray(src_colorspace="ITU709" if SWS[cs] == "ITU601" else "ITU601", **kw)[flat]
+    right = frame.to_ndarray(src_colorspace=SWS_MATRIX[cs], **kw)[flat]
+    wrong = frame.to_ndarray(src_colorspace="ITU709" if SWS_MATRIX[cs] == "ITU601" else "ITU601", **kw)[flat]
     assert np.abs(ours.astype(int) - right).max() <= 1
     assert np.abs(ours.astype(int) - wrong).mean() > 4.0
 

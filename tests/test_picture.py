@@ -10,14 +10,13 @@ on the full frame (today's writer).
 
 from __future__ import annotations
 
-from fractions import Fraction
 
 import av
 import cv2
 import numpy as np
 import pytest
 
-from conftest import MEDIA
+from conftest import MEDIA, write_tagged_clip
 from wav2lip_core.blend import crop_face, paste
 from wav2lip_core.colour import from_bgr
 from wav2lip_core.decode import read_frames
@@ -43,33 +42,18 @@ FALLBACK = {
     "10bit": ((160, 128), "yuv420p10le", (1, 1, 1, 1), 0),
     "rotated_odd": ((163, 97), "yuv420p", (2, 0, 2, 2), 90),
 }
-SWS = {1: "ITU709", 2: "ITU601", 6: "ITU601"}
 
 
 def make_clip(path, size, pix, tags, rotation):
     """N frames of a real clip, resized, encoded near-losslessly with these colour tags."""
-    (cs, rng, pri, trc) = tags
     odd = size[0] % 2 or size[1] % 2
-    with av.open(str(FACE2)) as c, av.open(str(path), "w") as out:
-        s = out.add_stream("libvpx-vp9" if odd else "libx264", rate=25)
-        s.width, s.height = size
-        s.pix_fmt = pix
-        cc = s.codec_context
-        cc.colorspace, cc.color_range, cc.color_primaries, cc.color_trc = cs, rng, pri, trc
-        s.options = ({"crf": "10", "b": "0", "deadline": "realtime", "cpu-used": "8", "g": "2"} if odd
-                     else {"crf": "8", "preset": "ultrafast", "g": "2"})
-        if rotation:
-            s.set_display_rotation(rotation)
-        for i, frame in zip(range(N), c.decode(video=0)):
-            bgr = cv2.resize(frame.to_ndarray(format="bgr24"), size, interpolation=cv2.INTER_AREA)
-            vf = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(
-                format=pix, dst_colorspace=SWS[cs], dst_color_range="JPEG" if rng == 2 else "MPEG")
-            vf.pts, vf.time_base = i, Fraction(1, 25)
-            for p in s.encode(vf):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
-    return path
+    with av.open(str(FACE2)) as c:
+        pictures = [cv2.resize(frame.to_ndarray(format="bgr24"), size, interpolation=cv2.INTER_AREA)
+                    for _, frame in zip(range(N), c.decode(video=0))]
+    return write_tagged_clip(
+        path, pictures, pix=pix, tags=tags, rotation=rotation, codec="libvpx-vp9" if odd else "libx264",
+        options=({"crf": "10", "b": "0", "deadline": "realtime", "cpu-used": "8", "g": "2"} if odd
+                 else {"crf": "8", "preset": "ultrafast", "g": "2"}))
 
 
 def clip(tmp_path, table, name):

@@ -56,7 +56,7 @@ class FreeRunner:
     precision = "fp32"
     device = "cpu"
 
-    def forward(self, mel, face, limit=None):
+    def forward(self, mel, face, limit=None, stop=None):
         return face[:, 3:]
 
 

@@ -48,7 +48,7 @@ class StandIn:
         self.delay, self.fail_on, self.halve_on = delay, fail_on, halve_on
         self.sizes: list[int] = []
 
-    def forward(self, mel, face, limit=None):
+    def forward(self, mel, face, limit=None, stop=None):
         self.sizes.append(len(face))
         if len(self.sizes) == self.fail_on:
             raise ModelBroke(f"stand-in model failed on call {self.fail_on}")
@@ -196,6 +196,39 @@ def test_frames_in_flight_stay_bounded_and_decoding_runs_ahead(request_for, coun
     # Sequentially a batch is written before the next is decoded (at most `batch` ahead).
     assert counted["most_ahead"] >= 2 * batch, "decoding did not overlap the model"
     assert threads_left() == []
+
+
+@pytest.fixture(scope="module")
+def openvino_runner(checkpoint):
+    return load_runner(checkpoint, runtime="openvino", device="cpu", precision="fp32")
+
+
+def test_cancel_during_a_long_openvino_inference_returns_within_a_second(request_for, openvino_runner, threads_left):
+    """A batch of 64 frames takes several seconds on this CPU; cancelling while the model is inside
+    it still returns within a second (the inference itself is cancelled), with no output."""
+    runner = openvino_runner
+    req = request_for(runtime="openvino", batch_size=64, duration=3.0)
+    marks: dict[str, float] = {}
+
+    def progress(stage, done, total):
+        if stage == STAGE_SYNC:
+            marks.setdefault("sync", time.perf_counter())
+
+    def cancel() -> bool:  # true 0.5 s into the sync pass: the first batch of 64 is in the model
+        if "sync" in marks and time.perf_counter() - marks["sync"] > 0.5:
+            marks.setdefault("cancel", time.perf_counter())
+            return True
+        return False
+
+    with pytest.raises(Cancelled):
+        run(req, progress=progress, cancel=cancel, runner=runner)
+    elapsed = time.perf_counter() - marks["cancel"]
+    assert elapsed < 1.0, f"cancel took {elapsed:.2f} s"
+    assert not os.path.exists(req.out) and not os.listdir(os.path.dirname(req.out))
+    assert threads_left() == []
+    # The runner still works for the next job after its inference was cancelled.
+    z = np.zeros((2, 1, 80, 16), np.float32), np.zeros((2, 6, 96, 96), np.float32)
+    assert runner.forward(*z).shape == (2, 3, 96, 96)
 
 
 def test_cancel_while_stages_wait_returns_within_a_second(request_for, counted, threads_left):

@@ -22,13 +22,13 @@ from __future__ import annotations
 import os
 import sys
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
 
 from . import protocol
-from .errors import Wav2LipError
+from .errors import Cancelled, Wav2LipError
 from .model import check_checkpoint_file
 # Names that lived here before model_cache.py and ov_build.py stay importable from here.
 from .model_cache import (ENV_MODEL_CACHE, INT8_NEEDS, MAX_ENTRIES, MODEL_CACHE_VERSION,  # noqa: F401
@@ -39,6 +39,8 @@ RUNTIMES = protocol.names(protocol.RUNTIMES)
 # Calibration for int8: this many batches of the job's own inputs (the issue's measurement used
 # 4 batches of 16; NNCF's statistics are per-tensor min/max-like, so more adds little).
 CALIBRATION_BATCHES = 4
+# How often a running OpenVINO inference checks whether the job was cancelled.
+_STOP_POLL_MS = 50
 
 
 class Limit(Protocol):
@@ -54,7 +56,11 @@ class Runner(Protocol):
     precision: str  # what actually runs: fp32, fp16, bf16, int8
     device: str
 
-    def forward(self, mel: np.ndarray, face: np.ndarray, limit: Limit | None = None) -> np.ndarray: ...
+    def forward(self, mel: np.ndarray, face: np.ndarray, limit: Limit | None = None,
+                stop: Callable[[], bool] | None = None) -> np.ndarray:
+        """Predictions for the batch; once `stop()` is true it may give up early by raising
+        Cancelled (a job being cancelled does not wait for a whole batch on a slow CPU)."""
+        ...
 
 
 # --- choosing ---------------------------------------------------------------------------------
@@ -145,9 +151,11 @@ class TorchRunner:
         self.device = str(self._device)
         self.precision = precision
 
-    def forward(self, mel: np.ndarray, face: np.ndarray, limit: Limit | None = None) -> np.ndarray:
+    def forward(self, mel: np.ndarray, face: np.ndarray, limit: Limit | None = None,
+                stop: Callable[[], bool] | None = None) -> np.ndarray:
         """The model in slices of at most `limit.size`; an out-of-memory halves the limit and
-        retries the slice rather than failing a long job on one big batch."""
+        retries the slice rather than failing a long job on one big batch. `stop` is checked
+        between slices."""
         import torch
 
         from .device import autocast
@@ -156,6 +164,8 @@ class TorchRunner:
         face_t = torch.as_tensor(np.ascontiguousarray(face)).to(self._device)
         outs, i = [], 0
         while i < len(face_t):
+            if stop is not None and stop():
+                raise Cancelled("cancelled")
             n = limit.size if limit is not None else len(face_t)
             try:
                 with torch.inference_mode(), autocast(self._device, self.precision):
@@ -267,11 +277,26 @@ class OpenVINORunner:
         self.quantized_now = True
         self._compile(model)
 
-    def forward(self, mel: np.ndarray, face: np.ndarray, limit: Limit | None = None) -> np.ndarray:
+    def forward(self, mel: np.ndarray, face: np.ndarray, limit: Limit | None = None,
+                stop: Callable[[], bool] | None = None) -> np.ndarray:
         """One inference on the whole batch (any size). Not for two threads at once: a runner has
-        one infer request (the pipeline calls it from its one model stage)."""
+        one infer request (the pipeline calls it from its one model stage). With `stop`, the
+        inference runs asynchronously and is cancelled within _STOP_POLL_MS of `stop()` turning
+        true (a batch of 16 takes about a second on a 2-core CPU)."""
         if self._request is None:
             raise Wav2LipError("the int8 model has not been calibrated yet")
         inputs = [np.ascontiguousarray(mel, np.float32), np.ascontiguousarray(face, np.float32)]
-        self._request.infer(inputs, share_inputs=True)
-        return np.array(self._request.get_output_tensor(0).data, np.float32, copy=True)
+        request = self._request
+        if stop is None:
+            request.infer(inputs, share_inputs=True)
+        else:
+            request.start_async(inputs, share_inputs=True)
+            while not request.wait_for(_STOP_POLL_MS):
+                if stop():
+                    request.cancel()
+                    try:
+                        request.wait()
+                    except RuntimeError:  # OpenVINO reports the cancelled inference as an error
+                        pass
+                    raise Cancelled("cancelled")
+        return np.array(request.get_output_tensor(0).data, np.float32, copy=True)

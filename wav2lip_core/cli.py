@@ -1,4 +1,5 @@
-"""Command line: `python -m wav2lip_core --face F --audio A --checkpoint C --out O.mp4`.
+"""Command line: `python -m wav2lip_core --face F --audio A --checkpoint C --out O.mp4`, or
+`python -m wav2lip_core serve` for the warm engine that takes the same arguments per job (serve.py).
 
 Exit codes (protocol.EXIT_*): 0 success, 1 a problem with the inputs or the run (one line on
 stderr, starting `error:`), 2 bad arguments, 3 a caller speaking another protocol version,
@@ -25,7 +26,8 @@ STAGE_LABELS = {P.STAGE_AUDIO: "audio", P.STAGE_LOAD: "load model", P.STAGE_DETE
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="wav2lip", description="Lip-sync a face video (or still image) to an audio file with Wav2Lip.")
+    p = argparse.ArgumentParser(prog="wav2lip", description="Lip-sync a face video (or still image) to an audio file with Wav2Lip.",
+                                epilog=f"`wav2lip {P.SERVE_COMMAND}` starts the warm engine: jobs with these arguments as JSON lines on stdin.")
     p.add_argument(P.OPT_FACE, required=True, help="video or still image of the speaker")
     p.add_argument(P.OPT_AUDIO, required=True, help="driving audio (wav/mp3/flac or a video's sound)")
     p.add_argument(P.OPT_CHECKPOINT, required=True, help="wav2lip.pth or wav2lip_gan.pth")
@@ -136,12 +138,38 @@ def _on_sigterm(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def make_request(args: argparse.Namespace):
+    """The pipeline's LipSyncRequest for parsed arguments (imports the pipeline)."""
+    from .pipeline import LipSyncRequest
+
+    return LipSyncRequest(
+        face=args.face, audio=args.audio, checkpoint=args.checkpoint, out=args.out, detector=args.detector,
+        detector_weights=args.detector_weights, box=tuple(args.box) if args.box else None, pads=tuple(args.pads),
+        smooth=not args.no_smooth, face_at=tuple(args.face_at) if args.face_at else None, blend=args.blend,
+        batch_size=args.batch_size, device=args.device, precision=args.precision, runtime=args.runtime, fps=args.fps,
+        start_frame=args.start_frame, frames=args.frames,
+        source_times=_load_source_times(args.source_times) if args.source_times else None,
+        audio_start=args.audio_start, audible=tuple(args.audible) if args.audible else None, duration=args.duration,
+        cache=not args.no_cache, cache_dir=args.cache_dir, crf=args.crf, encoder=args.encoder, preset=args.preset,
+    )
+
+
+def done_fields(result, seconds: float) -> dict:
+    """The done event's fields for a pipeline result (the CLI's and serve's)."""
+    return {P.KEY_OUT: result.out, P.KEY_FRAMES: result.frames, P.KEY_SECONDS: round(seconds, 3),
+            P.KEY_CACHE_HIT: result.cache_hit, P.KEY_FRAMES_WITH_FACE: result.frames_with_face,
+            P.KEY_DETECTOR: result.detector}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == [P.SERVE_COMMAND]:
+        from .serve import main as serve_main
+
+        return serve_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.protocol is not None and args.protocol != P.PROTOCOL_VERSION:
-        print(f"error: this engine speaks protocol {P.PROTOCOL_VERSION}, the caller {args.protocol}: "
-              "the add-on and the engine come from different versions; re-run install.py from the same download",
-              file=sys.stderr)
+        print(f"error: {P.caller_mismatch_message(args.protocol)}", file=sys.stderr)
         return P.EXIT_PROTOCOL
     json_mode = args.progress == P.PROGRESS_JSON
     if json_mode:
@@ -159,18 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         note = bars.note if bars is not None else None
     t0 = time.perf_counter()
     try:
-        from .pipeline import LipSyncRequest, run
+        from .pipeline import run
 
-        req = LipSyncRequest(
-            face=args.face, audio=args.audio, checkpoint=args.checkpoint, out=args.out, detector=args.detector,
-            detector_weights=args.detector_weights, box=tuple(args.box) if args.box else None, pads=tuple(args.pads),
-            smooth=not args.no_smooth, face_at=tuple(args.face_at) if args.face_at else None, blend=args.blend,
-            batch_size=args.batch_size, device=args.device, precision=args.precision, runtime=args.runtime, fps=args.fps,
-            start_frame=args.start_frame, frames=args.frames,
-            source_times=_load_source_times(args.source_times) if args.source_times else None,
-            audio_start=args.audio_start, audible=tuple(args.audible) if args.audible else None, duration=args.duration, cache=not args.no_cache,
-            cache_dir=args.cache_dir, crf=args.crf, encoder=args.encoder, preset=args.preset,
-        )
+        req = make_request(args)
         result = run(req, progress=progress, note=note)
     except (KeyboardInterrupt, Cancelled):
         if bars is not None:
@@ -187,10 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     if bars is not None:
         bars.close()
     if json_mode:
-        _emit(P.event(P.EVENT_DONE, **{
-            P.KEY_OUT: result.out, P.KEY_FRAMES: result.frames, P.KEY_SECONDS: round(time.perf_counter() - t0, 3),
-            P.KEY_CACHE_HIT: result.cache_hit, P.KEY_FRAMES_WITH_FACE: result.frames_with_face,
-            P.KEY_DETECTOR: result.detector}))
+        _emit(P.event(P.EVENT_DONE, **done_fields(result, time.perf_counter() - t0)))
     elif args.progress == "bar":
         cache = " (face boxes from cache)" if result.cache_hit else ""
         print(f"wrote {result.out}: {result.frames} frames at {result.fps:g} fps, {result.duration:.2f} s, "

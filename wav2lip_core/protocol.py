@@ -15,6 +15,28 @@ The engine speaks JSON lines on stdout with `--progress json`:
 Errors go to stderr as one line starting `error: ` (exit code 1; 2 for bad arguments, 130 for
 cancelled). The add-on passes `--protocol N`; an engine that speaks another version exits with
 code 3 and a message that says to re-run install.py.
+
+`wav2lip serve` is the same engine kept warm for many jobs (wav2lip_core/serve.py). It writes
+the hello line first, then reads one JSON request per line on stdin:
+
+    {"op": "job", "id": "shot-12", "args": ["--face", "f.mp4", "--audio", "a.wav", ...]}
+    {"op": "cancel", "id": "shot-12"}     running: stopped; queued: dropped; unknown: ignored
+    {"op": "quit"}                        (or EOF on stdin, or SIGTERM) cancel, drop the queue, exit 0
+
+`args` are exactly the one-shot CLI's arguments (`--progress` is ignored: events are always
+JSON). A job may carry "protocol": N (or `--protocol N` in its args); another version than the
+engine's is refused with an error event. Jobs run one at a time in arrival order, and every
+event about a job names it under "job":
+
+    {"event": "progress", "job": "shot-12", "stage": "sync", "done": 16, "total": 50}
+    {"event": "note", "job": "shot-12", "message": "..."}
+    {"event": "done", "job": "shot-12", "out": "...", ..., "warm": true}   as the CLI's done, plus
+                                            "warm": the model was already loaded by an earlier job
+    {"event": "error", "job": "shot-12", "message": "one line"}   the job failed; the engine goes on
+    {"event": "cancelled", "job": "shot-12"}                       no output was written
+
+A request line the engine cannot read gets an error event with "job": null (or the id it gave).
+Nothing but events is ever written on stdout.
 """
 
 from __future__ import annotations
@@ -36,6 +58,8 @@ EVENT_HELLO = "hello"
 EVENT_NOTE = "note"
 EVENT_PROGRESS = "progress"
 EVENT_DONE = "done"
+EVENT_ERROR = "error"  # serve only: a job failed (the one-shot CLI says it on stderr)
+EVENT_CANCELLED = "cancelled"  # serve only
 
 KEY_PROTOCOL = "protocol"
 KEY_VERSION = "version"
@@ -49,6 +73,17 @@ KEY_SECONDS = "seconds"
 KEY_CACHE_HIT = "cache_hit"
 KEY_FRAMES_WITH_FACE = "frames_with_face"
 KEY_DETECTOR = "detector"
+KEY_JOB = "job"  # serve: the request's id, on every event about that job
+KEY_WARM = "warm"  # serve's done: the model was reused from an earlier job
+
+# --- serve's requests (one JSON object per stdin line) ----------------------------------------
+KEY_OP = "op"
+KEY_ID = "id"
+KEY_ARGS = "args"
+OP_JOB = "job"
+OP_CANCEL = "cancel"
+OP_QUIT = "quit"
+SERVE_COMMAND = "serve"  # `wav2lip serve`
 
 # --- stages, in the order a run goes through them -------------------------------------------
 STAGE_AUDIO = "audio"  # probe the clip, read the audio, plan the output
@@ -208,6 +243,23 @@ def parse_event(line: str) -> Optional[dict]:
     if not isinstance(obj, dict) or not isinstance(obj.get(KEY_EVENT), str):
         return None
     return obj
+
+
+def request(op: str, job_id: str | None = None, args: list[str] | None = None) -> str:
+    """One serve request line (without the newline), stamped with this side's protocol version."""
+    fields: dict = {KEY_OP: op}
+    if job_id is not None:
+        fields[KEY_ID] = job_id
+    if args is not None:
+        fields[KEY_ARGS] = [str(a) for a in args]
+        fields[KEY_PROTOCOL] = PROTOCOL_VERSION
+    return json.dumps(fields)
+
+
+def caller_mismatch_message(caller_protocol: object) -> str:
+    """What the engine says to a caller speaking another version."""
+    return (f"this engine speaks protocol {PROTOCOL_VERSION}, the caller {caller_protocol}: "
+            "the add-on and the engine come from different versions; re-run install.py from the same download")
 
 
 def mismatch_message(engine_protocol: object) -> str:

@@ -97,6 +97,7 @@ class LipSyncResult:
     seconds: float  # wall clock, end to end
     detector: str = ""  # what ran ("box" for a fixed box; "auto" resolved)
     runtime: str = ""  # what ran the model ("torch" or "openvino")
+    warm: bool = False  # the model was already loaded (given, or kept by a long-lived engine)
     notes: list[str] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -165,7 +166,7 @@ def _never() -> bool:
 
 
 def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-        note: NoteFn | None = None, runner=None) -> LipSyncResult:
+        note: NoteFn | None = None, runner=None, runners=None) -> LipSyncResult:
     """Lip-sync `request.face` to `request.audio` into `request.out`. Raises Wav2LipError
     subclasses (Cancelled when `cancel()` returned True); on any failure no output is left.
     `note` receives lines worth telling the user (which detector ran, a smaller batch, ...).
@@ -203,6 +204,10 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
                              cuda=device.type == "cuda", size=(info.width, info.height))
     if encoder.note:
         tell(encoder.note)
+    warm = runner is not None
+    if runner is None and runners is not None:
+        warm = runners.has(request.checkpoint, runtime=runtime, device=device, precision=precision)
+        runner = runners.get(request.checkpoint, runtime=runtime, device=device, precision=precision)
     if runner is None:
         runner = runtime_mod.load_runner(request.checkpoint, runtime=runtime, device=device, precision=precision)
     precision = runner.precision
@@ -262,5 +267,5 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
         frames_with_face=int(sum(bool(track.has_face[r]) for r in rel_used)),
         detected_frames=track.detected_frames, cache_hit=track.from_cache, device=str(device),
         precision=precision, batch_size=limit.size, seconds=time.perf_counter() - t0, stage_seconds=watch.seconds,
-        detector=settings.kind, notes=notes, runtime=runner.name,
+        detector=settings.kind, notes=notes, runtime=runner.name, warm=warm,
     )

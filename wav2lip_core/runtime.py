@@ -117,14 +117,23 @@ class Runners:
         self._load_options = load_options  # cache_dir, use_cache: as load_runner takes them
         self._runners: OrderedDict[tuple, Runner] = OrderedDict()
 
-    def get(self, checkpoint: str | os.PathLike, *, runtime: str, device, precision: str) -> Runner:
+    @staticmethod
+    def _key(checkpoint: str | os.PathLike, runtime: str, device, precision: str) -> tuple:
         path = os.path.realpath(checkpoint)
         try:
             st = os.stat(path)
             state = (st.st_size, st.st_mtime_ns, st.st_ino)
         except OSError:
             state = None  # load_runner names the problem
-        key = (path, state, runtime, str(device), precision)
+        return (path, state, runtime, str(device), precision)
+
+    def has(self, checkpoint: str | os.PathLike, *, runtime: str, device, precision: str) -> bool:
+        """Whether `get` would hand back a runner already loaded (the file unchanged)."""
+        return self._key(checkpoint, runtime, device, precision) in self._runners
+
+    def get(self, checkpoint: str | os.PathLike, *, runtime: str, device, precision: str) -> Runner:
+        key = self._key(checkpoint, runtime, device, precision)
+        path, state = key[0], key[1]
         runner = self._runners.get(key)
         if runner is None:
             runner = load_runner(checkpoint, runtime=runtime, device=device, precision=precision, **self._load_options)

@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 import traceback
-import weakref
 from collections import deque
 from dataclasses import dataclass
 
@@ -55,7 +54,6 @@ class Engine:
         self._stop = False  # plain flag: set from the SIGTERM handler too
         self._runners = None
         self._runners_keep = runners_keep
-        self._handed_out: weakref.WeakSet = weakref.WeakSet()  # runners an earlier job used
 
     # --- output ----------------------------------------------------------------------------
     def emit(self, kind: str, job_id: object, **fields: object) -> None:
@@ -177,9 +175,11 @@ class Engine:
             args = parse_job(job)
             from .pipeline import run
 
-            request = cli.make_request(args)
-            runner, warm = self.runner_for(request)
-            result = run(request, progress=progress, cancel=cancel, note=note, runner=runner)
+            if self._runners is None:
+                from .runtime import Runners
+
+                self._runners = Runners(keep=self._runners_keep)
+            result = run(cli.make_request(args), progress=progress, cancel=cancel, note=note, runners=self._runners)
         except Cancelled:
             self.emit(P.EVENT_CANCELLED, job.id)
         except (_BadJob, Wav2LipError) as exc:
@@ -189,23 +189,7 @@ class Engine:
             self.error(job.id, f"internal error ({type(exc).__name__}: {exc}); details on the engine's stderr")
         else:
             fields = cli.done_fields(result, time.perf_counter() - t0)
-            self.emit(P.EVENT_DONE, job.id, **fields, **{P.KEY_WARM: warm})
-
-    def runner_for(self, request):
-        """The loaded model for `request`, resolved as run() would, and whether an earlier job
-        already loaded it (runtime.Runners reloads when the checkpoint file changes)."""
-        from . import runtime
-        from .device import pick_device, resolve_precision
-
-        if self._runners is None:
-            self._runners = runtime.Runners(keep=self._runners_keep)
-        device = pick_device(request.device)
-        precision = resolve_precision(request.precision, device)
-        kind = runtime.resolve_runtime(request.runtime, device.type, precision)
-        runner = self._runners.get(request.checkpoint, runtime=kind, device=device, precision=precision)
-        warm = runner in self._handed_out
-        self._handed_out.add(runner)
-        return runner, warm
+            self.emit(P.EVENT_DONE, job.id, **fields, **{P.KEY_WARM: result.warm})
 
 
 def parse_job(job: _Job) -> argparse.Namespace:

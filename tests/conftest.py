@@ -109,3 +109,15 @@ def write_tagged_clip(path, pictures, *, pix: str, tags: tuple, options: dict, c
         for packet in s.encode():
             out.mux(packet)
     return path
+
+
+HEAVY_MODULES = ("torch", "numpy", "cv2", "av", "openvino", "face_alignment")
+
+
+def heavy_imports(statement: str) -> list[str]:
+    """The heavy libraries (HEAVY_MODULES) that running `statement` loads in a fresh interpreter
+    in the checkout: what a fast start must not pay for."""
+    code = f"import sys; {statement}; print(','.join(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY_MODULES!r}))))"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return [m for m in r.stdout.strip().split(",") if m]

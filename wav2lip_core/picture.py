@@ -13,6 +13,8 @@ by the writer as before: same interface, same result as the BGR path. The maths 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import av
 import cv2
 import numpy as np
@@ -100,11 +102,15 @@ class Picture:
         """Write `bgr` into the box. Planes change only where the picture did: Y of each changed
         pixel, and the chroma of each 2x2 block holding one, from the mean of the block's new BGR
         (its pixels outside the box included), as colour.from_bgr computes it."""
+        self.edit_region(y1, y2, x1, x2, lambda current: bgr)
+
+    def edit_region(self, y1: int, y2: int, x1: int, x2: int,
+                    edit: Callable[[np.ndarray], np.ndarray]) -> None:
+        """Replace the box by `edit(current BGR of the box)` (which must not change its argument),
+        written back as put_region_bgr writes: the box is converted once, for both."""
         self._check_box(y1, y2, x1, x2)
-        if bgr.shape != (y2 - y1, x2 - x1, 3) or bgr.dtype != np.uint8:
-            raise ValueError(f"region must be uint8 {(y2 - y1, x2 - x1, 3)}, got {bgr.dtype} {bgr.shape}")
         if self._planes is None:
-            self._bgr[y1:y2, x1:x2] = bgr
+            self._bgr[y1:y2, x1:x2] = self._checked(edit(self._bgr[y1:y2, x1:x2]), y1, y2, x1, x2)
             return
         y, u, v = self._planes
         # The whole 2x2 blocks the box touches (a block at an odd frame edge is one pixel short).
@@ -112,6 +118,7 @@ class Picture:
         ay2, ax2 = min(y2 + y2 % 2, self.height), min(x2 + x2 % 2, self.width)
         blocks = planes_to_bgr(y, u, v, self.colour, (ay1, ay2, ax1, ax2))
         inside = blocks[y1 - ay1: y2 - ay1, x1 - ax1: x2 - ax1]
+        bgr = self._checked(edit(inside), y1, y2, x1, x2)
         # Nonzero where any channel differs: a 255 in any channel makes a grey of at least 29
         # (OpenCV's BGR->grey weights are all positive). ~20x faster than numpy's any(axis=2).
         changed = cv2.cvtColor(cv2.compare(inside, bgr, cv2.CMP_NE), cv2.COLOR_BGR2GRAY)
@@ -137,6 +144,12 @@ class Picture:
         if self._planes is not None and self.colour.same_yuv(colour):
             return frame_of_planes(*self._planes, colour)
         return from_bgr(np.ascontiguousarray(pad_even(self.to_bgr() if self._bgr is None else self._bgr)), colour)
+
+    @staticmethod
+    def _checked(bgr: np.ndarray, y1: int, y2: int, x1: int, x2: int) -> np.ndarray:
+        if bgr.shape != (y2 - y1, x2 - x1, 3) or bgr.dtype != np.uint8:
+            raise ValueError(f"region must be uint8 {(y2 - y1, x2 - x1, 3)}, got {bgr.dtype} {bgr.shape}")
+        return bgr
 
     def _check_box(self, y1: int, y2: int, x1: int, x2: int) -> None:
         if not (0 <= y1 < y2 <= self.height and 0 <= x1 < x2 <= self.width):

@@ -54,7 +54,8 @@ def nncf_version() -> str:
         return "unknown"
 
 
-def _file_state(path: str) -> list[int]:
+def file_state(path: str) -> list[int]:
+    """What tells a file changed without reading it: size, mtime and inode (a replaced file)."""
     st = os.stat(path)
     return [st.st_size, st.st_mtime_ns, st.st_ino]
 
@@ -82,7 +83,7 @@ class ModelCache:
 
     def checkpoint_hash(self, checkpoint: str | os.PathLike) -> str:
         path = os.path.realpath(checkpoint)
-        state = _file_state(path)
+        state = file_state(path)
         known = self._memo.get(path)
         if known is not None and known[0] == state:
             return known[1]

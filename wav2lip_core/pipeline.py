@@ -171,7 +171,8 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
     subclasses (Cancelled when `cancel()` returned True); on any failure no output is left.
     `note` receives lines worth telling the user (which detector ran, a smaller batch, ...).
     `runner`: a model already loaded with runtime.load_runner for this request's checkpoint,
-    device, precision and runtime (a process serving several jobs loads it once)."""
+    device, precision and runtime; or `runners`: a runtime.Runners that a process serving several
+    jobs keeps, asked for the model once the device, precision and runtime are resolved."""
     from . import runtime as runtime_mod
     from .device import pick_device, resolve_precision
 

@@ -223,12 +223,13 @@ def hello(version: str) -> str:
     return event(EVENT_HELLO, **{KEY_PROTOCOL: PROTOCOL_VERSION, KEY_VERSION: version})
 
 
-def progress(stage: str, done: int, total: int) -> str:
-    return event(EVENT_PROGRESS, **{KEY_STAGE: stage, KEY_DONE: int(done), KEY_TOTAL: int(total)})
+def progress(stage: str, done: int, total: int, **fields: object) -> str:
+    """A progress line; `fields`: more keys (serve adds the job's id)."""
+    return event(EVENT_PROGRESS, **{KEY_STAGE: stage, KEY_DONE: int(done), KEY_TOTAL: int(total)}, **fields)
 
 
-def note(message: str) -> str:
-    return event(EVENT_NOTE, **{KEY_MESSAGE: message})
+def note(message: str, **fields: object) -> str:
+    return event(EVENT_NOTE, **{KEY_MESSAGE: message}, **fields)
 
 
 def parse_event(line: str) -> Optional[dict]:

@@ -32,7 +32,7 @@ from .errors import Cancelled, Wav2LipError
 from .model import check_checkpoint_file
 # Names that lived here before model_cache.py and ov_build.py stay importable from here.
 from .model_cache import (ENV_MODEL_CACHE, INT8_NEEDS, MAX_ENTRIES, MODEL_CACHE_VERSION,  # noqa: F401
-                          ModelCache, default_model_folder, nncf_version)
+                          ModelCache, default_model_folder, file_state, nncf_version)
 from .ov_build import build_in_child, convert, quantize  # noqa: F401
 
 RUNTIMES = protocol.names(protocol.RUNTIMES)
@@ -121,8 +121,7 @@ class Runners:
     def _key(checkpoint: str | os.PathLike, runtime: str, device, precision: str) -> tuple:
         path = os.path.realpath(checkpoint)
         try:
-            st = os.stat(path)
-            state = (st.st_size, st.st_mtime_ns, st.st_ino)
+            state = tuple(file_state(path))
         except OSError:
             state = None  # load_runner names the problem
         return (path, state, runtime, str(device), precision)

@@ -162,11 +162,13 @@ class Engine:
     def run_job(self, job: _Job) -> None:
         t0 = time.perf_counter()
 
+        tag = {P.KEY_JOB: job.id}
+
         def progress(stage: str, done: int, total: int) -> None:
-            self.emit(P.EVENT_PROGRESS, job.id, **{P.KEY_STAGE: stage, P.KEY_DONE: int(done), P.KEY_TOTAL: int(total)})
+            self.write(P.progress(stage, done, total, **tag))
 
         def note(line: str) -> None:
-            self.emit(P.EVENT_NOTE, job.id, **{P.KEY_MESSAGE: line})
+            self.write(P.note(line, **tag))
 
         def cancel() -> bool:
             return job.cancelled or self._stop

@@ -59,7 +59,6 @@ class Stopwatch:
         return now
 
 
-
 def _batches(plan: Plan, track: FaceTrack, batch: "int | BatchLimit", cancel: CancelFn,
              pictures: bool = False) -> Iterator[list]:
     """Groups of (output index, frame, box or None, mel window) in output order; each group is

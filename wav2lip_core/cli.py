@@ -27,7 +27,8 @@ STAGE_LABELS = {P.STAGE_AUDIO: "audio", P.STAGE_LOAD: "load model", P.STAGE_DETE
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wav2lip", description="Lip-sync a face video (or still image) to an audio file with Wav2Lip.",
-                                epilog=f"`wav2lip {P.SERVE_COMMAND}` starts the warm engine: jobs with these arguments as JSON lines on stdin.")
+                                epilog=f"`wav2lip {P.SERVE_COMMAND}` starts the warm engine: jobs with these arguments as JSON lines on stdin. "
+                                       f"`wav2lip {P.BATCH_COMMAND} JOBS` runs a JSON-lines file of jobs (see `wav2lip {P.BATCH_COMMAND} --help`).")
     p.add_argument(P.OPT_FACE, required=True, help="video or still image of the speaker")
     p.add_argument(P.OPT_AUDIO, required=True, help="driving audio (wav/mp3/flac or a video's sound)")
     p.add_argument(P.OPT_CHECKPOINT, required=True, help="wav2lip.pth or wav2lip_gan.pth")
@@ -43,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-cache", action="store_true", help="ignore and do not write the detection cache")
     d.add_argument("--cache-dir", metavar="DIR", help="detection cache folder (default: the user cache dir)")
     m = p.add_argument_group("model and output")
-    m.add_argument("--blend", choices=P.names(P.BLENDS), default=P.BLENDS[0][0], help="feather (soft mask, default) or hard (the original's paste)")
+    m.add_argument(P.OPT_BLEND, choices=P.names(P.BLENDS), default=P.BLENDS[0][0],
+                   help="feather (soft mask, default), hard (the original's paste) or mouth (landmarks extra)")
     m.add_argument("--batch-size", type=int, help="frames per model batch (default: chosen for the device)")
     m.add_argument(P.OPT_DEVICE, choices=P.names(P.DEVICES), default="auto")
     m.add_argument(P.OPT_PRECISION, choices=P.names(P.PRECISIONS), default="auto",
@@ -58,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument(P.OPT_PRESET, choices=P.names(P.PRESETS), metavar="PRESET",
                    help=f"x264 speed/size preset: {', '.join(P.names(P.PRESETS))} "
                         f"(default {P.PRESET_DEFAULT}, from a measured table); NVENC uses its own")
+    q = p.add_argument_group("quality")
+    q.add_argument(P.OPT_SILENCE, choices=P.names(P.SILENCES), default=P.SILENCE_HOLD,
+                   help="hold (default): keep the source mouth where the audio is silent; sync: the original")
+    q.add_argument(P.OPT_SYNC_OFFSET, type=float, default=0.0, metavar="FRAMES",
+                   help="shift the audio that drives each frame, in frames (fractions allowed; negative: mouth earlier)")
+    q.add_argument(P.OPT_ENHANCE, metavar="PATH", help="face restorer weights (GFPGAN, RestoreFormer, CodeFormer; enhance extra)")
+    q.add_argument(P.OPT_ENHANCE_FIDELITY, type=float, default=P.ENHANCE_FIDELITY_DEFAULT, metavar="W",
+                   help="CodeFormer only: 0 (most restored) to 1 (closest to the input)")
+    q.add_argument(P.OPT_ALIGN, choices=P.names(P.ALIGNS), default=P.ALIGN_AUTO,
+                   help="auto (default): level tilted heads when landmarks are available; off: never")
     t = p.add_argument_group("timing")
     t.add_argument(P.OPT_FPS, type=float, help="output frame rate: for an image its rate (default 25); for a video, show one source frame per output frame at this rate")
     t.add_argument(P.OPT_START_FRAME, type=int, default=0, help="first source frame to use (0-based)")
@@ -151,6 +163,8 @@ def make_request(args: argparse.Namespace):
         source_times=_load_source_times(args.source_times) if args.source_times else None,
         audio_start=args.audio_start, audible=tuple(args.audible) if args.audible else None, duration=args.duration,
         cache=not args.no_cache, cache_dir=args.cache_dir, crf=args.crf, encoder=args.encoder, preset=args.preset,
+        silence=args.silence, sync_offset=args.sync_offset, enhance=args.enhance,
+        enhance_fidelity=args.enhance_fidelity, align=args.align,
     )
 
 
@@ -167,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         from .serve import main as serve_main
 
         return serve_main(argv[1:])
+    if argv[:1] == [P.BATCH_COMMAND]:
+        from .batch import main as batch_main
+
+        return batch_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.protocol is not None and args.protocol != P.PROTOCOL_VERSION:
         print(f"error: {P.caller_mismatch_message(args.protocol)}", file=sys.stderr)

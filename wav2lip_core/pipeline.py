@@ -80,6 +80,11 @@ class LipSyncRequest:
     crf: int = protocol.CRF_DEFAULT
     encoder: str = protocol.ENCODER_AUTO  # see protocol.ENCODERS: NVENC on CUDA when it works, else x264
     preset: str | None = None  # x264 preset (protocol.PRESETS); None: the measured default
+    silence: str = protocol.SILENCE_HOLD  # protocol.SILENCES: keep the source mouth in silences, or not
+    sync_offset: float = 0.0  # frames: shift of the audio window driving each frame (negative: mouth earlier)
+    enhance: str | None = None  # face restorer weights (spandrel: GFPGAN, RestoreFormer, CodeFormer)
+    enhance_fidelity: float = protocol.ENHANCE_FIDELITY_DEFAULT  # CodeFormer's w
+    align: str = protocol.ALIGN_AUTO  # protocol.ALIGNS: level tilted heads when landmarks are available
 
 
 @dataclass

@@ -45,7 +45,7 @@ import json
 from typing import Dict, Optional, Tuple
 
 # Bump when an event, key, stage or option below changes meaning or disappears.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -84,6 +84,7 @@ OP_JOB = "job"
 OP_CANCEL = "cancel"
 OP_QUIT = "quit"
 SERVE_COMMAND = "serve"  # `wav2lip serve`
+BATCH_COMMAND = "batch"  # `wav2lip batch JOBS`
 
 # --- stages, in the order a run goes through them -------------------------------------------
 STAGE_AUDIO = "audio"  # probe the clip, read the audio, plan the output
@@ -132,7 +133,21 @@ RUNTIMES: Tuple[Tuple[str, str, str], ...] = (
 BLENDS: Tuple[Tuple[str, str, str], ...] = (
     ("feather", "Feather", "Soft-masked lower face"),
     ("hard", "Hard", "The original's square paste"),
+    ("mouth", "Mouth", "Only the mouth, from dlib's 68 landmarks (landmarks extra); feather where they fail"),
 )
+SILENCE_HOLD = "hold"
+SILENCE_SYNC = "sync"
+SILENCES: Tuple[Tuple[str, str, str], ...] = (
+    (SILENCE_HOLD, "Hold", "Keep the source mouth where the audio is silent (fading in and out)"),
+    (SILENCE_SYNC, "Sync", "The original: the model drives every frame, silent or not"),
+)
+ALIGN_AUTO = "auto"
+ALIGNS: Tuple[Tuple[str, str, str], ...] = (
+    (ALIGN_AUTO, "Auto", "Level tilted heads before the model when landmarks are available (landmarks extra)"),
+    ("off", "Off", "Never rotate the face crop (the original)"),
+)
+# --enhance-fidelity: CodeFormer's w, 0 (most restored) to 1 (closest to the input)
+ENHANCE_FIDELITY_DEFAULT = 0.5
 ENCODER_AUTO = "auto"
 ENCODER_X264 = "libx264"
 ENCODER_NVENC = "h264_nvenc"
@@ -190,6 +205,12 @@ OPT_AUDIO_START = "--audio-start"
 # trimmed inside the clip's range). The engine cuts it, so Blender needs no audio module for it.
 OPT_AUDIBLE = "--audible"
 OPT_DURATION = "--duration"
+OPT_BLEND = "--blend"
+OPT_SILENCE = "--silence"
+OPT_SYNC_OFFSET = "--sync-offset"
+OPT_ENHANCE = "--enhance"
+OPT_ENHANCE_FIDELITY = "--enhance-fidelity"
+OPT_ALIGN = "--align"
 OPT_PROGRESS = "--progress"
 OPT_PROTOCOL = "--protocol"
 PROGRESS_JSON = "json"

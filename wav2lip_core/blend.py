@@ -3,7 +3,13 @@
 `hard` pastes the model's 96x96 output resized into the box, exactly as the original
 inference.py does (including its truncating float->uint8 cast). `feather` composites only the
 generated lower face through a soft mask, so no square edge shows and the eyes, forehead and
-background keep the source's full resolution. Pixels outside the box are never touched.
+background keep the source's full resolution. `mouth` composites through a mask built from the
+face's landmarks (mouth_mask.py), passed in as `mask`; a frame without one gets `feather`.
+Pixels outside the box are never touched.
+
+A frame whose crop was levelled (align.py) gives its Rotation to crop_face and paste: the model's
+face is turned back, and without a mouth mask the feather mask is turned with it (and tapered to
+0 at the box border). `hard` is never turned: the original's paths stay exact.
 
 Frames are BGR arrays or picture.Picture objects; a Picture converts just the box (and writes
 back just what changed), with the same BGR in the box as the array path.
@@ -16,7 +22,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from . import protocol
+from . import align, protocol
 from .model import IMG_SIZE
 from .picture import Picture
 
@@ -28,8 +34,12 @@ def _region(frame: np.ndarray | Picture, box: tuple[int, int, int, int]) -> np.n
     return frame.region_bgr(y1, y2, x1, x2) if isinstance(frame, Picture) else frame[y1:y2, x1:x2]
 
 
-def crop_face(frame: np.ndarray | Picture, box: tuple[int, int, int, int]) -> np.ndarray:
-    """The 96x96 BGR model input for `box` = (y1, y2, x1, x2), resized as the original does."""
+def crop_face(frame: np.ndarray | Picture, box: tuple[int, int, int, int],
+              rotation: align.Rotation | None = None) -> np.ndarray:
+    """The 96x96 BGR model input for `box` = (y1, y2, x1, x2), resized as the original does, or
+    levelled by `rotation` (made for this box)."""
+    if rotation is not None:
+        return align.crop(frame, rotation)
     return cv2.resize(_region(frame, box), (IMG_SIZE, IMG_SIZE))
 
 
@@ -69,16 +79,35 @@ def _feather_weights(w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def paste(frame: np.ndarray | Picture, pred_u8: np.ndarray, box: tuple[int, int, int, int],
-          blend: str = "feather") -> None:
-    """Put the generated face `pred_u8` (96x96x3 uint8) back into `frame` in place."""
+          blend: str = "feather", *, mask: np.ndarray | None = None,
+          rotation: align.Rotation | None = None) -> None:
+    """Put the generated face `pred_u8` (96x96x3 uint8) back into `frame` in place. `mask`: an
+    (h, w) float32 weight over the box in [0, 1] (the mouth mask) used instead of the feather
+    mask; `blend` "mouth" without one is `feather`. `rotation`: the one the crop was made with."""
     y1, y2, x1, x2 = box
     h, w = y2 - y1, x2 - x1
-    face = cv2.resize(pred_u8, (w, h))
+    if blend == "hard" and (mask is not None or rotation is not None):
+        raise ValueError("the hard paste takes no mask and no rotation")
+    if rotation is not None:
+        if tuple(rotation.box) != tuple(box):
+            raise ValueError(f"rotation made for box {rotation.box}, pasting into {box}")
+        face = align.uncrop(pred_u8, rotation)
+    else:
+        face = cv2.resize(pred_u8, (w, h))
     if blend == "hard":
         def blended(region: np.ndarray) -> np.ndarray:
             return face
     else:
-        alpha, beta = _feather_weights(w, h)
+        if mask is not None:
+            if mask.shape != (h, w):
+                raise ValueError(f"mask {mask.shape} does not fit box {(h, w)}")
+            alpha = mask.astype(np.float32, copy=False)
+            beta = 1.0 - alpha
+        elif rotation is not None:
+            alpha = _turned_feather(rotation)
+            beta = 1.0 - alpha
+        else:
+            alpha, beta = _feather_weights(w, h)
 
         def blended(region: np.ndarray) -> np.ndarray:
             # One OpenCV pass (face * alpha + source * (1 - alpha), rounded): ~3x faster than the
@@ -89,3 +118,11 @@ def paste(frame: np.ndarray | Picture, pred_u8: np.ndarray, box: tuple[int, int,
         frame.edit_region(y1, y2, x1, x2, blended)  # converts the box once for reading and writing
     else:
         frame[y1:y2, x1:x2] = blended(frame[y1:y2, x1:x2])
+
+
+def _turned_feather(rotation: align.Rotation) -> np.ndarray:
+    """The feather mask turned back with the face; its turned corners may reach the box's edge,
+    so it is tapered to 0 there over 4% of the box."""
+    y1, y2, x1, x2 = rotation.box
+    h, w = y2 - y1, x2 - x1
+    return align.uncrop(_feather_mask96(), rotation) * align.border_taper(h, w, 0.04 * max(h, w))

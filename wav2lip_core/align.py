@@ -1,0 +1,116 @@
+"""Level tilted heads: the model sees the face box turned about its centre so the eyes are
+level, and its output is turned back before it is blended in.
+
+Wav2Lip was trained on upright faces; onnx-HQ levels the face first for the same reason. The
+angle comes from the landmarks (landmarks.py), so `--align auto` does something only with the
+landmarks extra, on frames whose landmarks were found, and only when the tilt is at least
+MIN_ANGLE (below it the crop is the original's plain resize, bit for bit) and at most MAX_ANGLE
+(beyond it the 68-point predictor is unreliable, so its angle is not trusted).
+
+Never with `--blend hard`: the hard paste writes the whole box, and a turned square does not
+cover it (its corners would show the source's unturned face). `--box` does not turn it off: a
+fixed box on a tilted head benefits the same. The original's exact path (`--box` with
+`--blend hard`) is therefore never rotated.
+
+The crop is one cv2.warpAffine from the frame straight to 96x96 with the same pixel-centre
+convention as cv2.resize (so a 0-degree Rotation gives the plain crop up to interpolation
+rounding), reading only the turned box's bounding rectangle (a Picture converts just that).
+The way back is the inverse map, sampled for every pixel of the box.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from . import landmarks, protocol
+from .model import IMG_SIZE
+from .picture import Picture
+
+MIN_ANGLE = 2.0
+MAX_ANGLE = 50.0
+
+
+def applies(align: str, blend: str) -> bool:
+    """Whether frames of a job may be turned (each still needs its landmarks)."""
+    return align == protocol.ALIGN_AUTO and blend != "hard"
+
+
+def eye_angle(points: np.ndarray) -> float:
+    """The eye line's angle in degrees in picture coordinates (y down): positive when the eye on
+    the picture's right is lower, i.e. the head leans clockwise as seen."""
+    return landmarks.eye_angle(points)
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """The face box (y1, y2, x1, x2) and the angle (degrees, counter-clockwise as seen) the
+    model's crop is turned by about the box centre."""
+
+    box: tuple[int, int, int, int]
+    angle: float
+
+    def to_crop(self) -> np.ndarray:
+        """2x3 affine map from frame pixels to 96x96 crop pixels."""
+        y1, y2, x1, x2 = self.box
+        w, h = x2 - x1, y2 - y1
+        centre = ((x1 + x2 - 1) / 2.0, (y1 + y2 - 1) / 2.0)
+        turn = np.vstack([cv2.getRotationMatrix2D(centre, self.angle, 1.0), [0.0, 0.0, 1.0]])
+        sx, sy = IMG_SIZE / w, IMG_SIZE / h
+        # cv2.resize's pixel centres: u = (x - x1 + 0.5) * 96 / w - 0.5.
+        scale = np.array([[sx, 0.0, (0.5 - x1) * sx - 0.5],
+                          [0.0, sy, (0.5 - y1) * sy - 0.5],
+                          [0.0, 0.0, 1.0]])
+        return (scale @ turn)[:2]
+
+    def source_rect(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """(y1, y2, x1, x2): the frame pixels the crop reads (the turned box's bounds, clipped)."""
+        back = cv2.invertAffineTransform(self.to_crop())
+        corners = np.array([[-0.5, -0.5], [IMG_SIZE - 0.5, -0.5], [-0.5, IMG_SIZE - 0.5], [IMG_SIZE - 0.5, IMG_SIZE - 0.5]])
+        xy = corners @ back[:, :2].T + back[:, 2]
+        x1, y1 = np.floor(xy.min(0)).astype(int) - 1
+        x2, y2 = np.ceil(xy.max(0)).astype(int) + 2
+        return max(0, y1), min(height, y2), max(0, x1), min(width, x2)
+
+
+def rotation_for(points: np.ndarray | None, box: tuple[int, int, int, int], *,
+                 min_angle: float = MIN_ANGLE, max_angle: float = MAX_ANGLE) -> Rotation | None:
+    """The Rotation that levels the eyes of the face in `box`, or None (no landmarks, tilt
+    below `min_angle` or beyond `max_angle`)."""
+    if points is None:
+        return None
+    angle = eye_angle(points)
+    if not min_angle <= abs(angle) <= max_angle:
+        return None
+    return Rotation(tuple(int(v) for v in box), angle)
+
+
+def crop(frame: np.ndarray | Picture, rot: Rotation) -> np.ndarray:
+    """The levelled 96x96 BGR model input (pixels beyond the frame edge repeat the edge)."""
+    height, width = (frame.height, frame.width) if isinstance(frame, Picture) else frame.shape[:2]
+    y1, y2, x1, x2 = rot.source_rect(height, width)
+    region = frame.region_bgr(y1, y2, x1, x2) if isinstance(frame, Picture) else frame[y1:y2, x1:x2]
+    m = rot.to_crop().copy()
+    m[:, 2] += m[:, :2] @ (x1, y1)  # region pixels, not frame pixels
+    return cv2.warpAffine(region, m, (IMG_SIZE, IMG_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def uncrop(image96: np.ndarray, rot: Rotation) -> np.ndarray:
+    """A 96x96 image in crop pixels (the model's face, or a mask) turned back and sampled at
+    every pixel of the box: (h, w[, c]) in box pixels, 0 where the crop does not reach."""
+    y1, y2, x1, x2 = rot.box
+    m = rot.to_crop().copy()
+    m[:, 2] += m[:, :2] @ (x1, y1)  # box pixels -> crop pixels
+    return cv2.warpAffine(image96, m, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def border_taper(h: int, w: int, width: float) -> np.ndarray:
+    """(h, w) float32: 0 on the box's outermost pixels rising linearly to 1 `width` px inside,
+    so a mask multiplied by it never changes the box's edge (nothing outside the box may)."""
+    width = max(float(width), 1.0)
+    ry = np.minimum(np.arange(h), np.arange(h)[::-1]).astype(np.float32) / width
+    rx = np.minimum(np.arange(w), np.arange(w)[::-1]).astype(np.float32) / width
+    return np.minimum.outer(np.minimum(ry, 1.0), np.minimum(rx, 1.0))

@@ -21,13 +21,15 @@ bl_info = {
 if "bpy" in locals():  # reload (F3 > Reload Scripts): re-import the submodules
     import importlib
 
-    for _name in ("wire", "compat", "snapshot", "engine_python", "runner", "capture", "preferences", "operators", "panel"):
+    for _name in ("wire", "compat", "snapshot", "preview", "engine_python", "runner", "engine", "capture", "preferences",
+                  "jobs", "insert", "operators", "panel"):
         if _name in locals():
             importlib.reload(locals()[_name])
 
 import bpy  # noqa: E402,F401
 
-from . import capture, compat, engine_python, operators, panel, preferences, runner, snapshot, wire  # noqa: E402,F401
+from . import (capture, compat, engine, engine_python, insert, jobs, operators, panel, preferences,  # noqa: E402,F401
+               preview, runner, snapshot, wire)
 
 _modules = (preferences, operators, panel)
 _registered = False

@@ -171,6 +171,34 @@ def choose_strips(context: Context, scene: Scene, video_name: str = "", sound_na
     return video, sound
 
 
+def choose_pairs(context: Context, scene: Scene) -> List[Tuple[StripLike, Optional[StripLike]]]:
+    """Every selected movie/image strip with its own sound strip, in timeline order: the selected
+    sound strip under it (overlapping it most), else any sound strip overlapping it most
+    (unmuted first); None when none plays under it. One selected strip: as choose_strips."""
+    ed = compat.editor(scene)
+    if ed is None:
+        return []
+    selected = compat.selected_strips(context, ed)
+    videos = [s for s in selected if s.type in VIDEO_TYPES]
+    if len(videos) <= 1:
+        video, sound = choose_strips(context, scene)
+        return [(video, sound)] if video is not None else []
+    videos.sort(key=lambda s: (int(s.frame_final_start), int(s.channel)))
+    sel_sounds = [s for s in selected if s.type == compat.SOUND]
+    all_sounds = [s for s in compat.current_strips(ed) if s.type == compat.SOUND]
+    pairs: List[Tuple[StripLike, Optional[StripLike]]] = []
+    for video in videos:
+        v0, v1 = _span(video)
+        under = [s for s in sel_sounds if overlap(v0, v1, *_span(s)) > 0]
+        if under:
+            sound = max(under, key=lambda s: overlap(v0, v1, *_span(s)))
+        else:
+            cands = [s for s in all_sounds if overlap(v0, v1, *_span(s)) > 0]
+            sound = max(cands, key=lambda s: (not s.mute, overlap(v0, v1, *_span(s)))) if cands else None
+        pairs.append((video, sound))
+    return pairs
+
+
 def occupied(scene: Scene) -> List[Tuple[int, int, int]]:
     ed = compat.editor(scene)
     return [(int(s.channel), *_span(s)) for s in compat.current_strips(ed)]

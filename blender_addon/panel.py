@@ -33,27 +33,33 @@ DRAWN_RECENTLY = 1.5
 
 def draw_panel(layout: Any, context: Context) -> None:
     scene = compat.sequencer_scene(context)
+    batch = operators.active_batch()
     job = operators.active_job()
-    if job is not None:
-        p = job.runner.poll()
-        col = layout.column(align=True)
-        col.label(text=f"{job.request.source_name} \u2192 {job.request.source_name}{operators.SUFFIX}", icon="SEQUENCE")
-        compat.progress_bar(col, p.fraction, p.text, context)
-        for note in p.notes[-2:]:  # e.g. which face detector the engine picked; the full text is reported at the end
-            col.label(text=note.split(";")[0], icon="INFO")
-        col.operator(operators.SEQUENCER_OT_wav2lip_cancel.bl_idname, text="Cancel", icon="CANCEL")
+    if batch is not None and job is not None:
+        _draw_running(layout, context, batch, job)
         return
 
-    video = sound = None
+    pairs = []
     if scene is not None and compat.editor(scene) is not None:
-        video, sound = capture.choose_strips(context, scene)
+        pairs = capture.choose_pairs(context, scene)
     col = layout.column(align=True)
-    col.label(text=video.name if video is not None else "No movie strip selected",
-              icon="FILE_MOVIE" if video is not None else "ERROR")
-    col.label(text=sound.name if sound is not None else "No sound strip",
-              icon="SOUND" if sound is not None else "ERROR")
+    if not pairs:
+        col.label(text="No movie strip selected", icon="ERROR")
+        col.label(text="No sound strip", icon="ERROR")
+    elif len(pairs) == 1:
+        video, sound = pairs[0]
+        col.label(text=video.name, icon="FILE_MOVIE")
+        col.label(text=sound.name if sound is not None else "No sound strip", icon="SOUND" if sound is not None else "ERROR")
+    else:
+        col.label(text=f"{len(pairs)} strips, one job each:", icon="FILE_MOVIE")
+        for video, sound in pairs[:6]:
+            col.label(text=f"{video.name} \u2190 {sound.name if sound is not None else 'no sound strip'}",
+                      icon="SOUND" if sound is not None else "ERROR")
+        if len(pairs) > 6:
+            col.label(text=f"... and {len(pairs) - 6} more")
 
     prefs = preferences.addon_prefs(context)
+    settings = getattr(scene, "wav2lip", None) if scene is not None else None
     if prefs is not None:
         box = layout.column()
         box.prop(prefs, "checkpoint", text="")
@@ -66,16 +72,44 @@ def draw_panel(layout: Any, context: Context) -> None:
         hint = preferences.detector_hint(preferences.settings_from(context))
         if hint:
             box.label(text=hint, icon="INFO")
-    settings = getattr(scene, "wav2lip", None) if scene is not None else None
+        row = box.row(align=True)
+        row.prop(prefs, "silence", text="")
+        row.prop(prefs, "blend", text="")
     if settings is not None:
+        layout.prop(settings, "sync_offset")
+        row = layout.row()
+        row.prop(settings, "enhance")
+        row.enabled = prefs is None or bool(prefs.enhance_weights) or settings.enhance
+        if prefs is not None and not prefs.enhance_weights:
+            layout.label(text="Enhance: set Restorer Weights in the preferences", icon="INFO")
         layout.prop(settings, "mute_source")
 
-    row = layout.row()
+    ready = bool(pairs) and all(sound is not None for _, sound in pairs)
+    row = layout.row(align=True)
     row.scale_y = 1.4
-    row.enabled = video is not None and sound is not None
-    op = row.operator(operators.SEQUENCER_OT_wav2lip_sync.bl_idname, icon="SPEAKER")
+    row.enabled = ready
+    label = "Sync Lips" if len(pairs) <= 1 else f"Sync {len(pairs)} Strips"
+    op = row.operator(operators.SEQUENCER_OT_wav2lip_sync.bl_idname, text=label, icon="SPEAKER")
     if settings is not None:
         op.mute_source = settings.mute_source
+    op = row.operator(operators.SEQUENCER_OT_wav2lip_sync.bl_idname, text="Preview", icon="PLAY")
+    op.preview = True
+
+
+def _draw_running(layout: Any, context: Context, batch: Any, job: Any) -> None:
+    p = job.runner.poll()
+    col = layout.column(align=True)
+    n = len(batch.jobs)
+    if n > 1:
+        i = batch.jobs.index(job) + 1
+        compat.progress_bar(col, batch.fraction(), f"Strip {i} of {n}", context)
+    what = "preview" if job.preview else operators.SUFFIX.lstrip(".")
+    col.label(text=f"{job.request.source_name} \u2192 {what}", icon="SEQUENCE")
+    compat.progress_bar(col, p.fraction, p.text, context)
+    for note in p.notes[-2:]:  # e.g. which face detector the engine picked; the full text is reported at the end
+        col.label(text=note.split(";")[0], icon="INFO")
+    col.operator(operators.SEQUENCER_OT_wav2lip_cancel.bl_idname,
+                 text="Cancel" if n == 1 else "Cancel All", icon="CANCEL")
 
 
 def esc_targets_job(context: Context, event: Event) -> bool:

@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import bpy
 from bpy.types import Context
@@ -21,6 +21,9 @@ DETECTORS = [tuple(c) for c in protocol.DETECTORS] + [
 ]
 DEVICES = [tuple(c) for c in protocol.DEVICES]
 PRECISIONS = [tuple(c) for c in protocol.PRECISIONS]
+BLENDS = [tuple(c) for c in protocol.BLENDS]
+SILENCES = [tuple(c) for c in protocol.SILENCES]
+ALIGNS = [tuple(c) for c in protocol.ALIGNS]
 DEFAULT_DETECTOR = protocol.DETECTORS[0][0]  # "auto"
 DEFAULT_DEVICE = protocol.DEVICES[0][0]
 DEFAULT_PRECISION = protocol.PRECISIONS[0][0]  # "auto": exact fp32 on a CPU
@@ -61,6 +64,27 @@ class WAV2LIP_AddonPreferences(bpy.types.AddonPreferences):
         name="Output Folder", subtype="DIR_PATH", default=DEFAULT_OUTPUT_DIR,
         description="Where synced clips are written (// = beside the .blend file)",
     )
+    blend: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Blend", items=BLENDS, default=protocol.BLENDS[0][0],
+        description="How the synced mouth is blended into the frame",
+    )
+    silence: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Silence", items=SILENCES, default=protocol.SILENCE_HOLD,
+        description="What the mouth does where the audio is silent",
+    )
+    align: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Align Face", items=ALIGNS, default=protocol.ALIGN_AUTO,
+        description="Level tilted heads before the model (needs the engine's landmarks extra)",
+    )
+    enhance_weights: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Restorer Weights", subtype="FILE_PATH", default="",
+        description="Face restorer for Enhance face (HD): a GFPGAN v1.3/v1.4, RestoreFormer or CodeFormer "
+        "weights file (CodeFormer's licence is non-commercial); never downloaded",
+    )
+    enhance_fidelity: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Fidelity", default=protocol.ENHANCE_FIDELITY_DEFAULT, min=0.0, max=1.0,
+        description="CodeFormer only: 0 restores most, 1 stays closest to the synced face",
+    )
 
     def draw(self, context: Context) -> None:
         layout = self.layout
@@ -75,12 +99,27 @@ class WAV2LIP_AddonPreferences(bpy.types.AddonPreferences):
             layout.prop(self, "detector_weights")
         layout.prop(self, "engine_python")
         layout.prop(self, "output_dir")
+        row = layout.row()
+        row.prop(self, "blend")
+        row.prop(self, "silence")
+        row.prop(self, "align")
+        row = layout.row()
+        row.prop(self, "enhance_weights")
+        row.prop(self, "enhance_fidelity")
 
 
 class WAV2LIP_SceneSettings(bpy.types.PropertyGroup):
     mute_source: bpy.props.BoolProperty(  # type: ignore[valid-type]
         name="Mute Source", default=False,
         description="Mute the original strip after inserting the synced clip",
+    )
+    sync_offset: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Sync Offset", default=0.0, soft_min=-5.0, soft_max=5.0, step=10, precision=2,
+        description="Shift the mouth against the sound, in frames (fractions allowed; negative: mouth earlier)",
+    )
+    enhance: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Enhance face (HD)", default=False,
+        description="Restore the synced mouth with the face restorer set in the add-on preferences (slower)",
     )
 
 
@@ -96,6 +135,24 @@ class Settings:
     precision: str = DEFAULT_PRECISION
     engine_python: str = ""
     output_dir: str = DEFAULT_OUTPUT_DIR
+    blend: str = protocol.BLENDS[0][0]
+    silence: str = protocol.SILENCE_HOLD
+    align: str = protocol.ALIGN_AUTO
+    enhance_weights: str = ""
+    enhance_fidelity: float = protocol.ENHANCE_FIDELITY_DEFAULT
+    sync_offset: float = 0.0  # per scene (the panel)
+    enhance: bool = False  # per scene (the panel)
+
+
+def quality_args(s: Settings) -> List[str]:
+    """The engine options for the quality settings (issue 11's), all spelled out."""
+    P = protocol
+    args = [P.OPT_BLEND, s.blend, P.OPT_SILENCE, s.silence, P.OPT_ALIGN, s.align]
+    if s.sync_offset:
+        args += [P.OPT_SYNC_OFFSET, repr(float(s.sync_offset))]
+    if s.enhance:
+        args += [P.OPT_ENHANCE, s.enhance_weights, P.OPT_ENHANCE_FIDELITY, repr(float(s.enhance_fidelity))]
+    return args
 
 
 def addon_prefs(context: Optional[Context]) -> Any:
@@ -106,12 +163,19 @@ def addon_prefs(context: Optional[Context]) -> Any:
     return addon.preferences if addon is not None else None
 
 
-def settings_from(context: Optional[Context], op: Any = None) -> Settings:
+def settings_from(context: Optional[Context], op: Any = None, scene_settings: Any = None) -> Settings:
     """Preferences (when the add-on is enabled through Blender) overridden by the operator's
-    non-empty properties (used by scripts and the headless runner)."""
+    non-empty properties (used by scripts and the headless runner), with the scene's own
+    (sync offset, enhance) from the panel."""
     s = Settings()
     p = addon_prefs(context)
+    if scene_settings is not None:
+        s.sync_offset = float(getattr(scene_settings, "sync_offset", 0.0))
+        s.enhance = bool(getattr(scene_settings, "enhance", False))
     if p is not None:
+        s.blend, s.silence, s.align = p.blend, p.silence, p.align
+        s.enhance_weights = p.enhance_weights
+        s.enhance_fidelity = float(p.enhance_fidelity)
         s.checkpoint = p.checkpoint
         s.detector = p.detector
         s.detector_weights = p.detector_weights
@@ -141,6 +205,7 @@ def settings_from(context: Optional[Context], op: Any = None) -> Settings:
         s.checkpoint = s.checkpoint or str(recorded.get(protocol.CONFIG_CHECKPOINT, "") or "")
     s.checkpoint = _abs(s.checkpoint)
     s.detector_weights = _abs(s.detector_weights)
+    s.enhance_weights = _abs(s.enhance_weights)
     s.engine_python = _abs(s.engine_python) if os.sep in s.engine_python or "//" in s.engine_python else s.engine_python
     return s
 

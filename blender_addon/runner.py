@@ -52,6 +52,7 @@ class Progress:
     detector: Optional[str] = None
     engine_version: Optional[str] = None
     notes: List[str] = field(default_factory=list)  # the engine's `note` events, in order
+    warm: Optional[bool] = None  # serve's done: the model was already loaded
 
     @property
     def text(self) -> str:
@@ -130,11 +131,8 @@ class JobRunner:
         if workdir:
             self.workdir = Path(workdir)
             self.workdir.mkdir(parents=True, exist_ok=True)
-        elif self.dest is not None:
-            self.dest.parent.mkdir(parents=True, exist_ok=True)
-            self.workdir = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=str(self.dest.parent)))
         else:
-            self.workdir = Path(tempfile.mkdtemp(prefix="wav2lip_job_"))
+            self.workdir = make_workdir(self.dest)
         self.work_out = self.workdir / ("result" + suffix)
         self.argv: List[str] = [str(a) for a in argv]
         self.env = env
@@ -156,34 +154,11 @@ class JobRunner:
     def start(self) -> "JobRunner":
         if not self.argv:
             raise ValueError("JobRunner.start: empty command line")
-        env = dict(os.environ if self.env is None else self.env)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        # The engine's stdout/stderr are read as UTF-8 whatever the system's code page (Windows).
-        env["PYTHONUTF8"] = "1"
-        env["PYTHONIOENCODING"] = "utf-8"
-        env.pop("PYTHONHOME", None)  # Blender's own Python home must not leak into the engine
-        kwargs: dict = {}
-        if os.name == "posix":
-            kwargs["start_new_session"] = True  # its own process group: cancel reaches children
-        else:  # pragma: no cover - Windows
-            kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0) | getattr(
-                subprocess, "CREATE_NO_WINDOW", 0
-            )
         self.started_at = time.monotonic()
         try:
             self._proc = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
-                cwd=self.cwd,
-                text=True,
-                encoding="utf-8",
-                errors="replace",
-                bufsize=1,
-                **kwargs,
-            )
+                self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                cwd=self.cwd, **engine_popen_kwargs(self.env))
         except OSError as exc:
             self._finish(FAILED, f"cannot start the lip-sync engine '{self.argv[0]}': {exc.strerror or exc}")
             return self
@@ -202,30 +177,15 @@ class JobRunner:
             obj = P.parse_event(line)
             if obj is None:
                 continue
-            kind = obj[P.KEY_EVENT]
             refuse = False
             with self._lock:
-                p = self._progress
-                if kind == P.EVENT_HELLO:
-                    p.engine_version = str(obj.get(P.KEY_VERSION) or "") or None
+                if obj[P.KEY_EVENT] == P.EVENT_HELLO:
+                    self._progress.engine_version = str(obj.get(P.KEY_VERSION) or "") or None
                     if obj.get(P.KEY_PROTOCOL) != P.PROTOCOL_VERSION:
                         self._refusal = P.mismatch_message(obj.get(P.KEY_PROTOCOL))
                         refuse = True
-                elif kind == P.EVENT_NOTE:
-                    message = str(obj.get(P.KEY_MESSAGE) or "").strip()
-                    if message:
-                        p.notes.append(message)
-                elif kind == P.EVENT_DONE:
-                    p.out = str(obj.get(P.KEY_OUT) or "") or None
-                    p.frames = _as_int(obj.get(P.KEY_FRAMES))
-                    p.seconds = _as_float(obj.get(P.KEY_SECONDS))
-                    p.detector = str(obj.get(P.KEY_DETECTOR) or "") or None
-                elif kind == P.EVENT_PROGRESS and isinstance(obj.get(P.KEY_STAGE), str):
-                    stage = obj[P.KEY_STAGE]
-                    p.stage = stage
-                    p.done = _as_int(obj.get(P.KEY_DONE)) or 0
-                    p.total = _as_int(obj.get(P.KEY_TOTAL)) or 0
-                    p.fraction = max(p.fraction, _overall_fraction(stage, p.done, p.total))
+                else:
+                    apply_event(self._progress, obj)
             if refuse:  # an engine of another version: stop it before it writes anything
                 _signal_group(self._proc, signal.SIGTERM)
 
@@ -260,24 +220,11 @@ class JobRunner:
         if rc != 0:
             self._finish(FAILED, protocol_refusal(stderr, rc) or error_from_stderr(stderr, rc, error_line))
             return
-        produced = Path(reported_out) if reported_out else self.work_out
-        if not produced.is_file():
-            self._finish(FAILED, f"the lip-sync engine finished but wrote no file ({produced})")
-            return
-        if self.dest is not None:
-            try:
-                move_into_place(produced, self.dest)
-            except FileExistsError:
-                self._finish(FAILED, f"cannot save the result as {self.dest}: a file or folder of that name "
-                                     "appeared meanwhile; nothing was overwritten, run Sync Lips again")
-                return
-            except OSError as exc:
-                self._finish(FAILED, f"cannot save the result as {self.dest}: {exc.strerror or exc}")
-                return
-            produced = self.dest
-        with self._lock:
-            self._progress.out = str(produced)
-        self._finish(DONE, "")
+        status, message, produced = deliver(Path(reported_out) if reported_out else self.work_out, self.dest)
+        if status == DONE:
+            with self._lock:
+                self._progress.out = str(produced)
+        self._finish(status, message)
 
     def _finish(self, status: str, message: str) -> None:
         with self._lock:
@@ -341,6 +288,72 @@ class JobRunner:
     @property
     def pid(self) -> Optional[int]:
         return self._proc.pid if self._proc else None
+
+
+def make_workdir(dest: Optional[Path]) -> Path:
+    """A new hidden work folder beside `dest` (same file system: the final rename never copies),
+    or a temp folder without one."""
+    if dest is not None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=str(dest.parent)))
+    return Path(tempfile.mkdtemp(prefix="wav2lip_job_"))
+
+
+def apply_event(p: Progress, obj: dict) -> None:
+    """Fold one engine event (note, progress, done) into `p` (the caller holds its lock)."""
+    P = protocol
+    kind = obj[P.KEY_EVENT]
+    if kind == P.EVENT_NOTE:
+        message = str(obj.get(P.KEY_MESSAGE) or "").strip()
+        if message:
+            p.notes.append(message)
+    elif kind == P.EVENT_DONE:
+        p.out = str(obj.get(P.KEY_OUT) or "") or None
+        p.frames = _as_int(obj.get(P.KEY_FRAMES))
+        p.seconds = _as_float(obj.get(P.KEY_SECONDS))
+        p.detector = str(obj.get(P.KEY_DETECTOR) or "") or None
+        warm = obj.get(P.KEY_WARM)
+        p.warm = warm if isinstance(warm, bool) else None
+    elif kind == P.EVENT_PROGRESS and isinstance(obj.get(P.KEY_STAGE), str):
+        stage = obj[P.KEY_STAGE]
+        p.stage = stage
+        p.done = _as_int(obj.get(P.KEY_DONE)) or 0
+        p.total = _as_int(obj.get(P.KEY_TOTAL)) or 0
+        p.fraction = max(p.fraction, _overall_fraction(stage, p.done, p.total))
+
+
+def deliver(produced: Path, dest: Optional[Path]) -> "tuple[str, str, Path]":
+    """(status, message, final path) for an engine run that reported success: the file must be
+    there, and is renamed to `dest` (when given) without replacing anything."""
+    if not produced.is_file():
+        return FAILED, f"the lip-sync engine finished but wrote no file ({produced})", produced
+    if dest is None:
+        return DONE, "", produced
+    try:
+        move_into_place(produced, dest)
+    except FileExistsError:
+        return FAILED, (f"cannot save the result as {dest}: a file or folder of that name "
+                        "appeared meanwhile; nothing was overwritten, run Sync Lips again"), produced
+    except OSError as exc:
+        return FAILED, f"cannot save the result as {dest}: {exc.strerror or exc}", produced
+    return DONE, "", dest
+
+
+def engine_popen_kwargs(env: Optional[Dict[str, str]]) -> dict:
+    """Popen settings for an engine process: UTF-8 pipes whatever the system's code page, no
+    Blender Python home, its own process group (a signal reaches its children too)."""
+    env = dict(os.environ if env is None else env)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env["PYTHONUTF8"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"
+    env.pop("PYTHONHOME", None)
+    kwargs: dict = dict(env=env, text=True, encoding="utf-8", errors="replace", bufsize=1)
+    if os.name == "posix":
+        kwargs["start_new_session"] = True
+    else:  # pragma: no cover - Windows
+        kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0) | getattr(
+            subprocess, "CREATE_NO_WINDOW", 0)
+    return kwargs
 
 
 def move_into_place(src: Path, dest: Path) -> None:

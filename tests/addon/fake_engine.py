@@ -12,6 +12,11 @@ the core does with `--progress json`, and logs its arguments to $FAKE_ENGINE_LOG
   | old (an engine from before --protocol: argparse refuses the option, exit 2)
   | big_stderr (megabytes of stderr, the error line in the middle of them, exit 1)
   | note (a `note` event, as the real engine's detector choice)
+
+`fake_engine.py serve` is the warm engine (`wav2lip serve`): the hello line, then JSON requests on
+stdin (job/cancel/quit), every job run as above with its events tagged with the job's id; error
+becomes an error event, crash kills the whole engine, slow stops at a cancel request; other_protocol
+says hello in protocol N+1, refuse_protocol exits 3 before serving, old knows no `serve` (exit 2).
 """
 
 from __future__ import annotations
@@ -58,6 +63,12 @@ def parser(with_protocol: bool = True) -> argparse.ArgumentParser:
     ap.add_argument(P.OPT_AUDIO_START, type=float, default=0.0)
     ap.add_argument(P.OPT_AUDIBLE, type=float, nargs=2)
     ap.add_argument(P.OPT_DURATION, type=float)
+    ap.add_argument(P.OPT_BLEND, choices=P.names(P.BLENDS))
+    ap.add_argument(P.OPT_SILENCE, choices=P.names(P.SILENCES))
+    ap.add_argument(P.OPT_SYNC_OFFSET, type=float)
+    ap.add_argument(P.OPT_ENHANCE)
+    ap.add_argument(P.OPT_ENHANCE_FIDELITY, type=float)
+    ap.add_argument(P.OPT_ALIGN, choices=P.names(P.ALIGNS))
     ap.add_argument(P.OPT_PROGRESS, default="bar")
     if with_protocol:
         ap.add_argument(P.OPT_PROTOCOL, type=int)
@@ -66,6 +77,9 @@ def parser(with_protocol: bool = True) -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     mode = os.environ.get("FAKE_ENGINE_MODE", "ok")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [P.SERVE_COMMAND] and mode != "old":
+        return serve(mode)
     args = parser(with_protocol=mode != "old").parse_args(argv)
     if mode == "refuse_protocol" or (args.protocol is not None and args.protocol != P.PROTOCOL_VERSION):
         theirs = P.PROTOCOL_VERSION + 1 if mode == "refuse_protocol" else P.PROTOCOL_VERSION
@@ -118,9 +132,20 @@ def main(argv=None) -> int:
     import av
     import numpy as np
 
-    tmp = args.out + ".tmp.mp4"
+    write_clip(args.out, n, args.fps)
+    if json_mode:
+        emit(P.event(P.EVENT_DONE, **{P.KEY_OUT: args.out, P.KEY_FRAMES: n, P.KEY_SECONDS: 0.1,
+                                      P.KEY_DETECTOR: "haar"}))
+    return 0
+
+
+def write_clip(path: str, n: int, fps: float) -> None:
+    import av
+    import numpy as np
+
+    tmp = path + ".tmp.mp4"
     with av.open(tmp, "w") as out:
-        rate = Fraction(args.fps).limit_denominator(1001)
+        rate = Fraction(fps).limit_denominator(1001)
         st = out.add_stream("libx264", rate=rate)
         st.width, st.height, st.pix_fmt = 64, 64, "yuv420p"
         for i in range(n):
@@ -129,10 +154,100 @@ def main(argv=None) -> int:
                 out.mux(pkt)
         for pkt in st.encode():
             out.mux(pkt)
-    os.replace(tmp, args.out)
-    if json_mode:
-        emit(P.event(P.EVENT_DONE, **{P.KEY_OUT: args.out, P.KEY_FRAMES: n, P.KEY_SECONDS: 0.1,
-                                      P.KEY_DETECTOR: "haar"}))
+    os.replace(tmp, path)
+
+
+def serve(mode: str) -> int:
+    import threading
+    from collections import deque
+
+    if mode == "refuse_protocol":
+        print(f"error: this engine speaks protocol {P.PROTOCOL_VERSION + 1}: re-run install.py", file=sys.stderr)
+        return P.EXIT_PROTOCOL
+    lock = threading.Lock()
+    queue: deque = deque()
+    cancelled: set = set()
+    wake = threading.Event()
+    state = {"stop": False}
+
+    def read() -> None:
+        for line in sys.stdin:
+            req = json.loads(line)
+            with lock:
+                if req[P.KEY_OP] == P.OP_JOB:
+                    queue.append(req)
+                elif req[P.KEY_OP] == P.OP_CANCEL:
+                    cancelled.add(req[P.KEY_ID])
+                elif req[P.KEY_OP] == P.OP_QUIT:
+                    state["stop"] = True
+            wake.set()
+        state["stop"] = True
+        wake.set()
+
+    emit(P.event(P.EVENT_HELLO, **{P.KEY_PROTOCOL: P.PROTOCOL_VERSION + 1, P.KEY_VERSION: "9.9"})
+         if mode == "other_protocol" else P.hello(VERSION))
+    threading.Thread(target=read, daemon=True).start()
+    jobs_run = 0
+    while not state["stop"]:
+        wake.wait(0.1)
+        wake.clear()
+        with lock:
+            req = queue.popleft() if queue else None
+        if req is None:
+            continue
+        job = req[P.KEY_ID]
+
+        def tagged(kind, **fields):
+            emit(P.event(kind, **{P.KEY_JOB: job}, **fields))
+
+        def stop() -> bool:
+            with lock:
+                return job in cancelled or state["stop"]
+
+        args = parser().parse_args(req[P.KEY_ARGS])
+        log = os.environ.get("FAKE_ENGINE_LOG")
+        if log:
+            times = None
+            if args.source_times:
+                with open(args.source_times, encoding="utf-8") as f:
+                    times = json.load(f)
+            with open(log, "w") as f:
+                json.dump({"argv": req[P.KEY_ARGS], "source_times_list": times, **vars(args)}, f)
+        if mode == "error":
+            tagged(P.EVENT_ERROR, **{P.KEY_MESSAGE: "cannot read the checkpoint: it is not a Wav2Lip model"})
+            continue
+        if mode == "big_stderr":
+            junk = "x" * 1000
+            for _ in range(3000):
+                print(f"warning: {junk}", file=sys.stderr)
+            print("y" * 2_000_000, file=sys.stderr)
+            tagged(P.EVENT_ERROR, **{P.KEY_MESSAGE: "the clip's audio track is damaged at 3.2 s"})
+            continue
+        if mode == "crash":
+            tagged(P.EVENT_PROGRESS, **{P.KEY_STAGE: P.STAGE_AUDIO, P.KEY_DONE: 1, P.KEY_TOTAL: 10})
+            print("Segmentation fault (simulated)", file=sys.stderr, flush=True)
+            os._exit(1)
+        if mode == "slow":
+            for i in range(600):
+                if stop():
+                    break
+                tagged(P.EVENT_PROGRESS, **{P.KEY_STAGE: P.STAGE_SYNC, P.KEY_DONE: i, P.KEY_TOTAL: 600})
+                time.sleep(0.1)
+        if stop():
+            tagged(P.EVENT_CANCELLED)
+            continue
+        duration = args.duration if args.duration is not None else 1.0
+        n = max(1, math.ceil(duration * args.fps - 1e-9))
+        if mode == "note":
+            tagged(P.EVENT_NOTE, **{P.KEY_MESSAGE: DETECTOR_NOTE})
+        for stage in P.STAGES:
+            for i in range(0, n + 1, max(1, n // 3)):
+                tagged(P.EVENT_PROGRESS, **{P.KEY_STAGE: stage, P.KEY_DONE: min(i, n), P.KEY_TOTAL: n})
+        if mode != "silent":
+            write_clip(args.out, n, args.fps)
+        tagged(P.EVENT_DONE, **{P.KEY_OUT: args.out, P.KEY_FRAMES: n, P.KEY_SECONDS: 0.1,
+                                P.KEY_DETECTOR: "haar", P.KEY_WARM: jobs_run > 0})
+        jobs_run += 1
     return 0
 
 

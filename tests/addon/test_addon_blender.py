@@ -203,7 +203,7 @@ def test_sync_inserts_one_strip_with_scene_timing(fresh, media, fake_python, dum
     assert args["face"] == str(media / KATIE) and args["audio"] == str(media / SPEECH)
     # A 25 fps clip in a 24 fps scene (playback rate not adjusted): scene frame 13 + k shows clip
     # frame 12 + k, which is on screen from (12 + k) / 25 s.
-    assert args["fps"] == 24 and args["protocol"] == 2 and args["frames"] is None
+    assert args["fps"] == 24 and args["protocol"] == _protocol_version() and args["frames"] is None
     assert args["source_times_list"] == pytest.approx([(12 + k) / 25 for k in range(88)])
     assert args["audio_start"] == pytest.approx((13 - 20) / 24)
     assert args["duration"] == pytest.approx(88 / 24)
@@ -338,6 +338,7 @@ def _fake_modal_op(bpy, props):
         _remove_timer = cls._remove_timer
         _stop = cls._stop
         _finish = cls._finish
+        _finish_in_batch = cls._finish_in_batch
 
     op = Op()
     for k, v in props.items():
@@ -523,3 +524,9 @@ def test_panel_hint_says_what_auto_detector_will_run(bpy_addon, tmp_path, monkey
                        env=dict(os.environ, TORCH_HOME=str(tmp_path / "torch")))
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == preferences.torch_hub_checkpoints()
+
+
+def _protocol_version() -> int:
+    from blender_addon.wire import protocol
+
+    return protocol.PROTOCOL_VERSION

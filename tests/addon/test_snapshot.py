@@ -36,7 +36,7 @@ def test_aligned_strips():
     assert req.audio_start == 0.0 and req.duration == pytest.approx(125 / 24)
     assert req.audible is None  # the sound just ends: silence after it, as in Blender
     a = _args(req, detector="blazeface", detector_weights="/w/bf.pth", source_times_path="/t/times.json")
-    assert a["--fps"] == "24" and a["--source-times"] == "/t/times.json" and a["--protocol"] == "2"
+    assert a["--fps"] == "24" and a["--source-times"] == "/t/times.json" and a["--protocol"] == str(snap.protocol.PROTOCOL_VERSION)
     assert "--start-frame" not in a  # the times say which frames
     # A 25 fps clip in a 24 fps scene, playback rate not adjusted: one clip frame per scene frame.
     assert req.source_times == pytest.approx([k / 25 for k in range(125)])

@@ -1,0 +1,115 @@
+"""Put a finished clip on the timeline, where its source strip is (or was), replacing the
+source's preview strip; a preview goes on as a preview strip (tagged, so the next one finds it)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import bpy
+
+from . import capture, compat
+from .compat import StripLike
+from .jobs import PREVIEW_TAG, SUFFIX, PREVIEW_SUFFIX, Job, strip_state
+from .snapshot import SnapshotError, first_free_channel
+
+
+def remove_previews(ed: Any, source_name: str) -> int:
+    """Remove the preview strips of `source_name` (their files stay: an undo brings them back)."""
+    gone = [s for s in compat.all_strips(ed) if s.get(PREVIEW_TAG) == source_name]
+    removed = 0
+    for s in gone:
+        try:
+            compat.remove_strip(ed, s)
+            removed += 1
+        except (RuntimeError, ReferenceError):  # moved into a meta strip by the user: left alone
+            pass
+    return removed
+
+
+def _placement(job: Job, source: Optional[StripLike]) -> "tuple[int, int, str]":
+    """(first frame, channel below, warning) for the result. The source strip may have been moved,
+    changed or deleted while the engine ran: moved as a whole, the result follows it; otherwise it
+    goes where the source was, and the warning says the clip matches the strip as it was."""
+    req = job.request
+    if source is None:
+        return req.insert_frame, req.source_channel, (
+            f"the source strip '{req.source_name}' was deleted while syncing; the synced clip was placed "
+            f"where it was (frame {req.insert_frame}, channel {req.source_channel + 1} or above)")
+    now = strip_state(source)
+    if not job.source_state or now == job.source_state:
+        return req.insert_frame, int(source.channel), ""
+    path0, start0, first0, end0, anim0 = job.source_state
+    path1, start1, first1, end1, anim1 = now
+    shift = first1 - first0
+    if path1 == path0 and anim1 == anim0 and end1 - first1 == end0 - first0 and abs((start1 - start0) - shift) < 1e-6:
+        return req.insert_frame + shift, int(source.channel), ""
+    return req.insert_frame, int(source.channel), (
+        f"'{req.source_name}' was changed while syncing; the synced clip matches it as it was "
+        f"(frames {req.insert_frame}-{req.insert_frame + req.used_frames - 1}): sync again for the new version")
+
+
+def insert_result(job: Job) -> StripLike:
+    """Put the finished clip on the timeline; returns the new strip."""
+    req = job.request
+    scene = bpy.data.scenes.get(job.scene_name)
+    if scene is None:
+        raise SnapshotError(f"the scene '{job.scene_name}' is gone; the synced clip is at {job.dest}")
+    ed = compat.editor(scene, create=True)
+    if ed is None:
+        raise SnapshotError(f"the scene '{job.scene_name}' has no sequencer")
+    source = compat.find_strip(ed, req.source_name)
+    remove_previews(ed, req.source_name)  # the next preview, or the full sync, replaces a preview
+    start, above, changed = _placement(job, source)
+    if changed:
+        job.finish_warnings.append(changed)
+    n = req.used_frames
+    channel = first_free_channel(above, start, start + n, capture.occupied(scene))
+    wanted = req.source_name + (PREVIEW_SUFFIX if job.preview else SUFFIX)
+    strip = compat.new_movie(ed, wanted, job.dest, channel, start)
+    strip.name = _unique_strip_name(ed, wanted, strip)
+    if job.preview:
+        strip[PREVIEW_TAG] = req.source_name
+    if bpy.data.filepath:
+        try:
+            strip.filepath = bpy.path.relpath(job.dest)
+        except ValueError:  # another drive (Windows): keep it absolute
+            pass
+    if strip.frame_final_duration > n:
+        strip.frame_final_duration = n
+    elif strip.frame_final_duration < n:
+        job.finish_warnings.append(
+            f"the synced clip has {strip.frame_final_duration} frames, {n} were expected"
+        )
+    if source is not None:
+        _copy_look(source, strip)
+    for s in compat.current_strips(ed):
+        s.select = False
+    strip.select = True
+    compat.set_active_strip(ed, strip)
+    if job.mute_source and source is not None:
+        source.mute = True
+    return strip
+
+
+def _unique_strip_name(ed: Any, wanted: str, own: StripLike) -> str:
+    """`Face.lipsync`, else `Face.lipsync.001`, ... (Blender's own renaming drops the suffix)."""
+    taken = {s.name for s in compat.all_strips(ed) if s != own}
+    name, i = wanted, 1
+    while name in taken:
+        name = f"{wanted}.{i:03d}"
+        i += 1
+    return name
+
+
+def _copy_look(src: StripLike, dst: StripLike) -> None:
+    """Same placement as the source, so the synced clip covers it exactly."""
+    try:
+        for attr in ("offset_x", "offset_y", "scale_x", "scale_y", "rotation"):
+            setattr(dst.transform, attr, getattr(src.transform, attr))
+        dst.transform.origin = tuple(src.transform.origin)
+        for attr in ("min_x", "max_x", "min_y", "max_y"):
+            setattr(dst.crop, attr, getattr(src.crop, attr))
+        dst.use_flip_x = src.use_flip_x
+        dst.use_flip_y = src.use_flip_y
+    except (AttributeError, TypeError):
+        pass

@@ -1,0 +1,255 @@
+"""From the selection to jobs queued on the session's warm engine (engine.py): one job per
+selected movie/image strip with its own sound strip, or one short preview job. Holds the running
+batch; the operator (operators.py) inserts its results as they finish."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, List, Optional, Set, Tuple
+
+import bpy
+from bpy.types import Context
+
+from . import capture, compat, engine, preferences
+from .compat import StripLike
+from .engine import EngineJob, JobQueue
+from .engine_python import EngineNotFound, engine_env, find_engine_python
+from .preview import plan_preview
+from .runner import DONE
+from .snapshot import SnapshotError, SyncRequest, plan
+
+SUFFIX = ".lipsync"
+PREVIEW_SUFFIX = ".preview"
+PREVIEW_TAG = "wav2lip_preview_of"  # custom property on a preview strip: the source strip's name
+
+
+@dataclass
+class Job:
+    runner: EngineJob
+    request: SyncRequest
+    scene_name: str
+    dest: str
+    mute_source: bool
+    preview: bool = False
+    of_many: bool = False  # one of several strips: reports name it
+    warnings: List[str] = field(default_factory=list)
+    cancel_requested: bool = False
+    started: float = field(default_factory=time.monotonic)
+    source_state: tuple = ()  # the source strip as it was synced (see strip_state)
+    finish_warnings: List[str] = field(default_factory=list)  # found while inserting the result
+
+
+@dataclass
+class Batch:
+    jobs: List[Job]
+    queue: JobQueue
+    preview: bool = False
+    handled: Set[int] = field(default_factory=set)  # indexes of jobs whose end was reported
+
+    def next_unhandled(self) -> Optional[Job]:
+        return next((j for i, j in enumerate(self.jobs) if i not in self.handled), None)
+
+    def fraction(self) -> float:
+        return self.queue.fraction()
+
+
+_batch: Optional[Batch] = None
+_unsaved_warned = False  # the unsaved-file warning is given once per session
+
+
+def active_batch() -> Optional[Batch]:
+    return _batch
+
+
+def active_job() -> Optional[Job]:
+    """The job the panel follows: the first of the running batch whose end is not reported yet."""
+    return _batch.next_unhandled() if _batch is not None else None
+
+
+def mark_handled(job: Job) -> bool:
+    """Note that `job`'s end was reported; True when it was the batch's last (the batch ends)."""
+    global _batch
+    batch = _batch
+    if batch is None or job not in batch.jobs:
+        return True
+    batch.handled.add(batch.jobs.index(job))
+    if len(batch.handled) == len(batch.jobs):
+        _batch = None
+        return True
+    return False
+
+
+def cancel_active() -> None:
+    """Stop the current job and drop the queue; a result that finished but was not inserted yet
+    is removed too (Cancel inserts nothing more)."""
+    global _batch
+    batch, _batch = _batch, None
+    if batch is None:
+        return
+    for job in batch.jobs:
+        job.cancel_requested = True
+    batch.queue.cancel()
+    for i, job in enumerate(batch.jobs):
+        if i not in batch.handled and job.runner.poll().status == DONE:
+            try:
+                os.remove(job.dest)
+            except OSError:
+                pass
+
+
+def unique_output(folder: str, stem: str, ext: str = ".mp4", suffix: str = SUFFIX) -> str:
+    name = bpy.path.clean_name(stem, replace="_") or "clip"
+    path = os.path.join(folder, name + suffix + ext)
+    i = 1
+    while os.path.exists(path):
+        path = os.path.join(folder, f"{name}{suffix}_{i:03d}{ext}")
+        i += 1
+    return path
+
+
+def strip_state(strip: Optional[StripLike]) -> tuple:
+    """What of the source strip the synced clip depends on: its file, content start and trims."""
+    if strip is None:
+        return ()
+    return (capture.strip_filepath(strip), float(strip.frame_start), int(strip.frame_final_start),
+            int(strip.frame_final_end), int(getattr(strip, "animation_offset_start", 0) or 0))
+
+
+def _pairs(context: Context, scene: Any, op: Any, preview: bool) -> List[Tuple[StripLike, StripLike]]:
+    """The (video, sound) strips to sync, checked; explicit names (scripts) give one pair."""
+    if op.video_strip or op.audio_strip:
+        video, sound = capture.choose_strips(context, scene, op.video_strip, op.audio_strip)
+        if op.video_strip and video is None:
+            raise SnapshotError(f"no strip named '{op.video_strip}'")
+        if op.audio_strip and sound is None:
+            raise SnapshotError(f"no strip named '{op.audio_strip}'")
+        pairs = [(video, sound)] if video is not None else []
+    else:
+        pairs = capture.choose_pairs(context, scene)
+        if preview and len(pairs) > 1:  # a preview is of one strip: the active one, else the first
+            active = compat.active_strip(compat.editor(scene))
+            pairs = [next((p for p in pairs if p[0] == active), pairs[0])]
+    if not pairs:
+        raise SnapshotError("nothing to sync: select the movie or image strip with the face")
+    for video, sound in pairs:
+        if video.type not in capture.VIDEO_TYPES:
+            raise SnapshotError(f"'{video.name}' is not a movie or image strip")
+        if sound is None:
+            raise SnapshotError(
+                f"no sound strip for '{video.name}': select the dialogue's sound strip or place one under the clip")
+        if sound.type != compat.SOUND:
+            raise SnapshotError(f"'{sound.name}' is not a sound strip")
+    return pairs  # type: ignore[return-value]
+
+
+def _check_settings(s: preferences.Settings, enhance: bool) -> None:
+    if not s.checkpoint:
+        raise SnapshotError("no Wav2Lip checkpoint: set it in the add-on preferences (Lip Sync)")
+    if not os.path.isfile(s.checkpoint):
+        raise SnapshotError(f"checkpoint not found: {s.checkpoint} (set the right file in the add-on preferences)")
+    if s.detector == "box" and s.box is None:
+        raise SnapshotError("the Fixed box detector needs a face box (top, bottom, left, right)")
+    if s.detector != "box" and s.detector_weights and not os.path.isfile(s.detector_weights):
+        raise SnapshotError(f"face detector weights not found: {s.detector_weights}")
+    if enhance and not s.enhance_weights:
+        raise SnapshotError("Enhance face needs a restorer weights file: set 'Restorer Weights' in the add-on "
+                            "preferences (GFPGAN, RestoreFormer or CodeFormer), or turn Enhance off")
+    if enhance and not os.path.isfile(s.enhance_weights):
+        raise SnapshotError(f"restorer weights not found: {s.enhance_weights}")
+
+
+def prepare_batch(context: Context, op: Any, preview: bool = False) -> Batch:
+    """Everything up to jobs queued on the warm engine; raises SnapshotError with a user message."""
+    global _batch, _unsaved_warned
+    if _batch is not None:
+        raise SnapshotError("a lip-sync job is already running; wait for it or cancel it")
+    scene = compat.sequencer_scene(context)
+    if scene is None or compat.editor(scene) is None:
+        raise SnapshotError("this scene has no sequencer strips")
+    pairs = _pairs(context, scene, op, preview)
+    settings = getattr(scene, "wav2lip", None)
+    s = preferences.settings_from(context, op, settings)
+    _check_settings(s, s.enhance)
+
+    fps, rounds = compat.scene_fps(scene), compat.frame_index_rounds()
+    requests: List[Tuple[StripLike, SyncRequest]] = []
+    for video, sound in pairs:
+        v, a = capture.strip_info(scene, video), capture.strip_info(scene, sound)
+        if preview:
+            use = (scene.frame_preview_start, scene.frame_preview_end) if scene.use_preview_range else None
+            req = plan_preview(v, a, fps, int(scene.frame_current), use, rounds=rounds)
+        else:
+            req = plan(v, a, fps, rounds=rounds)
+        if not os.path.isfile(req.face_path):
+            raise SnapshotError(f"the clip's file is missing: {req.face_path}")
+        if not os.path.isfile(req.audio_path):
+            raise SnapshotError(f"the sound's file is missing: {req.audio_path}")
+        requests.append((video, req))
+
+    try:
+        python = find_engine_python(s.engine_python)
+    except EngineNotFound as exc:
+        raise SnapshotError(str(exc)) from exc
+    if not python:
+        raise SnapshotError(
+            "no Python with wav2lip_core found: run install.py, or set 'Engine Python' in the add-on preferences")
+    folder, warning = preferences.output_folder(s)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise SnapshotError(f"cannot create the output folder {folder}: {exc}") from exc
+
+    mute = op.mute_source
+    if not op.properties.is_property_set("mute_source"):
+        mute = bool(settings.mute_source) if settings is not None else False
+    warnings = []
+    if warning and not _unsaved_warned:
+        warnings.append(warning)
+        _unsaved_warned = True
+    quality = preferences.quality_args(s)
+    jobs: List[Job] = []
+    try:
+        for video, req in requests:
+            dest = unique_output(folder, req.source_name, suffix=PREVIEW_SUFFIX if preview else SUFFIX)
+            try:  # the work folder is a hidden folder inside the output folder (see runner.JobRunner)
+                runner = EngineJob(dest=dest, label=req.source_name)
+            except OSError as exc:
+                raise SnapshotError(f"cannot write into the output folder {folder}: {exc.strerror or exc}") from exc
+            open(dest, "ab").close()  # claim the name, so the next job of this batch gets another
+            job = Job(runner=runner, request=req, scene_name=scene.name, dest=dest, mute_source=mute and not preview,
+                      preview=preview, of_many=len(requests) > 1, warnings=warnings if not jobs else [], source_state=strip_state(video))
+            jobs.append(job)
+            times_path = None
+            if req.source_times is not None:
+                times_path = str(runner.workdir / "source_times.json")
+                with open(times_path, "w", encoding="utf-8") as f:
+                    f.write(req.source_times_json())
+            runner.args = req.engine_args(
+                checkpoint=s.checkpoint, out=str(runner.work_out), source_times_path=times_path,
+                detector="" if s.detector == "box" else s.detector, detector_weights=s.detector_weights,
+                box=s.box if s.detector == "box" else None, device=s.device, precision=s.precision,
+                extra=tuple(quality))
+    except BaseException:
+        for job in jobs:
+            job.runner.cleanup()
+        raise
+    finally:
+        for job in jobs:  # the placeholders go: the result is moved in only when it exists
+            try:
+                os.remove(job.dest)
+            except OSError:
+                pass
+
+    env = engine_env()
+    queue = JobQueue([j.runner for j in jobs], lambda: engine.session_engine(python, env))
+    batch = Batch(jobs=jobs, queue=queue, preview=preview)
+    _batch = batch
+    queue.start()
+    return batch
+
+
+def prepare(context: Context, op: Any) -> Job:
+    """prepare_batch for the operator's own preview switch; the first job (the one the panel follows)."""
+    return prepare_batch(context, op, bool(getattr(op, "preview", False))).jobs[0]

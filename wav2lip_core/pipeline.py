@@ -125,6 +125,10 @@ def _check_inputs(req: LipSyncRequest) -> None:
     if req.audible is not None and not (len(req.audible) == 2 and all(math.isfinite(t) for t in req.audible)
                                         and req.audible[0] < req.audible[1]):
         raise Wav2LipError(f"--audible needs two output times FROM < TO in seconds, got {req.audible}")
+    if req.silence not in protocol.names(protocol.SILENCES):
+        raise Wav2LipError(f"unknown --silence {req.silence!r}: use one of {', '.join(protocol.names(protocol.SILENCES))}")
+    if not math.isfinite(req.sync_offset):
+        raise Wav2LipError(f"--sync-offset must be a finite number of frames, got {req.sync_offset}")
     if req.source_times is not None:
         if not req.source_times or not all(math.isfinite(t) for t in req.source_times):
             raise Wav2LipError("--source-times needs a non-empty list of finite clip times in seconds")
@@ -199,6 +203,8 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
     info = probe_video(request.face, image_fps=request.fps or 25.0)
     wav = audio_mod.load_audio(request.audio)
     plan = make_plan(request, info, wav)
+    for line in plan.notes:
+        tell(line)
     progress(protocol.STAGE_AUDIO, 1, 1)
     t = watch.add("audio", t)
 
@@ -255,13 +261,13 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
         progress(protocol.STAGE_SYNC, 0, n_out)
         for group, faced, preds in stages:
             blend_group(faced, preds, request.blend, watch)
-            for k, frame, _, _ in group:
+            for item in group:
                 te = time.perf_counter()
-                writer.write(frame, plan.times[k])
+                writer.write(item.frame, plan.times[item.k])
                 watch.add("encode", te)
                 check_cancel()
-                if (k + 1) % batch == 0 or k + 1 == n_out:
-                    progress(protocol.STAGE_SYNC, k + 1, n_out)
+                if (item.k + 1) % batch == 0 or item.k + 1 == n_out:
+                    progress(protocol.STAGE_SYNC, item.k + 1, n_out)
         poll()
         te = time.perf_counter()
     watch.add("encode", te)

@@ -1,19 +1,21 @@
 """What the output shows, decided before any frame is decoded: per output frame, the source
 frame, its presentation time and its 16-column mel window (the original Wav2Lip's rule for a
 fixed rate; a variable-frame-rate clip keeps its own frame times; --source-times follows an
-editor's clip-by-time rule), and the audio segment heard.
+editor's clip-by-time rule), shifted by --sync-offset, how much of the model's mouth it shows
+(--silence hold: silence.py), and the audio segment heard.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import audio as audio_mod
+from . import protocol, silence
 from .errors import Wav2LipError
 from .probe import VideoInfo
 
@@ -34,6 +36,25 @@ class Plan:
     times: list[float]  # per output frame: presentation time in seconds
     mel_starts: list[int]  # per output frame: start column of its 16-column mel window
     mel: np.ndarray
+    # Per output frame, where a fractional --sync-offset puts the window between columns
+    # mel_starts[k] and mel_starts[k] + 1 (None: every window starts on a column).
+    mel_fracs: list[float] | None = None
+    # Per output frame: 1 lip-synced, 0 the source mouth kept (no model forward), between: a
+    # fade. None: every frame synced (--silence sync).
+    weights: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)  # lines worth telling the user
+
+    def window(self, k: int) -> np.ndarray:
+        """Output frame k's (80, 16) mel window; a fractional start interpolates between columns."""
+        s = self.mel_starts[k]
+        a = self.mel_fracs[k] if self.mel_fracs is not None else 0.0
+        if a == 0.0:
+            return self.mel[:, s: s + audio_mod.MEL_STEP]
+        w = self.mel[:, s: s + audio_mod.MEL_STEP + 1]
+        return ((1.0 - a) * w[:, :-1] + a * w[:, 1:]).astype(np.float32)
+
+    def weight(self, k: int) -> float:
+        return 1.0 if self.weights is None else float(self.weights[k])
 
 
 
@@ -98,16 +119,14 @@ def make_plan(req: LipSyncRequest, info: VideoInfo, wav: np.ndarray) -> Plan:
     if req.source_times is not None and not info.is_image:
         n_out = max(1, math.ceil(duration * fps - 1e-6))
         times = [k / fps for k in range(n_out)]
-        chunk_starts = audio_mod.mel_chunk_starts(mel.shape[1], fps)
-        mel_starts = [chunk_starts[min(k, len(chunk_starts) - 1)] for k in range(n_out)]
+        mel_starts, mel_fracs = _shifted_chunks(audio_mod.mel_chunk_starts(mel.shape[1], fps), n_out, req.sync_offset)
         last = len(req.source_times) - 1
         sources = [frame_at(info, req.source_times[min(k, last)]) for k in range(n_out)]
         start, used = min(sources), max(sources) - min(sources) + 1
     elif not follow_source_times:
         n_out = max(1, math.ceil(duration * fps - 1e-6))
         times = [k / fps for k in range(n_out)]
-        chunk_starts = audio_mod.mel_chunk_starts(mel.shape[1], fps)
-        mel_starts = [chunk_starts[min(k, len(chunk_starts) - 1)] for k in range(n_out)]
+        mel_starts, mel_fracs = _shifted_chunks(audio_mod.mel_chunk_starts(mel.shape[1], fps), n_out, req.sync_offset)
         sources = [start + _ping_pong(k, used) for k in range(n_out)]
     else:
         ft = info.frame_times
@@ -119,6 +138,46 @@ def make_plan(req: LipSyncRequest, info: VideoInfo, wav: np.ndarray) -> Plan:
             times.append(t)
             t += durations[off]
             k += 1
-        mel_starts = [audio_mod.mel_window_start(t, mel.shape[1]) for t in times]
-    return Plan(info=info, start=start, used=used, fps=fps, duration=duration, sources=sources,
-                times=times, mel_starts=mel_starts, mel=mel)
+        mel_starts, mel_fracs = _shifted_times(times, mel.shape[1], req.sync_offset * audio_mod.MEL_FPS / fps)
+    plan = Plan(info=info, start=start, used=used, fps=fps, duration=duration, sources=sources,
+                times=times, mel_starts=mel_starts, mel=mel, mel_fracs=mel_fracs)
+    if req.silence == protocol.SILENCE_HOLD:
+        found = silence.frame_weights(seg, mel_starts, mel_fracs, fps)
+        plan.weights = found.weights
+        if not found.has_speech:
+            plan.notes.append("the audio is silent throughout: every frame keeps the source mouth "
+                              f"({protocol.OPT_SILENCE} {protocol.SILENCE_SYNC} lip-syncs silence too)")
+    return plan
+
+
+def _split(positions: list[float]) -> tuple[list[int], list[float] | None]:
+    """Column positions -> (start columns, fractions into the next column; None when all whole)."""
+    starts = [int(math.floor(p)) for p in positions]
+    fracs = [p - s for p, s in zip(positions, starts)]
+    return starts, (fracs if any(fracs) else None)
+
+
+def _shifted_chunks(chunk_starts: list[int], n_out: int, offset: float) -> tuple[list[int], list[float] | None]:
+    """Window starts for a fixed rate: frame k takes the original's window of frame k - offset,
+    between the two neighbouring windows for a fractional offset, clamped to the first and last
+    window (as the original clamps the last)."""
+    last = len(chunk_starts) - 1
+    if offset == 0:
+        return [chunk_starts[min(k, last)] for k in range(n_out)], None
+    positions = []
+    for k in range(n_out):
+        p = min(max(k - offset, 0.0), float(last))
+        i = int(math.floor(p))
+        a = p - i
+        positions.append(chunk_starts[i] if a == 0 else (1 - a) * chunk_starts[i] + a * chunk_starts[i + 1])
+    return _split(positions)
+
+
+def _shifted_times(times: list[float], n_mel: int, shift_columns: float) -> tuple[list[int], list[float] | None]:
+    """Window starts for frames shown at `times` (a variable-rate clip), moved `shift_columns`
+    later in the audio for a negative offset, earlier for a positive one, clamped to the audio."""
+    starts = [audio_mod.mel_window_start(t, n_mel) for t in times]
+    if shift_columns == 0:
+        return starts, None
+    hi = float(n_mel - audio_mod.MEL_STEP)
+    return _split([min(max(s - shift_columns, 0.0), hi) for s in starts])

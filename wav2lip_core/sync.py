@@ -6,6 +6,10 @@ in pipeline.run) stay in the caller's thread, so callbacks (progress, note, canc
 there. At most SYNC_IN_FLIGHT batches are between the decoder and the encoder, whatever the clip's
 length. Frames are Pictures (picture.py: the decoder's YUV planes, only the face box converted)
 or BGR arrays; they are touched only through blend.crop_face/paste and the writer.
+
+With --silence hold (plan.weights) a frame of weight 0 keeps its source face and never reaches
+the model (a batch of such frames skips the model stage); a weight between 0 and 1 fades the
+generated face in over the source's.
 """
 
 from __future__ import annotations
@@ -13,16 +17,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 
-from . import audio as audio_mod
 from .blend import crop_face, model_inputs, paste, prediction_to_uint8
 from .decode import read_frames
 from .errors import Cancelled, Wav2LipError
 from .faces import FaceTrack
 from .overlap import Overlap
+from .picture import Picture
 
 if TYPE_CHECKING:
     from .pipeline import Plan
@@ -59,10 +65,26 @@ class Stopwatch:
         return now
 
 
+@dataclass
+class FrameItem:
+    """One output frame on its way through the sync pass."""
+
+    k: int  # output index
+    frame: object  # Picture or BGR array; changed in place by blend_group
+    box: tuple[int, int, int, int] | None  # face box (y1, y2, x1, x2); None: no face, passed through
+    mel: np.ndarray  # its (80, 16) mel window
+    weight: float = 1.0  # 1: the model's mouth; 0: the source's (no forward); between: a fade
+
+    @property
+    def synced(self) -> bool:
+        """Whether the model runs for this frame."""
+        return self.box is not None and self.weight > 0
+
+
 def _batches(plan: Plan, track: FaceTrack, batch: "int | BatchLimit", cancel: CancelFn,
-             pictures: bool = False) -> Iterator[list]:
-    """Groups of (output index, frame, box or None, mel window) in output order; each group is
-    as large as the batch limit when it is built (it shrinks after a GPU out-of-memory)."""
+             pictures: bool = False) -> Iterator[list[FrameItem]]:
+    """Groups of FrameItems in output order; each group is as large as the batch limit when it
+    is built (it shrinks after a GPU out-of-memory)."""
     group = []
     frames = read_frames(plan.info, plan.sources, pictures=pictures)
     for k, (src, frame) in enumerate(frames):
@@ -70,8 +92,7 @@ def _batches(plan: Plan, track: FaceTrack, batch: "int | BatchLimit", cancel: Ca
             raise Cancelled("cancelled")
         rel = src - plan.start
         box = tuple(int(v) for v in track.boxes[rel]) if track.has_face[rel] else None
-        s = plan.mel_starts[k]
-        group.append((k, frame, box, plan.mel[:, s: s + audio_mod.MEL_STEP]))
+        group.append(FrameItem(k, frame, box, plan.window(k), plan.weight(k)))
         if len(group) >= (batch.size if isinstance(batch, BatchLimit) else batch):
             yield group
             group = []
@@ -104,7 +125,7 @@ def sync_stages(plan: Plan, track: FaceTrack, runner, limit: BatchLimit, watch: 
         t = time.perf_counter()
         for group in _batches(plan, track, limit, stopping, pictures):
             t = watch.add("decode", t)
-            faced = [g for g in group if g[2] is not None]
+            faced = [g for g in group if g.synced]
             inputs = _inputs(faced) if faced else None
             watch.add("crop", t)
             yield group, faced, inputs
@@ -132,8 +153,27 @@ def blend_group(faced: list, preds, blend: str, watch: Stopwatch) -> None:
         return
     t = time.perf_counter()
     for g, p in zip(faced, preds):
-        paste(g[1], prediction_to_uint8(p), g[2], blend)
+        if g.weight >= 1.0:
+            paste(g.frame, prediction_to_uint8(p), g.box, blend)
+        else:
+            _faded_paste(g.frame, prediction_to_uint8(p), g.box, blend, g.weight)
     watch.add("blend", t)
+
+
+def _faded_paste(frame, pred_u8: np.ndarray, box: tuple[int, int, int, int], blend: str, weight: float) -> None:
+    """paste() shown at `weight` over the source: the box pasted as usual, then mixed with what
+    was there, so the fade also goes through the blend's own mask."""
+    y1, y2, x1, x2 = box
+
+    def faded(region: np.ndarray) -> np.ndarray:
+        full = region.copy()
+        paste(full, pred_u8, (0, y2 - y1, 0, x2 - x1), blend)
+        return cv2.addWeighted(full, weight, region, 1.0 - weight, 0.0)
+
+    if isinstance(frame, Picture):
+        frame.edit_region(y1, y2, x1, x2, faded)
+    else:
+        frame[y1:y2, x1:x2] = faded(frame[y1:y2, x1:x2])
 
 
 def cancel_check(cancel: CancelFn) -> Callable[[], None]:
@@ -158,23 +198,25 @@ def synthesize(plan: Plan, track: FaceTrack, model, *, device, precision: str, b
     with sync_stages(plan, track, runner, limit, watch, cancel_check(cancel), pictures=pictures) as stages:
         for group, faced, preds in stages:
             blend_group(faced, preds, blend, watch)
-            for k, frame, _, _ in group:
-                yield k, frame
+            for item in group:
+                yield item.k, item.frame
 
 
-def _inputs(faced: list) -> tuple[np.ndarray, np.ndarray]:
-    """Model inputs (mel (B,1,80,16), face (B,6,96,96)) for (k, frame, box, mel window) items."""
-    faces = np.stack([crop_face(g[1], g[2]) for g in faced])
-    mels = np.ascontiguousarray(np.stack([g[3] for g in faced])[:, None])
+def _inputs(faced: list[FrameItem]) -> tuple[np.ndarray, np.ndarray]:
+    """Model inputs (mel (B,1,80,16), face (B,6,96,96)) for these frames."""
+    faces = np.stack([crop_face(g.frame, g.box) for g in faced])
+    mels = np.ascontiguousarray(np.stack([g.mel for g in faced])[:, None])
     return mels, model_inputs(faces)
 
 
 def calibration_batches(plan: Plan, track: FaceTrack, batch: int, cancel: CancelFn,
                         count: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Up to `count` batches of this job's own model inputs (frames with a face), for int8."""
+    """Up to `count` batches of this job's own model inputs (frames with a face), for int8. Held
+    frames count too: a clip that is silent throughout still calibrates (and they are inputs the
+    model sees under --silence sync)."""
     out = []
     for group in _batches(plan, track, batch, cancel):
-        faced = [g for g in group if g[2] is not None]
+        faced = [g for g in group if g.box is not None]
         if faced:
             out.append(_inputs(faced))
             if len(out) == count:

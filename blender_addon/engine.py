@@ -49,6 +49,7 @@ class EngineJob:
         self._lock = threading.Lock()
         self._progress = Progress(stage=QUEUED)
         self._finished = threading.Event()
+        self._released = threading.Event()  # the engine is done with it (it may write until then)
         self._on_finish: List[Callable[["EngineJob"], None]] = []
         self._engine: Optional[Engine] = None
         self.submitted_at: Optional[float] = None
@@ -78,7 +79,13 @@ class EngineJob:
                     self._progress.out = str(produced)
             self._finish(status, message)
 
-    def _finish(self, status: str, message: str) -> None:
+    def _release(self) -> None:
+        """The engine has let go of the job (its last event, or its exit): the work folder goes."""
+        self._released.set()
+        if self.finished:
+            self.cleanup()
+
+    def _finish(self, status: str, message: str, cleanup: bool = True) -> None:
         with self._lock:
             if self._progress.status != RUNNING:
                 return
@@ -89,7 +96,8 @@ class EngineJob:
                 self._progress.stage = "done"
             callbacks = list(self._on_finish)
         self.ended_at = time.monotonic()
-        self.cleanup()  # a result has been moved out by now; nothing partial stays
+        if cleanup:
+            self.cleanup()  # a result has been moved out by now; nothing partial stays
         self._finished.set()
         for cb in callbacks:
             cb(self)
@@ -110,14 +118,26 @@ class EngineJob:
         self._finished.wait(timeout)
         return self.poll()
 
-    def cancel(self, grace: float = 2.0) -> None:
-        """Stop the job: dropped if the engine has not started it, else the engine is asked to
-        stop it, and stopped itself when it has not within `grace` seconds."""
+    def cancel(self, grace: float = 10.0) -> None:
+        """Stop the job, at once for the UI: dropped if the engine has not got it, else the engine
+        is asked to stop it; the work folder goes when the engine has let go of it, and an engine
+        that has not within `grace` seconds is stopped (it looks between batches of frames, but
+        not while it loads a model: a warm engine is worth waiting a few seconds for)."""
         engine = self._engine
         if engine is None or self.finished:
             self._finish(CANCELLED, "cancelled")
             return
-        engine.cancel(self, grace)
+        engine.request_cancel(self)
+        if self._released.wait(0.3):  # the usual case: the engine answers within a few checks
+            self._finish(CANCELLED, "cancelled")
+            return
+        self._finish(CANCELLED, "cancelled", cleanup=False)
+        threading.Thread(target=self._settle, args=(engine, grace), name="wav2lip-cancel", daemon=True).start()
+
+    def _settle(self, engine: "Engine", grace: float) -> None:
+        if not self._released.wait(grace):
+            engine.stop(grace=0.5)
+        self.cleanup()
 
     def cleanup(self) -> None:
         import shutil
@@ -194,11 +214,8 @@ class Engine:
             return
         self._send(P.request(P.OP_JOB, job.id, job.args))
 
-    def cancel(self, job: EngineJob, grace: float = 2.0) -> None:
+    def request_cancel(self, job: EngineJob) -> None:
         self._send(P.request(P.OP_CANCEL, job.id))
-        if not job._finished.wait(grace):  # busy where it cannot look at the cancel: stop it
-            self.stop(grace=0.5)
-            job._finish(CANCELLED, "cancelled")
 
     def stop(self, grace: float = 2.0) -> None:
         """Quit (the running job is cancelled), then SIGTERM, then SIGKILL; waits for the exit."""
@@ -256,6 +273,8 @@ class Engine:
                     del self._jobs[job_id]
             if job is not None:
                 job._event(obj)
+                if obj[P.KEY_EVENT] in (P.EVENT_DONE, P.EVENT_ERROR, P.EVENT_CANCELLED):
+                    job._release()
 
     def _read_stderr(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None
@@ -282,6 +301,7 @@ class Engine:
                 job._finish(CANCELLED, "cancelled")
             else:
                 job._finish(FAILED, self._dead)
+            job._release()
         self._exited.set()
 
     def _why_dead(self, rc: int, stderr: Sequence[str]) -> str:

@@ -34,6 +34,7 @@ class Job:
     mute_source: bool
     preview: bool = False
     of_many: bool = False  # one of several strips: reports name it
+    outcome: str = ""  # once reported: the inserted strip's name, or "" (failed or cancelled)
     warnings: List[str] = field(default_factory=list)
     cancel_requested: bool = False
     started: float = field(default_factory=time.monotonic)
@@ -54,13 +55,23 @@ class Batch:
     def fraction(self) -> float:
         return self.queue.fraction()
 
+    def summary(self) -> str:
+        inserted = sum(1 for j in self.jobs if j.outcome)
+        return f"{inserted} of {len(self.jobs)} inserted"
+
 
 _batch: Optional[Batch] = None
+_last: Optional[Batch] = None  # the batch that ended last (the panel's summary)
 _unsaved_warned = False  # the unsaved-file warning is given once per session
 
 
 def active_batch() -> Optional[Batch]:
     return _batch
+
+
+def last_batch() -> Optional[Batch]:
+    """The batch that ended last (finished or cancelled), None before the first."""
+    return _last
 
 
 def active_job() -> Optional[Job]:
@@ -70,13 +81,13 @@ def active_job() -> Optional[Job]:
 
 def mark_handled(job: Job) -> bool:
     """Note that `job`'s end was reported; True when it was the batch's last (the batch ends)."""
-    global _batch
+    global _batch, _last
     batch = _batch
     if batch is None or job not in batch.jobs:
         return True
     batch.handled.add(batch.jobs.index(job))
     if len(batch.handled) == len(batch.jobs):
-        _batch = None
+        _batch, _last = None, batch
         return True
     return False
 
@@ -84,10 +95,11 @@ def mark_handled(job: Job) -> bool:
 def cancel_active() -> None:
     """Stop the current job and drop the queue; a result that finished but was not inserted yet
     is removed too (Cancel inserts nothing more)."""
-    global _batch
+    global _batch, _last
     batch, _batch = _batch, None
     if batch is None:
         return
+    _last = batch
     for job in batch.jobs:
         job.cancel_requested = True
     batch.queue.cancel()

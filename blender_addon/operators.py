@@ -226,6 +226,7 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
             self.report({"WARNING"}, w)
         for note in job.request.notes:
             self.report({"INFO"}, note)
+        job.outcome = strip.name
         secs = time.monotonic() - job.started
         what = "preview" if job.preview else "synced clip"
         self.report({"INFO"}, f"Inserted '{strip.name}' on channel {strip.channel} at frame "

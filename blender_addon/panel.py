@@ -84,6 +84,9 @@ def draw_panel(layout: Any, context: Context) -> None:
             layout.label(text="Enhance: set Restorer Weights in the preferences", icon="INFO")
         layout.prop(settings, "mute_source")
 
+    last = operators.jobs.last_batch()
+    if last is not None and len(last.jobs) > 1:
+        layout.label(text=f"Last run: {last.summary()}", icon="INFO")
     ready = bool(pairs) and all(sound is not None for _, sound in pairs)
     row = layout.row(align=True)
     row.scale_y = 1.4

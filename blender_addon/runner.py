@@ -292,11 +292,34 @@ class JobRunner:
 
 def make_workdir(dest: Optional[Path]) -> Path:
     """A new hidden work folder beside `dest` (same file system: the final rename never copies),
-    or a temp folder without one."""
+    or a temp folder without one. Its name carries this process's id, so work folders that a
+    Blender which was killed could not remove are removed here, next time."""
     if dest is not None:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=str(dest.parent)))
+        remove_stale_workdirs(dest.parent)
+        return Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=str(dest.parent)))
     return Path(tempfile.mkdtemp(prefix="wav2lip_job_"))
+
+
+def remove_stale_workdirs(folder: Path) -> None:
+    """Remove work folders in `folder` whose Blender process is gone (POSIX: Windows' os.kill
+    has no harmless probe)."""
+    if os.name != "posix":  # pragma: no cover
+        return
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(WORK_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(WORK_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder / name, ignore_errors=True)
+        except OSError:
+            pass  # alive (someone else's): leave it
 
 
 def apply_event(p: Progress, obj: dict) -> None:

@@ -176,8 +176,7 @@ def _shifted_chunks(chunk_starts: list[int], n_out: int, offset: float) -> tuple
 def _shifted_times(times: list[float], n_mel: int, shift_columns: float) -> tuple[list[int], list[float] | None]:
     """Window starts for frames shown at `times` (a variable-rate clip), moved `shift_columns`
     later in the audio for a negative offset, earlier for a positive one, clamped to the audio."""
-    starts = [audio_mod.mel_window_start(t, n_mel) for t in times]
     if shift_columns == 0:
-        return starts, None
+        return [audio_mod.mel_window_start(t, n_mel) for t in times], None
     hi = float(n_mel - audio_mod.MEL_STEP)
-    return _split([min(max(s - shift_columns, 0.0), hi) for s in starts])
+    return _split([min(max(int(t * audio_mod.MEL_FPS) - shift_columns, 0.0), hi) for t in times])

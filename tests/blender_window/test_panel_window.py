@@ -202,3 +202,25 @@ def test_screenshots_of_the_panel(window_run, tmp_path):
     assert _png_size(out) == (2 * r["sidebar"]["width"] + PICTURE_GAP, PANEL_CROP_HEIGHT)
     if os.environ.get("WAV2LIP_UPDATE_DOCS"):
         shutil.copyfile(out, ROOT / "docs" / "panel.png")
+
+
+def test_two_strips_at_once_each_inserted_as_it_finishes_with_its_own_undo_step(window_run):
+    r, work = window_run
+    m = r["multi"]
+    assert m["jobs"] == 2 and m["sounds"] == ["Dialogue", "Dialogue2"]  # each with the sound under it
+    assert m["pids"][0] == m["pids"][1] and m["warm"] == [False, True]  # one warm engine for both
+    assert m["inserted"] == {"Face.lipsync": [3, r["face"]["start"], r["face"]["frames"]],
+                             "Face2.lipsync": [3, m["face2"]["start"], m["face2"]["frames"]]}
+    # The first result was on the timeline while the second job still ran.
+    firsts = [names for _, names in m["inserted_over_time"]]
+    assert ["Face.lipsync"] in firsts, m["inserted_over_time"]
+    # The panel showed the batch's overall progress and each job's own.
+    start = m["started"]
+    texts = {text for t, _, text in r["panel_drawn"] if t >= start}
+    assert {"Strip 1 of 2", "Strip 2 of 2"} <= texts, texts
+    assert any(t.startswith("Syncing lips") for t in texts), texts
+    # One undo step per inserted result: the second goes first, then the first.
+    (res1, after1), (res2, after2) = m["undo"]
+    assert res1 == res2 == ["FINISHED"]
+    assert sorted(after1) == sorted(m["before"] + ["Face.lipsync"])
+    assert sorted(after2) == sorted(m["before"])

@@ -313,6 +313,55 @@ def scenario():
                                      workdir_exists=job.runner.workdir.exists())
     log("esc over the panel", **results["esc_over_panel"])
 
+    # 4. Two shots at once: both movie strips selected (each finds the sound under it), one
+    #    batch on the warm engine; each result is inserted as it finishes, one undo step each.
+    scene = bpy.context.scene  # (undo replaced the data: fresh references)
+    coll = scene.sequence_editor.strips if hasattr(scene.sequence_editor, "strips") else scene.sequence_editor.sequences
+    face = coll["Face"]
+    face2 = coll.new_movie(name="Face2", filepath=CONFIG["clip"], channel=1, frame_start=face.frame_final_end + 10)
+    face2.frame_offset_end = max(0, face2.frame_duration - 40)
+    coll.new_sound(name="Dialogue2", filepath=CONFIG["sound"], channel=2, frame_start=face2.frame_final_start)
+    for s in coll:
+        s.select = s.name in ("Face", "Face2")
+    scene.sequence_editor.active_strip = face2
+    face2_span = (face2.frame_final_start, face2.frame_final_duration)
+    with override():
+        bpy.ops.ed.undo_push(message="Second shot ready")
+    yield 0.5
+    before = strip_names()
+    multi_started = round(time.monotonic() - T0, 3)
+    job = start_job("ok")
+    operators = addon_module("operators")
+    batch = operators.active_batch()
+    seen = []
+    end = time.monotonic() + 60
+    while operators.active_batch() is not None and time.monotonic() < end:
+        names = strip_names()
+        seen.append([round(time.monotonic() - T0, 3), [n for n in names if n not in before]])
+        yield 0.1
+    yield 0.5
+    multi = results["multi"] = {
+        "started": multi_started, "jobs": len(batch.jobs) if batch is not None else 0,
+        "sounds": [j.request.sound_name for j in batch.jobs] if batch is not None else [],
+        "warm": [j.runner.poll().warm for j in batch.jobs] if batch is not None else [],
+        "pids": [j.runner.pid for j in batch.jobs] if batch is not None else [],
+        "inserted_over_time": seen, "strips": strip_names(), "files": lipsync_files(),
+        "face2": {"start": face2_span[0], "frames": face2_span[1]}}
+    scene = bpy.context.scene
+    ed = scene.sequence_editor
+    allstrips = ed.strips_all if hasattr(ed, "strips_all") else ed.sequences_all
+    multi["inserted"] = {n: [allstrips[n].channel, allstrips[n].frame_final_start, allstrips[n].frame_final_duration]
+                         for n in strip_names() if n not in before}
+    undone = []
+    for _ in range(2):
+        with override():
+            res = bpy.ops.ed.undo()
+        yield 0.5
+        undone.append([sorted(res), strip_names()])
+    multi["undo"] = undone
+    multi["before"] = before
+    log("multi", **{k: multi[k] for k in ("jobs", "inserted", "undo")})
+
     # What the user was told: the Info editor's reports, copied through the clipboard.
     info = next(a for a in window().screen.areas if a.type == "OUTLINER")
     info.type = "INFO"

@@ -223,8 +223,8 @@ class SEQUENCER_OT_wav2lip_import_report(bpy.types.Operator, ImportHelper):
         except ReportError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        for line in done.problems:
-            self.report({"ERROR"}, line)
+        for line in done.problems:  # warnings, not errors: the other clips are in (bpy.ops raises on errors)
+            self.report({"WARNING"}, line)
         for w in done.warnings:
             self.report({"WARNING"}, w)
         summary = f"Inserted {len(done.inserted)} clip{'s' if len(done.inserted) != 1 else ''}"

@@ -239,18 +239,6 @@ class Engine:
             self.proc.terminate()
 
 
-def list_writer(folder: Path, job: jobfile.Job):
-    """protocol.job_args' list_file: an inline list (source times) as a JSON file in `folder`."""
-    import json
-
-    def write(opt: str, values: list) -> str:
-        path = folder / f"line{job.line}{opt.replace('-', '_')}.json"
-        path.write_text(json.dumps(values), encoding="utf-8")
-        return str(path)
-
-    return write
-
-
 def run_local(jobs: list[jobfile.Job], workers: int, tally: Tally, tmp: Path) -> bool:
     """Run `jobs` on `workers` engines; True when interrupted (Ctrl+C/SIGTERM)."""
     todo = deque(jobs)
@@ -268,7 +256,7 @@ def run_local(jobs: list[jobfile.Job], workers: int, tally: Tally, tmp: Path) ->
                 if job is None:
                     return
                 try:
-                    args = job.args(list_writer(tmp, job))
+                    args = job.args(jobfile.list_writer(tmp, job.line))
                 except (ValueError, OSError) as exc:
                     tally.finish(job, P.STATUS_FAILED, error=f"bad job: {exc}")
                     continue

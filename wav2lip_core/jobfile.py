@@ -209,6 +209,17 @@ def check_out(job: Job) -> str | None:
     return None
 
 
+def list_writer(folder: str | os.PathLike, line: int):
+    """protocol.job_args' list_file: an inline list (source times) as a JSON file in `folder`."""
+
+    def write(opt: str, values: list) -> str:
+        path = Path(folder) / f"line{line}{opt.replace('-', '_')}.json"
+        path.write_text(json.dumps(values), encoding="utf-8")
+        return str(path)
+
+    return write
+
+
 def write_atomic(path: str, data: bytes) -> None:
     """`data` into `path` through a temp file in the same folder: a reader never sees half a file."""
     folder, name = os.path.split(path)

@@ -6,8 +6,8 @@ its environment changed, and stopped by `shutdown` (the add-on calls it on unreg
 file loads; atexit here covers Blender quitting). Its stdin is a pipe from Blender, so even a
 Blender that is killed leaves no engine behind: the engine exits at the end of its input.
 
-`EngineJob` is one job with the same face as runner.JobRunner (poll, finished, wait, cancel, the
-work folder and its rule: only a finished result is moved into place, never over a file).
+`EngineJob` is one job as the UI sees it (poll, finished, wait, cancel) with its work folder
+(runner.py's rule: only a finished result is moved into place, never over a file).
 `JobQueue` hands its jobs to the session's engine one after another, each when the one before
 has finished, so an engine that crashes costs only the job it was running.
 """

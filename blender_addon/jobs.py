@@ -225,7 +225,7 @@ def prepare_batch(context: Context, op: Any, preview: bool = False) -> Batch:
     try:
         for video, req in requests:
             dest = unique_output(folder, req.source_name, suffix=PREVIEW_SUFFIX if preview else SUFFIX)
-            try:  # the work folder is a hidden folder inside the output folder (see runner.JobRunner)
+            try:  # the work folder is a hidden folder inside the output folder (runner.make_workdir)
                 runner = EngineJob(dest=dest, label=req.source_name)
             except OSError as exc:
                 raise SnapshotError(f"cannot write into the output folder {folder}: {exc.strerror or exc}") from exc

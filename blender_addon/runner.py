@@ -1,12 +1,10 @@
-"""Run the lip-sync engine (`python -m wav2lip_core ... --progress json`) in its own process.
+"""What every lip-sync job of the add-on shares, whatever runs it (engine.py's warm engine):
+its progress as the UI shows it, the engine's events folded into it, the engine's one-line
+errors, and the work folder rule. No bpy here.
 
-Pure Python, no bpy: Blender's operator polls a `JobRunner` from a timer (interactive) or waits
-on it (background mode), and the tests drive it with a stand-in engine. Events, stages and the
-protocol version come from the engine's own protocol module (`wire.protocol`).
-
-The runner owns a work folder: a hidden folder inside the destination's folder (same file
-system), where the engine writes; only a finished result is renamed to its destination, never
-over an existing file. On failure or cancel the folder is removed, so nothing partial is left.
+A job owns a work folder: a hidden folder inside the destination's folder (same file system),
+where the engine writes; only a finished result is renamed to its destination, never over an
+existing file. On failure or cancel the folder is removed, so nothing partial is left.
 """
 
 from __future__ import annotations
@@ -17,13 +15,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import threading
-import time
-from collections import deque
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Deque, Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence
 
 from .wire import protocol
 
@@ -106,188 +100,6 @@ def protocol_refusal(lines: Sequence[str], returncode: Optional[int]) -> Optiona
     if returncode == protocol.EXIT_USAGE and "unrecognized arguments" in text and protocol.OPT_PROTOCOL in text:
         return protocol.mismatch_message(f"older than {protocol.PROTOCOL_VERSION}")
     return None
-
-
-class JobRunner:
-    """One engine process.
-
-    argv: the full command line, e.g. [python, "-m", "wav2lip_core", ..., "--out", str(runner.work_out)].
-    Build it with `work_out` (inside the runner's work folder) as the engine's --out; on success
-    the file is renamed to `dest` (when given). The work folder is a hidden folder beside `dest`
-    (a temp folder without one), so the rename never copies across file systems.
-    """
-
-    def __init__(
-        self,
-        argv: Sequence[str] = (),
-        *,
-        dest: Union[str, "os.PathLike[str]", None] = None,
-        env: Optional[Dict[str, str]] = None,
-        cwd: Union[str, "os.PathLike[str]", None] = None,
-        workdir: Union[str, "os.PathLike[str]", None] = None,
-        suffix: str = ".mp4",
-    ) -> None:
-        self.dest = Path(dest) if dest else None
-        if workdir:
-            self.workdir = Path(workdir)
-            self.workdir.mkdir(parents=True, exist_ok=True)
-        else:
-            self.workdir = make_workdir(self.dest)
-        self.work_out = self.workdir / ("result" + suffix)
-        self.argv: List[str] = [str(a) for a in argv]
-        self.env = env
-        self.cwd = str(cwd) if cwd else None
-        self._proc: Optional[subprocess.Popen] = None
-        self._lock = threading.Lock()
-        self._progress = Progress()
-        self._stderr: Deque[str] = deque(maxlen=200)
-        self._error_line = ""  # the engine's last `error:` line, kept whatever follows it
-        self._refusal: Optional[str] = None  # protocol mismatch seen in the hello event
-        self._threads: List[threading.Thread] = []
-        self._cancel_requested = False
-        self._finished = threading.Event()
-        self.started_at: Optional[float] = None
-        self.ended_at: Optional[float] = None
-
-    # -- life cycle -----------------------------------------------------------------------------
-
-    def start(self) -> "JobRunner":
-        if not self.argv:
-            raise ValueError("JobRunner.start: empty command line")
-        self.started_at = time.monotonic()
-        try:
-            self._proc = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                cwd=self.cwd, **engine_popen_kwargs(self.env))
-        except OSError as exc:
-            self._finish(FAILED, f"cannot start the lip-sync engine '{self.argv[0]}': {exc.strerror or exc}")
-            return self
-        out_t = threading.Thread(target=self._read_stdout, name="wav2lip-stdout", daemon=True)
-        err_t = threading.Thread(target=self._read_stderr, name="wav2lip-stderr", daemon=True)
-        wait_t = threading.Thread(target=self._wait_exit, args=(out_t, err_t), name="wav2lip-wait", daemon=True)
-        self._threads = [out_t, err_t, wait_t]
-        for t in self._threads:
-            t.start()
-        return self
-
-    def _read_stdout(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        P = protocol
-        for line in self._proc.stdout:
-            obj = P.parse_event(line)
-            if obj is None:
-                continue
-            refuse = False
-            with self._lock:
-                if obj[P.KEY_EVENT] == P.EVENT_HELLO:
-                    self._progress.engine_version = str(obj.get(P.KEY_VERSION) or "") or None
-                    if obj.get(P.KEY_PROTOCOL) != P.PROTOCOL_VERSION:
-                        self._refusal = P.mismatch_message(obj.get(P.KEY_PROTOCOL))
-                        refuse = True
-                else:
-                    apply_event(self._progress, obj)
-            if refuse:  # an engine of another version: stop it before it writes anything
-                _signal_group(self._proc, signal.SIGTERM)
-
-    def _read_stderr(self) -> None:
-        assert self._proc is not None and self._proc.stderr is not None
-        for line in self._proc.stderr:
-            text = line.rstrip("\n")
-            if len(text) > _MAX_LINE:
-                text = text[:_MAX_LINE] + " ..."
-            with self._lock:
-                self._stderr.append(text)
-                if text.startswith("error:"):
-                    self._error_line = text[len("error:"):].strip()
-
-    def _wait_exit(self, out_t: threading.Thread, err_t: threading.Thread) -> None:
-        assert self._proc is not None
-        rc = self._proc.wait()
-        out_t.join()
-        err_t.join()
-        with self._lock:
-            cancelled = self._cancel_requested
-            stderr = list(self._stderr)
-            error_line = self._error_line
-            refusal = self._refusal
-            reported_out = self._progress.out
-        if refusal:
-            self._finish(FAILED, refusal)
-            return
-        if cancelled:
-            self._finish(CANCELLED, "cancelled")
-            return
-        if rc != 0:
-            self._finish(FAILED, protocol_refusal(stderr, rc) or error_from_stderr(stderr, rc, error_line))
-            return
-        status, message, produced = deliver(Path(reported_out) if reported_out else self.work_out, self.dest)
-        if status == DONE:
-            with self._lock:
-                self._progress.out = str(produced)
-        self._finish(status, message)
-
-    def _finish(self, status: str, message: str) -> None:
-        with self._lock:
-            if self._progress.status != RUNNING:
-                return
-            self._progress.status = status
-            self._progress.message = message
-            if status == DONE:
-                self._progress.fraction = 1.0
-                self._progress.stage = "done"
-        self.ended_at = time.monotonic()
-        self.cleanup()
-        self._finished.set()
-
-    # -- control --------------------------------------------------------------------------------
-
-    def poll(self) -> Progress:
-        """A copy of the current progress (safe to read from the UI thread)."""
-        with self._lock:
-            p = self._progress
-            return dataclasses.replace(p, notes=list(p.notes))
-
-    @property
-    def finished(self) -> bool:
-        return self._finished.is_set()
-
-    def wait(self, timeout: Optional[float] = None) -> Progress:
-        self._finished.wait(timeout)
-        return self.poll()
-
-    def cancel(self, grace: float = 3.0) -> None:
-        """Stop the engine (terminate, then kill after `grace` seconds); removes the work folder."""
-        with self._lock:
-            if self._progress.status != RUNNING:
-                return
-            self._cancel_requested = True
-        proc = self._proc
-        if proc is None:
-            self._finish(CANCELLED, "cancelled")
-            return
-        _signal_group(proc, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            _signal_group(proc, getattr(signal, "SIGKILL", signal.SIGTERM))
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:  # pragma: no cover - unkillable process
-                pass
-        self._finished.wait(grace)
-        if not self._finished.is_set():  # pragma: no cover - pipes held open by a grandchild
-            self._finish(CANCELLED, "cancelled")
-
-    def stderr_tail(self, n: int = 20) -> List[str]:
-        with self._lock:
-            return list(self._stderr)[-n:]
-
-    def cleanup(self) -> None:
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    @property
-    def pid(self) -> Optional[int]:
-        return self._proc.pid if self._proc else None
 
 
 def make_workdir(dest: Optional[Path]) -> Path:

@@ -129,9 +129,6 @@ def main(argv=None) -> int:
     for stage in P.STAGES:
         for i in range(0, n + 1, max(1, n // 3)):
             emit(P.progress(stage, min(i, n), n))
-    import av
-    import numpy as np
-
     write_clip(args.out, n, args.fps)
     if json_mode:
         emit(P.event(P.EVENT_DONE, **{P.KEY_OUT: args.out, P.KEY_FRAMES: n, P.KEY_SECONDS: 0.1,

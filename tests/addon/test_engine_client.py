@@ -1,0 +1,328 @@
+"""The add-on's warm-engine client outside Blender (engine.py over runner.py's shared pieces),
+with the stand-in engine speaking `serve` (fake_engine.py): events, errors, crashes, cancel, the
+protocol check, the work folder and the final rename. The same promises with the real engine
+run in test_addon_warm_engine.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ._load import load
+
+runner = load("runner")
+engine = load("engine")
+engine_python = load("engine_python")
+protocol = load("wire").protocol
+FAKE = Path(__file__).with_name("fake_engine.py")
+
+
+def _env(mode: str, **more: str) -> dict:
+    return dict(os.environ, FAKE_ENGINE_MODE=mode, **more)
+
+
+def _job(tmp_path: Path, name: str = "x.mp4", **kw) -> "engine.EngineJob":
+    job = engine.EngineJob(dest=tmp_path / name, **kw)
+    job.args = ["--face", "f.mp4", "--audio", "a.wav", "--checkpoint", "c.pth", "--out", str(job.work_out),
+                "--fps", "24", "--duration", "0.5", "--protocol", str(protocol.PROTOCOL_VERSION)]
+    return job
+
+
+def _run(fake_python: str, env: dict, *jobs):
+    eng = engine.Engine(fake_python, env).start()
+    engine.JobQueue(list(jobs), lambda: eng).start()
+    return eng
+
+
+@pytest.fixture(autouse=True)
+def _no_session_engine():
+    yield
+    engine.shutdown()
+
+
+def test_the_stand_in_engine_uses_the_engines_protocol_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_fake_engine_under_test", FAKE)
+    fake = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fake)
+    real = Path(runner.__file__).resolve().parents[1] / "wav2lip_core" / "protocol.py"
+    assert Path(fake.P.__file__).resolve() == real.resolve() == Path(protocol.__file__).resolve()
+
+
+def test_error_from_stderr():
+    assert runner.error_from_stderr(["x", "error: no face in frame 3", ""], 2) == "no face in frame 3"
+    assert "Traceback" not in runner.error_from_stderr(["Traceback (most recent call last):", "  File x", "KeyError: 'a'"], 1)
+    assert "KeyError: 'a'" in runner.error_from_stderr(["Traceback (most recent call last):", "KeyError: 'a'"], 1)
+    assert "exit code -9" in runner.error_from_stderr([], -9)
+
+
+def test_overall_fraction_is_monotonic_over_stages():
+    seq = [(st, d, 10) for st in protocol.STAGES for d in (0, 5, 10)]
+    fr = [runner._overall_fraction(s, d, t) for s, d, t in seq]
+    assert fr == sorted(fr) and fr[0] == 0 and fr[-1] == pytest.approx(1.0)
+
+
+def test_jobs_run_in_turn_on_one_engine_and_results_move_into_place(tmp_path, fake_python):
+    a, b = _job(tmp_path, "out/A.mp4"), _job(tmp_path, "out/B.mp4")
+    # The engine writes into a hidden folder beside the destination (same file system: the final
+    # step is a rename, never a copy).
+    assert a.workdir.parent == tmp_path / "out" and a.workdir.name.startswith(f".wav2lip-job-{os.getpid()}-")
+    eng = _run(fake_python, _env("ok"), a, b)
+    pa, pb = a.wait(30), b.wait(30)
+    assert pa.status == pb.status == runner.DONE, (pa.message, pb.message)
+    assert (pa.warm, pb.warm) == (False, True)  # what the engine said: the second found it loaded
+    assert a.pid == b.pid == eng.pid and eng.alive
+    assert pa.out == str(tmp_path / "out" / "A.mp4") and os.path.getsize(pa.out) > 0
+    assert sorted(os.listdir(tmp_path / "out")) == ["A.mp4", "B.mp4"]  # no work folders left
+    assert a.first_progress_at is not None and a.submitted_at <= a.first_progress_at <= a.ended_at
+    eng.stop()
+    assert not eng.alive
+
+
+@pytest.mark.parametrize("mode, message", [
+    ("error", "cannot read the checkpoint: it is not a Wav2Lip model"),
+    ("big_stderr", "the clip's audio track is damaged at 3.2 s"),
+])
+def test_a_failed_job_reports_the_engines_line_and_the_engine_goes_on(mode, message, tmp_path, fake_python):
+    a, b = _job(tmp_path, "A.mp4"), _job(tmp_path, "B.mp4")
+    eng = _run(fake_python, _env(mode), a, b)
+    assert a.wait(60).message == message and a.poll().status == runner.FAILED
+    assert b.wait(60).status == runner.FAILED and eng.alive  # one bad job does not stop the engine
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_crash_fails_the_running_job_in_one_line_and_the_next_job_gets_a_fresh_engine(tmp_path, fake_python):
+    env = _env("crash")
+    a, b = _job(tmp_path, "A.mp4"), _job(tmp_path, "B.mp4")
+    started = []
+
+    def engine_for():
+        started.append(engine.session_engine(fake_python, env))
+        return started[-1]
+
+    engine.JobQueue([a, b], engine_for).start()
+    p = a.wait(30)
+    assert p.status == runner.FAILED
+    assert p.message == ("the lip-sync engine stopped unexpectedly (exit code 1: Segmentation fault (simulated)); "
+                         "the next sync starts a fresh one")
+    assert b.wait(30).status == runner.FAILED  # (this stand-in crashes on every job)
+    assert len(started) == 2 and started[0].pid != started[1].pid
+    assert os.listdir(tmp_path) == []
+
+
+def test_killed_engine(tmp_path, fake_python):
+    a = _job(tmp_path)
+    eng = _run(fake_python, _env("slow"), a)
+    deadline = time.monotonic() + 20
+    while a.poll().stage != protocol.STAGE_SYNC and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(eng.pid, signal.SIGKILL)
+    p = a.wait(10)
+    assert p.status == runner.FAILED and "killed by SIGKILL" in p.message and not eng.alive
+    assert os.listdir(tmp_path) == []
+
+
+def test_bad_interpreter(tmp_path):
+    a = _job(tmp_path)
+    _run(str(tmp_path / "nope" / "python"), None, a)
+    p = a.wait(5)
+    assert a.finished and p.status == runner.FAILED
+    assert p.message.startswith(f"cannot start the lip-sync engine '{tmp_path / 'nope' / 'python'}'")
+    assert not a.workdir.exists()
+
+
+def test_cancel_answers_at_once_drops_the_queue_and_keeps_the_engine(tmp_path, fake_python):
+    a, b = _job(tmp_path, "A.mp4"), _job(tmp_path, "B.mp4")
+    (a.workdir / "source_times.json").write_text("[]")  # the add-on's own file in the work folder
+    eng = engine.Engine(fake_python, _env("slow")).start()
+    q = engine.JobQueue([a, b], lambda: eng).start()
+    deadline = time.monotonic() + 20
+    while a.poll().stage != protocol.STAGE_SYNC and time.monotonic() < deadline:
+        time.sleep(0.02)
+    p = a.poll()
+    assert p.stage == protocol.STAGE_SYNC and p.total == 600 and "Syncing lips" in p.text
+    t0 = time.monotonic()
+    q.cancel()
+    assert time.monotonic() - t0 < 1.0
+    assert a.poll().status == b.poll().status == runner.CANCELLED and q.finished
+    end = time.monotonic() + 5
+    while a.workdir.exists() and time.monotonic() < end:
+        time.sleep(0.05)
+    assert os.listdir(tmp_path) == []
+    assert eng.alive  # cancelled by request: the process (and its loaded model) stays
+    q.cancel()  # idempotent
+
+
+def test_cancel_stops_an_engine_that_does_not_answer(tmp_path):
+    script = tmp_path / "deaf.py"
+    script.write_text(
+        "import json, sys, time\n"
+        f"print(json.dumps({{'event': 'hello', 'protocol': {protocol.PROTOCOL_VERSION}, 'version': 'x'}}), flush=True)\n"
+        "req = json.loads(sys.stdin.readline())\n"
+        "print(json.dumps({'event': 'progress', 'job': req['id'], 'stage': 'load', 'done': 0, 'total': 1}), flush=True)\n"
+        "time.sleep(60)\n")
+    py = tmp_path / "python"
+    py.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}"\n')
+    py.chmod(0o755)
+    a = _job(tmp_path / "o")
+    eng = _run(str(py), None, a)
+    while a.poll().stage != "load":
+        time.sleep(0.02)
+    t0 = time.monotonic()
+    a.cancel(grace=0.5)
+    assert a.poll().status == runner.CANCELLED and time.monotonic() - t0 < 1.0
+    end = time.monotonic() + 10
+    while (eng.alive or a.workdir.exists()) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not eng.alive and not a.workdir.exists()
+
+
+def test_notes_are_collected(tmp_path, fake_python):
+    a = _job(tmp_path)
+    _run(fake_python, _env("note"), a)
+    p = a.wait(30)
+    assert p.status == runner.DONE, p.message
+    assert p.notes and p.notes[0].startswith("face detector: haar") and "install.py" in p.notes[0]
+
+
+def test_exit_zero_without_file_fails(tmp_path, fake_python):
+    a = _job(tmp_path)
+    _run(fake_python, _env("silent"), a)
+    p = a.wait(30)
+    assert p.status == runner.FAILED and "wrote no file" in p.message
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("mode, speaks", [("other_protocol", str(protocol.PROTOCOL_VERSION + 1)),
+                                          ("refuse_protocol", str(protocol.PROTOCOL_VERSION + 1)),
+                                          ("old", "older than")])
+def test_engine_of_another_protocol_version_is_refused(mode, speaks, tmp_path, fake_python):
+    a = _job(tmp_path)
+    eng = _run(fake_python, _env(mode), a)
+    p = a.wait(30)
+    assert p.status == runner.FAILED
+    assert p.message.startswith(f"the lip-sync engine speaks protocol {speaks}")
+    assert "re-run install.py" in p.message and "\n" not in p.message
+    assert os.listdir(tmp_path) == []  # nothing written
+    end = time.monotonic() + 5
+    while eng.alive and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not eng.alive
+
+
+def test_the_session_engine_is_reused_restarted_and_replaced(tmp_path, fake_python):
+    env = _env("ok")
+    first = engine.session_engine(fake_python, env)
+    assert engine.session_engine(fake_python, env) is first and engine.session_pid() == first.pid
+    os.kill(first.pid, signal.SIGKILL)
+    end = time.monotonic() + 5
+    while first.alive and time.monotonic() < end:
+        time.sleep(0.02)
+    second = engine.session_engine(fake_python, env)  # died: a fresh one
+    assert second is not first and second.alive
+    third = engine.session_engine(fake_python, _env("note"))  # another environment: replaced
+    assert third is not second and not second.alive
+    engine.shutdown()
+    assert engine.session_pid() is None and not third.alive
+
+
+def test_engine_env_reads_utf8(tmp_path):
+    script = tmp_path / "enc.py"
+    script.write_text(
+        "import sys, json\n"
+        f"print(json.dumps({{'event': 'hello', 'protocol': {protocol.PROTOCOL_VERSION}, 'version': 'x'}}), flush=True)\n"
+        "req = json.loads(sys.stdin.readline())\n"
+        "print(json.dumps({'event': 'note', 'job': req['id'], "
+        "'message': sys.stdout.encoding + ' ' + str(sys.flags.utf8_mode)}), flush=True)\n"
+        "print(json.dumps({'event': 'error', 'job': req['id'], 'message': 'caf\u00e9 \u4e2d\u6587 not found'}), flush=True)\n",
+        encoding="utf-8")
+    py = tmp_path / "python"
+    py.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}"\n')
+    py.chmod(0o755)
+    a = _job(tmp_path / "o")
+    _run(str(py), dict(os.environ, LC_ALL="C", LANG="C", PYTHONIOENCODING="latin-1"), a)
+    p = a.wait(30)
+    assert p.notes == ["utf-8 1"]
+    assert p.message == "caf\u00e9 \u4e2d\u6587 not found"
+
+
+@pytest.mark.parametrize("blocker", ["file", "folder"])
+def test_a_failed_final_rename_reports_and_leaves_nothing(blocker, tmp_path, fake_python):
+    """Something took the destination's name while the engine ran: nothing is overwritten, the
+    report says what happened, and no work folder or partial file stays behind."""
+    dest = tmp_path / "Face.lipsync.mp4"
+    a = _job(tmp_path, dest.name)
+    if blocker == "file":
+        dest.write_bytes(b"someone else's file")
+    else:
+        dest.mkdir()
+    _run(fake_python, _env("ok"), a)
+    p = a.wait(30)
+    assert p.status == runner.FAILED
+    assert p.message.startswith(f"cannot save the result as {dest}") and "nothing was overwritten" in p.message
+    assert os.listdir(tmp_path) == [dest.name]
+    if blocker == "file":
+        assert dest.read_bytes() == b"someone else's file"
+
+
+def test_work_folders_of_a_gone_blender_are_removed(tmp_path):
+    import subprocess
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = tmp_path / f"{runner.WORK_PREFIX}{gone}-abc"
+    stale.mkdir()
+    (stale / "result.mp4").write_bytes(b"half")
+    mine = runner.make_workdir(tmp_path / "x.mp4")
+    assert not stale.exists() and mine.exists()
+    other = tmp_path / f"{runner.WORK_PREFIX}1-abc"  # pid 1 is alive: not ours to remove
+    other.mkdir()
+    runner.make_workdir(tmp_path / "y.mp4")
+    assert other.exists()
+
+
+def test_move_into_place_without_hard_links(tmp_path, monkeypatch):
+    """File systems without hard links (FAT, some shares) get a plain rename, still never over a file."""
+    def no_links(src, dst):
+        raise OSError(95, "Operation not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    src = tmp_path / "a"
+    src.write_text("new")
+    dest = tmp_path / "b"
+    runner.move_into_place(src, dest)
+    assert dest.read_text() == "new" and not src.exists()
+    src.write_text("newer")
+    with pytest.raises(FileExistsError):
+        runner.move_into_place(src, dest)
+    assert dest.read_text() == "new"
+
+
+def test_find_engine_python(tmp_path, monkeypatch):
+    assert engine_python.find_engine_python("/some/python") == "/some/python"  # preference wins, as is
+    monkeypatch.setenv("WAV2LIP_PYTHON", sys.executable)
+    found = engine_python.find_engine_python("")
+    # The dev checkout puts the repo on PYTHONPATH, so this venv's python can import the core.
+    assert found is not None and engine_python.can_import_core(found)
+    assert not engine_python.can_import_core(str(tmp_path / "nope"))
+    env = engine_python.engine_env({"PYTHONHOME": "/blender/python", "PATH": "/bin"})
+    assert "PYTHONHOME" not in env
+    assert str(Path(runner.__file__).resolve().parents[1]) in env["PYTHONPATH"].split(os.pathsep)
+
+
+def test_engine_python_by_bare_name(tmp_path, monkeypatch):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    exe = bindir / "mypython3"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bindir) + os.pathsep + os.environ.get("PATH", ""))
+    assert engine_python.find_engine_python("mypython3") == str(exe)
+    with pytest.raises(engine_python.EngineNotFound, match="'nosuchpython9' is not on PATH"):
+        engine_python.find_engine_python("nosuchpython9")

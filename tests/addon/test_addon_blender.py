@@ -541,3 +541,60 @@ def _removed(path, seconds=5.0) -> bool:
     while path.exists() and time.monotonic() < end:
         time.sleep(0.05)
     return not path.exists()
+
+
+def test_quality_options_reach_the_engine(fresh, media, fake_python, dummy_checkpoint, engine_log, tmp_path):
+    """Issue 11's options: blend, silence and align (preferences), sync offset and Enhance face
+    (the panel, per scene) with the restorer weights and fidelity (preferences), as CLI options."""
+    bpy, scene = fresh
+    _trimmed_scene(bpy, scene, media)
+    kw = dict(checkpoint=dummy_checkpoint, engine_python=fake_python, output_dir=str(tmp_path / "out"))
+    assert bpy.ops.sequencer.wav2lip_sync(**kw) == {"FINISHED"}
+    args = json.loads(engine_log.read_text())
+    assert (args["blend"], args["silence"], args["align"]) == ("feather", "hold", "auto")  # the defaults
+    assert args["sync_offset"] is None and args["enhance"] is None and args["enhance_fidelity"] is None
+
+    prefs = bpy.context.preferences.addons["blender_addon"].preferences
+    weights = tmp_path / "GFPGANv1.4.pth"
+    weights.write_bytes(b"restorer")
+    settings = scene.wav2lip
+    try:
+        prefs.blend, prefs.silence, prefs.align = "mouth", "sync", "off"
+        prefs.enhance_fidelity = 0.7
+        settings.sync_offset = -1.5
+        settings.enhance = True
+        with pytest.raises(RuntimeError, match="Enhance face needs a restorer weights file"):
+            bpy.ops.sequencer.wav2lip_sync(**kw)
+        prefs.enhance_weights = str(weights)
+        assert bpy.ops.sequencer.wav2lip_sync(**kw) == {"FINISHED"}
+        args = json.loads(engine_log.read_text())
+        assert (args["blend"], args["silence"], args["align"]) == ("mouth", "sync", "off")
+        assert args["sync_offset"] == -1.5
+        assert args["enhance"] == str(weights) and args["enhance_fidelity"] == pytest.approx(0.7)
+    finally:
+        prefs.blend, prefs.silence, prefs.align, prefs.enhance_weights = "feather", "hold", "auto", ""
+        prefs.enhance_fidelity = 0.5
+
+
+def test_several_selected_strips_each_need_a_sound(fresh, media, fake_python, dummy_checkpoint, tmp_path):
+    bpy, scene = fresh
+    a = add_movie(scene, "ShotA", media / KATIE, 2, 1)
+    a.frame_offset_end = 170
+    b = add_movie(scene, "ShotB", media / KATIE, 2, 100)
+    b.frame_offset_end = 170
+    speech = add_sound(scene, "Speech", media / SPEECH, 1, 1)
+    speech.frame_final_end = 40  # under ShotA only
+    deselect_all(scene)
+    a.select = b.select = True
+    log = _draw(bpy)
+    assert ("operator", "sequencer.wav2lip_sync", "Sync 2 Strips") in log
+    assert ("operator", "sequencer.wav2lip_sync", "Preview") in log
+    assert ("label", "ShotB \u2190 no sound strip") in log
+    before = {s.name for s in strips(scene)}
+    with pytest.raises(RuntimeError, match="no sound strip for 'ShotB'"):
+        bpy.ops.sequencer.wav2lip_sync(checkpoint=dummy_checkpoint, engine_python=fake_python,
+                                       output_dir=str(tmp_path / "out"))
+    assert {s.name for s in strips(scene)} == before
+    from blender_addon import operators
+
+    assert operators.active_job() is None

@@ -1,0 +1,251 @@
+"""Face restoration (`--enhance PATH`): sharpen the generated face with a restorer the user
+supplies, so the 96-pixel mouth does not look blurry next to an HD face.
+
+The file is recognised by spandrel's architecture detection (the `enhance` extra): GFPGAN v1.3 /
+v1.4 and RestoreFormer (spandrel, Apache-2.0 code) and CodeFormer (spandrel-extra-arches; its
+code and weights are under a non-commercial licence, S-Lab License 1.0). Weights are never
+downloaded: the user gives the file, and its licence is theirs to honour.
+
+Each face is resized to the restorer's input (512x512: GFPGAN needs exactly that and spandrel
+would pad a smaller input rather than scale it), restored and resized to the size asked for.
+The models are called the way their own projects' inference does it (RGB in [-1, 1] in and out;
+CodeFormer with its fidelity weight w), not through spandrel's generic call, which feeds
+GFPGAN and CodeFormer [0, 1] images. A GPU restores a batch at once; the CPU goes face by face
+(a batch only adds memory there).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from .errors import Wav2LipError, reason
+from .model_cache import file_state
+
+# One line per problem; the CLI prints them as `error: ...`.
+ENHANCE_NEEDS = 'face restoration needs the enhance extra: pip install "wav2lip-blender[enhance]"'
+SUPPORTED = ("GFPGAN", "RestoreFormer", "CodeFormer")
+SUPPORTED_TEXT = "GFPGAN v1.3/v1.4, RestoreFormer or CodeFormer"
+SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
+# The input every supported restorer was trained at.
+RESTORE_SIZE = 512
+# Faces per GPU call: a 512x512 GFPGAN forward holds ~1 GB of activations at batch 8 in fp32.
+GPU_BATCH = 8
+
+
+class EnhanceError(Wav2LipError):
+    """The face restorer cannot be used (file missing or not a restorer, extra not installed)."""
+
+
+@dataclass(frozen=True)
+class RestorerInfo:
+    """What was loaded, for notes and the benchmark."""
+
+    arch: str  # one of SUPPORTED
+    path: str
+    parameters: int
+    size: int = RESTORE_SIZE
+
+
+# --- importing spandrel ------------------------------------------------------------------------
+
+_torchvision_ops_library = None  # kept alive: dropping it would undefine the ops again
+
+
+def _import_torchvision() -> None:
+    """Import torchvision, also where its compiled ops cannot load beside this torch.
+
+    A CUDA build of torchvision next to a CPU build of torch (both pinned to the same release,
+    e.g. PyPI's torchvision beside the CPU wheel of torch) cannot load its C++ ops, and its
+    import then fails on `operator torchvision::nms does not exist`. spandrel imports torchvision
+    only for Python-level transforms, and the three restorers never call a torchvision op (we
+    normalize the input ourselves), so declaring the missing ops' schemas -- with no kernel: a
+    call would still fail -- lets the import finish."""
+    global _torchvision_ops_library
+    try:
+        importlib.import_module("torchvision")
+        return
+    except RuntimeError as exc:
+        if "torchvision::" not in str(exc) or _torchvision_ops_library is not None:
+            raise
+    import torch
+
+    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+        del sys.modules[name]
+    lib = torch.library.Library("torchvision", "DEF")
+    for op in ("nms", "qnms"):  # the ops torchvision registers fake kernels for unconditionally
+        lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    _torchvision_ops_library = lib
+    importlib.import_module("torchvision")
+
+
+def _spandrel():
+    """(spandrel, ArchRegistry of the supported restorers, ArchRegistry of everything spandrel
+    knows) or EnhanceError naming the install line."""
+    try:
+        _import_torchvision()
+        import spandrel
+        import spandrel_extra_arches
+    except ModuleNotFoundError as exc:
+        raise EnhanceError(f"{ENHANCE_NEEDS} ({exc.name} is not installed)") from None
+    except (ImportError, RuntimeError, OSError) as exc:
+        raise EnhanceError(f"{ENHANCE_NEEDS} (it does not import: {reason(exc)}; torch and torchvision "
+                           "must be builds of the same release from the same index)") from None
+    everything = spandrel.MAIN_REGISTRY.copy()
+    everything.add(*spandrel_extra_arches.EXTRA_REGISTRY, ignore_duplicates=True)
+    ours = spandrel.ArchRegistry()
+    ours.add(*(everything[a] for a in SUPPORTED))
+    return spandrel, ours, everything
+
+
+def available() -> bool:
+    """Whether the enhance extra imports here (for a UI that greys the option out)."""
+    try:
+        _spandrel()
+    except EnhanceError:
+        return False
+    return True
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+def _read_descriptor(path: str, device):
+    spandrel, ours, everything = _spandrel()
+    if not os.path.isfile(path):
+        raise EnhanceError(f"face restorer not found: {path} (--enhance takes a {SUPPORTED_TEXT} weights file)")
+    if not path.lower().endswith(SUFFIXES):
+        raise EnhanceError(f"not a face restorer: {path} (expected a {'/'.join(SUFFIXES)} file of {SUPPORTED_TEXT})")
+    loader = spandrel.ModelLoader(device="cpu", registry=ours)
+    try:
+        state = loader.load_state_dict_from_file(path)
+    except Exception as exc:  # pickle, zip and safetensors each raise their own kinds
+        raise EnhanceError(f"not a face restorer: {path} cannot be read as model weights ({reason(exc)})") from None
+    if not isinstance(state, dict) or not state:
+        raise EnhanceError(f"not a face restorer: {path} holds no weights")
+    found = next((a.architecture.id for a in ours.architectures("detection") if a.detect(state)), None)
+    if found is None:
+        other = next((a.architecture.name for a in everything.architectures("detection") if a.detect(state)), None)
+        if other is not None:
+            raise EnhanceError(f"unsupported face restorer: {path} is a {other} model; --enhance takes {SUPPORTED_TEXT}")
+        raise EnhanceError(f"not a face restorer: {path} is no model spandrel recognises "
+                           f"(--enhance takes {SUPPORTED_TEXT}; the Wav2Lip checkpoint goes to --checkpoint)")
+    try:
+        descriptor = loader.load_from_state_dict(state)
+    except Exception as exc:  # a damaged or edited file whose keys still look right
+        raise EnhanceError(f"face restorer {path} looks like {found} but does not load ({reason(exc)})") from None
+    return descriptor.to(device).eval()
+
+
+class Restorer:
+    """A loaded face restorer. `restore` is safe to call from one thread at a time."""
+
+    def __init__(self, descriptor, info: RestorerInfo, device, fidelity: float = 0.5):
+        self._descriptor = descriptor
+        self.info = info
+        self.device = device
+        self.fidelity = float(fidelity)
+
+    @property
+    def arch(self) -> str:
+        return self.info.arch
+
+    def with_fidelity(self, fidelity: float) -> "Restorer":
+        """The same loaded weights with another CodeFormer fidelity (per job, no reload)."""
+        return Restorer(self._descriptor, self.info, self.device, fidelity)
+
+    def restore(self, faces: Sequence[np.ndarray] | np.ndarray,
+                sizes: Sequence[tuple[int, int]] | None = None) -> list[np.ndarray]:
+        """BGR uint8 HxWx3 faces -> restored BGR uint8 faces, each at `sizes[i]` = (width,
+        height) or, without `sizes`, at its own size. Giving the paste box's size here spares
+        one resize (96 -> 512 -> box instead of 96 -> box -> 512 -> box)."""
+        faces = list(faces)
+        if sizes is None:
+            sizes = [(f.shape[1], f.shape[0]) for f in faces]
+        if len(sizes) != len(faces):
+            raise ValueError(f"{len(faces)} faces but {len(sizes)} sizes")
+        if not faces:
+            return []
+        s = self.info.size
+        batch = GPU_BATCH if str(self.device).startswith("cuda") else 1
+        out: list[np.ndarray] = []
+        for i in range(0, len(faces), batch):
+            chunk = np.stack([cv2.resize(f, (s, s), interpolation=_interpolation(f.shape[1], s))
+                              for f in faces[i:i + batch]])
+            for face, (w, h) in zip(self._forward(chunk), sizes[i:i + batch]):
+                out.append(cv2.resize(face, (w, h), interpolation=_interpolation(s, w)))
+        return out
+
+    def _forward(self, faces_bgr: np.ndarray) -> np.ndarray:
+        """(B, 512, 512, 3) BGR uint8 -> restored, same layout."""
+        import torch
+
+        model = self._descriptor.model
+        x = torch.from_numpy(np.ascontiguousarray(faces_bgr[..., ::-1].transpose(0, 3, 1, 2)))
+        x = x.to(self.device, dtype=torch.float32).div_(127.5).sub_(1.0)  # RGB in [-1, 1]
+        with torch.inference_mode():
+            if self.arch == "GFPGAN":
+                # The noise buffers saved with the weights instead of fresh noise per frame:
+                # the same face restores the same way, so video does not shimmer.
+                y = model(x, return_rgb=False, randomize_noise=False)[0]
+            elif self.arch == "CodeFormer":
+                y = model(x, weight=self.fidelity)[0]
+            else:
+                y = model(x)[0]
+            y = ((y.clamp_(-1.0, 1.0) + 1.0) * 127.5).round_().to(torch.uint8)
+        return np.ascontiguousarray(y.permute(0, 2, 3, 1).cpu().numpy()[..., ::-1])
+
+
+def _interpolation(src: int, dst: int) -> int:
+    # Area averaging when shrinking (no aliasing of the restored detail), cubic when enlarging.
+    return cv2.INTER_AREA if dst < src else cv2.INTER_CUBIC
+
+
+def load_restorer(path: str | os.PathLike, device="cpu", fidelity: float = 0.5) -> Restorer:
+    """The restorer in `path` on `device`, or EnhanceError with one line saying what is wrong."""
+    path = os.fspath(path)
+    descriptor = _read_descriptor(path, device)
+    arch = descriptor.architecture.id
+    info = RestorerInfo(arch=str(arch), path=os.path.realpath(path),
+                        parameters=sum(p.numel() for p in descriptor.model.parameters()))
+    return Restorer(descriptor, info, device, fidelity)
+
+
+class Restorers:
+    """Loaded restorers kept for the next job in a long-lived process (the warm engine), as
+    runtime.Runners keeps Wav2Lip models: a file is loaded once per device and handed back
+    until it changes on disk (size, mtime, inode). Keeps the `keep` most recently used (a
+    full GFPGAN holds ~330 MB)."""
+
+    def __init__(self, keep: int = 1):
+        self.keep = keep
+        self._loaded: OrderedDict[tuple, Restorer] = OrderedDict()
+
+    @staticmethod
+    def _key(path: str | os.PathLike, device) -> tuple:
+        real = os.path.realpath(path)
+        try:
+            state = tuple(file_state(real))
+        except OSError:
+            state = None  # load_restorer names the problem
+        return (real, state, str(device))
+
+    def get(self, path: str | os.PathLike, device="cpu", fidelity: float = 0.5) -> Restorer:
+        key = self._key(path, device)
+        restorer = self._loaded.get(key)
+        if restorer is None:
+            restorer = load_restorer(path, device)
+            for old in [k for k in self._loaded if k[0] == key[0] and k[1] != key[1]]:
+                del self._loaded[old]  # the file changed: its old weights are dead
+            self._loaded[key] = restorer
+            while len(self._loaded) > self.keep:
+                self._loaded.popitem(last=False)
+        else:
+            self._loaded.move_to_end(key)
+        return restorer.with_fidelity(fidelity)

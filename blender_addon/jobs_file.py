@@ -80,7 +80,7 @@ def job_line(ref: StripRef, engine_args: Sequence[str], source_times: Optional[S
             skip = True  # the option and its value
         else:
             args.append(str(a))
-    job = {P.JOB_ID: job_id(ref)}
+    job: dict = {P.JOB_ID: job_id(ref)}
     job.update(P.job_from_args(args))
     if source_times is not None:
         job[_TIMES_KEY] = [float(t) for t in source_times]

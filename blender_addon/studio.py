@@ -215,6 +215,8 @@ class SEQUENCER_OT_wav2lip_import_report(bpy.types.Operator, ImportHelper):
     bl_label = "Import Lip-Sync Report"
     bl_options = {"REGISTER", "UNDO"}
 
+    # ImportHelper has it in every version; declared here too, for the 4.2 and 5.0 stubs that lack it
+    filepath: bpy.props.StringProperty(name="File Path", subtype="FILE_PATH", maxlen=1024)  # type: ignore[valid-type]
     filter_glob: bpy.props.StringProperty(default="*.jsonl", options={"HIDDEN"})  # type: ignore[valid-type]
 
     def execute(self, context: Context) -> Set[str]:

@@ -226,3 +226,32 @@ def test_round_trip_with_the_real_batch(fresh, studio, prefs, media, checkpoint,
     assert bpy.ops.sequencer.wav2lip_import_report(filepath=str(report)) == {"FINISHED"}
     assert {s.name for s in strips(scene)} == before | {"Face.lipsync", "Face2.lipsync"}
     assert "Inserted 0 clips, 2 already on the timeline" in capfd.readouterr().out
+
+
+def test_import_follows_a_moved_strip_and_warns_about_a_trimmed_one(fresh, studio, prefs, media, dummy_checkpoint,
+                                                                     tmp_path, capfd):
+    """Placement as Sync Lips' own (insert.insert_result): a strip moved as a whole since the
+    export takes its clip along; one trimmed since gets it where it was, with a warning."""
+    bpy, scene = fresh
+    scene = _shots(bpy, scene, media, tmp_path)
+    prefs.checkpoint, prefs.detector, prefs.device = dummy_checkpoint, "box", "cpu"
+    prefs.box = KATIE_BOX
+    jobs_path = tmp_path / "shots.jsonl"
+    assert bpy.ops.sequencer.wav2lip_export_jobs(filepath=str(jobs_path)) == {"FINISHED"}
+    report = tmp_path / "report.jsonl"
+    with open(report, "w") as f:
+        for n, job in enumerate(_read_jobs(jobs_path), 1):  # a batch's report, its clips made by hand
+            shutil.copyfile(media / KATIE, job["out"])
+            f.write(json.dumps({"id": job["id"], "line": n, "status": "ok", "seconds": 1.0, "out": job["out"]}) + "\n")
+    face = next(s for s in strips(scene) if s.name == "Face")
+    face2 = next(s for s in strips(scene) if s.name == "Face2")
+    face.frame_start += 10  # used 19..42 now
+    face2.frame_offset_end += 4  # used 121..140 now
+
+    capfd.readouterr()
+    assert bpy.ops.sequencer.wav2lip_import_report(filepath=str(report)) == {"FINISHED"}
+    out = capfd.readouterr().out
+    a, b = (next(s for s in strips(scene) if s.name == n) for n in ("Face.lipsync", "Face2.lipsync"))
+    assert (a.channel, a.frame_final_start, a.frame_final_duration) == (3, 19, 24)
+    assert (b.channel, b.frame_final_start, b.frame_final_duration) == (3, 121, 24)
+    assert "'Face2' was changed while syncing; the synced clip matches it as it was (frames 121-144)" in out

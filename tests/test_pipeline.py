@@ -278,7 +278,9 @@ def test_hard_box_paste_matches_the_original_exactly(make_request, checkpoint, t
     clip = write_lossless(tmp_path / "clip.mp4", src, fps)
     z = np.load(CONFORMANCE / "model_io.npz")
     y1, y2, x1, x2 = (int(v) for v in z["box"])
-    req = make_request(clip, SPEECH16K, box=(y1, y2, x1, x2), blend="hard", smooth=False, batch_size=batch)
+    # silence="sync": the original drives every frame (hold would keep the source mouth in pauses).
+    req = make_request(clip, SPEECH16K, box=(y1, y2, x1, x2), blend="hard", smooth=False, batch_size=batch,
+                       silence="sync")
 
     info = probe_video(clip)
     plan = make_plan(req, info, load_audio(SPEECH16K))

@@ -160,20 +160,20 @@ def blend_group(faced: list, preds, blend: str, watch: Stopwatch) -> None:
     watch.add("blend", t)
 
 
-def _faded_paste(frame, pred_u8: np.ndarray, box: tuple[int, int, int, int], blend: str, weight: float) -> None:
-    """paste() shown at `weight` over the source: the box pasted as usual, then mixed with what
-    was there, so the fade also goes through the blend's own mask."""
+def _faded_paste(frame, pred_u8: np.ndarray, box: tuple[int, int, int, int], blend: str, weight: float,
+                 **paste_options) -> None:
+    """paste() shown at `weight` over the source: pasted as usual (with whatever mask or rotation
+    paste takes), then mixed with the box as it was, so a fade never bypasses the blend."""
     y1, y2, x1, x2 = box
-
-    def faded(region: np.ndarray) -> np.ndarray:
-        full = region.copy()
-        paste(full, pred_u8, (0, y2 - y1, 0, x2 - x1), blend)
-        return cv2.addWeighted(full, weight, region, 1.0 - weight, 0.0)
-
     if isinstance(frame, Picture):
-        frame.edit_region(y1, y2, x1, x2, faded)
+        before = frame.region_bgr(y1, y2, x1, x2)
+        paste(frame, pred_u8, box, blend, **paste_options)
+        frame.put_region_bgr(y1, y2, x1, x2, cv2.addWeighted(frame.region_bgr(y1, y2, x1, x2), weight,
+                                                             before, 1.0 - weight, 0.0))
     else:
-        frame[y1:y2, x1:x2] = faded(frame[y1:y2, x1:x2])
+        before = frame[y1:y2, x1:x2].copy()
+        paste(frame, pred_u8, box, blend, **paste_options)
+        frame[y1:y2, x1:x2] = cv2.addWeighted(frame[y1:y2, x1:x2], weight, before, 1.0 - weight, 0.0)
 
 
 def cancel_check(cancel: CancelFn) -> Callable[[], None]:

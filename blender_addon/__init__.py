@@ -21,15 +21,15 @@ bl_info = {
 if "bpy" in locals():  # reload (F3 > Reload Scripts): re-import the submodules
     import importlib
 
-    for _name in ("wire", "compat", "snapshot", "preview", "engine_python", "runner", "engine", "capture", "preferences",
-                  "jobs", "insert", "operators", "panel"):
+    for _name in ("wire", "compat", "snapshot", "preview", "engine_python", "runner", "engine", "jobqueue",
+                  "capture", "preferences", "jobs", "insert", "operators", "panel"):
         if _name in locals():
             importlib.reload(locals()[_name])
 
 import bpy  # noqa: E402,F401
 
-from . import (capture, compat, engine, engine_python, insert, jobs, operators, panel, preferences,  # noqa: E402,F401
-               preview, runner, snapshot, wire)
+from . import (capture, compat, engine, engine_python, insert, jobqueue, jobs, operators, panel,  # noqa: E402,F401
+               preferences, preview, runner, snapshot, wire)
 
 _modules = (preferences, operators, panel)
 _registered = False

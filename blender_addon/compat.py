@@ -147,6 +147,15 @@ def remove_strip(ed: SequenceEditor, strip: StripLike) -> None:
     top_strips(ed).remove(strip)
 
 
+def strip_tag(strip: StripLike, key: str) -> Any:
+    """A custom property of the strip (None when unset); the stubs do not type ID properties."""
+    return cast(Any, strip).get(key)
+
+
+def set_strip_tag(strip: StripLike, key: str, value: str) -> None:
+    cast(Any, strip)[key] = value
+
+
 def sound_offset(strip: StripLike) -> float:
     """Seconds the sound is delayed within its strip (4.5 and 5.0; 0 where absent, e.g. 4.2)."""
     return float(getattr(strip, "sound_offset", 0.0) or 0.0)

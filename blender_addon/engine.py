@@ -1,4 +1,5 @@
-"""The warm engine (`python -m wav2lip_core serve`) as the add-on uses it. Pure Python, no bpy.
+"""The warm engine (`python -m wav2lip_core serve`) as the add-on uses it: the process and the
+session's one engine. Pure Python, no bpy.
 
 One engine process per Blender session (`session_engine`): started by the first job, reused by
 the next ones (the model stays loaded), started afresh when it died or when the interpreter or
@@ -6,147 +7,27 @@ its environment changed, and stopped by `shutdown` (the add-on calls it on unreg
 file loads; atexit here covers Blender quitting). Its stdin is a pipe from Blender, so even a
 Blender that is killed leaves no engine behind: the engine exits at the end of its input.
 
-`EngineJob` is one job as the UI sees it (poll, finished, wait, cancel) with its work folder
-(runner.py's rule: only a finished result is moved into place, never over a file).
-`JobQueue` hands its jobs to the session's engine one after another, each when the one before
-has finished, so an engine that crashes costs only the job it was running.
+The jobs it runs and the queue that feeds it are in jobqueue.py.
 """
 
 from __future__ import annotations
 
 import atexit
-import dataclasses
-import itertools
 import os
 import signal
 import subprocess
 import threading
 import time
 from collections import deque
-from pathlib import Path
-from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Deque, Dict, Optional, Sequence, Tuple, Union
 
-from .runner import (CANCELLED, DONE, FAILED, RUNNING, Progress, _MAX_LINE, _signal_group, apply_event, deliver,
-                     engine_popen_kwargs, error_from_stderr, make_workdir, protocol_refusal)
+from .runner import CANCELLED, FAILED, _MAX_LINE, _signal_group, engine_popen_kwargs, error_from_stderr, protocol_refusal
 from .wire import protocol
 
+if TYPE_CHECKING:
+    from .jobqueue import EngineJob
+
 P = protocol
-QUEUED = "queued"  # the stage a job shows before the engine starts it
-_ids = itertools.count(1)
-
-
-class EngineJob:
-    """One job on the warm engine. `args`: the one-shot CLI's arguments (--out: `work_out`)."""
-
-    def __init__(self, *, dest: Union[str, "os.PathLike[str]", None] = None, suffix: str = ".mp4",
-                 label: str = "") -> None:
-        self.dest = Path(dest) if dest else None
-        self.workdir = make_workdir(self.dest)
-        self.work_out = self.workdir / ("result" + suffix)
-        self.id = f"{os.getpid()}-{next(_ids)}"
-        self.label = label
-        self.args: List[str] = []
-        self._lock = threading.Lock()
-        self._progress = Progress(stage=QUEUED)
-        self._finished = threading.Event()
-        self._released = threading.Event()  # the engine is done with it (it may write until then)
-        self._on_finish: List[Callable[["EngineJob"], None]] = []
-        self._engine: Optional[Engine] = None
-        self.submitted_at: Optional[float] = None
-        self.first_progress_at: Optional[float] = None  # first progress event (request-to-work latency)
-        self.ended_at: Optional[float] = None
-
-    # -- engine side (its reader threads) -------------------------------------------------------
-    def _event(self, obj: dict) -> None:
-        kind = obj[P.KEY_EVENT]
-        if kind == P.EVENT_ERROR:
-            self._finish(FAILED, str(obj.get(P.KEY_MESSAGE) or "the lip-sync engine failed without a message"))
-            return
-        if kind == P.EVENT_CANCELLED:
-            self._finish(CANCELLED, "cancelled")
-            return
-        with self._lock:
-            if self._progress.status != RUNNING:
-                return
-            if kind == P.EVENT_PROGRESS and self.first_progress_at is None:
-                self.first_progress_at = time.monotonic()
-            apply_event(self._progress, obj)
-            reported = self._progress.out
-        if kind == P.EVENT_DONE:
-            status, message, produced = deliver(Path(reported) if reported else self.work_out, self.dest)
-            if status == DONE:
-                with self._lock:
-                    self._progress.out = str(produced)
-            self._finish(status, message)
-
-    def _release(self) -> None:
-        """The engine has let go of the job (its last event, or its exit): the work folder goes."""
-        self._released.set()
-        if self.finished:
-            self.cleanup()
-
-    def _finish(self, status: str, message: str, cleanup: bool = True) -> None:
-        with self._lock:
-            if self._progress.status != RUNNING:
-                return
-            self._progress.status = status
-            self._progress.message = message
-            if status == DONE:
-                self._progress.fraction = 1.0
-                self._progress.stage = "done"
-            callbacks = list(self._on_finish)
-        self.ended_at = time.monotonic()
-        if cleanup:
-            self.cleanup()  # a result has been moved out by now; nothing partial stays
-        self._finished.set()
-        for cb in callbacks:
-            cb(self)
-
-    # -- UI side --------------------------------------------------------------------------------
-    def on_finish(self, callback: Callable[["EngineJob"], None]) -> None:
-        self._on_finish.append(callback)
-
-    def poll(self) -> Progress:
-        with self._lock:
-            return dataclasses.replace(self._progress, notes=list(self._progress.notes))
-
-    @property
-    def finished(self) -> bool:
-        return self._finished.is_set()
-
-    def wait(self, timeout: Optional[float] = None) -> Progress:
-        self._finished.wait(timeout)
-        return self.poll()
-
-    def cancel(self, grace: float = 10.0) -> None:
-        """Stop the job, at once for the UI: dropped if the engine has not got it, else the engine
-        is asked to stop it; the work folder goes when the engine has let go of it, and an engine
-        that has not within `grace` seconds is stopped (it looks between batches of frames, but
-        not while it loads a model: a warm engine is worth waiting a few seconds for)."""
-        engine = self._engine
-        if engine is None or self.finished:
-            self._finish(CANCELLED, "cancelled")
-            return
-        engine.request_cancel(self)
-        if self._released.wait(0.3):  # the usual case: the engine answers within a few checks
-            self._finish(CANCELLED, "cancelled")
-            return
-        self._finish(CANCELLED, "cancelled", cleanup=False)
-        threading.Thread(target=self._settle, args=(engine, grace), name="wav2lip-cancel", daemon=True).start()
-
-    def _settle(self, engine: "Engine", grace: float) -> None:
-        if not self._released.wait(grace):
-            engine.stop(grace=0.5)
-        self.cleanup()
-
-    def cleanup(self) -> None:
-        import shutil
-
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    @property
-    def pid(self) -> Optional[int]:
-        return self._engine.pid if self._engine is not None else None
 
 
 def engine_key(python: str, env: Optional[Dict[str, str]]) -> Tuple:
@@ -166,7 +47,7 @@ class Engine:
         self._cwd = str(cwd) if cwd else None
         self._proc: Optional[subprocess.Popen] = None
         self._lock = threading.Lock()
-        self._jobs: Dict[str, EngineJob] = {}
+        self._jobs: Dict[str, "EngineJob"] = {}
         self._stderr: Deque[str] = deque(maxlen=200)
         self._error_line = ""
         self._hello = False
@@ -202,7 +83,7 @@ class Engine:
         return self._proc.pid if self._proc is not None else None
 
     # -- jobs ------------------------------------------------------------------------------------
-    def submit(self, job: EngineJob) -> None:
+    def submit(self, job: "EngineJob") -> None:
         job._engine = self
         job.submitted_at = time.monotonic()
         with self._lock:
@@ -214,7 +95,7 @@ class Engine:
             return
         self._send(P.request(P.OP_JOB, job.id, job.args))
 
-    def request_cancel(self, job: EngineJob) -> None:
+    def request_cancel(self, job: "EngineJob") -> None:
         self._send(P.request(P.OP_CANCEL, job.id))
 
     def stop(self, grace: float = 2.0) -> None:
@@ -321,63 +202,6 @@ class Engine:
             last = self._error_line or next((s.strip() for s in reversed(stderr) if s.strip()), "")
             how = f"exit code {rc}" + (f": {last}" if last else "")
         return f"the lip-sync engine stopped unexpectedly ({how}); the next sync starts a fresh one"
-
-
-class JobQueue:
-    """Jobs for the session's engine, one after another. `engine_for()` gives the engine for the
-    next job (the session's warm one, restarted when it died)."""
-
-    def __init__(self, jobs: Sequence[EngineJob], engine_for: Callable[[], Engine]) -> None:
-        self.jobs = list(jobs)
-        self._engine_for = engine_for
-        self._next = 0
-        self._lock = threading.Lock()
-        self._dropped = False
-        for job in self.jobs:
-            job.on_finish(self._advance)
-
-    def start(self) -> "JobQueue":
-        self._advance(None)
-        return self
-
-    def _advance(self, _finished: Optional[EngineJob]) -> None:
-        with self._lock:
-            if self._dropped or self._next >= len(self.jobs):
-                return
-            job = self.jobs[self._next]
-            self._next += 1
-        try:
-            engine = self._engine_for()
-        except Exception as exc:  # noqa: BLE001 - reported on the job, never lost in a thread
-            job._finish(FAILED, f"cannot start the lip-sync engine: {exc}")
-            return
-        engine.submit(job)
-
-    @property
-    def current(self) -> Optional[EngineJob]:
-        """The job the engine works on (or the next to go), None when all have finished."""
-        return next((j for j in self.jobs if not j.finished), None)
-
-    @property
-    def finished(self) -> bool:
-        return all(j.finished for j in self.jobs)
-
-    def fraction(self) -> float:
-        """Overall progress: finished jobs count fully, the current one partly."""
-        if not self.jobs:
-            return 1.0
-        return sum(1.0 if j.finished else j.poll().fraction for j in self.jobs) / len(self.jobs)
-
-    def cancel(self) -> None:
-        """Drop the jobs not started yet, then stop the current one."""
-        with self._lock:
-            self._dropped = True
-            pending = self.jobs[self._next:]
-        for job in pending:
-            job._finish(CANCELLED, "cancelled")
-        for job in self.jobs:
-            if not job.finished:
-                job.cancel()
 
 
 # -- the session's engine ----------------------------------------------------------------------

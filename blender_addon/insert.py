@@ -15,7 +15,7 @@ from .snapshot import SnapshotError, first_free_channel
 
 def remove_previews(ed: Any, source_name: str) -> int:
     """Remove the preview strips of `source_name` (their files stay: an undo brings them back)."""
-    gone = [s for s in compat.all_strips(ed) if s.get(PREVIEW_TAG) == source_name]
+    gone = [s for s in compat.all_strips(ed) if compat.strip_tag(s, PREVIEW_TAG) == source_name]
     removed = 0
     for s in gone:
         try:
@@ -68,7 +68,7 @@ def insert_result(job: Job) -> StripLike:
     strip = compat.new_movie(ed, wanted, job.dest, channel, start)
     strip.name = _unique_strip_name(ed, wanted, strip)
     if job.preview:
-        strip[PREVIEW_TAG] = req.source_name
+        compat.set_strip_tag(strip, PREVIEW_TAG, req.source_name)
     if bpy.data.filepath:
         try:
             strip.filepath = bpy.path.relpath(job.dest)

@@ -14,7 +14,7 @@ from bpy.types import Context
 
 from . import capture, compat, engine, preferences
 from .compat import StripLike
-from .engine import EngineJob, JobQueue
+from .jobqueue import EngineJob, JobQueue
 from .engine_python import EngineNotFound, engine_env, find_engine_python
 from .preview import plan_preview
 from .runner import DONE

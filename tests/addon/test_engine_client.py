@@ -17,6 +17,7 @@ from ._load import load
 
 runner = load("runner")
 engine = load("engine")
+jobqueue = load("jobqueue")
 engine_python = load("engine_python")
 protocol = load("wire").protocol
 FAKE = Path(__file__).with_name("fake_engine.py")
@@ -26,8 +27,8 @@ def _env(mode: str, **more: str) -> dict:
     return dict(os.environ, FAKE_ENGINE_MODE=mode, **more)
 
 
-def _job(tmp_path: Path, name: str = "x.mp4", **kw) -> "engine.EngineJob":
-    job = engine.EngineJob(dest=tmp_path / name, **kw)
+def _job(tmp_path: Path, name: str = "x.mp4", **kw) -> "jobqueue.EngineJob":
+    job = jobqueue.EngineJob(dest=tmp_path / name, **kw)
     job.args = ["--face", "f.mp4", "--audio", "a.wav", "--checkpoint", "c.pth", "--out", str(job.work_out),
                 "--fps", "24", "--duration", "0.5", "--protocol", str(protocol.PROTOCOL_VERSION)]
     return job
@@ -35,7 +36,7 @@ def _job(tmp_path: Path, name: str = "x.mp4", **kw) -> "engine.EngineJob":
 
 def _run(fake_python: str, env: dict, *jobs):
     eng = engine.Engine(fake_python, env).start()
-    engine.JobQueue(list(jobs), lambda: eng).start()
+    jobqueue.JobQueue(list(jobs), lambda: eng).start()
     return eng
 
 
@@ -106,7 +107,7 @@ def test_a_crash_fails_the_running_job_in_one_line_and_the_next_job_gets_a_fresh
         started.append(engine.session_engine(fake_python, env))
         return started[-1]
 
-    engine.JobQueue([a, b], engine_for).start()
+    jobqueue.JobQueue([a, b], engine_for).start()
     p = a.wait(30)
     assert p.status == runner.FAILED
     assert p.message == ("the lip-sync engine stopped unexpectedly (exit code 1: Segmentation fault (simulated)); "
@@ -141,7 +142,7 @@ def test_cancel_answers_at_once_drops_the_queue_and_keeps_the_engine(tmp_path, f
     a, b = _job(tmp_path, "A.mp4"), _job(tmp_path, "B.mp4")
     (a.workdir / "source_times.json").write_text("[]")  # the add-on's own file in the work folder
     eng = engine.Engine(fake_python, _env("slow")).start()
-    q = engine.JobQueue([a, b], lambda: eng).start()
+    q = jobqueue.JobQueue([a, b], lambda: eng).start()
     deadline = time.monotonic() + 20
     while a.poll().stage != protocol.STAGE_SYNC and time.monotonic() < deadline:
         time.sleep(0.02)

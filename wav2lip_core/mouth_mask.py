@@ -23,8 +23,8 @@ from .landmarks import CHIN, OUTER_LIPS
 LOWER_LIP = [54, 55, 56, 57, 58, 59, 48]
 
 # Fractions of the mouth's width (corner to corner).
-DILATE = 0.2
-FEATHER = 0.12  # Gaussian sigma
+DILATE = 0.25
+FEATHER = 0.1  # Gaussian sigma
 JAW_DROP = 0.5
 GRID = 160
 
@@ -59,6 +59,7 @@ def mouth_mask(points: np.ndarray, box: tuple[int, int, int, int], *, dilate_px:
     sigma = feather * scale
     if sigma > 0.3:
         mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=sigma, sigmaY=sigma)
+    np.clip(mask, 0.0, 1.0, out=mask)  # the blur's float sums overshoot 1 by ~1e-7
     if (gh, gw) != (h, w):
         mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_LINEAR)
     # Nothing outside the box may change, so the mask reaches 0 on its border whatever the face.

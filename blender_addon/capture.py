@@ -13,6 +13,8 @@ from . import compat
 from .compat import StripLike
 from .snapshot import IMAGE, MOVIE, SOUND, StripInfo, overlap
 
+PREVIEW_TAG = "wav2lip_preview_of"  # custom property on a preview strip: the source strip's name
+
 VIDEO_TYPES = (compat.MOVIE, compat.IMAGE)
 
 
@@ -179,7 +181,8 @@ def choose_pairs(context: Context, scene: Scene) -> List[Tuple[StripLike, Option
     if ed is None:
         return []
     selected = compat.selected_strips(context, ed)
-    videos = [s for s in selected if s.type in VIDEO_TYPES]
+    # A preview strip is never a source (select-all then Sync Lips syncs the shots, not their previews).
+    videos = [s for s in selected if s.type in VIDEO_TYPES and compat.strip_tag(s, PREVIEW_TAG) is None]
     if len(videos) <= 1:
         video, sound = choose_strips(context, scene)
         return [(video, sound)] if video is not None else []

@@ -82,6 +82,9 @@ def insert_result(job: Job) -> StripLike:
         )
     if source is not None:
         _copy_look(source, strip)
+    if job.preview:  # the source stays selected: change a setting, preview again
+        strip.select = False
+        return strip
     for s in compat.current_strips(ed):
         s.select = False
     strip.select = True

@@ -22,7 +22,7 @@ from .snapshot import SnapshotError, SyncRequest, plan
 
 SUFFIX = ".lipsync"
 PREVIEW_SUFFIX = ".preview"
-PREVIEW_TAG = "wav2lip_preview_of"  # custom property on a preview strip: the source strip's name
+PREVIEW_TAG = capture.PREVIEW_TAG
 
 
 @dataclass

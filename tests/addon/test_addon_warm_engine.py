@@ -111,11 +111,11 @@ def test_several_strips_on_one_warm_engine_then_preview_replaced_by_the_full_syn
     assert [(s.name, s.frame_final_start, s.frame_final_duration) for s in previews] == [("ShotA.preview", 3, 6)]
     assert jobs.last_batch().jobs[0].runner.poll().warm is True and engine.session_pid() == pid
 
+    # The source stays selected and active (the preview strip is not): preview again at once.
+    assert scene.sequence_editor.active_strip == shot_a and shot_a.select and not previews[0].select
     # The next preview (3 s around the playhead, clipped to the 12-frame strip: all of it) replaces it.
     scene.use_preview_range = False
     scene.frame_current = 5
-    shot_a.select = True
-    scene.sequence_editor.active_strip = shot_a
     assert bpy.ops.sequencer.wav2lip_sync(preview=True, **_kw(checkpoint, engine_python, tmp_path)) == {"FINISHED"}
     previews = [s for s in strips(scene) if s.get(jobs.PREVIEW_TAG) == "ShotA"]
     assert [(s.frame_final_start, s.frame_final_duration) for s in previews] == [(1, N)]

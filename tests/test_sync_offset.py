@@ -107,9 +107,9 @@ def test_source_times_path_shifts_the_windows_too():
 # the click train, through the CLI
 
 
-BURSTS = (0.35, 0.97, 1.58, 2.2)  # seconds; ~15 frames apart, at different phases of a frame
+BURSTS = (0.5, 1.12, 1.73, 2.35)  # seconds; ~15 frames apart, at different phases of a frame
 BURST_S = 0.06
-CLICKS_S = 2.6
+CLICKS_S = 2.8
 HALF = 7.5  # frames either side of a burst's response belonging to it
 
 

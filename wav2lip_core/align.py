@@ -21,6 +21,7 @@ The way back is the inverse map, sampled for every pixel of the box.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -97,20 +98,30 @@ def crop(frame: np.ndarray | Picture, rot: Rotation) -> np.ndarray:
     return cv2.warpAffine(region, m, (IMG_SIZE, IMG_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def uncrop(image96: np.ndarray, rot: Rotation) -> np.ndarray:
+def uncrop(image96: np.ndarray, rot: Rotation, size: tuple[int, int] | None = None) -> np.ndarray:
     """A 96x96 image in crop pixels (the model's face, or a mask) turned back and sampled at
-    every pixel of the box: (h, w[, c]) in box pixels, 0 where the crop does not reach."""
+    every pixel of the box: (h, w[, c]) in box pixels, 0 where the crop does not reach. `size`
+    (w, h): sample the box on a coarser grid of that size instead (for smooth masks)."""
     y1, y2, x1, x2 = rot.box
+    w, h = x2 - x1, y2 - y1
+    gw, gh = size or (w, h)
     m = rot.to_crop().copy()
     m[:, 2] += m[:, :2] @ (x1, y1)  # box pixels -> crop pixels
-    return cv2.warpAffine(image96, m, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+    if (gw, gh) != (w, h):  # grid pixels -> box pixels, with cv2.resize's pixel centres
+        sx, sy = w / gw, h / gh
+        m = m @ np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+    return cv2.warpAffine(image96, m, (gw, gh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
+@lru_cache(maxsize=8)
 def border_taper(h: int, w: int, width: float) -> np.ndarray:
-    """(h, w) float32: 0 on the box's outermost pixels rising linearly to 1 `width` px inside,
-    so a mask multiplied by it never changes the box's edge (nothing outside the box may)."""
+    """(h, w) float32, read-only: 0 on the box's outermost pixels rising linearly to 1 `width` px
+    inside, so a mask multiplied by it never changes the box's edge (nothing outside the box
+    may). Cached: a clip's boxes keep their size."""
     width = max(float(width), 1.0)
     ry = np.minimum(np.arange(h), np.arange(h)[::-1]).astype(np.float32) / width
     rx = np.minimum(np.arange(w), np.arange(w)[::-1]).astype(np.float32) / width
-    return np.minimum.outer(np.minimum(ry, 1.0), np.minimum(rx, 1.0))
+    taper = np.minimum.outer(np.minimum(ry, 1.0), np.minimum(rx, 1.0))
+    taper.setflags(write=False)
+    return taper

@@ -62,5 +62,6 @@ def mouth_mask(points: np.ndarray, box: tuple[int, int, int, int], *, dilate_px:
     np.clip(mask, 0.0, 1.0, out=mask)  # the blur's float sums overshoot 1 by ~1e-7
     if (gh, gw) != (h, w):
         mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_LINEAR)
-    # Nothing outside the box may change, so the mask reaches 0 on its border whatever the face.
-    return mask * border_taper(h, w, max(feather, 2.0))
+    # Nothing outside the box may change, so the mask reaches 0 on its border whatever the face
+    # (the same taper as the turned feather mask's, so one cached array serves both).
+    return mask * border_taper(h, w, 0.04 * max(h, w))

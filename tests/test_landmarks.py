@@ -107,10 +107,13 @@ def test_tilted_heads_keep_their_landmarks(predictor, angle):
 
 
 def test_missing_extra_is_one_line_with_the_install_hint():
+    """Without dlib: --blend mouth fails at request time with one line, --align auto is off."""
     code = ("import sys; sys.modules['dlib'] = None\n"
             "from wav2lip_core import landmarks\n"
+            "from wav2lip_core.blend import predictor_for\n"
             "assert not landmarks.available()\n"
-            "try:\n    landmarks.load_predictor()\n"
+            "assert predictor_for('feather', 'auto') is None\n"
+            "try:\n    predictor_for('mouth', 'auto')\n"
             "except landmarks.LandmarksUnavailable as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     lines = out.strip().splitlines()
@@ -120,3 +123,12 @@ def test_missing_extra_is_one_line_with_the_install_hint():
 
 def test_predictor_is_loaded_once(predictor):
     assert landmarks.load_predictor() is predictor
+
+
+def test_which_jobs_get_a_predictor(predictor):
+    from wav2lip_core.blend import predictor_for
+
+    assert predictor_for("mouth", "off") is predictor
+    assert predictor_for("feather", "auto") is predictor
+    assert predictor_for("feather", "off") is None
+    assert predictor_for("hard", "auto") is None  # the square paste is never turned

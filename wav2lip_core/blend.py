@@ -23,7 +23,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from . import align, protocol
+from . import align, landmarks, protocol
 from .mouth_mask import mouth_mask
 from .model import IMG_SIZE
 from .picture import Picture
@@ -89,6 +89,20 @@ class FaceEdit:
 
 
 PLAIN = FaceEdit()
+
+
+def predictor_for(blend: str, align_mode: str):
+    """The landmarks.Predictor a job needs, or None. Call at request time: `--blend mouth`
+    without the landmarks extra raises landmarks.LandmarksUnavailable (one line with the pip
+    command); `--align auto` alone without it gives None (levelling silently off)."""
+    from . import landmarks
+
+    if blend == "mouth":
+        landmarks.require("--blend mouth")
+        return landmarks.load_predictor()
+    if align.applies(align_mode, blend) and landmarks.available():
+        return landmarks.load_predictor()
+    return None
 
 
 def face_edit(predictor, frame: np.ndarray | Picture, box: tuple[int, int, int, int], blend: str,

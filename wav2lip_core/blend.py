@@ -91,12 +91,10 @@ class FaceEdit:
 PLAIN = FaceEdit()
 
 
-def predictor_for(blend: str, align_mode: str):
+def predictor_for(blend: str, align_mode: str) -> landmarks.Predictor | None:
     """The landmarks.Predictor a job needs, or None. Call at request time: `--blend mouth`
     without the landmarks extra raises landmarks.LandmarksUnavailable (one line with the pip
     command); `--align auto` alone without it gives None (levelling silently off)."""
-    from . import landmarks
-
     if blend == "mouth":
         landmarks.require("--blend mouth")
         return landmarks.load_predictor()
@@ -105,7 +103,7 @@ def predictor_for(blend: str, align_mode: str):
     return None
 
 
-def face_edit(predictor, frame: np.ndarray | Picture, box: tuple[int, int, int, int], blend: str,
+def face_edit(predictor: landmarks.Predictor | None, frame: np.ndarray | Picture, box: tuple[int, int, int, int], blend: str,
               align_mode: str) -> FaceEdit:
     """The mouth mask (`blend` "mouth") and levelling rotation (align.applies) for one face,
     from its landmarks; PLAIN when neither is wanted, when `predictor` (a landmarks.Predictor)

@@ -20,7 +20,7 @@ import pytest
 from conftest import ROOT
 from restorer_checkpoints import build_model, write_checkpoint
 from wav2lip_core.enhance import EnhanceError, Restorers, load_restorer
-from wav2lip_core.errors import Wav2LipError
+from wav2lip_core.errors import Cancelled, Wav2LipError
 
 HAVE_EXTRA = all(importlib.util.find_spec(m) is not None for m in ("spandrel", "spandrel_extra_arches", "torchvision"))
 needs_extra = pytest.mark.skipif(not HAVE_EXTRA, reason="the enhance extra is not installed "
@@ -117,6 +117,21 @@ def test_the_model_gets_rgb_in_minus_one_to_one(restorer_files):
     x = seen[0]
     assert tuple(x.shape) == (1, 3, 512, 512)
     assert float(x[0, 2].min()) == 1.0 and float(x[0, 0].max()) == -1.0 and float(x[0, 1].max()) == -1.0
+
+
+@needs_extra
+def test_stop_cancels_between_faces(restorer_files):
+    """A cancelled job does not wait for every face (seconds each on a CPU)."""
+    r = load_restorer(restorer_files("restoreformer"))
+    asked = []
+
+    def stop() -> bool:
+        asked.append(True)
+        return len(asked) > 1
+
+    with pytest.raises(Cancelled):
+        r.restore([face(96, 96, s) for s in range(3)], stop=stop)
+    assert len(asked) == 2  # the first face restored, the second never started
 
 
 @needs_extra

@@ -21,12 +21,12 @@ import os
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
 
-from .errors import Wav2LipError, reason
+from .errors import Cancelled, Wav2LipError, reason
 from .model_cache import file_state
 
 # One line per problem; the CLI prints them as `error: ...`.
@@ -161,10 +161,12 @@ class Restorer:
         return Restorer(self._descriptor, self.info, self.device, fidelity)
 
     def restore(self, faces: Sequence[np.ndarray] | np.ndarray,
-                sizes: Sequence[tuple[int, int]] | None = None) -> list[np.ndarray]:
+                sizes: Sequence[tuple[int, int]] | None = None,
+                stop: Callable[[], bool] | None = None) -> list[np.ndarray]:
         """BGR uint8 HxWx3 faces -> restored BGR uint8 faces, each at `sizes[i]` = (width,
         height) or, without `sizes`, at its own size. Giving the paste box's size here spares
-        one resize (96 -> 512 -> box instead of 96 -> box -> 512 -> box)."""
+        one resize (96 -> 512 -> box instead of 96 -> box -> 512 -> box). `stop` is checked
+        before each call of the model (seconds apart on a CPU): Cancelled when it says so."""
         faces = list(faces)
         if sizes is None:
             sizes = [(f.shape[1], f.shape[0]) for f in faces]
@@ -172,14 +174,28 @@ class Restorer:
             raise ValueError(f"{len(faces)} faces but {len(sizes)} sizes")
         if not faces:
             return []
+        import torch
+
         s = self.info.size
         batch = GPU_BATCH if str(self.device).startswith("cuda") else 1
         out: list[np.ndarray] = []
-        for i in range(0, len(faces), batch):
+        i = 0
+        while i < len(faces):
+            if stop is not None and stop():
+                raise Cancelled("cancelled")
             chunk = np.stack([cv2.resize(f, (s, s), interpolation=_interpolation(f.shape[1], s))
                               for f in faces[i:i + batch]])
-            for face, (w, h) in zip(self._forward(chunk), sizes[i:i + batch]):
+            try:
+                restored = self._forward(chunk)
+            except torch.OutOfMemoryError:
+                if batch == 1:
+                    raise
+                torch.cuda.empty_cache()
+                batch //= 2  # a smaller GPU or a busy one: fewer faces per call
+                continue
+            for face, (w, h) in zip(restored, sizes[i:i + batch]):
                 out.append(cv2.resize(face, (w, h), interpolation=_interpolation(s, w)))
+            i += len(chunk)
         return out
 
     def _forward(self, faces_bgr: np.ndarray) -> np.ndarray:

@@ -225,6 +225,9 @@ def test_held_frames_are_the_source_and_skip_the_model(checkpoint, torch_model, 
     # The model ran for exactly the frames that do not look like the source.
     assert sum(hold_calls) == n - int(looks_like_source.sum())
     assert sum(hold_calls) <= n - len(deep) and all(c > 0 for c in hold_calls)
+    # A batch (8 frames in output order) of held frames only never reaches the model.
+    batches_with_synced = sum(not looks_like_source[b: b + 8].all() for b in range(0, n, 8))
+    assert len(hold_calls) == batches_with_synced < len(sync_calls)
 
     # Fades lie between: each differs from the source along the synced frame's change, by a
     # fraction strictly between 0 and 1, falling into the hold and rising out of it.

@@ -20,9 +20,12 @@ sits between. Shapes with the mouth not below the eyes (in the face's own frame)
 implausibly close or far apart are dropped too. Those frames get None, and the caller falls back
 to feather and no rotation.
 
-Cost (2-core CPU shared with other jobs, so noisy): one predictor call ~3-5 ms per face whatever
-its size (it samples a fixed number of pixels); `points` makes three (~10-15 ms per face) plus
-the grey conversion of the box and a margin (~0.3 ms at 512x512 boxes, ~1 ms at 1080p close-ups).
+Cost: one predictor call ~3 ms per face whatever its size (it samples a fixed number of pixels;
+3 ms unloaded, 5-8 ms while the 2-core test machine ran ~9 jobs). `points` makes five (six for a
+head tilted by more than LEVEL_ANGLE), plus the grey conversion of the box and a margin: best
+of 20 under that load, 42-62 ms per face for 330 and 700 px boxes, 48-60 ms tilted by 20
+degrees (bench/bench_landmarks.py); expect about a third of that on an idle core. It runs in the
+sync pass's decode+crop thread, beside the model.
 """
 
 from __future__ import annotations

@@ -103,12 +103,12 @@ def predictor_for(blend: str, align_mode: str) -> landmarks.Predictor | None:
     return None
 
 
-def face_edit(predictor: landmarks.Predictor | None, frame: np.ndarray | Picture, box: tuple[int, int, int, int], blend: str,
-              align_mode: str) -> FaceEdit:
+def face_edit(predictor: landmarks.Predictor | None, frame: np.ndarray | Picture,
+              box: tuple[int, int, int, int], blend: str, align_mode: str) -> FaceEdit:
     """The mouth mask (`blend` "mouth") and levelling rotation (align.applies) for one face,
     from its landmarks; PLAIN when neither is wanted, when `predictor` (a landmarks.Predictor)
     is None, or when the landmarks fail on this frame (the frame then gets feather, unturned).
-    Runs in the decode+crop stage: ~10-15 ms per face on a CPU core (landmarks.py)."""
+    Runs in the decode+crop stage: ~15-20 ms per face on an idle CPU core (landmarks.py)."""
     turn = align.applies(align_mode, blend)
     if predictor is None or not (blend == "mouth" or turn):
         return PLAIN

@@ -228,5 +228,5 @@ def test_missing_extra_names_the_install_line(tmp_path):
     assert done.returncode == 0, done.stderr
     line = done.stdout.strip()
     assert line.startswith("EnhanceError ") and 'pip install "wav2lip-blender[enhance]"' in line
-    assert "spandrel" in line and "\n" not in line
+    assert "not installed: spandrel" in line and "\n" not in line
     assert issubclass(EnhanceError, Wav2LipError)  # the CLI prints these as one `error:` line

@@ -17,6 +17,7 @@ GFPGAN and CodeFormer [0, 1] images. A GPU restores a batch at once; the CPU goe
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 from collections import OrderedDict
@@ -33,6 +34,7 @@ from .model_cache import file_state
 ENHANCE_NEEDS = 'face restoration needs the enhance extra: pip install "wav2lip-blender[enhance]"'
 SUPPORTED = ("GFPGAN", "RestoreFormer", "CodeFormer")
 SUPPORTED_TEXT = "GFPGAN v1.3/v1.4, RestoreFormer or CodeFormer"
+EXTRA_MODULES = ("spandrel", "spandrel_extra_arches", "torchvision")
 SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
 # The input every supported restorer was trained at.
 RESTORE_SIZE = 512
@@ -86,14 +88,23 @@ def _import_torchvision() -> None:
     importlib.import_module("torchvision")
 
 
+def _absent(module: str) -> bool:
+    if sys.modules.get(module, False) is None:  # blocked on purpose: import would fail the same way
+        return True
+    return importlib.util.find_spec(module) is None
+
+
 def _spandrel():
     """(spandrel, ArchRegistry of the supported restorers, ArchRegistry of everything spandrel
     knows) or EnhanceError naming the install line."""
+    missing = [name for name in EXTRA_MODULES if _absent(name)]
+    if missing:
+        raise EnhanceError(f"{ENHANCE_NEEDS} (not installed: {', '.join(missing)})")
     try:
         _import_torchvision()
         import spandrel
         import spandrel_extra_arches
-    except ModuleNotFoundError as exc:
+    except ModuleNotFoundError as exc:  # one of their own dependencies (einops, safetensors)
         raise EnhanceError(f"{ENHANCE_NEEDS} ({exc.name} is not installed)") from None
     except (ImportError, RuntimeError, OSError) as exc:
         raise EnhanceError(f"{ENHANCE_NEEDS} (it does not import: {reason(exc)}; torch and torchvision "

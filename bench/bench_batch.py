@@ -86,6 +86,9 @@ def main() -> None:
         print(f"local Ray cluster ({args.ray_cpus} CPUs) started in {time.perf_counter() - t0:.1f} s")
         try:
             address = ctx.address_info["gcs_address"]
+            # ray.init turned token authentication on here (RAY_AUTH_MODE=token): the batch's
+            # driver, connecting by address, needs it said too.
+            env = dict(os.environ, **{k: v for k, v in env.items() if k not in os.environ})
             show("ray, shared outputs", *run_batch(write_jobs(work / "ray", args.jobs, args), env, "--ray", address))
             show("ray, --fetch", *run_batch(write_jobs(work / "fetch", args.jobs, args), env, "--ray", address, "--fetch"))
         finally:

@@ -69,6 +69,8 @@ def cluster(local):
     temp = tempfile.mkdtemp(prefix="wav2lip-ray-")
     ctx = ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, object_store_memory=100 * 1024 * 1024,
                    log_to_driver=False, logging_level=logging.WARNING)
+    # ray.init turned token authentication on in os.environ (RAY_AUTH_MODE=token): the batch
+    # subprocesses inherit it, as a user connecting by address must set it.
     try:
         yield ctx.address_info["gcs_address"]
     finally:

@@ -55,13 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("jobs", metavar="JOBS", help="JSON-lines file, one job per line")
     p.add_argument("--workers", type=_positive, default=1, metavar="N",
-                   help="local engines running jobs side by side (default 1; each loads the model and uses all cores)")
+                   help="local engines running jobs side by side (default 1; each keeps its own model loaded and uses every core)")
     p.add_argument("--report", metavar="R.jsonl", help="report file (default: JOBS.report.jsonl beside JOBS)")
     p.add_argument("--no-resume", action="store_true", help="run every job, even those the report says are done")
     p.add_argument("--progress", choices=("bar", "none"), default="bar", help="an overall tqdm bar on stderr (default) or nothing")
     r = p.add_argument_group("Ray (pip install 'wav2lip-blender[ray]')")
     r.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
-                   help="run each job as a Ray task: on the cluster at ADDRESS, else at $RAY_ADDRESS, else on a new local one")
+                   help="run each job as a Ray task: on the cluster at ADDRESS, else at $RAY_ADDRESS, else the one "
+                        "`ray start` began on this machine, else a new local one for this batch")
     r.add_argument("--fetch", action="store_true",
                    help="with --ray: return outputs through Ray and write them here (no shared file system for outputs)")
     r.add_argument("--retries", type=int, default=3, metavar="N",
@@ -146,7 +147,9 @@ class Engine:
         self.cancelling = False
         hello = self._next()
         if hello is None or hello.get(P.KEY_EVENT) != P.EVENT_HELLO:
-            raise EngineError(f"the engine did not start: {self.why()}")
+            why = self.why()
+            self.close()
+            raise EngineError(f"the engine did not start: {why}")
         if hello.get(P.KEY_PROTOCOL) != P.PROTOCOL_VERSION:
             self.close()
             raise EngineError(P.mismatch_message(hello.get(P.KEY_PROTOCOL)))

@@ -12,6 +12,7 @@ exception to Ray: the task returns it as a failed result, reported with its one 
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import tempfile
@@ -93,7 +94,8 @@ def connect(address: str | None):
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = address or os.environ.get("RAY_ADDRESS") or None
-    kwargs: dict = {"log_to_driver": False}  # workers' notes would break the progress bar
+    # Workers' lines would break the progress bar; Ray's own INFO lines say nothing a user needs.
+    kwargs: dict = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address is None:
         kwargs["include_dashboard"] = False
     else:
@@ -102,7 +104,13 @@ def connect(address: str | None):
         return ray.init(address=address, **kwargs)
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError ...
         where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-        raise Wav2LipError(f"cannot start or reach {where}: {reason(exc, 200)}") from None
+        hint = ""
+        if address and not os.environ.get("RAY_AUTH_MODE"):
+            # Ray turns token authentication on for a cluster it starts, but a driver given an
+            # address sends the token only when told to.
+            hint = ("; if the cluster uses token authentication (Ray's default), set RAY_AUTH_MODE=token "
+                    "and give its token in RAY_AUTH_TOKEN or ~/.ray/auth_token")
+        raise Wav2LipError(f"cannot start or reach {where}: {reason(exc, 200)}{hint}") from None
 
 
 def _reachable(address: str) -> None:

@@ -19,7 +19,8 @@ import pytest
 
 from conftest import ROOT
 from restorer_checkpoints import build_model, write_checkpoint
-from wav2lip_core.enhance import EnhanceError, Restorers, load_restorer
+from wav2lip_core.blend import paste
+from wav2lip_core.enhance import EnhanceError, Restorers, load_restorer, restore_pasted
 from wav2lip_core.errors import Cancelled, Wav2LipError
 
 HAVE_EXTRA = all(importlib.util.find_spec(m) is not None for m in ("spandrel", "spandrel_extra_arches", "torchvision"))
@@ -117,6 +118,39 @@ def test_the_model_gets_rgb_in_minus_one_to_one(restorer_files):
     x = seen[0]
     assert tuple(x.shape) == (1, 3, 512, 512)
     assert float(x[0, 2].min()) == 1.0 and float(x[0, 0].max()) == -1.0 and float(x[0, 1].max()) == -1.0
+
+
+@needs_extra
+@pytest.mark.parametrize("blend", ["feather", "hard"])
+def test_restored_pixels_land_only_inside_the_blend_mask(restorer_files, blend):
+    """The sync pass's step: generated face pasted into its box, restored, pasted again through
+    the same mask: pixels the lip-sync leaves alone stay the source's; inside the mask the
+    result differs from the plain lip-sync."""
+    r = load_restorer(restorer_files("restoreformer"))
+    frame = cv2.resize(face(180, 320, 6), (320, 180))
+    box = (30, 170, 100, 220)  # y1, y2, x1, x2
+    y1, y2, x1, x2 = box
+    generated = face(96, 96, 7)[::-1].copy()  # a "model output" unlike the source
+    plain, enhanced = frame.copy(), frame.copy()
+    paste(plain, generated, box, blend)
+    restored = restore_pasted(r, [frame[y1:y2, x1:x2]], [generated], blend)
+    assert restored[0].shape == (y2 - y1, x2 - x1, 3)
+    paste(enhanced, restored[0], box, blend)
+    # Where the blend's mask is 0: pixels that neither a black nor a white face changes.
+    black, white = frame.copy(), frame.copy()
+    paste(black, np.zeros((96, 96, 3), np.uint8), box, blend)
+    paste(white, np.full((96, 96, 3), 255, np.uint8), box, blend)
+    untouched = np.all((black == frame) & (white == frame), axis=2)
+    assert untouched[y1:y2, x1:x2].any() == (blend == "feather")
+    assert np.array_equal(enhanced[untouched], frame[untouched])
+    changed = ~np.all(enhanced == plain, axis=2)
+    assert changed[y1:y2, x1:x2].mean() > 0.2 and not changed[~_in_box(frame.shape, box)].any()
+
+
+def _in_box(shape, box) -> np.ndarray:
+    inside = np.zeros(shape[:2], bool)
+    inside[box[0]:box[1], box[2]:box[3]] = True
+    return inside
 
 
 @needs_extra

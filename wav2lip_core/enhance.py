@@ -276,3 +276,21 @@ class Restorers:
         else:
             self._loaded.move_to_end(key)
         return restorer.with_fidelity(fidelity)
+
+
+def restore_pasted(restorer: Restorer, regions: Sequence[np.ndarray], faces96: Sequence[np.ndarray],
+                   blend: str, stop: Callable[[], bool] | None = None) -> list[np.ndarray]:
+    """The sync pass's enhance step: each generated 96x96 BGR face pasted (with `blend`) into a
+    copy of its box's source region, restored, at the box's size. Restoring the composite, not
+    the bare 96-pixel face, lets the restorer see the source's sharp eyes and skin around the
+    generated mouth (as the forks that restore after pasting do). Paste each result with the
+    same `blend` (blend.paste takes a box-sized face as it is): only the blend's mask shows it,
+    so pixels the lip-sync leaves alone stay the source's."""
+    from .blend import paste
+
+    composites = []
+    for region, face in zip(regions, faces96, strict=True):
+        c = np.array(region, dtype=np.uint8, copy=True)
+        paste(c, face, (0, c.shape[0], 0, c.shape[1]), blend)
+        composites.append(c)
+    return restorer.restore(composites, stop=stop)

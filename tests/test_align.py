@@ -108,18 +108,25 @@ def test_turned_paste_stays_inside_the_box(predictor, tilted):
 
 
 def test_mouth_mask_with_a_turn(predictor, tilted):
-    """--blend mouth with --align auto: both from one set of landmarks; only the mouth changes."""
+    """--blend mouth with --align auto: both from one set of landmarks; only the mouth changes,
+    and with the model as identity the mouth comes back as it was, also where the turned crop's
+    corner cuts through the mask (no black wedge: 99th percentile error 118-201 without the
+    crop's footprint in the mask, 28-43 with it)."""
     _, items, _ = tilted
-    frame, box = items[0]
-    edit = face_edit(predictor, frame, box, "mouth", "auto")
-    assert edit.mask is not None and edit.rotation is not None
-    out = frame.copy()
-    paste(out, 255 - crop_face(frame, box, edit.rotation), box, "mouth", mask=edit.mask, rotation=edit.rotation)
-    y1, y2, x1, x2 = box
-    changed = (out != frame).any(axis=2)
-    allowed = np.zeros_like(changed)
-    allowed[y1:y2, x1:x2] = edit.mask > 0
-    assert changed.any() and not changed[~allowed].any()
+    for frame, box in items:
+        edit = face_edit(predictor, frame, box, "mouth", "auto")
+        assert edit.mask is not None and edit.rotation is not None
+        y1, y2, x1, x2 = box
+        out = frame.copy()
+        paste(out, 255 - crop_face(frame, box, edit.rotation), box, "mouth", mask=edit.mask, rotation=edit.rotation)
+        changed = (out != frame).any(axis=2)
+        allowed = np.zeros_like(changed)
+        allowed[y1:y2, x1:x2] = edit.mask > 0
+        assert changed.any() and not changed[~allowed].any()
+        same = frame.copy()
+        paste(same, crop_face(frame, box, edit.rotation), box, "mouth", mask=edit.mask, rotation=edit.rotation)
+        err = np.abs(same[y1:y2, x1:x2].astype(int) - frame[y1:y2, x1:x2]).max(axis=2)[edit.mask > 0.1]
+        assert np.percentile(err, 99) < 60, f"mouth round trip: 99th percentile error {np.percentile(err, 99):.0f}"
 
 
 def test_small_tilts_and_hard_are_not_turned(predictor):

@@ -9,7 +9,8 @@ Pixels outside the box are never touched.
 
 A frame whose crop was levelled (align.py) gives its Rotation to crop_face and paste: the model's
 face is turned back, and without a mouth mask the feather mask is turned with it (and tapered to
-0 at the box border). `hard` is never turned: the original's paths stay exact.
+0 at the box border); a mouth mask is cut to where the turned crop reaches (its corners leave
+the box's corners uncovered, and a mouth near them would get black). `hard` is never turned: the original's paths stay exact.
 
 Frames are BGR arrays or picture.Picture objects; a Picture converts just the box (and writes
 back just what changed), with the same BGR in the box as the array path.
@@ -143,6 +144,8 @@ def paste(frame: np.ndarray | Picture, pred_u8: np.ndarray, box: tuple[int, int,
             if mask.shape != (h, w):
                 raise ValueError(f"mask {mask.shape} does not fit box {(h, w)}")
             alpha = mask.astype(np.float32, copy=False)
+            if rotation is not None:  # the turned crop does not reach the box's corners
+                alpha = alpha * _turned(_footprint96(), rotation)
             beta = 1.0 - alpha
         elif rotation is not None:
             alpha = _turned_feather(rotation)
@@ -161,15 +164,27 @@ def paste(frame: np.ndarray | Picture, pred_u8: np.ndarray, box: tuple[int, int,
         frame[y1:y2, x1:x2] = blended(frame[y1:y2, x1:x2])
 
 
-def _turned_feather(rotation: align.Rotation) -> np.ndarray:
-    """The feather mask turned back with the face; its turned corners may reach the box's edge,
-    so it is tapered to 0 there over 4% of the box. The mask is smooth: it is turned on a grid
-    of at most 192 px and resized (a 1080p close-up's box is ~700 px)."""
+@lru_cache(maxsize=1)
+def _footprint96() -> np.ndarray:
+    """Where the model's output has pixels, in crop pixels: 1, fading to 0 over the outer 6 (so
+    a mouth mask cut off by a turned crop's edge fades into the source instead of a seam)."""
+    return align.border_taper(IMG_SIZE, IMG_SIZE, 6.0)
+
+
+def _turned(mask96: np.ndarray, rotation: align.Rotation) -> np.ndarray:
+    """A smooth 96x96 crop-space mask turned back into the box. It is smooth, so it is turned on
+    a grid of at most 192 px and resized (a 1080p close-up's box is ~700 px)."""
     y1, y2, x1, x2 = rotation.box
     h, w = y2 - y1, x2 - x1
     scale = min(1.0, 2 * IMG_SIZE / max(h, w))
     grid = (max(1, round(w * scale)), max(1, round(h * scale)))
-    alpha = align.uncrop(_feather_mask96(), rotation, grid)
-    if grid != (w, h):
-        alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)
-    return alpha * align.border_taper(h, w, 0.04 * max(h, w))
+    alpha = align.uncrop(mask96, rotation, grid)
+    return cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR) if grid != (w, h) else alpha
+
+
+def _turned_feather(rotation: align.Rotation) -> np.ndarray:
+    """The feather mask turned back with the face; its turned corners may reach the box's edge,
+    so it is tapered to 0 there over 4% of the box."""
+    y1, y2, x1, x2 = rotation.box
+    h, w = y2 - y1, x2 - x1
+    return _turned(_feather_mask96(), rotation) * align.border_taper(h, w, 0.04 * max(h, w))

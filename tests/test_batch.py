@@ -199,6 +199,45 @@ def test_ctrl_c_cancels_the_running_job_without_output(checkpoint, tmp_path):
     assert err.strip().splitlines()[-1].startswith("2 jobs: 0 ok, 0 skipped, 0 failed, 2 cancelled")
 
 
+def _engine_writing(prefix: str) -> int | None:
+    """The pid of a `wav2lip_core serve` process holding a file whose path starts with `prefix` open."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if b"wav2lip_core\0serve" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(prefix):
+                    return int(pid)
+        except OSError:
+            continue
+    return None
+
+
+def test_an_engine_that_dies_fails_its_job_and_the_next_job_runs_on_a_new_one(checkpoint, tmp_path):
+    outs = tmp_path / "outs"
+    outs.mkdir()
+    path = write_jobs(tmp_path / "jobs.jsonl", [job(checkpoint, outs / "dies.mp4", duration=8.0),
+                                                 job(checkpoint, outs / "next.mp4", duration=0.2)])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    proc = subprocess.Popen([sys.executable, "-m", "wav2lip_core", "batch", str(path), "--progress", "none"], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while (pid := _engine_writing(str(outs / ".dies.mp4.part"))) is None:
+            assert proc.poll() is None and time.monotonic() < deadline, "the engine was never seen writing"
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err
+    report = by_line(read_report(tmp_path / "jobs.report.jsonl"))
+    assert report[1]["status"] == "failed" and report[1]["error"].startswith("the engine stopped (exit code -9)")
+    assert report[2]["status"] == "ok" and count_frames(outs / "next.mp4") == 5
+    assert not (outs / "dies.mp4").exists()
+
+
 def test_ray_option_without_ray_says_how_to_get_it(tmp_path):
     path = write_jobs(tmp_path / "jobs.jsonl", [{"face": "f.mp4"}])
     # A None entry in sys.modules makes `import ray` raise ImportError, as when it is not installed.

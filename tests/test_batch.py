@@ -20,7 +20,7 @@ import av
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, heavy_imports
 from test_cli import BOX, FACE2, SPEECH16K, count_frames
 from wav2lip_core import protocol as P
 
@@ -261,3 +261,8 @@ def test_bad_batch_arguments(tmp_path):
     r = batch(path)  # no jobs: nothing to do, nothing failed
     assert r.returncode == 0, r.stderr
     assert read_report(tmp_path / "jobs.report.jsonl") == []
+
+
+def test_the_batch_driver_imports_nothing_heavy():
+    # The driver only reads files and talks to engines or Ray: no torch, numpy, OpenCV, PyAV.
+    assert heavy_imports("import wav2lip_core.batch, wav2lip_core.batch_local, wav2lip_core.batch_ray, wav2lip_core.jobfile") == []

@@ -19,6 +19,7 @@ from .engine_python import EngineNotFound, engine_env, find_engine_python
 from .preview import plan_preview
 from .runner import DONE
 from .snapshot import SnapshotError, SyncRequest, plan
+from .wire import protocol
 
 SUFFIX = ".lipsync"
 PREVIEW_SUFFIX = ".preview"
@@ -172,6 +173,16 @@ def _check_settings(s: preferences.Settings, enhance: bool) -> None:
         raise SnapshotError(f"restorer weights not found: {s.enhance_weights}")
 
 
+def engine_args(req: SyncRequest, s: preferences.Settings, out: str, source_times_path: Optional[str]) -> List[str]:
+    """The engine's arguments for one Sync Lips job (a JOBS file export uses the same)."""
+    box = s.detector == protocol.DETECTOR_BOX
+    return req.engine_args(
+        checkpoint=s.checkpoint, out=out, source_times_path=source_times_path,
+        detector="" if box else s.detector, detector_weights=s.detector_weights,
+        box=s.box if box else None, device=s.device, precision=s.precision,
+        extra=tuple(preferences.quality_args(s)))
+
+
 def prepare_batch(context: Context, op: Any, preview: bool = False) -> Batch:
     """Everything up to jobs queued on the warm engine; raises SnapshotError with a user message."""
     global _batch, _unsaved_warned
@@ -220,7 +231,6 @@ def prepare_batch(context: Context, op: Any, preview: bool = False) -> Batch:
     if warning and not _unsaved_warned:
         warnings.append(warning)
         _unsaved_warned = True
-    quality = preferences.quality_args(s)
     jobs: List[Job] = []
     try:
         for video, req in requests:
@@ -238,11 +248,7 @@ def prepare_batch(context: Context, op: Any, preview: bool = False) -> Batch:
                 times_path = str(runner.workdir / "source_times.json")
                 with open(times_path, "w", encoding="utf-8") as f:
                     f.write(req.source_times_json())
-            runner.args = req.engine_args(
-                checkpoint=s.checkpoint, out=str(runner.work_out), source_times_path=times_path,
-                detector="" if s.detector == "box" else s.detector, detector_weights=s.detector_weights,
-                box=s.box if s.detector == "box" else None, device=s.device, precision=s.precision,
-                extra=tuple(quality))
+            runner.args = engine_args(req, s, str(runner.work_out), times_path)
     except BaseException:
         for job in jobs:
             job.runner.cleanup()

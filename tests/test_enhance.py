@@ -19,8 +19,9 @@ import pytest
 
 from conftest import ROOT
 from restorer_checkpoints import build_model, write_checkpoint
-from wav2lip_core.blend import paste
-from wav2lip_core.enhance import EnhanceError, Restorers, load_restorer, restore_pasted
+from wav2lip_core.align import Rotation
+from wav2lip_core.blend import FaceEdit, paste
+from wav2lip_core.enhance import EnhanceError, Restorers, composite, load_restorer, restore_pasted
 from wav2lip_core.errors import Cancelled, Wav2LipError
 
 HAVE_EXTRA = all(importlib.util.find_spec(m) is not None for m in ("spandrel", "spandrel_extra_arches", "torchvision"))
@@ -120,8 +121,15 @@ def test_the_model_gets_rgb_in_minus_one_to_one(restorer_files):
     assert float(x[0, 2].min()) == 1.0 and float(x[0, 0].max()) == -1.0 and float(x[0, 1].max()) == -1.0
 
 
+def mouth_mask(h: int, w: int) -> np.ndarray:
+    """A hand-made stand-in for a landmark mouth mask: a soft ellipse low in the box."""
+    m = np.zeros((h, w), np.float32)
+    cv2.ellipse(m, (w // 2, h * 3 // 4), (w // 4, h // 8), 0, 0, 360, 1.0, -1)
+    return cv2.GaussianBlur(m, (0, 0), 3)
+
+
 @needs_extra
-@pytest.mark.parametrize("blend", ["feather", "hard"])
+@pytest.mark.parametrize("blend", ["feather", "hard", "mouth"])
 def test_restored_pixels_land_only_inside_the_blend_mask(restorer_files, blend):
     """The sync pass's step: generated face pasted into its box, restored, pasted again through
     the same mask: pixels the lip-sync leaves alone stay the source's; inside the mask the
@@ -130,21 +138,35 @@ def test_restored_pixels_land_only_inside_the_blend_mask(restorer_files, blend):
     frame = cv2.resize(face(180, 320, 6), (320, 180))
     box = (30, 170, 100, 220)  # y1, y2, x1, x2
     y1, y2, x1, x2 = box
+    edit = FaceEdit(mask=mouth_mask(y2 - y1, x2 - x1)) if blend == "mouth" else None
+    mask = edit.mask if edit is not None else None
     generated = face(96, 96, 7)[::-1].copy()  # a "model output" unlike the source
     plain, enhanced = frame.copy(), frame.copy()
-    paste(plain, generated, box, blend)
-    restored = restore_pasted(r, [frame[y1:y2, x1:x2]], [generated], blend)
+    paste(plain, generated, box, blend, mask=mask)
+    restored = restore_pasted(r, [frame[y1:y2, x1:x2]], [generated], blend, [edit])
     assert restored[0].shape == (y2 - y1, x2 - x1, 3)
-    paste(enhanced, restored[0], box, blend)
+    paste(enhanced, restored[0], box, blend, mask=mask)
     # Where the blend's mask is 0: pixels that neither a black nor a white face changes.
     black, white = frame.copy(), frame.copy()
-    paste(black, np.zeros((96, 96, 3), np.uint8), box, blend)
-    paste(white, np.full((96, 96, 3), 255, np.uint8), box, blend)
+    paste(black, np.zeros((96, 96, 3), np.uint8), box, blend, mask=mask)
+    paste(white, np.full((96, 96, 3), 255, np.uint8), box, blend, mask=mask)
     untouched = np.all((black == frame) & (white == frame), axis=2)
-    assert untouched[y1:y2, x1:x2].any() == (blend == "feather")
+    assert untouched[y1:y2, x1:x2].any() == (blend != "hard")
     assert np.array_equal(enhanced[untouched], frame[untouched])
     changed = ~np.all(enhanced == plain, axis=2)
-    assert changed[y1:y2, x1:x2].mean() > 0.2 and not changed[~_in_box(frame.shape, box)].any()
+    assert changed[y1:y2, x1:x2].mean() > 0.05 and not changed[~_in_box(frame.shape, box)].any()
+
+
+def test_a_levelled_face_is_composited_as_the_frame_paste_would():
+    """A turned crop (align) is pasted into the box's region copy exactly as into the frame."""
+    frame = cv2.resize(face(180, 320, 8), (320, 180))
+    box = (30, 170, 100, 220)
+    y1, y2, x1, x2 = box
+    generated = face(96, 96, 9)[::-1].copy()
+    edit = FaceEdit(rotation=Rotation(box=box, angle=15.0))
+    whole = frame.copy()
+    paste(whole, generated, box, "feather", rotation=edit.rotation)
+    assert np.array_equal(composite(frame[y1:y2, x1:x2], generated, "feather", edit), whole[y1:y2, x1:x2])
 
 
 def _in_box(shape, box) -> np.ndarray:

@@ -16,6 +16,7 @@ GFPGAN and CodeFormer [0, 1] images. A GPU restores a batch at once; the CPU goe
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import os
@@ -278,19 +279,31 @@ class Restorers:
         return restorer.with_fidelity(fidelity)
 
 
-def restore_pasted(restorer: Restorer, regions: Sequence[np.ndarray], faces96: Sequence[np.ndarray],
-                   blend: str, stop: Callable[[], bool] | None = None) -> list[np.ndarray]:
-    """The sync pass's enhance step: each generated 96x96 BGR face pasted (with `blend`) into a
-    copy of its box's source region, restored, at the box's size. Restoring the composite, not
-    the bare 96-pixel face, lets the restorer see the source's sharp eyes and skin around the
-    generated mouth (as the forks that restore after pasting do). Paste each result with the
-    same `blend` (blend.paste takes a box-sized face as it is): only the blend's mask shows it,
-    so pixels the lip-sync leaves alone stay the source's."""
+
+def composite(region: np.ndarray, face96: np.ndarray, blend: str, edit=None) -> np.ndarray:
+    """A copy of a box's source `region` with the generated 96x96 face pasted in as the sync
+    pass pastes it into the frame (blend.paste with the face's blend.FaceEdit: mouth mask,
+    levelling rotation), so the restorer sees the source's sharp eyes and skin around the
+    generated mouth, as the forks that restore after pasting do."""
     from .blend import paste
 
-    composites = []
-    for region, face in zip(regions, faces96, strict=True):
-        c = np.array(region, dtype=np.uint8, copy=True)
-        paste(c, face, (0, c.shape[0], 0, c.shape[1]), blend)
-        composites.append(c)
+    c = np.array(region, dtype=np.uint8, copy=True)
+    h, w = c.shape[:2]
+    mask = getattr(edit, "mask", None)
+    rotation = getattr(edit, "rotation", None)
+    if rotation is not None:  # the same turn about the box centre, in the region's own pixels
+        rotation = dataclasses.replace(rotation, box=(0, h, 0, w))
+    paste(c, face96, (0, h, 0, w), blend, mask=mask, rotation=rotation)
+    return c
+
+
+def restore_pasted(restorer: Restorer, regions: Sequence[np.ndarray], faces96: Sequence[np.ndarray],
+                   blend: str, edits: Sequence | None = None,
+                   stop: Callable[[], bool] | None = None) -> list[np.ndarray]:
+    """The sync pass's enhance step: for each face, its `composite` restored at the box's size,
+    in the frame's orientation. Blend each result into the frame through the same mask as the
+    plain paste (blend.paste with the box-sized face, the face's mask and no resizing or
+    turning), so pixels the lip-sync leaves alone stay the source's."""
+    edits = list(edits) if edits is not None else [None] * len(regions)
+    composites = [composite(r, f, blend, e) for r, f, e in zip(regions, faces96, edits, strict=True)]
     return restorer.restore(composites, stop=stop)

@@ -224,3 +224,15 @@ def test_two_strips_at_once_each_inserted_as_it_finishes_with_its_own_undo_step(
     assert res1 == res2 == ["FINISHED"]
     assert sorted(after1) == sorted(m["before"] + ["Face.lipsync"])
     assert sorted(after2) == sorted(m["before"])
+
+
+def test_no_engine_outlives_the_blender_program(window_run):
+    r, _ = window_run
+    pid = r["engine_pid"]
+    assert pid, "the warm engine was not running at the end of the session"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return
+    with open(f"/proc/{pid}/stat") as f:  # only a zombie (exited, not reaped yet) may be left
+        assert f.read().rsplit(")", 1)[1].split()[0] == "Z"

@@ -360,6 +360,7 @@ def scenario():
         undone.append([sorted(res), strip_names()])
     multi["undo"] = undone
     multi["before"] = before
+    results["engine_pid"] = addon_module("engine").session_pid()  # still warm: Blender's exit stops it
     log("multi", **{k: multi[k] for k in ("jobs", "inserted", "undo")})
 
     # What the user was told: the Info editor's reports, copied through the clipboard.

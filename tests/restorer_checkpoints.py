@@ -29,9 +29,9 @@ def build_model(arch: str, small: bool = True):
     """The untrained torch module for `arch` (spandrel's copy of the released architecture)."""
     import torch
 
-    from wav2lip_core.enhance import _spandrel
+    from wav2lip_core.restorer_file import import_spandrel
 
-    _spandrel()  # imports spandrel (and its torchvision) the way the product does
+    import_spandrel()  # imports spandrel (and its torchvision) the way the product does
     torch.manual_seed({"gfpgan": 1, "restoreformer": 2, "codeformer": 3}[arch])
     if arch == "gfpgan":
         from spandrel.architectures.GFPGAN import GFPGAN
@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("arch", choices=ARCHS)
     p.add_argument("out")
-    p.add_argument("--small", action="store_true", help="smaller variant where spandrel reads the size from the weights")
+    p.add_argument("--small", action="store_true",
+                   help="a smaller variant where spandrel reads the size from the weights")
     args = p.parse_args(argv)
     write_checkpoint(args.arch, args.out, args.small)
     print(f"{args.out}: {os.path.getsize(args.out) / 1e6:.1f} MB, random weights ({args.arch})")

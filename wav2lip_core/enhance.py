@@ -1,10 +1,11 @@
 """Face restoration (`--enhance PATH`): sharpen the generated face with a restorer the user
 supplies, so the 96-pixel mouth does not look blurry next to an HD face.
 
-The file is recognised by spandrel's architecture detection (the `enhance` extra): GFPGAN v1.3 /
-v1.4 and RestoreFormer (spandrel, Apache-2.0 code) and CodeFormer (spandrel-extra-arches; its
-code and weights are under a non-commercial licence, S-Lab License 1.0). Weights are never
-downloaded: the user gives the file, and its licence is theirs to honour.
+The file is recognised by spandrel's architecture detection (the `enhance` extra; loading and
+its errors live in restorer_file.py): GFPGAN v1.3 / v1.4 and RestoreFormer (spandrel, Apache-2.0
+code) and CodeFormer (spandrel-extra-arches; its code and weights are under a non-commercial
+licence, S-Lab License 1.0). Weights are never downloaded: the user gives the file, and its
+licence is theirs to honour.
 
 Each face is resized to the restorer's input (512x512: GFPGAN needs exactly that and spandrel
 would pad a smaller input rather than scale it), restored and resized to the size asked for.
@@ -17,10 +18,7 @@ GFPGAN and CodeFormer [0, 1] images. A GPU restores a batch at once; the CPU goe
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
 import os
-import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -28,23 +26,18 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from .errors import Cancelled, Wav2LipError, reason
+from .errors import Cancelled
 from .model_cache import file_state
+# EnhanceError and available() are part of this module's interface: callers need not know the split.
+from .restorer_file import ENHANCE_NEEDS, SUPPORTED, EnhanceError, available, read_descriptor
 
-# One line per problem; the CLI prints them as `error: ...`.
-ENHANCE_NEEDS = 'face restoration needs the enhance extra: pip install "wav2lip-blender[enhance]"'
-SUPPORTED = ("GFPGAN", "RestoreFormer", "CodeFormer")
-SUPPORTED_TEXT = "GFPGAN v1.3/v1.4, RestoreFormer or CodeFormer"
-EXTRA_MODULES = ("spandrel", "spandrel_extra_arches", "torchvision")
-SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
+__all__ = ["ENHANCE_NEEDS", "SUPPORTED", "EnhanceError", "available", "Restorer", "RestorerInfo", "Restorers",
+           "load_restorer", "composite", "restore_pasted"]
+
 # The input every supported restorer was trained at.
 RESTORE_SIZE = 512
 # Faces per GPU call: a 512x512 GFPGAN forward holds ~1 GB of activations at batch 8 in fp32.
 GPU_BATCH = 8
-
-
-class EnhanceError(Wav2LipError):
-    """The face restorer cannot be used (file missing or not a restorer, extra not installed)."""
 
 
 @dataclass(frozen=True)
@@ -55,104 +48,6 @@ class RestorerInfo:
     path: str
     parameters: int
     size: int = RESTORE_SIZE
-
-
-# --- importing spandrel ------------------------------------------------------------------------
-
-_torchvision_ops_library = None  # kept alive: dropping it would undefine the ops again
-
-
-def _import_torchvision() -> None:
-    """Import torchvision, also where its compiled ops cannot load beside this torch.
-
-    A CUDA build of torchvision next to a CPU build of torch (both pinned to the same release,
-    e.g. PyPI's torchvision beside the CPU wheel of torch) cannot load its C++ ops, and its
-    import then fails on `operator torchvision::nms does not exist`. spandrel imports torchvision
-    only for Python-level transforms, and the three restorers never call a torchvision op (we
-    normalize the input ourselves), so declaring the missing ops' schemas -- with no kernel: a
-    call would still fail -- lets the import finish."""
-    global _torchvision_ops_library
-    try:
-        importlib.import_module("torchvision")
-        return
-    except RuntimeError as exc:
-        if "torchvision::" not in str(exc) or _torchvision_ops_library is not None:
-            raise
-    import torch
-
-    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-        del sys.modules[name]
-    lib = torch.library.Library("torchvision", "DEF")
-    for op in ("nms", "qnms"):  # the ops torchvision registers fake kernels for unconditionally
-        lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    _torchvision_ops_library = lib
-    importlib.import_module("torchvision")
-
-
-def _absent(module: str) -> bool:
-    if sys.modules.get(module, False) is None:  # blocked on purpose: import would fail the same way
-        return True
-    return importlib.util.find_spec(module) is None
-
-
-def _spandrel():
-    """(spandrel, ArchRegistry of the supported restorers, ArchRegistry of everything spandrel
-    knows) or EnhanceError naming the install line."""
-    missing = [name for name in EXTRA_MODULES if _absent(name)]
-    if missing:
-        raise EnhanceError(f"{ENHANCE_NEEDS} (not installed: {', '.join(missing)})")
-    try:
-        _import_torchvision()
-        import spandrel
-        import spandrel_extra_arches
-    except ModuleNotFoundError as exc:  # one of their own dependencies (einops, safetensors)
-        raise EnhanceError(f"{ENHANCE_NEEDS} ({exc.name} is not installed)") from None
-    except (ImportError, RuntimeError, OSError) as exc:
-        raise EnhanceError(f"{ENHANCE_NEEDS} (it does not import: {reason(exc)}; torch and torchvision "
-                           "must be builds of the same release from the same index)") from None
-    everything = spandrel.MAIN_REGISTRY.copy()
-    everything.add(*spandrel_extra_arches.EXTRA_REGISTRY, ignore_duplicates=True)
-    ours = spandrel.ArchRegistry()
-    ours.add(*(everything[a] for a in SUPPORTED))
-    return spandrel, ours, everything
-
-
-def available() -> bool:
-    """Whether the enhance extra imports here (for a UI that greys the option out)."""
-    try:
-        _spandrel()
-    except EnhanceError:
-        return False
-    return True
-
-
-# --- loading -----------------------------------------------------------------------------------
-
-def _read_descriptor(path: str, device):
-    spandrel, ours, everything = _spandrel()
-    if not os.path.isfile(path):
-        raise EnhanceError(f"face restorer not found: {path} (--enhance takes a {SUPPORTED_TEXT} weights file)")
-    if not path.lower().endswith(SUFFIXES):
-        raise EnhanceError(f"not a face restorer: {path} (expected a {'/'.join(SUFFIXES)} file of {SUPPORTED_TEXT})")
-    loader = spandrel.ModelLoader(device="cpu", registry=ours)
-    try:
-        state = loader.load_state_dict_from_file(path)
-    except Exception as exc:  # pickle, zip and safetensors each raise their own kinds
-        raise EnhanceError(f"not a face restorer: {path} cannot be read as model weights ({reason(exc)})") from None
-    if not isinstance(state, dict) or not state:
-        raise EnhanceError(f"not a face restorer: {path} holds no weights")
-    found = next((a.architecture.id for a in ours.architectures("detection") if a.detect(state)), None)
-    if found is None:
-        other = next((a.architecture.name for a in everything.architectures("detection") if a.detect(state)), None)
-        if other is not None:
-            raise EnhanceError(f"unsupported face restorer: {path} is a {other} model; --enhance takes {SUPPORTED_TEXT}")
-        raise EnhanceError(f"not a face restorer: {path} is no model spandrel recognises "
-                           f"(--enhance takes {SUPPORTED_TEXT}; the Wav2Lip checkpoint goes to --checkpoint)")
-    try:
-        descriptor = loader.load_from_state_dict(state)
-    except Exception as exc:  # a damaged or edited file whose keys still look right
-        raise EnhanceError(f"face restorer {path} looks like {found} but does not load ({reason(exc)})") from None
-    return descriptor.to(device).eval()
 
 
 class Restorer:
@@ -238,7 +133,7 @@ def _interpolation(src: int, dst: int) -> int:
 def load_restorer(path: str | os.PathLike, device="cpu", fidelity: float = 0.5) -> Restorer:
     """The restorer in `path` on `device`, or EnhanceError with one line saying what is wrong."""
     path = os.fspath(path)
-    descriptor = _read_descriptor(path, device)
+    descriptor = read_descriptor(path, device)
     arch = descriptor.architecture.id
     info = RestorerInfo(arch=str(arch), path=os.path.realpath(path),
                         parameters=sum(p.numel() for p in descriptor.model.parameters()))

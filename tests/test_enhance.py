@@ -23,6 +23,7 @@ from wav2lip_core.align import Rotation
 from wav2lip_core.blend import FaceEdit, paste
 from wav2lip_core.enhance import EnhanceError, Restorers, composite, load_restorer, restore_pasted
 from wav2lip_core.errors import Cancelled, Wav2LipError
+from wav2lip_core.restorer_file import import_spandrel
 
 HAVE_EXTRA = all(importlib.util.find_spec(m) is not None for m in ("spandrel", "spandrel_extra_arches", "torchvision"))
 needs_extra = pytest.mark.skipif(not HAVE_EXTRA, reason="the enhance extra is not installed "
@@ -261,6 +262,8 @@ def test_wrong_suffix(tmp_path):
 def test_another_spandrel_architecture_is_named(tmp_path):
     """An upscaler spandrel knows (Real-ESRGAN's compact net) is not a face restorer."""
     import torch
+
+    import_spandrel()  # as the product imports it (torchvision included)
     from spandrel.architectures.Compact import Compact
 
     path = tmp_path / "realesr-general-x4v3.pth"

@@ -30,7 +30,9 @@ from . import landmarks, protocol
 from .model import IMG_SIZE
 from .picture import Picture
 
-MIN_ANGLE = 2.0
+# Below 5 degrees the face is as upright as Wav2Lip's training faces (LRS2 talking heads, never
+# levelled); turning it would only resample the crop.
+MIN_ANGLE = 5.0
 MAX_ANGLE = 50.0
 
 

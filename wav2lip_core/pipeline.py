@@ -22,7 +22,8 @@ from pathlib import Path
 
 
 from . import audio as audio_mod
-from . import protocol
+from . import landmarks, protocol
+from . import blend as blend_mod
 from .blend import BLENDS
 from .decode import read_frames
 from .detectors import DetectorSettings, resolve_detector
@@ -114,6 +115,10 @@ def _check_inputs(req: LipSyncRequest) -> None:
     check_output(req.out, (req.face, req.audio))  # fail before detection, not minutes later
     if req.blend not in BLENDS:
         raise Wav2LipError(f"unknown blend {req.blend!r}: use one of {', '.join(BLENDS)}")
+    if req.align not in protocol.names(protocol.ALIGNS):
+        raise Wav2LipError(f"unknown --align {req.align!r}: use one of {', '.join(protocol.names(protocol.ALIGNS))}")
+    if req.blend == "mouth":  # at request time, not after detection
+        landmarks.require("--blend mouth")
     if req.batch_size is not None and req.batch_size < 1:
         raise Wav2LipError(f"batch size must be at least 1, got {req.batch_size}")
     if req.fps is not None and not (0 < req.fps <= 1000):
@@ -252,12 +257,14 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
             tell(limit_notes.get())
         check_cancel()
 
+    predictor = blend_mod.predictor_for(request.blend, request.align)  # ~1.5 s once per process
     t_sync = time.perf_counter()
     with VideoWriter(request.out, width=info.width, height=info.height, fps=plan.fps, audio_path=request.audio,
                      audio_start=request.audio_start, duration=plan.duration, encoder=encoder,
                      source_paths=(request.face, request.audio), colour=info.colour,
                      audible=request.audible) as writer, \
-            sync_stages(plan, track, runner, limit, watch, poll) as stages:
+            sync_stages(plan, track, runner, limit, watch, poll, predictor=predictor, blend=request.blend,
+                        align=request.align) as stages:
         progress(protocol.STAGE_SYNC, 0, n_out)
         for group, faced, preds in stages:
             blend_group(faced, preds, request.blend, watch)

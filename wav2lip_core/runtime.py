@@ -207,7 +207,13 @@ def compile_config(precision: str) -> dict:
     over its 2 streams was 0.95x LATENCY's time bare (best 50.3 vs 50.8 ms/frame) and no faster
     inside the pipeline, whose decode/encode threads use the cores too. f32 unless bf16 was asked for: on CPUs with native bf16 OpenVINO
     would otherwise pick bf16 by itself, and fp32 must stay fp32."""
-    return {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+    # A scheduler that shares the machine (a Ray task, a batch worker) says how many cores are
+    # this job's through OMP_NUM_THREADS, as torch reads it; OpenVINO would otherwise take all.
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return config
 
 
 class OpenVINORunner:

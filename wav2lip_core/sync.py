@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from .blend import crop_face, model_inputs, paste, prediction_to_uint8
+from .blend import PLAIN, FaceEdit, crop_face, face_edit, model_inputs, paste, prediction_to_uint8
 from .decode import read_frames
 from .errors import Cancelled, Wav2LipError
 from .faces import FaceTrack
@@ -74,6 +74,7 @@ class FrameItem:
     box: tuple[int, int, int, int] | None  # face box (y1, y2, x1, x2); None: no face, passed through
     mel: np.ndarray  # its (80, 16) mel window
     weight: float = 1.0  # 1: the model's mouth; 0: the source's (no forward); between: a fade
+    edit: FaceEdit = PLAIN  # mouth mask / levelling rotation (blend.face_edit), set by decode+crop
 
     @property
     def synced(self) -> bool:
@@ -117,7 +118,8 @@ class BatchLimit:
 
 
 def sync_stages(plan: Plan, track: FaceTrack, runner, limit: BatchLimit, watch: Stopwatch,
-                poll: Callable[[], None], *, pictures: bool = True) -> Overlap:
+                poll: Callable[[], None], *, pictures: bool = True, predictor=None, blend: str = "feather",
+                align: str = "off") -> Overlap:
     """The sync pass's decode+crop and model stages, overlapped; iterating the result (in a
     with block) gives (group, faced items, predictions or None) per batch in output order."""
 
@@ -126,6 +128,10 @@ def sync_stages(plan: Plan, track: FaceTrack, runner, limit: BatchLimit, watch: 
         for group in _batches(plan, track, limit, stopping, pictures):
             t = watch.add("decode", t)
             faced = [g for g in group if g.synced]
+            if predictor is not None:  # landmarks only for frames the model runs on
+                for g in faced:
+                    g.edit = face_edit(predictor, g.frame, g.box, blend, align)
+                t = watch.add("landmarks", t)
             inputs = _inputs(faced) if faced else None
             watch.add("crop", t)
             yield group, faced, inputs
@@ -153,10 +159,11 @@ def blend_group(faced: list, preds, blend: str, watch: Stopwatch) -> None:
         return
     t = time.perf_counter()
     for g, p in zip(faced, preds):
+        options = {"mask": g.edit.mask, "rotation": g.edit.rotation}
         if g.weight >= 1.0:
-            paste(g.frame, prediction_to_uint8(p), g.box, blend)
+            paste(g.frame, prediction_to_uint8(p), g.box, blend, **options)
         else:
-            _faded_paste(g.frame, prediction_to_uint8(p), g.box, blend, g.weight)
+            _faded_paste(g.frame, prediction_to_uint8(p), g.box, blend, g.weight, **options)
     watch.add("blend", t)
 
 
@@ -185,7 +192,7 @@ def cancel_check(cancel: CancelFn) -> Callable[[], None]:
 
 def synthesize(plan: Plan, track: FaceTrack, model, *, device, precision: str, batch: int | BatchLimit,
                blend: str, cancel: CancelFn, watch: Stopwatch | None = None,
-               pictures: bool = False) -> Iterator[tuple[int, object]]:
+               pictures: bool = False, predictor=None, align: str = "off") -> Iterator[tuple[int, object]]:
     """(output index, finished BGR frame) in output order: the frames before encoding. `model` is
     a runtime.Runner, or a torch module (run with torch on `device` in `precision`). Decoding and
     the model run in threads of their own while the caller consumes; close the generator (or
@@ -195,7 +202,8 @@ def synthesize(plan: Plan, track: FaceTrack, model, *, device, precision: str, b
     runner = as_runner(model, device, precision)
     limit = batch if isinstance(batch, BatchLimit) else BatchLimit(batch)
     watch = watch or Stopwatch()
-    with sync_stages(plan, track, runner, limit, watch, cancel_check(cancel), pictures=pictures) as stages:
+    with sync_stages(plan, track, runner, limit, watch, cancel_check(cancel), pictures=pictures,
+                     predictor=predictor, blend=blend, align=align) as stages:
         for group, faced, preds in stages:
             blend_group(faced, preds, blend, watch)
             for item in group:
@@ -204,7 +212,7 @@ def synthesize(plan: Plan, track: FaceTrack, model, *, device, precision: str, b
 
 def _inputs(faced: list[FrameItem]) -> tuple[np.ndarray, np.ndarray]:
     """Model inputs (mel (B,1,80,16), face (B,6,96,96)) for these frames."""
-    faces = np.stack([crop_face(g.frame, g.box) for g in faced])
+    faces = np.stack([crop_face(g.frame, g.box, g.edit.rotation) for g in faced])
     mels = np.ascontiguousarray(np.stack([g.mel for g in faced])[:, None])
     return mels, model_inputs(faces)
 

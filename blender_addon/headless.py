@@ -3,6 +3,8 @@
     blender -b scene.blend --python blender_addon/headless.py -- --video-strip Face --audio-strip Speech \
         [--checkpoint CKPT.pth] [--detector blazeface --detector-weights W.pth | --box T B L R] \
         [--device auto|cuda|cpu] [--precision auto|fp32|int8] [--engine-python PY] [--output-dir DIR] [--mute-source] \
+        [--blend-mode feather|hard|mouth] [--silence hold|sync] [--align auto|off] [--sync-offset F] \
+        [--enhance RESTORER.pth [--enhance-fidelity W]] \
         [--render OUT.mp4] [--frame-range START END] [--save]
 
 or with a Python that has the `bpy` module:
@@ -62,6 +64,13 @@ def parse(opts: List[str], blend: Optional[str]) -> argparse.Namespace:
     ap.add_argument("--device", default="", choices=("",) + P.names(P.DEVICES))
     ap.add_argument("--precision", default="", choices=("",) + P.names(P.PRECISIONS),
                     help="model precision (default: the add-on preferences, else auto); int8 is faster on a CPU")
+    ap.add_argument("--blend-mode", default="", choices=("",) + P.names(P.BLENDS),
+                    help="the engine's --blend (--blend here is the .blend file); default: the add-on preferences")
+    ap.add_argument("--silence", default="", choices=("",) + P.names(P.SILENCES), help="default: the add-on preferences")
+    ap.add_argument("--align", default="", choices=("",) + P.names(P.ALIGNS), help="default: the add-on preferences")
+    ap.add_argument("--sync-offset", type=float, metavar="FRAMES", help="default: the scene's Sync Offset")
+    ap.add_argument("--enhance", default="", metavar="RESTORER", help="restore the mouth with these weights")
+    ap.add_argument("--enhance-fidelity", type=float, metavar="W", help="CodeFormer only, 0..1")
     ap.add_argument("--engine-python", default="", help="the engine's interpreter: a path, or a name on PATH")
     ap.add_argument("--output-dir", default="")
     ap.add_argument("--mute-source", action="store_true")
@@ -205,6 +214,15 @@ def run(bpy: Any, args: argparse.Namespace) -> int:
         kw["device"] = args.device
     if args.precision:
         kw["precision"] = args.precision
+    for name, value in (("blend", args.blend_mode), ("silence", args.silence), ("align", args.align)):
+        if value:
+            kw[name] = value
+    if args.sync_offset is not None:
+        kw["sync_offset"] = args.sync_offset
+    if args.enhance:
+        kw["enhance_weights"] = os.path.abspath(args.enhance)
+    if args.enhance_fidelity is not None:
+        kw["enhance_fidelity"] = args.enhance_fidelity
     if args.mute_source:
         kw["mute_source"] = True
     try:

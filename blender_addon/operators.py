@@ -81,6 +81,22 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
         name="Output Folder", default="", subtype="DIR_PATH")
     mute_source: bpy.props.BoolProperty(  # type: ignore[valid-type]
         name="Mute Source", default=False, description="Mute the source strip after inserting the result")
+    blend: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Blend", items=[("PREFS", "Preferences", "Use the add-on preferences")] + preferences.BLENDS,
+        default="PREFS")
+    silence: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Silence", items=[("PREFS", "Preferences", "Use the add-on preferences")] + preferences.SILENCES,
+        default="PREFS")
+    align: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Align Face", items=[("PREFS", "Preferences", "Use the add-on preferences")] + preferences.ALIGNS,
+        default="PREFS")
+    sync_offset: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Sync Offset", default=0.0, description="Frames (set: overrides the scene's Sync Offset)")
+    enhance_weights: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Restorer Weights", default="", subtype="FILE_PATH",
+        description="Enhance face with this restorer (empty: the scene's Enhance setting)")
+    enhance_fidelity: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Fidelity", default=0.5, min=0.0, max=1.0, description="CodeFormer only (set: overrides the preferences)")
     preview: bpy.props.BoolProperty(  # type: ignore[valid-type]
         name="Preview", default=False,
         description="Sync only a short range (the scene's preview range, else 3 s around the playhead) as a "

@@ -196,6 +196,14 @@ def settings_from(context: Optional[Context], op: Any = None, scene_settings: An
             s.device = op.device
         if getattr(op, "precision", "") not in ("", "PREFS"):
             s.precision = op.precision
+        for name in ("blend", "silence", "align"):
+            if getattr(op, name, "") not in ("", "PREFS"):
+                setattr(s, name, getattr(op, name))
+        if getattr(op, "enhance_weights", ""):  # a restorer given to the operator: enhance with it
+            s.enhance_weights, s.enhance = op.enhance_weights, True
+        for name in ("sync_offset", "enhance_fidelity"):  # only when the caller set them
+            if getattr(op, name, None) is not None and _is_set(op, name):
+                setattr(s, name, float(getattr(op, name)))
         if s.detector == protocol.DETECTOR_BOX:
             obox = _box(tuple(getattr(op, "box", (0, 0, 0, 0))))
             s.box = obox or s.box
@@ -208,6 +216,11 @@ def settings_from(context: Optional[Context], op: Any = None, scene_settings: An
     s.enhance_weights = _abs(s.enhance_weights)
     s.engine_python = _abs(s.engine_python) if os.sep in s.engine_python or "//" in s.engine_python else s.engine_python
     return s
+
+
+def _is_set(op: Any, name: str) -> bool:
+    props = getattr(op, "properties", None)
+    return bool(props is not None and props.is_property_set(name))
 
 
 def torch_hub_checkpoints() -> str:

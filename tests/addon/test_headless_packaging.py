@@ -99,6 +99,8 @@ def test_headless_sync_render_save(tmp_path, media, fake_python, dummy_checkpoin
     r = run_py(str(HEADLESS), "--blend", str(blend), "--", "--video-strip", "Face", "--audio-strip", "Speech",
                "--checkpoint", dummy_checkpoint, "--engine-python", fake_python, "--device", "cpu",
                "--detector", "blazeface", "--detector-weights", dummy_checkpoint, "--mute-source",
+               "--silence", "sync", "--blend-mode", "mouth", "--align", "off", "--sync-offset", "-1.25",
+               "--enhance", dummy_checkpoint, "--enhance-fidelity", "0.3",
                "--render", str(out), "--save", env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "headless: inserted 'Face.lipsync' channel 3 frames 5-34" in r.stdout
@@ -107,6 +109,8 @@ def test_headless_sync_render_save(tmp_path, media, fake_python, dummy_checkpoin
     assert audio_seconds == pytest.approx(30 / 24, abs=0.05)  # the scene range's sound, 24 fps
     args = json.loads((tmp_path / "args.json").read_text())
     assert args["detector"] == "blazeface" and args["detector_weights"] == dummy_checkpoint
+    assert (args["silence"], args["blend"], args["align"], args["sync_offset"]) == ("sync", "mouth", "off", -1.25)
+    assert args["enhance"] == dummy_checkpoint and args["enhance_fidelity"] == pytest.approx(0.3)
     assert args["source_times_list"] == pytest.approx([(4 + k) / 25 for k in range(30)])
     assert (tmp_path / "lipsync" / "Face.lipsync.mp4").is_file()
     # The saved file has the strip (relative path) and the muted source.

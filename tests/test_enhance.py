@@ -289,3 +289,53 @@ def test_missing_extra_names_the_install_line(tmp_path):
     assert line.startswith("EnhanceError ") and 'pip install "wav2lip-blender[enhance]"' in line
     assert "not installed: spandrel" in line and "\n" not in line
     assert issubclass(EnhanceError, Wav2LipError)  # the CLI prints these as one `error:` line
+
+
+# --- through the whole pipeline (the CLI) -------------------------------------------------------
+
+def _decoded(path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="bgr24") for f in c.decode(video=0)])
+
+
+@needs_extra
+def test_cli_enhance_changes_only_the_blended_face(restorer_files, checkpoint, media, tmp_path):
+    """--enhance through the CLI: the restored face is blended in through the lip-sync's own
+    feather mask, so the frames differ from a plain run inside the box's masked lower part and
+    nowhere else (lossless x264, so any other change would show)."""
+    box = (60, 300, 140, 380)  # y1 y2 x1 x2 around KatieHill's face (512x512)
+    common = ["--face", str(media / "sadtalker_WDA_KatieHill_000.mp4"), "--audio", str(media / "sadtalker_WDA_KatieHill_000.mp4"),
+              "--checkpoint", str(checkpoint), "--box", *map(str, box), "--duration", "0.2", "--crf", "0",
+              "--silence", "sync", "--device", "cpu", "--progress", "none", "--no-cache"]
+    outs = {}
+    for name, extra in (("plain", []), ("enhanced", ["--enhance", restorer_files("restoreformer")])):
+        outs[name] = tmp_path / f"{name}.mp4"
+        r = subprocess.run([sys.executable, "-m", "wav2lip_core", *common, "--out", str(outs[name]), *extra],
+                           cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr
+    plain, enhanced = _decoded(outs["plain"]), _decoded(outs["enhanced"])
+    assert plain.shape == enhanced.shape and len(plain) == 5
+    diff = np.abs(plain.astype(int) - enhanced.astype(int)).max(axis=(0, 3))
+    y1, y2, x1, x2 = box
+    outside = diff.copy()
+    outside[y1:y2, x1:x2] = 0
+    assert outside.max() == 0, "pixels outside the face box changed"
+    lower = diff[y1 + (y2 - y1) // 2: y2, x1:x2]
+    assert lower.max() > 20, "the restored face did not reach the frame"
+    # The feather mask is ~0 over the box's top quarter (the eyes): no restored pixels land there.
+    assert diff[y1: y1 + (y2 - y1) // 4, x1:x2].max() <= 1
+
+
+@needs_extra
+def test_cli_enhance_with_the_wav2lip_checkpoint_is_one_line(checkpoint, media, tmp_path):
+    out = tmp_path / "o.mp4"
+    r = subprocess.run([sys.executable, "-m", "wav2lip_core", "--face", str(media / "sadtalker_WDA_KatieHill_000.mp4"),
+                        "--audio", str(media / "sadtalker_WDA_KatieHill_000.mp4"), "--checkpoint", str(checkpoint),
+                        "--out", str(out), "--box", "60", "300", "140", "380", "--duration", "0.2", "--progress", "none",
+                        "--enhance", str(checkpoint)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--checkpoint" in lines[0], r.stderr
+    assert not out.exists()

@@ -29,10 +29,12 @@ class Engine:
     """One `python -m wav2lip_core serve` subprocess in its own session (a terminal's Ctrl+C
     reaches only the batch, which cancels jobs in order), its stderr in a log file."""
 
-    def __init__(self, python: str, log_path: Path):
+    def __init__(self, python: str, log_path: Path, threads: int | None = None):
         self._log = open(log_path, "w+", encoding="utf-8", errors="replace")
         root = str(Path(wav2lip_core.__file__).resolve().parents[1])
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+        if threads is not None:  # torch and OpenVINO (runtime.compile_config) read it
+            env["OMP_NUM_THREADS"] = str(threads)
         self.proc = subprocess.Popen([python, "-m", "wav2lip_core", P.SERVE_COMMAND], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self._log, text=True, bufsize=1, env=env,
                                      start_new_session=True)
@@ -138,7 +140,13 @@ class Engine:
 def run_local(jobs: list[jobfile.Job], workers: int, tally, tmp: Path) -> bool:
     """Run `jobs` on `workers` engines; True when interrupted (Ctrl+C/SIGTERM)."""
     todo = deque(jobs)
+    # Engines side by side share the cores instead of each spreading its model over all of them
+    # (oversubscribed threads spin against each other); a thread count the user set is kept.
+    cores_each = None
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        cores_each = max(1, (os.cpu_count() or 1) // workers)
     stop = threading.Event()
+    all_done = threading.Event()  # set by the last worker to finish
     lock = threading.Lock()
     running: dict[int, tuple[Engine, jobfile.Job]] = {}
     engines: dict[int, Engine] = {}
@@ -160,7 +168,7 @@ def run_local(jobs: list[jobfile.Job], workers: int, tally, tmp: Path) -> bool:
                     if engine is not None:
                         engine.close()
                     try:
-                        engine = Engine(sys.executable, tmp / f"engine{k}.log")
+                        engine = Engine(sys.executable, tmp / f"engine{k}.log", cores_each)
                     except (EngineError, OSError) as exc:
                         engine = None
                         tally.finish(job, P.STATUS_FAILED, error=str(exc))
@@ -179,15 +187,24 @@ def run_local(jobs: list[jobfile.Job], workers: int, tally, tmp: Path) -> bool:
         finally:
             if engine is not None:
                 engine.close()
+            with lock:
+                left[0] -= 1
+                if left[0] == 0:
+                    all_done.set()
 
     threads = [threading.Thread(target=work, args=(k,), name=f"wav2lip-batch-{k}", daemon=True)
                for k in range(min(workers, len(jobs)))]
+    left = [len(threads)]
+    if not threads:
+        return False
     for t in threads:
         t.start()
     try:
-        for t in threads:
-            while t.is_alive():
-                t.join(0.2)
+        # Waiting on an Event, not Thread.join: a Ctrl+C that interrupts join() can leave a
+        # running thread marked as finished (CPython's lock handling), and the batch would then
+        # exit while its engine is still writing.
+        while not all_done.wait(0.2):
+            pass
         return False
     except KeyboardInterrupt:
         stop.set()
@@ -198,15 +215,13 @@ def run_local(jobs: list[jobfile.Job], workers: int, tally, tmp: Path) -> bool:
                 if k not in running:
                     engine.cancel(None)
     try:
-        for t in threads:
-            while t.is_alive():
-                t.join(0.2)
+        while not all_done.wait(0.2):
+            pass
     except KeyboardInterrupt:  # a second Ctrl+C: no more waiting for a clean cancel
         with lock:
             for engine in engines.values():
                 engine.terminate()
-        for t in threads:
-            t.join(_ENGINE_STOP_S)
+        all_done.wait(_ENGINE_STOP_S)
     for job in jobs:
         tally.finish(job, P.STATUS_CANCELLED)  # the not yet started (finish ignores finished ones)
     return True

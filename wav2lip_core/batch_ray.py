@@ -30,6 +30,7 @@ _POLL_S = 0.5  # how often the driver looks up from ray.wait (Ctrl+C answers wit
 _CANCEL_WAIT_S = 30.0  # for cancelled tasks to unwind (their writers remove their temp files)
 
 _RUNNERS = None  # in a worker process: the models its earlier jobs loaded
+_RESTORERS = None  # and the face restorers (--enhance)
 
 
 @dataclass
@@ -44,7 +45,7 @@ class RaySettings:
 def wav2lip_job(line: int, options: dict, fetch: bool) -> dict:
     """One job inside a Ray worker: {"status": ok|failed, "seconds", "frames" | "error", and with
     `fetch` the output's bytes under "data"}."""
-    global _RUNNERS
+    global _RUNNERS, _RESTORERS
     from . import cli
     from .serve import _BadJob, _Job, parse_job
 
@@ -57,12 +58,13 @@ def wav2lip_job(line: int, options: dict, fetch: bool) -> dict:
         try:
             args = P.job_args({k[2:]: v for k, v in options.items()}, jobfile.list_writer(tmp, line))
             request = cli.make_request(parse_job(_Job(str(line), args)))
+            from .enhance import Restorers
             from .pipeline import run
             from .runtime import Runners
 
             if _RUNNERS is None:
-                _RUNNERS = Runners(keep=2)
-            result = run(request, runners=_RUNNERS)
+                _RUNNERS, _RESTORERS = Runners(keep=2), Restorers(keep=1)
+            result = run(request, runners=_RUNNERS, restorers=_RESTORERS)
         except (Wav2LipError, _BadJob, ValueError) as exc:
             return {"status": P.STATUS_FAILED, "seconds": time.perf_counter() - t0, "error": str(exc)}
         done = {"status": P.STATUS_OK, "seconds": time.perf_counter() - t0, "frames": result.frames,

@@ -32,7 +32,8 @@ from .picture import Picture
 BLENDS = protocol.names(protocol.BLENDS)
 
 
-def _region(frame: np.ndarray | Picture, box: tuple[int, int, int, int]) -> np.ndarray:
+def region_bgr(frame: np.ndarray | Picture, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The box's pixels as BGR (a view for an array, a converted copy for a Picture)."""
     y1, y2, x1, x2 = box
     return frame.region_bgr(y1, y2, x1, x2) if isinstance(frame, Picture) else frame[y1:y2, x1:x2]
 
@@ -43,7 +44,7 @@ def crop_face(frame: np.ndarray | Picture, box: tuple[int, int, int, int],
     levelled by `rotation` (made for this box)."""
     if rotation is not None:
         return align.crop(frame, rotation)
-    return cv2.resize(_region(frame, box), (IMG_SIZE, IMG_SIZE))
+    return cv2.resize(region_bgr(frame, box), (IMG_SIZE, IMG_SIZE))
 
 
 def model_inputs(faces: np.ndarray) -> np.ndarray:
@@ -122,15 +123,21 @@ def face_edit(predictor: landmarks.Predictor | None, frame: np.ndarray | Picture
 
 def paste(frame: np.ndarray | Picture, pred_u8: np.ndarray, box: tuple[int, int, int, int],
           blend: str = "feather", *, mask: np.ndarray | None = None,
-          rotation: align.Rotation | None = None) -> None:
+          rotation: align.Rotation | None = None, in_box: bool = False) -> None:
     """Put the generated face `pred_u8` (96x96x3 uint8) back into `frame` in place. `mask`: an
     (h, w) float32 weight over the box in [0, 1] (the mouth mask) used instead of the feather
-    mask; `blend` "mouth" without one is `feather`. `rotation`: the one the crop was made with."""
+    mask; `blend` "mouth" without one is `feather`. `rotation`: the one the crop was made with.
+    `in_box`: `pred_u8` is already the box's size and orientation (a restored face, enhance.py);
+    it is blended through the same mask, not resized or turned again."""
     y1, y2, x1, x2 = box
     h, w = y2 - y1, x2 - x1
     if blend == "hard" and (mask is not None or rotation is not None):
         raise ValueError("the hard paste takes no mask and no rotation")
-    if rotation is not None:
+    if in_box:
+        if pred_u8.shape[:2] != (h, w):
+            raise ValueError(f"a face of {pred_u8.shape[:2]} does not fit box {(h, w)}")
+        face = pred_u8
+    elif rotation is not None:
         if tuple(rotation.box) != tuple(box):
             raise ValueError(f"rotation made for box {rotation.box}, pasting into {box}")
         face = align.uncrop(pred_u8, rotation)

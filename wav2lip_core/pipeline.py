@@ -119,6 +119,8 @@ def _check_inputs(req: LipSyncRequest) -> None:
         raise Wav2LipError(f"unknown --align {req.align!r}: use one of {', '.join(protocol.names(protocol.ALIGNS))}")
     if req.blend == "mouth":  # at request time, not after detection
         landmarks.require("--blend mouth")
+    if not (math.isfinite(req.enhance_fidelity) and 0.0 <= req.enhance_fidelity <= 1.0):
+        raise Wav2LipError(f"--enhance-fidelity must be between 0 and 1, got {req.enhance_fidelity}")
     if req.batch_size is not None and req.batch_size < 1:
         raise Wav2LipError(f"batch size must be at least 1, got {req.batch_size}")
     if req.fps is not None and not (0 < req.fps <= 1000):
@@ -180,13 +182,14 @@ def _never() -> bool:
 
 
 def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-        note: NoteFn | None = None, runner=None, runners=None) -> LipSyncResult:
+        note: NoteFn | None = None, runner=None, runners=None, restorers=None) -> LipSyncResult:
     """Lip-sync `request.face` to `request.audio` into `request.out`. Raises Wav2LipError
     subclasses (Cancelled when `cancel()` returned True); on any failure no output is left.
     `note` receives lines worth telling the user (which detector ran, a smaller batch, ...).
     `runner`: a model already loaded with runtime.load_runner for this request's checkpoint,
     device, precision and runtime; or `runners`: a runtime.Runners that a process serving several
-    jobs keeps, asked for the model once the device, precision and runtime are resolved."""
+    jobs keeps, asked for the model once the device, precision and runtime are resolved; and
+    `restorers`: an enhance.Restorers such a process keeps for --enhance."""
     from . import runtime as runtime_mod
     from .device import pick_device, resolve_precision
 
@@ -228,6 +231,15 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
     if runner is None:
         runner = runtime_mod.load_runner(request.checkpoint, runtime=runtime, device=device, precision=precision)
     precision = runner.precision
+    restorer = None
+    if request.enhance:  # loaded before detection, so a wrong file fails in seconds, not minutes
+        from . import enhance
+
+        where = device.type if device.type in ("cuda", "mps") else "cpu"
+        restorer = (restorers or enhance.Restorers()).get(request.enhance, where, request.enhance_fidelity)
+        if where == "cpu":
+            tell(f"face restoration ({restorer.arch}) runs on the CPU: expect seconds per frame")
+    predictor = blend_mod.predictor_for(request.blend, request.align)  # ~1.5 s once per process
     # The model's thread halves the batch on a GPU out-of-memory; its note is told from this one.
     limit_notes: queue.SimpleQueue[str] = queue.SimpleQueue()
     limit = BatchLimit(request.batch_size or (DEFAULT_BATCH_CUDA if device.type == "cuda" else DEFAULT_BATCH_CPU),
@@ -257,17 +269,16 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
             tell(limit_notes.get())
         check_cancel()
 
-    predictor = blend_mod.predictor_for(request.blend, request.align)  # ~1.5 s once per process
     t_sync = time.perf_counter()
     with VideoWriter(request.out, width=info.width, height=info.height, fps=plan.fps, audio_path=request.audio,
                      audio_start=request.audio_start, duration=plan.duration, encoder=encoder,
                      source_paths=(request.face, request.audio), colour=info.colour,
                      audible=request.audible) as writer, \
             sync_stages(plan, track, runner, limit, watch, poll, predictor=predictor, blend=request.blend,
-                        align=request.align) as stages:
+                        align=request.align, restorer=restorer) as stages:
         progress(protocol.STAGE_SYNC, 0, n_out)
-        for group, faced, preds in stages:
-            blend_group(faced, preds, request.blend, watch)
+        for group, faced in stages:
+            blend_group(faced, request.blend, watch)
             for item in group:
                 te = time.perf_counter()
                 writer.write(item.frame, plan.times[item.k])

@@ -52,7 +52,8 @@ class Engine:
         self._running: _Job | None = None
         self._wake = threading.Event()
         self._stop = False  # plain flag: set from the SIGTERM handler too
-        self._runners = None
+        self._runners = None  # made on the first job: importing them costs ~0.5 s
+        self._restorers = None
         self._runners_keep = runners_keep
 
     # --- output ----------------------------------------------------------------------------
@@ -178,10 +179,13 @@ class Engine:
             from .pipeline import run
 
             if self._runners is None:
+                from .enhance import Restorers
                 from .runtime import Runners
 
                 self._runners = Runners(keep=self._runners_keep)
-            result = run(cli.make_request(args), progress=progress, cancel=cancel, note=note, runners=self._runners)
+                self._restorers = Restorers(keep=1)
+            result = run(cli.make_request(args), progress=progress, cancel=cancel, note=note, runners=self._runners,
+                         restorers=self._restorers)
         except Cancelled:
             self.emit(P.EVENT_CANCELLED, job.id)
         except (_BadJob, Wav2LipError) as exc:

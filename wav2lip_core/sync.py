@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from .blend import PLAIN, FaceEdit, crop_face, face_edit, model_inputs, paste, prediction_to_uint8
+from .blend import PLAIN, FaceEdit, crop_face, face_edit, model_inputs, paste, prediction_to_uint8, region_bgr
 from .decode import read_frames
 from .errors import Cancelled, Wav2LipError
 from .faces import FaceTrack
@@ -75,6 +75,10 @@ class FrameItem:
     mel: np.ndarray  # its (80, 16) mel window
     weight: float = 1.0  # 1: the model's mouth; 0: the source's (no forward); between: a fade
     edit: FaceEdit = PLAIN  # mouth mask / levelling rotation (blend.face_edit), set by decode+crop
+    # The face to paste, set by the model stage: its 96x96 output, or after --enhance the
+    # restored face at the box's size (face_in_box), already in the frame's orientation.
+    face: np.ndarray | None = None
+    face_in_box: bool = False
 
     @property
     def synced(self) -> bool:
@@ -119,9 +123,10 @@ class BatchLimit:
 
 def sync_stages(plan: Plan, track: FaceTrack, runner, limit: BatchLimit, watch: Stopwatch,
                 poll: Callable[[], None], *, pictures: bool = True, predictor=None, blend: str = "feather",
-                align: str = "off") -> Overlap:
-    """The sync pass's decode+crop and model stages, overlapped; iterating the result (in a
-    with block) gives (group, faced items, predictions or None) per batch in output order."""
+                align: str = "off", restorer=None) -> Overlap:
+    """The sync pass's decode+crop, model and (with a `restorer`, enhance.Restorer) enhance
+    stages, overlapped; iterating the result (in a with block) gives (group, faced items) per
+    batch in output order, each faced item's `face` set for blend_group."""
 
     def prepared(stopping: CancelFn) -> Iterator[tuple]:
         t = time.perf_counter()
@@ -130,6 +135,8 @@ def sync_stages(plan: Plan, track: FaceTrack, runner, limit: BatchLimit, watch: 
             faced = [g for g in group if g.synced]
             if predictor is not None:  # landmarks only for frames the model runs on
                 for g in faced:
+                    if stopping():  # ~20 ms a face: a big batch must not hold up a cancel
+                        raise Cancelled("cancelled")
                     g.edit = face_edit(predictor, g.frame, g.box, blend, align)
                 t = watch.add("landmarks", t)
             inputs = _inputs(faced) if faced else None
@@ -140,30 +147,48 @@ def sync_stages(plan: Plan, track: FaceTrack, runner, limit: BatchLimit, watch: 
     def model(item: tuple) -> tuple:
         group, faced, inputs = item
         if inputs is None:
-            return group, faced, None
+            return group, faced
         t = time.perf_counter()
         # `stop`: a cancelled job does not wait for the batch in the model (~1 s on a 2-core CPU).
         preds = runner.forward(*inputs, limit, stop=lambda: overlap.stopping)
+        for g, p in zip(faced, preds, strict=True):
+            g.face = prediction_to_uint8(p)
         watch.add("model", t)
-        return group, faced, preds
+        return group, faced
 
-    overlap = Overlap(prepared, [model], in_flight=in_flight(plan.info.width, plan.info.height, limit.size),
+    def enhance(item: tuple) -> tuple:
+        # Its own thread: a restorer costs seconds per face on a CPU, so the model goes on with
+        # the next batches meanwhile. Frames are only read here; blend_group writes them later.
+        from .enhance import restore_pasted
+
+        group, faced = item
+        if faced:
+            t = time.perf_counter()
+            restored = restore_pasted(restorer, [region_bgr(g.frame, g.box) for g in faced], [g.face for g in faced],
+                                      blend, [g.edit for g in faced], stop=lambda: overlap.stopping)
+            for g, face in zip(faced, restored, strict=True):
+                g.face, g.face_in_box = face, True
+            watch.add("enhance", t)
+        return group, faced
+
+    stages = [model] if restorer is None else [model, enhance]
+    overlap = Overlap(prepared, stages, in_flight=in_flight(plan.info.width, plan.info.height, limit.size),
                       poll=poll, name="wav2lip-sync")
     return overlap
 
 
-def blend_group(faced: list, preds, blend: str, watch: Stopwatch) -> None:
-    """The model's faces pasted into their frames (in the caller's thread: frames being
-    written are never touched by another)."""
-    if preds is None:
+def blend_group(faced: list[FrameItem], blend: str, watch: Stopwatch) -> None:
+    """The faces the model stage made pasted into their frames (in the caller's thread: frames
+    being written are never touched by another)."""
+    if not faced:
         return
     t = time.perf_counter()
-    for g, p in zip(faced, preds):
-        options = {"mask": g.edit.mask, "rotation": g.edit.rotation}
+    for g in faced:
+        options = {"mask": g.edit.mask, "rotation": g.edit.rotation, "in_box": g.face_in_box}
         if g.weight >= 1.0:
-            paste(g.frame, prediction_to_uint8(p), g.box, blend, **options)
+            paste(g.frame, g.face, g.box, blend, **options)
         else:
-            _faded_paste(g.frame, prediction_to_uint8(p), g.box, blend, g.weight, **options)
+            _faded_paste(g.frame, g.face, g.box, blend, g.weight, **options)
     watch.add("blend", t)
 
 
@@ -204,8 +229,8 @@ def synthesize(plan: Plan, track: FaceTrack, model, *, device, precision: str, b
     watch = watch or Stopwatch()
     with sync_stages(plan, track, runner, limit, watch, cancel_check(cancel), pictures=pictures,
                      predictor=predictor, blend=blend, align=align) as stages:
-        for group, faced, preds in stages:
-            blend_group(faced, preds, blend, watch)
+        for group, faced in stages:
+            blend_group(faced, blend, watch)
             for item in group:
                 yield item.k, item.frame
 

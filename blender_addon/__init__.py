@@ -22,16 +22,16 @@ if "bpy" in locals():  # reload (F3 > Reload Scripts): re-import the submodules
     import importlib
 
     for _name in ("wire", "compat", "snapshot", "preview", "engine_python", "runner", "engine", "jobqueue",
-                  "capture", "preferences", "jobs", "insert", "operators", "panel"):
+                  "capture", "preferences", "jobs", "insert", "operators", "jobs_file", "studio", "panel"):
         if _name in locals():
             importlib.reload(locals()[_name])
 
 import bpy  # noqa: E402,F401
 
-from . import (capture, compat, engine, engine_python, insert, jobqueue, jobs, operators, panel,  # noqa: E402,F401
-               preferences, preview, runner, snapshot, wire)
+from . import (capture, compat, engine, engine_python, insert, jobqueue, jobs, jobs_file, operators,  # noqa: E402,F401
+               panel, preferences, preview, runner, snapshot, studio, wire)
 
-_modules = (preferences, operators, panel)
+_modules = (preferences, operators, studio, panel)
 _registered = False
 
 

@@ -130,7 +130,7 @@ def strip_state(strip: Optional[StripLike]) -> tuple:
             int(strip.frame_final_end), int(getattr(strip, "animation_offset_start", 0) or 0))
 
 
-def _pairs(context: Context, scene: Any, op: Any, preview: bool) -> List[Tuple[StripLike, StripLike]]:
+def pairs_to_sync(context: Context, scene: Any, op: Any, preview: bool) -> List[Tuple[StripLike, StripLike]]:
     """The (video, sound) strips to sync, checked; explicit names (scripts) give one pair."""
     if op.video_strip or op.audio_strip:
         video, sound = capture.choose_strips(context, scene, op.video_strip, op.audio_strip)
@@ -157,7 +157,7 @@ def _pairs(context: Context, scene: Any, op: Any, preview: bool) -> List[Tuple[S
     return pairs  # type: ignore[return-value]
 
 
-def _check_settings(s: preferences.Settings, enhance: bool) -> None:
+def check_settings(s: preferences.Settings, enhance: bool) -> None:
     if not s.checkpoint:
         raise SnapshotError("no Wav2Lip checkpoint: set it in the add-on preferences (Lip Sync)")
     if not os.path.isfile(s.checkpoint):
@@ -191,10 +191,10 @@ def prepare_batch(context: Context, op: Any, preview: bool = False) -> Batch:
     scene = compat.sequencer_scene(context)
     if scene is None or compat.editor(scene) is None:
         raise SnapshotError("this scene has no sequencer strips")
-    pairs = _pairs(context, scene, op, preview)
+    pairs = pairs_to_sync(context, scene, op, preview)
     settings = getattr(scene, "wav2lip", None)
     s = preferences.settings_from(context, op, settings)
-    _check_settings(s, s.enhance)
+    check_settings(s, s.enhance)
 
     fps, rounds = compat.scene_fps(scene), compat.frame_index_rounds()
     requests: List[Tuple[StripLike, SyncRequest]] = []

@@ -8,7 +8,7 @@ from typing import Any, Dict
 import bpy
 from bpy.types import Context, Event
 
-from . import capture, compat, operators, preferences
+from . import capture, compat, operators, preferences, studio
 
 
 class SEQUENCER_PT_wav2lip(bpy.types.Panel):
@@ -97,6 +97,7 @@ def draw_panel(layout: Any, context: Context) -> None:
         op.mute_source = settings.mute_source
     op = row.operator(operators.SEQUENCER_OT_wav2lip_sync.bl_idname, text="Preview", icon="PLAY")
     op.preview = True
+    studio.draw_studio(layout, context)
 
 
 def _draw_running(layout: Any, context: Context, batch: Any, job: Any) -> None:

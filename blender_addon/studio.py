@@ -38,18 +38,6 @@ class Exported:
     warnings: List[str] = field(default_factory=list)
 
 
-def _engine_args(req: SyncRequest, s: preferences.Settings, out: str) -> List[str]:
-    # The arguments jobs.prepare_batch gives the warm engine for the same request (the test
-    # compares them with what Sync Lips sends). TODO(lead): one shared helper in jobs.py.
-    box = s.detector == protocol.DETECTOR_BOX
-    return req.engine_args(
-        checkpoint=s.checkpoint, out=out,
-        source_times_path=_TIMES_PLACEHOLDER if req.source_times is not None else None,
-        detector="" if box else s.detector, detector_weights=s.detector_weights,
-        box=s.box if box else None, device=s.device, precision=s.precision,
-        extra=tuple(preferences.quality_args(s)))
-
-
 def export_jobs(context: Context, path: str) -> Exported:
     """Write the JOBS file for the selected strips; SnapshotError with a user message when a
     strip cannot be synced (then nothing is written)."""
@@ -58,9 +46,9 @@ def export_jobs(context: Context, path: str) -> Exported:
         raise SnapshotError("this scene has no sequencer strips")
     if not capture.choose_pairs(context, scene):
         raise SnapshotError(NOTHING_SELECTED)
-    pairs = jobs._pairs(context, scene, SimpleNamespace(video_strip="", audio_strip=""), False)
+    pairs = jobs.pairs_to_sync(context, scene, SimpleNamespace(video_strip="", audio_strip=""), False)
     s = preferences.settings_from(context, None, getattr(scene, "wav2lip", None))
-    jobs._check_settings(s, s.enhance)
+    jobs.check_settings(s, s.enhance)
 
     fps, rounds = compat.scene_fps(scene), compat.frame_index_rounds()
     requests: List[SyncRequest] = []
@@ -85,7 +73,7 @@ def export_jobs(context: Context, path: str) -> Exported:
             open(out, "ab").close()  # claimed, so the next job gets another name; released below
             claimed.append(out)
             ref = StripRef(scene.name, req.source_name, req.insert_frame, req.used_frames)
-            lines.append(job_line(ref, _engine_args(req, s, out), req.source_times))
+            lines.append(job_line(ref, jobs.engine_args(req, s, out, _TIMES_PLACEHOLDER if req.source_times is not None else None), req.source_times))
         write_jobs(path, lines)
     except OSError as exc:
         raise SnapshotError(f"cannot write {exc.filename or path}: {exc.strerror or exc}") from exc

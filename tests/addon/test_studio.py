@@ -91,16 +91,13 @@ def test_report_read_back(tmp_path):
 
 @pytest.fixture
 def studio(bpy_addon):
-    """studio.py's operators (registered here until the add-on's __init__ lists the module)."""
+    """studio.py, whose operators the add-on registers with the rest."""
     bpy, _ = bpy_addon
     from blender_addon import studio as mod
 
-    mine = not hasattr(bpy.types, mod.SEQUENCER_OT_wav2lip_export_jobs.__name__)
-    if mine:
-        mod.register()
-    yield mod
-    if mine:
-        mod.unregister()
+    assert hasattr(bpy.types, mod.SEQUENCER_OT_wav2lip_export_jobs.__name__)
+    assert hasattr(bpy.types, mod.SEQUENCER_OT_wav2lip_import_report.__name__)
+    return mod
 
 
 @pytest.fixture

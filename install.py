@@ -125,18 +125,24 @@ def runs_this_checkout(py: Path, modules: list[str]) -> bool:
     return Path(lines[0]).resolve() == (ROOT / "wav2lip_core" / "__init__.py").resolve() and lines[1] == "True"
 
 
-def ensure_engine(env: Path, *, torch_index_url: str | None, with_bpy: bool, dev: bool, int8: bool = False) -> Path:
+# Optional parts a user may add to the engine (pyproject's extras) and a module each installs.
+OPTIONAL_EXTRAS = {"int8": "nncf", "landmarks": "dlib", "enhance": "spandrel", "ray": "ray"}
+
+
+def ensure_engine(env: Path, *, torch_index_url: str | None, with_bpy: bool, dev: bool,
+                  optional: tuple[str, ...] = ()) -> Path:
     py = venv_python(env)
     if not py.exists():
         say(f"creating the engine environment in {env}")
         venv.EnvBuilder(with_pip=True, clear=False).create(env)
-    extras = ",".join(x for x, on in (("bpy", with_bpy), ("int8", int8), ("test", dev)) if on)
+    optional = tuple(x for x in OPTIONAL_EXTRAS if x in optional)  # one order, whatever was asked
+    extras = ",".join((*(["bpy"] if with_bpy else []), *optional, *(["test"] if dev else [])))
     stamp_file = env / "wav2lip-installed.txt"
     stamp = source_stamp(extras + "|" + (torch_index_url or ""))
     if stamp_file.exists() and stamp_file.read_text().strip() == stamp:
         say(f"engine environment is up to date: {env}")
         return py
-    needed = ["torch", "av", "cv2", *(["bpy"] if with_bpy else []), *(["nncf"] if int8 else []),
+    needed = ["torch", "av", "cv2", *(["bpy"] if with_bpy else []), *(OPTIONAL_EXTRAS[x] for x in optional),
               *(["pytest"] if dev else [])]
     if not torch_index_url and runs_this_checkout(py, needed):
         # A contributor's environment (an editable install of this folder, e.g. the dev .venv):
@@ -619,6 +625,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="print a status table; exit 1 if something needed is missing")
     ap.add_argument("--int8", action="store_true",
                     help="also install NNCF for --precision int8 (the add-on's Precision: int8), about twice as fast on a CPU")
+    ap.add_argument("--with", dest="extras", action="append", default=[], choices=sorted(OPTIONAL_EXTRAS), metavar="EXTRA",
+                    help="also install an optional part (repeatable): int8; landmarks (--blend mouth, --align: dlib, "
+                         "non-commercial model); enhance (--enhance: spandrel face restorers); ray (wav2lip batch --ray)"),
     ap.add_argument("--dev", action="store_true", help="editable install with the test dependencies")
     ap.add_argument("--demo", action="store_true", help="after setting up, lip-sync the demo (or --face/--audio) headless")
     ap.add_argument("--face", help="with --demo: your own video or image")
@@ -641,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
             say("  headless runs use the bpy module in the engine environment" if with_bpy else
                 "  headless runs need Blender 3.4+, or Python 3.11 for the bpy module")
         py = ensure_engine(env, torch_index_url=a.torch_index_url, with_bpy=with_bpy or a.dev, dev=a.dev,
-                           int8=a.int8)
+                           optional=tuple(a.extras) + (("int8",) if a.int8 else ()))
         say(f"engine Python: {py}")
         config: dict[str, str] = {CONFIG_PYTHON: str(py)}
         if a.checkpoint:

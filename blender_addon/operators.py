@@ -49,6 +49,12 @@ def _undo_push(name: str) -> None:
         pass
 
 
+def _prefs_enum(name: str, items: list) -> Any:
+    """An operator option that defaults to the add-on preferences' choice (scripts may override)."""
+    return bpy.props.EnumProperty(name=name, items=[("PREFS", "Preferences", "Use the add-on preferences")] + items,
+                                  default="PREFS")
+
+
 class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
     """Lip-sync the selected movie strip to the sound strip, in the background, and put the result above it"""
 
@@ -62,34 +68,22 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
         name="Sound Strip", default="", description="Sound strip (empty: from the selection)")
     checkpoint: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Checkpoint", default="", subtype="FILE_PATH", description="Override the preferences' checkpoint")
-    detector: bpy.props.EnumProperty(  # type: ignore[valid-type]
-        name="Face Detector", items=[("PREFS", "Preferences", "Use the add-on preferences")] + preferences.DETECTORS,
-        default="PREFS")
+    detector: _prefs_enum("Face Detector", preferences.DETECTORS)  # type: ignore[valid-type]
     detector_weights: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Detector Weights", default="", subtype="FILE_PATH")
     box: bpy.props.IntVectorProperty(  # type: ignore[valid-type]
         name="Face Box", size=4, default=(0, 0, 0, 0), min=0)
-    device: bpy.props.EnumProperty(  # type: ignore[valid-type]
-        name="Device", items=[("PREFS", "Preferences", "Use the add-on preferences")] + preferences.DEVICES,
-        default="PREFS")
-    precision: bpy.props.EnumProperty(  # type: ignore[valid-type]
-        name="Precision", items=[("PREFS", "Preferences", "Use the add-on preferences")] + preferences.PRECISIONS,
-        default="PREFS")
+    device: _prefs_enum("Device", preferences.DEVICES)  # type: ignore[valid-type]
+    precision: _prefs_enum("Precision", preferences.PRECISIONS)  # type: ignore[valid-type]
     engine_python: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Engine Python", default="", subtype="FILE_PATH")
     output_dir: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Output Folder", default="", subtype="DIR_PATH")
     mute_source: bpy.props.BoolProperty(  # type: ignore[valid-type]
         name="Mute Source", default=False, description="Mute the source strip after inserting the result")
-    blend: bpy.props.EnumProperty(  # type: ignore[valid-type]
-        name="Blend", items=[("PREFS", "Preferences", "Use the add-on preferences")] + preferences.BLENDS,
-        default="PREFS")
-    silence: bpy.props.EnumProperty(  # type: ignore[valid-type]
-        name="Silence", items=[("PREFS", "Preferences", "Use the add-on preferences")] + preferences.SILENCES,
-        default="PREFS")
-    align: bpy.props.EnumProperty(  # type: ignore[valid-type]
-        name="Align Face", items=[("PREFS", "Preferences", "Use the add-on preferences")] + preferences.ALIGNS,
-        default="PREFS")
+    blend: _prefs_enum("Blend", preferences.BLENDS)  # type: ignore[valid-type]
+    silence: _prefs_enum("Silence", preferences.SILENCES)  # type: ignore[valid-type]
+    align: _prefs_enum("Align Face", preferences.ALIGNS)  # type: ignore[valid-type]
     sync_offset: bpy.props.FloatProperty(  # type: ignore[valid-type]
         name="Sync Offset", default=0.0, description="Frames (set: overrides the scene's Sync Offset)")
     enhance_weights: bpy.props.StringProperty(  # type: ignore[valid-type]

@@ -156,17 +156,7 @@ class Report:
 
     def __init__(self, path: str | os.PathLike, first: list[dict]):
         self.path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.writelines(json.dumps(e) + "\n" for e in first)
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_atomic(str(self.path), "".join(json.dumps(e) + "\n" for e in first).encode("utf-8"))
         self._file = open(self.path, "a", encoding="utf-8")
 
     def add(self, entry: dict) -> None:

@@ -2,7 +2,8 @@
 """CPU cost per output frame of the quality options, and what --silence hold saves. Prints
 figures, asserts nothing.
 
-    python bench/bench_quality.py [--repeats 5] [--only silence offset fade]
+    python bench/bench_quality.py [--repeats 5] [--only silence offset fade options]
+        [--seconds 2] [--runs 2] [--clips katie portrait] [--checkpoint CKPT]
 
 Sources: ../shared/media speech (musetalk_eng.wav 60 s with natural pauses, the SadTalker clip's
 own track, vretalk_face2's track) and ../shared/conformance/speech_16k.wav with a 1.5 s pause
@@ -15,8 +16,25 @@ written into it. Per option:
             whole-frame slice, us per frame
   fade      the blend of a fade frame (paste, then mixed with the source) against a plain paste,
             ms per frame, for a 384x384 face box (a 1080p close-up) on a BGR frame
+  options   whole pipeline runs (pipeline.run, as the CLI calls it; model loaded once and kept,
+            as the warm engine keeps it) of --seconds of a real clip with its BlazeFace box given
+            as --box, one row per option: the defaults --align off --blend feather --silence
+            sync as the baseline, then --silence hold, --sync-offset 0.5, --blend mouth,
+            --enhance (RestoreFormer, small variant, RANDOM weights from
+            tests/restorer_checkpoints.py: only its cost means something, and the released
+            RestoreFormer is bigger: bench/bench_enhance.py), and --align auto on the clip turned
+            by 25 degrees (tests/landmark_clips.py) against --align off on that turned clip.
+            Wall seconds; per output frame, wall ms and CPU ms (the process's CPU time, all
+            threads: steadier than the wall clock on a shared machine) and both over the row's
+            baseline; and the stages' busy seconds (LipSyncResult.stage_seconds; decode+crop, landmarks, the model,
+            enhance and blend+encode run overlapped in threads, so they do not add up to the
+            wall). Clips: katie (sadtalker_WDA_KatieHill_000.mp4, 512x512 25 fps) and, asked
+            for, portrait (liveportrait_d13.mp4, 720x1280 30 fps). Without --checkpoint the
+            conformance checkpoint is built (released layout, not trained weights: the cost is
+            the same).
 
-Best of --repeats for times (the machine is shared; the best is the least disturbed).
+Best of --repeats for times (--runs for the whole runs of `options`, one for --enhance); the machine is shared, and
+the best is the least disturbed.
 """
 
 from __future__ import annotations
@@ -112,16 +130,165 @@ def bench_fade(repeats: int) -> None:
         print(f"  {blend:8s} paste {t_paste * 1e3:6.2f} ms   fade {t_fade * 1e3:6.2f} ms (only the ~6 frames around each hold)")
 
 
-BENCHES = {"silence": bench_silence, "offset": bench_offset, "fade": bench_fade}
+OPTION_CLIPS = {
+    "katie": SHARED / "media" / "sadtalker_WDA_KatieHill_000.mp4",
+    "portrait": SHARED / "media" / "liveportrait_d13.mp4",
+}
+TILT = 25  # degrees the turned clip is turned by (issue 11 measures 15 and 30)
+# (label, request fields over the baseline's, whether it runs on the turned clip)
+OPTION_ROWS = [
+    ("baseline: --align off --blend feather --silence sync", {}, False),
+    ("--silence hold", {"silence": "hold"}, False),
+    ("--silence hold, speech paused for half the run", {"silence": "hold", "audio": "PAUSED"}, False),
+    ("--sync-offset 0.5", {"sync_offset": 0.5}, False),
+    ("--blend mouth", {"blend": "mouth"}, False),
+    ("--enhance (small RestoreFormer, random weights)", {"enhance": "RESTORER"}, False),
+    (f"turned {TILT} deg baseline: --align off", {}, True),
+    (f"turned {TILT} deg: --align auto", {"align": "auto"}, True),
+]
+STAGE_COLUMNS = ("decode", "landmarks", "crop", "model", "enhance", "blend", "encode")
+
+
+def _checkpoint(folder: Path) -> str:
+    import subprocess
+
+    path = str(folder / "wav2lip_conformance.pth")
+    subprocess.run([sys.executable, str(SHARED / "conformance" / "make_checkpoint.py"), path, "--prefix", "module."],
+                   check=True, capture_output=True)
+    return path
+
+
+def bench_options(args) -> None:
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
+        folder = Path(tmp)
+        # A private model cache (the conformance checkpoint never lands in the user's), set
+        # before tests/conftest.py (imported by landmark_clips) would make one of its own.
+        os.environ["WAV2LIP_MODEL_CACHE"] = str(folder / "models")
+        sys.path.insert(0, str(ROOT / "tests"))
+        from landmark_clips import boxes_for, write_rotated_clip
+        from restorer_checkpoints import write_checkpoint
+
+        from wav2lip_core import enhance, landmarks, runtime
+        from wav2lip_core.decode import read_frames
+        from wav2lip_core.pipeline import LipSyncRequest, make_plan, run
+        from wav2lip_core.probe import probe_video
+
+        checkpoint = args.checkpoint or _checkpoint(folder)
+        restorer = write_checkpoint("restoreformer", folder / "restoreformer_small_random.pth", small=True)
+        runners, restorers = runtime.Runners(), enhance.Restorers()
+        paused = _paused_speech(folder / "paused.wav", args.seconds)
+        print(f"Quality options: whole runs of {args.seconds:g} s of each clip, best of {args.runs} "
+              f"(after one untimed run loading the model), {os.cpu_count()} CPUs shared, "
+              f"load average {os.getloadavg()[0]:.1f}")
+        print("  --enhance uses a RANDOM-weight small RestoreFormer: only its cost is meaningful, "
+              "and the released one costs more (bench/bench_enhance.py)")
+        if not landmarks.available():
+            print("  (landmarks extra missing: --blend mouth and --align auto rows skipped)")
+
+        for clip in args.clips:
+            src = OPTION_CLIPS[clip]
+            info = probe_video(src)
+            count = int(round(args.seconds * info.fps)) + 2
+            turned, _ = write_rotated_clip(folder / f"{clip}-turned.mp4", TILT, count, src)
+            faces = {}
+            for kind, path in ((False, src), (True, turned)):
+                first = next(iter(read_frames(probe_video(path), [0])))[1]
+                faces[kind] = (str(path), boxes_for([first])[0])
+
+            def request(fields: dict, on_turned: bool, out: str) -> LipSyncRequest:
+                face, box = faces[on_turned]
+                kw = {"silence": "sync", "align": "off", "blend": "feather", "audio": str(src), **fields}
+                if kw.get("enhance") == "RESTORER":
+                    kw["enhance"] = restorer
+                if kw["audio"] == "PAUSED":
+                    kw["audio"] = paused
+                return LipSyncRequest(face=face, checkpoint=checkpoint, out=out, box=box,
+                                      duration=args.seconds, cache=False, device="cpu", **kw)
+
+            out = str(folder / "out.mp4")
+            run(request({}, False, out), runners=runners)  # loads (and converts) the model once
+            print(f"\n  {clip}: {src.name} {info.width}x{info.height} {info.fps:g} fps, box {faces[False][1]}, "
+                  f"turned clip's box {faces[True][1]}")
+            print(f"  {'option':62s} {'frames':>6s} {'wall s':>7s} {'wall ms':>8s} {'cpu ms':>8s} "
+                  f"{'+wall ms':>8s} {'+cpu ms':>8s}   "
+                  + " ".join(f"{c:>9s}" for c in STAGE_COLUMNS) + "   (stage busy seconds)")
+            base_ms = {}
+            for label, fields, on_turned in OPTION_ROWS:
+                if fields.get("enhance") and args.no_enhance:
+                    continue
+                if (fields.get("blend") == "mouth" or fields.get("align") == "auto") and not landmarks.available():
+                    continue
+                req = request(fields, on_turned, out)
+                # Loaded once, outside the timed runs, as a warm engine keeps them.
+                if fields.get("enhance"):
+                    restorers.get(req.enhance)
+                if req.blend == "mouth" or req.align == "auto":
+                    landmarks.load_predictor()
+                best_result, best_cpu = None, None
+                # A restorer on a CPU costs seconds per face: one run says enough.
+                for _ in range(1 if fields.get("enhance") else args.runs):
+                    c = time.process_time()
+                    result = run(req, runners=runners, restorers=restorers)
+                    cpu = time.process_time() - c
+                    if best_result is None or result.seconds < best_result.seconds:
+                        best_result = result
+                    best_cpu = cpu if best_cpu is None else min(best_cpu, cpu)
+                ms = best_result.seconds / best_result.frames * 1e3
+                cpu_ms = best_cpu / best_result.frames * 1e3
+                if not fields:
+                    base_ms[on_turned] = (ms, cpu_ms)
+                extra = (f"{ms - base_ms[on_turned][0]:+8.1f} {cpu_ms - base_ms[on_turned][1]:+8.1f}" if fields
+                         else f"{'':>8s} {'':>8s}")
+                if fields.get("silence") == "hold":
+                    plan = make_plan(req, probe_video(req.face), _audio(req.audio))
+                    held = 0 if plan.weights is None else int((plan.weights == 0).sum())
+                    label = f"{label} ({held} of {best_result.frames} held)"
+                stages = best_result.stage_seconds
+                print(f"  {label:62s} {best_result.frames:6d} {best_result.seconds:7.2f} {ms:8.1f} {cpu_ms:8.1f} {extra}   "
+                      + " ".join(f"{stages.get(c, 0.0):9.2f}" for c in STAGE_COLUMNS))
+
+
+def _audio(path: str) -> np.ndarray:
+    return load_audio(path)
+
+
+def _paused_speech(out: Path, seconds: float) -> str:
+    """`seconds` of conformance speech, silent through its middle half (16 kHz 16-bit wav)."""
+    import wave
+
+    speech = load_audio(SHARED / "conformance" / "speech_16k.wav")
+    n = int(seconds * 16000)
+    wav = np.resize(speech, n).copy()
+    wav[n // 4: 3 * n // 4] = 0.0
+    with wave.open(str(out), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((np.clip(wav, -1, 1) * 32767).astype("<i2").tobytes())
+    return str(out)
+
+
+BENCHES = {"silence": bench_silence, "offset": bench_offset, "fade": bench_fade, "options": bench_options}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--only", nargs="+", choices=sorted(BENCHES), default=list(BENCHES))
+    p.add_argument("--seconds", type=float, default=2.0, help="options: output seconds per run")
+    p.add_argument("--runs", type=int, default=2, help="options: timed runs per row (the best is shown)")
+    p.add_argument("--clips", nargs="+", choices=sorted(OPTION_CLIPS), default=["katie"], help="options: clips")
+    p.add_argument("--no-enhance", action="store_true", help="options: leave out the --enhance row (seconds a frame)")
+    p.add_argument("--checkpoint", help="options: a Wav2Lip checkpoint (default: the conformance one, built)")
     args = p.parse_args()
     for name in args.only:
-        BENCHES[name](args.repeats)
+        if name == "options":
+            bench_options(args)
+        else:
+            BENCHES[name](args.repeats)
 
 
 if __name__ == "__main__":

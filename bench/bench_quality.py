@@ -243,16 +243,13 @@ def bench_options(args) -> None:
                 extra = (f"{ms - base_ms[on_turned][0]:+8.1f} {cpu_ms - base_ms[on_turned][1]:+8.1f}" if fields
                          else f"{'':>8s} {'':>8s}")
                 if fields.get("silence") == "hold":
-                    plan = make_plan(req, probe_video(req.face), _audio(req.audio))
+                    plan = make_plan(req, probe_video(req.face), load_audio(req.audio))
                     held = 0 if plan.weights is None else int((plan.weights == 0).sum())
                     label = f"{label} ({held} of {best_result.frames} held)"
                 stages = best_result.stage_seconds
-                print(f"  {label:62s} {best_result.frames:6d} {best_result.seconds:7.2f} {ms:8.1f} {cpu_ms:8.1f} {extra}   "
+                print(f"  {label:62s} {best_result.frames:6d} {best_result.seconds:7.2f} {ms:8.1f} {cpu_ms:8.1f} "
+                      f"{extra}   "
                       + " ".join(f"{stages.get(c, 0.0):9.2f}" for c in STAGE_COLUMNS))
-
-
-def _audio(path: str) -> np.ndarray:
-    return load_audio(path)
 
 
 def _paused_speech(out: Path, seconds: float) -> str:

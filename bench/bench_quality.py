@@ -16,25 +16,27 @@ written into it. Per option:
             whole-frame slice, us per frame
   fade      the blend of a fade frame (paste, then mixed with the source) against a plain paste,
             ms per frame, for a 384x384 face box (a 1080p close-up) on a BGR frame
-  options   whole pipeline runs (pipeline.run, as the CLI calls it; model loaded once and kept,
-            as the warm engine keeps it) of --seconds of a real clip with its BlazeFace box given
-            as --box, one row per option: the defaults --align off --blend feather --silence
-            sync as the baseline, then --silence hold, --sync-offset 0.5, --blend mouth,
-            --enhance (RestoreFormer, small variant, RANDOM weights from
-            tests/restorer_checkpoints.py: only its cost means something, and the released
-            RestoreFormer is bigger: bench/bench_enhance.py), and --align auto on the clip turned
-            by 25 degrees (tests/landmark_clips.py) against --align off on that turned clip.
+  options   whole pipeline runs (pipeline.run, as the CLI calls it; the model, landmark
+            predictor and restorer loaded once and kept, as the warm engine keeps them) of
+            --seconds of a real clip with its BlazeFace box given as --box, one row per option:
+            the defaults --align off --blend feather --silence sync as the baseline, then
+            --silence hold (on the clip's own track, and on speech paused for the middle half of
+            the run, with the frames held), --sync-offset 0.5, --blend mouth, --enhance
+            (RestoreFormer, small variant, RANDOM weights from tests/restorer_checkpoints.py:
+            only its cost means something; the released RestoreFormer costs more:
+            bench/bench_enhance.py), and --align auto on the clip turned by 25 degrees
+            (tests/landmark_clips.py, written at 25 fps) against --align off on that clip.
             Wall seconds; per output frame, wall ms and CPU ms (the process's CPU time, all
-            threads: steadier than the wall clock on a shared machine) and both over the row's
-            baseline; and the stages' busy seconds (LipSyncResult.stage_seconds; decode+crop, landmarks, the model,
-            enhance and blend+encode run overlapped in threads, so they do not add up to the
-            wall). Clips: katie (sadtalker_WDA_KatieHill_000.mp4, 512x512 25 fps) and, asked
-            for, portrait (liveportrait_d13.mp4, 720x1280 30 fps). Without --checkpoint the
-            conformance checkpoint is built (released layout, not trained weights: the cost is
-            the same).
+            threads: steadier than the wall clock on a shared machine), both over the row's
+            baseline; and the stages' busy seconds (LipSyncResult.stage_seconds: decode+crop,
+            landmarks, the model, enhance and blend+encode run overlapped in threads, so they do
+            not add up to the wall). Clips: katie (sadtalker_WDA_KatieHill_000.mp4, 512x512
+            25 fps) and, asked for, portrait (liveportrait_d13.mp4, 720x1280 30 fps, which has
+            no sound: driven by musetalk_eng.wav). Without --checkpoint the conformance
+            checkpoint is built (released layout, not trained weights: the same cost).
 
-Best of --repeats for times (--runs for the whole runs of `options`, one for --enhance); the machine is shared, and
-the best is the least disturbed.
+Best of --repeats for times (--runs for the whole runs of `options`, one for --enhance); the
+machine is shared, and the best is the least disturbed.
 """
 
 from __future__ import annotations
@@ -130,9 +132,10 @@ def bench_fade(repeats: int) -> None:
         print(f"  {blend:8s} paste {t_paste * 1e3:6.2f} ms   fade {t_fade * 1e3:6.2f} ms (only the ~6 frames around each hold)")
 
 
+# name: (video, the audio that drives it; liveportrait_d13.mp4 has no sound track)
 OPTION_CLIPS = {
-    "katie": SHARED / "media" / "sadtalker_WDA_KatieHill_000.mp4",
-    "portrait": SHARED / "media" / "liveportrait_d13.mp4",
+    "katie": (SHARED / "media" / "sadtalker_WDA_KatieHill_000.mp4",) * 2,
+    "portrait": (SHARED / "media" / "liveportrait_d13.mp4", SHARED / "media" / "musetalk_eng.wav"),
 }
 TILT = 25  # degrees the turned clip is turned by (issue 11 measures 15 and 30)
 # (label, request fields over the baseline's, whether it runs on the turned clip)
@@ -189,7 +192,7 @@ def bench_options(args) -> None:
             print("  (landmarks extra missing: --blend mouth and --align auto rows skipped)")
 
         for clip in args.clips:
-            src = OPTION_CLIPS[clip]
+            src, sound = OPTION_CLIPS[clip]
             info = probe_video(src)
             count = int(round(args.seconds * info.fps)) + 2
             turned, _ = write_rotated_clip(folder / f"{clip}-turned.mp4", TILT, count, src)
@@ -200,7 +203,7 @@ def bench_options(args) -> None:
 
             def request(fields: dict, on_turned: bool, out: str) -> LipSyncRequest:
                 face, box = faces[on_turned]
-                kw = {"silence": "sync", "align": "off", "blend": "feather", "audio": str(src), **fields}
+                kw = {"silence": "sync", "align": "off", "blend": "feather", "audio": str(sound), **fields}
                 if kw.get("enhance") == "RESTORER":
                     kw["enhance"] = restorer
                 if kw["audio"] == "PAUSED":

@@ -180,8 +180,11 @@ def test_ctrl_c_cancels_the_running_job_without_output(checkpoint, tmp_path):
     path = write_jobs(tmp_path / "jobs.jsonl", [job(checkpoint, outs / "long.mp4", duration=8.0),
                                                  job(checkpoint, outs / "next.mp4")])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    # Ctrl+C as a terminal sends it: a test run started in the background (as CI may start it)
+    # passes SIGINT on ignored, and Python then never turns it into KeyboardInterrupt.
     proc = subprocess.Popen([sys.executable, "-m", "wav2lip_core", "batch", str(path), "--progress", "none"], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 180
         while not any(p.name.startswith(".long.mp4.part") for p in outs.iterdir()):  # the writer has started

@@ -305,7 +305,7 @@ def test_cli_enhance_changes_only_the_blended_face(restorer_files, checkpoint, m
     """--enhance through the CLI: the restored face is blended in through the lip-sync's own
     feather mask, so the frames differ from a plain run inside the box's masked lower part and
     nowhere else (lossless x264, so any other change would show)."""
-    box = (60, 300, 140, 380)  # y1 y2 x1 x2 around KatieHill's face (512x512)
+    box = (108, 438, 98, 418)  # y1 y2 x1 x2: KatieHill's face (512x512) as BlazeFace finds it
     common = ["--face", str(media / "sadtalker_WDA_KatieHill_000.mp4"), "--audio", str(media / "sadtalker_WDA_KatieHill_000.mp4"),
               "--checkpoint", str(checkpoint), "--box", *map(str, box), "--duration", "0.2", "--crf", "0",
               "--silence", "sync", "--device", "cpu", "--progress", "none", "--no-cache"]
@@ -324,7 +324,7 @@ def test_cli_enhance_changes_only_the_blended_face(restorer_files, checkpoint, m
     assert outside.max() == 0, "pixels outside the face box changed"
     lower = diff[y1 + (y2 - y1) // 2: y2, x1:x2]
     assert lower.max() > 20, "the restored face did not reach the frame"
-    # The feather mask is ~0 over the box's top quarter (the eyes): no restored pixels land there.
+    # The feather mask is ~0 over the box's top quarter (forehead and eyes): no restored pixels land there.
     assert diff[y1: y1 + (y2 - y1) // 4, x1:x2].max() <= 1
 
 
@@ -333,7 +333,7 @@ def test_cli_enhance_with_the_wav2lip_checkpoint_is_one_line(checkpoint, media, 
     out = tmp_path / "o.mp4"
     r = subprocess.run([sys.executable, "-m", "wav2lip_core", "--face", str(media / "sadtalker_WDA_KatieHill_000.mp4"),
                         "--audio", str(media / "sadtalker_WDA_KatieHill_000.mp4"), "--checkpoint", str(checkpoint),
-                        "--out", str(out), "--box", "60", "300", "140", "380", "--duration", "0.2", "--progress", "none",
+                        "--out", str(out), "--box", "108", "438", "98", "418", "--duration", "0.2", "--progress", "none",
                         "--enhance", str(checkpoint)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()

@@ -222,6 +222,7 @@ def test_align_auto_without_dlib_is_off(tilted_runs):
 
 @pytest.mark.parametrize("option", [
     ["--sync-offset", "nan"], ["--sync-offset", "inf"], ["--sync-offset=-inf"], ["--sync-offset", "1e400"],
+    ["--sync-offset", "1e9"], ["--sync-offset=-251"],
     ["--enhance-fidelity", "1.5"], ["--enhance-fidelity", "-0.1"], ["--enhance-fidelity", "nan"],
     ["--enhance-fidelity", "inf"],
 ])

@@ -134,8 +134,9 @@ def _check_inputs(req: LipSyncRequest) -> None:
         raise Wav2LipError(f"--audible needs two output times FROM < TO in seconds, got {req.audible}")
     if req.silence not in protocol.names(protocol.SILENCES):
         raise Wav2LipError(f"unknown --silence {req.silence!r}: use one of {', '.join(protocol.names(protocol.SILENCES))}")
-    if not math.isfinite(req.sync_offset):
-        raise Wav2LipError(f"--sync-offset must be a finite number of frames, got {req.sync_offset}")
+    if not (math.isfinite(req.sync_offset) and abs(req.sync_offset) <= protocol.SYNC_OFFSET_MAX):
+        raise Wav2LipError(f"--sync-offset must be a number of frames within ±{protocol.SYNC_OFFSET_MAX:g}, "
+                           f"got {req.sync_offset}")
     if req.source_times is not None:
         if not req.source_times or not all(math.isfinite(t) for t in req.source_times):
             raise Wav2LipError("--source-times needs a non-empty list of finite clip times in seconds")

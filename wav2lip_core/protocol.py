@@ -146,6 +146,8 @@ ALIGNS: Tuple[Tuple[str, str, str], ...] = (
     (ALIGN_AUTO, "Auto", "Level tilted heads before the model when landmarks are available (landmarks extra)"),
     ("off", "Off", "Never rotate the face crop (the original)"),
 )
+# --sync-offset is a nudge: beyond this many frames (10 s at 25 fps) it is a wrong value, not a sync
+SYNC_OFFSET_MAX = 250.0
 # --enhance-fidelity: CodeFormer's w, 0 (most restored) to 1 (closest to the input)
 ENHANCE_FIDELITY_DEFAULT = 0.5
 ENCODER_AUTO = "auto"

@@ -114,7 +114,8 @@ class WAV2LIP_SceneSettings(bpy.types.PropertyGroup):
         description="Mute the original strip after inserting the synced clip",
     )
     sync_offset: bpy.props.FloatProperty(  # type: ignore[valid-type]
-        name="Sync Offset", default=0.0, soft_min=-5.0, soft_max=5.0, step=10, precision=2,
+        name="Sync Offset", default=0.0, soft_min=-5.0, soft_max=5.0, min=-protocol.SYNC_OFFSET_MAX, max=protocol.SYNC_OFFSET_MAX,
+        step=10, precision=2,
         description="Shift the mouth against the sound, in frames (fractions allowed; negative: mouth earlier)",
     )
     enhance: bpy.props.BoolProperty(  # type: ignore[valid-type]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -27,7 +26,7 @@ import cv2
 import numpy as np
 
 from .errors import Cancelled
-from .model_cache import file_state
+from .model_cache import LoadedFiles
 # EnhanceError and available() are part of this module's interface: callers need not know the split.
 from .restorer_file import ENHANCE_NEEDS, SUPPORTED, EnhanceError, available, read_descriptor
 
@@ -147,32 +146,10 @@ class Restorers:
     full GFPGAN holds ~330 MB)."""
 
     def __init__(self, keep: int = 1):
-        self.keep = keep
-        self._loaded: OrderedDict[tuple, Restorer] = OrderedDict()
-
-    @staticmethod
-    def _key(path: str | os.PathLike, device) -> tuple:
-        real = os.path.realpath(path)
-        try:
-            state = tuple(file_state(real))
-        except OSError:
-            state = None  # load_restorer names the problem
-        return (real, state, str(device))
+        self._loaded = LoadedFiles(keep)
 
     def get(self, path: str | os.PathLike, device="cpu", fidelity: float = 0.5) -> Restorer:
-        key = self._key(path, device)
-        restorer = self._loaded.get(key)
-        if restorer is None:
-            restorer = load_restorer(path, device)
-            for old in [k for k in self._loaded if k[0] == key[0] and k[1] != key[1]]:
-                del self._loaded[old]  # the file changed: its old weights are dead
-            self._loaded[key] = restorer
-            while len(self._loaded) > self.keep:
-                self._loaded.popitem(last=False)
-        else:
-            self._loaded.move_to_end(key)
-        return restorer.with_fidelity(fidelity)
-
+        return self._loaded.get(path, str(device), load=lambda: load_restorer(path, device)).with_fidelity(fidelity)
 
 
 def composite(region: np.ndarray, face96: np.ndarray, blend: str, edit=None) -> np.ndarray:

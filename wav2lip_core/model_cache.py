@@ -17,10 +17,15 @@ import shutil
 import tempfile
 import warnings
 import zlib
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from .errors import Wav2LipError
 from .model import FACE_SHAPE, MEL_SHAPE
+
+T = TypeVar("T")
 
 # Bump when what is written to the model cache changes meaning (graph, inputs, quantization).
 MODEL_CACHE_VERSION = 1
@@ -58,6 +63,44 @@ def file_state(path: str) -> list[int]:
     """What tells a file changed without reading it: size, mtime and inode (a replaced file)."""
     st = os.stat(path)
     return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+class LoadedFiles:
+    """Objects loaded from files, kept for the next job in a long-lived process (the warm engine,
+    a Ray worker): `get` loads a file once per `extra` key (runtime, device, ...) and hands the
+    same object back until the file changes on disk (file_state); an object of a changed file is
+    dropped at once (its old weights are dead). Keeps the `keep` most recently used."""
+
+    def __init__(self, keep: int):
+        self.keep = keep
+        self._loaded: OrderedDict[tuple, object] = OrderedDict()
+
+    @staticmethod
+    def _key(path: str | os.PathLike, extra: tuple) -> tuple:
+        real = os.path.realpath(path)
+        try:
+            state = tuple(file_state(real))
+        except OSError:
+            state = None  # the loader names the problem
+        return (real, state, *extra)
+
+    def has(self, path: str | os.PathLike, *extra) -> bool:
+        """Whether `get` would hand back an object already loaded (the file unchanged)."""
+        return self._key(path, extra) in self._loaded
+
+    def get(self, path: str | os.PathLike, *extra, load: Callable[[], T]) -> T:
+        key = self._key(path, extra)
+        obj = self._loaded.get(key)
+        if obj is None:
+            obj = load()
+            for old in [k for k in self._loaded if k[0] == key[0] and k[1] != key[1]]:
+                del self._loaded[old]
+            self._loaded[key] = obj
+            while len(self._loaded) > self.keep:
+                self._loaded.popitem(last=False)
+        else:
+            self._loaded.move_to_end(key)
+        return obj  # type: ignore[return-value]
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -32,7 +31,7 @@ from .errors import Cancelled, Wav2LipError
 from .model import check_checkpoint_file
 # Names that lived here before model_cache.py and ov_build.py stay importable from here.
 from .model_cache import (ENV_MODEL_CACHE, INT8_NEEDS, MAX_ENTRIES, MODEL_CACHE_VERSION,  # noqa: F401
-                          ModelCache, default_model_folder, file_state, nncf_version)
+                          LoadedFiles, ModelCache, default_model_folder, file_state, nncf_version)
 from .ov_build import build_in_child, convert, quantize  # noqa: F401
 
 RUNTIMES = protocol.names(protocol.RUNTIMES)
@@ -113,37 +112,16 @@ class Runners:
     ~150 MB fp32)."""
 
     def __init__(self, keep: int = 2, **load_options):
-        self.keep = keep
         self._load_options = load_options  # cache_dir, use_cache: as load_runner takes them
-        self._runners: OrderedDict[tuple, Runner] = OrderedDict()
-
-    @staticmethod
-    def _key(checkpoint: str | os.PathLike, runtime: str, device, precision: str) -> tuple:
-        path = os.path.realpath(checkpoint)
-        try:
-            state = tuple(file_state(path))
-        except OSError:
-            state = None  # load_runner names the problem
-        return (path, state, runtime, str(device), precision)
+        self._loaded = LoadedFiles(keep)
 
     def has(self, checkpoint: str | os.PathLike, *, runtime: str, device, precision: str) -> bool:
         """Whether `get` would hand back a runner already loaded (the file unchanged)."""
-        return self._key(checkpoint, runtime, device, precision) in self._runners
+        return self._loaded.has(checkpoint, runtime, str(device), precision)
 
     def get(self, checkpoint: str | os.PathLike, *, runtime: str, device, precision: str) -> Runner:
-        key = self._key(checkpoint, runtime, device, precision)
-        path, state = key[0], key[1]
-        runner = self._runners.get(key)
-        if runner is None:
-            runner = load_runner(checkpoint, runtime=runtime, device=device, precision=precision, **self._load_options)
-            for old in [k for k in self._runners if k[0] == path and k[1] != state]:
-                del self._runners[old]  # the file changed: its old weights are dead
-            self._runners[key] = runner
-            while len(self._runners) > self.keep:
-                self._runners.popitem(last=False)
-        else:
-            self._runners.move_to_end(key)
-        return runner
+        return self._loaded.get(checkpoint, runtime, str(device), precision, load=lambda: load_runner(
+            checkpoint, runtime=runtime, device=device, precision=precision, **self._load_options))
 
 
 # --- torch ------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from conftest import CONFORMANCE, MEDIA, ROOT
 pytest.importorskip("openvino")
 
 from wav2lip_core import runtime as R  # noqa: E402
+from wav2lip_core.model_cache import COMPILED  # noqa: E402
 from wav2lip_core.errors import Wav2LipError  # noqa: E402
 
 FACE2 = MEDIA / "vretalk_face2.mp4"
@@ -75,6 +76,9 @@ def test_second_load_reads_the_cache_instead_of_converting(ov_runner, checkpoint
     assert (cache.path(key) / "model.xml").is_file() and (cache.path(key) / "model.bin").is_file()
     again = R.OpenVINORunner(checkpoint, precision="fp32", cache=cache)
     assert not again.converted
+    # ...and loads the compiled model OpenVINO cached in the entry instead of compiling again.
+    assert again._compiled.get_property("LOADED_FROM_CACHE")
+    assert list((cache.path(key) / COMPILED).glob("*.blob"))
     assert np.abs(again.forward(io["mel"], io["face"]) - io["expected"]).max() < 1e-4
     # A copy of the checkpoint under another name is the same content: the same entry.
     copy = model_cache.parent / "renamed.pth"
@@ -112,6 +116,20 @@ def test_a_damaged_cache_entry_is_a_miss_and_is_replaced(ov_runner, checkpoint, 
     reread = cache.load(core, key)
     assert reread is not None
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_damaged_compiled_blob_is_compiled_again(ov_runner, checkpoint, model_cache, tmp_path, io):
+    key = R.ModelCache(model_cache).key(checkpoint, "fp32")
+    shutil.copytree(model_cache / key, tmp_path / "models" / key)
+    cache = R.ModelCache(tmp_path / "models")
+    blobs = list((cache.path(key) / COMPILED).glob("*.blob"))
+    assert blobs
+    for blob in blobs:
+        blob.write_bytes(os.urandom(4096))
+    runner = R.OpenVINORunner(checkpoint, precision="fp32", cache=cache)
+    assert not runner.converted and not runner._compiled.get_property("LOADED_FROM_CACHE")
+    assert np.abs(runner.forward(io["mel"], io["face"]) - io["expected"]).max() < 1e-4
+    assert R.OpenVINORunner(checkpoint, precision="fp32", cache=cache)._compiled.get_property("LOADED_FROM_CACHE")
 
 
 def test_unwritable_cache_warns_and_still_runs(checkpoint, ov_runner, tmp_path, io):

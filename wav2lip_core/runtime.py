@@ -212,6 +212,8 @@ class OpenVINORunner:
         self.precision = precision
         self.checkpoint = str(check_checkpoint_file(checkpoint))
         self.core = ov.Core()
+        # Files are read, not memory-mapped: another process may replace or prune a cache entry.
+        self.core.set_property({"ENABLE_MMAP": False})
         self.cache = cache
         self.converted = False  # whether this load converted (a cache miss)
         self.quantized_now = False  # whether this load calibrated int8
@@ -219,13 +221,12 @@ class OpenVINORunner:
         self._request = None
         if precision == "int8":
             nncf_version()  # fail at load, not after detection
-            model = self._cached("int8")
-            if model is not None:
-                self._compile(model)
-            elif calibration is not None:
+            if not self._compile_cached("int8") and calibration is not None:
                 self.calibrate(calibration)
-        else:
-            self._compile(self._fp32_model())
+        elif not self._compile_cached("fp32"):
+            model = self._fp32_model()  # converted and cached now: compiled from the cache when it took it
+            if not self._compile_cached("fp32"):
+                self._compile(model)
 
     @property
     def needs_calibration(self) -> bool:
@@ -250,6 +251,17 @@ class OpenVINORunner:
             self.cache.save(model, self.cache.key(self.checkpoint, "fp32"))
         return model
 
+    def _compile_cached(self, precision: str) -> bool:
+        """Compile the cached model for `precision` (model_cache.ModelCache.compile); False on a miss."""
+        if self.cache is None:
+            return False
+        compiled = self.cache.compile(self.core, self.cache.key(self.checkpoint, precision), compile_config(self.precision))
+        if compiled is None:
+            return False
+        self._compiled = compiled
+        self._request = compiled.create_infer_request()
+        return True
+
     def _compile(self, model) -> None:
         # The ov.Model is not kept: the compiled model holds its own copy of the weights.
         self._compiled = self.core.compile_model(model, "CPU", compile_config(self.precision))
@@ -259,14 +271,14 @@ class OpenVINORunner:
         """Quantize from these input batches (int8 on a cache miss) and cache the result."""
         if not batches:
             raise Wav2LipError("int8 calibration needs at least one frame with a face")
-        model = None
-        if self.cache is not None and build_in_child(self.checkpoint, self.cache, "int8", batches):
-            model = self._cached("int8")
-        if model is None:  # no cache to hand it over, or the child failed: here
-            model = quantize(self._fp32_model(), batches)
-            if self.cache is not None:
-                self.cache.save(model, self.cache.key(self.checkpoint, "int8"))
         self.quantized_now = True
+        if self.cache is not None and build_in_child(self.checkpoint, self.cache, "int8", batches) \
+                and self._compile_cached("int8"):
+            return
+        # No cache to hand it over, or the child failed: here.
+        model = quantize(self._fp32_model(), batches)
+        if self.cache is not None:
+            self.cache.save(model, self.cache.key(self.checkpoint, "int8"))
         self._compile(model)
 
     def forward(self, mel: np.ndarray, face: np.ndarray, limit: Limit | None = None,

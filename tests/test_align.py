@@ -168,3 +168,78 @@ def test_picture_and_array_crops_agree(predictor):
     (_, picture), = read_frames(probe_video(KATIE), [0], pictures=True)
     assert isinstance(picture, Picture)
     assert np.array_equal(crop_face(picture, box, rot), crop_face(frame, box, rot))
+
+
+# --- the Leveller: the angle over time ---------------------------------------------------------
+
+class Counting:
+    """The real predictor, counting its `points` calls."""
+
+    def __init__(self, predictor):
+        self.predictor, self.calls = predictor, 0
+
+    def points(self, frame, box):
+        self.calls += 1
+        return self.predictor.points(frame, box)
+
+
+def test_the_leveller_measures_every_few_frames_and_holds_the_angle(predictor, tmp_path):
+    n = 2 * align.LEVEL_EVERY + 2
+    path, _ = write_rotated_clip(tmp_path / "tilt20.mp4", 20, n)
+    frames = [f for _, f in read_frames(probe_video(path), range(n))]
+    box = boxes_for(frames[:1])[0]
+    counting = Counting(predictor)
+    leveller = align.Leveller(counting)
+    rotations = [leveller.rotation(f, box) for f in frames]
+    # Measured on frames 0, LEVEL_EVERY and 2 * LEVEL_EVERY only (a fixed box).
+    assert counting.calls == leveller.measured == 3
+    for frame, rot in zip(frames, rotations):
+        exact = align.rotation_for(predictor.points(frame, box), box)
+        assert rot is not None and exact is not None
+        assert rot.box == box and abs(rot.angle - exact.angle) < 2.0
+    # Levelling alone goes through the leveller; the mouth mask measures every frame.
+    counting.calls = 0
+    alone = align.Leveller(counting)
+    edits = [face_edit(counting, f, box, "feather", "auto", alone) for f in frames[:3]]
+    assert counting.calls == 1 and all(e.rotation is not None and e.mask is None for e in edits)
+    mouth = align.Leveller(counting)
+    edits = [face_edit(counting, f, box, "mouth", "auto", mouth) for f in frames[:3]]
+    assert counting.calls == 4 and all(e.rotation is not None and e.mask is not None for e in edits)
+
+
+def test_a_moved_box_is_measured_at_once(predictor):
+    (frame, box), = faces("katie", (0,))
+    counting = Counting(predictor)
+    leveller = align.Leveller(counting)
+    y1, y2, x1, x2 = box
+    size = y2 - y1
+    leveller.rotation(frame, box)
+    leveller.rotation(frame, (y1 + 2, y2 + 2, x1, x2))  # a couple of pixels: held
+    assert counting.calls == 1
+    step = int(0.2 * size)
+    leveller.rotation(frame, (y1, y2, x1 + step, x2 + step))  # a fifth of the box: measured
+    assert counting.calls == 2
+    leveller.rotation(frame, (y1, y2 + step, x1, x2 + step))  # resized: measured
+    assert counting.calls == 3
+
+
+def test_a_tilt_near_the_threshold_does_not_flicker(predictor):
+    """Once turning, a face keeps turning until its tilt is HYSTERESIS below MIN_ANGLE."""
+    (frame, box), = faces("katie", (0,))
+    pts = predictor.points(frame, box)
+    centre = pts.mean(0)
+
+    def tilted_points(deg):
+        turn = cv2.getRotationMatrix2D(tuple(centre), eye_line(pts) - deg, 1.0)
+        return pts @ turn[:, :2].T + turn[:, 2]
+
+    low = align.MIN_ANGLE - align.HYSTERESIS
+    tilts = [align.MIN_ANGLE - 0.3, align.MIN_ANGLE + 0.5, align.MIN_ANGLE - 0.5, low + 0.2, low - 0.2,
+             align.MIN_ANGLE - 0.2, align.MIN_ANGLE + 0.2]
+    leveller = align.Leveller(predictor)
+    turned = [leveller.from_points(tilted_points(t), box) is not None for t in tilts]
+    assert turned == [False, True, True, True, False, False, True]
+    # Frame by frame without a leveller, the same tilts switch on every crossing.
+    assert [align.rotation_for(tilted_points(t), box) is not None for t in tilts] == \
+        [False, True, False, False, False, False, True]
+    assert leveller.from_points(None, box) is None  # landmarks lost: not turned

@@ -12,6 +12,12 @@ cover it (its corners would show the source's unturned face). `--box` does not t
 fixed box on a tilted head benefits the same. The original's exact path (`--box` with
 `--blend hard`) is therefore never rotated.
 
+Heads tilt slowly, and the 68-point landmarks with their stability check cost ~20-25 ms a face
+(landmarks.py), so with levelling alone a Leveller measures the eye line every LEVEL_EVERY
+frames (or at once when the box moves or resizes by REMEASURE of its size) and holds the angle in
+between. A tilt that hovers around MIN_ANGLE would switch the turn on and off from frame to
+frame: once turning, a face keeps turning until its tilt drops below MIN_ANGLE - HYSTERESIS.
+
 The crop is one cv2.warpAffine from the frame straight to 96x96 with the same pixel-centre
 convention as cv2.resize (so a 0-degree Rotation gives the plain crop up to interpolation
 rounding), reading only the turned box's bounding rectangle (a Picture converts just that).
@@ -34,6 +40,11 @@ from .picture import Picture
 # levelled); turning it would only resample the crop.
 MIN_ANGLE = 5.0
 MAX_ANGLE = 50.0
+HYSTERESIS = 1.5
+# 0.2 s at 25 fps: a head turning at 30 degrees/s (fast, for a talking head) moves 6 degrees in
+# that time; the crop is levelled to within that, the paste is exact whatever the angle.
+LEVEL_EVERY = 5
+REMEASURE = 0.1
 
 
 def applies(align: str, blend: str) -> bool:
@@ -88,6 +99,55 @@ def rotation_for(points: np.ndarray | None, box: tuple[int, int, int, int], *,
     if not min_angle <= abs(angle) <= max_angle:
         return None
     return Rotation(tuple(int(v) for v in box), angle)
+
+
+class Leveller:
+    """The levelling Rotation of one job's faces, frame after frame in output order (one per
+    sync pass, used from its decode+crop thread). `rotation` measures with `predictor` (a
+    landmarks.Predictor) when due and holds the angle otherwise; `from_points` takes a frame's
+    landmarks measured elsewhere (the mouth mask needs them on every frame)."""
+
+    def __init__(self, predictor, every: int = LEVEL_EVERY):
+        self._predictor = predictor
+        self.every = max(1, int(every))
+        self.measured = 0  # landmark measurements made (for tests and benchmarks)
+        self._box: tuple[int, int, int, int] | None = None  # the box of the last measurement
+        self._since = 0  # frames since it
+        self._angle: float | None = None  # its eye angle; None: no trusted landmarks there
+        self._turning = False
+
+    def rotation(self, frame: np.ndarray | Picture, box: tuple[int, int, int, int]) -> Rotation | None:
+        box = tuple(int(v) for v in box)
+        if self._due(box):
+            self.measured += 1
+            points = self._predictor.points(frame, box)
+            self._hold(box, None if points is None else eye_angle(points))
+        else:
+            self._since += 1
+        return self._decide(box)
+
+    def from_points(self, points: np.ndarray | None, box: tuple[int, int, int, int]) -> Rotation | None:
+        box = tuple(int(v) for v in box)
+        self._hold(box, None if points is None else eye_angle(points))
+        return self._decide(box)
+
+    def _due(self, box: tuple[int, int, int, int]) -> bool:
+        if self._box is None or self._since + 1 >= self.every:
+            return True
+        (y1, y2, x1, x2), (b1, b2, a1, a2) = box, self._box
+        size = max(b2 - b1, a2 - a1)
+        moved = max(abs((y1 + y2) - (b1 + b2)), abs((x1 + x2) - (a1 + a2))) / 2
+        resized = max(abs((y2 - y1) - (b2 - b1)), abs((x2 - x1) - (a2 - a1)))
+        return max(moved, resized) > REMEASURE * size
+
+    def _hold(self, box: tuple[int, int, int, int], angle: float | None) -> None:
+        self._box, self._since, self._angle = box, 0, angle
+
+    def _decide(self, box: tuple[int, int, int, int]) -> Rotation | None:
+        angle = self._angle
+        low = MIN_ANGLE - HYSTERESIS if self._turning else MIN_ANGLE
+        self._turning = angle is not None and low <= abs(angle) <= MAX_ANGLE
+        return Rotation(box, angle) if self._turning else None
 
 
 def crop(frame: np.ndarray | Picture, rot: Rotation) -> np.ndarray:

@@ -106,19 +106,28 @@ def predictor_for(blend: str, align_mode: str) -> landmarks.Predictor | None:
 
 
 def face_edit(predictor: landmarks.Predictor | None, frame: np.ndarray | Picture,
-              box: tuple[int, int, int, int], blend: str, align_mode: str) -> FaceEdit:
+              box: tuple[int, int, int, int], blend: str, align_mode: str,
+              leveller: align.Leveller | None = None) -> FaceEdit:
     """The mouth mask (`blend` "mouth") and levelling rotation (align.applies) for one face,
     from its landmarks; PLAIN when neither is wanted, when `predictor` (a landmarks.Predictor)
     is None, or when the landmarks fail on this frame (the frame then gets feather, unturned).
-    Runs in the decode+crop stage: ~15-20 ms per face on an idle CPU core (landmarks.py)."""
+    `leveller`: the job's align.Leveller (frames in output order), which decides the rotation
+    over time; with levelling alone it measures only every few frames. Without one, each frame
+    is decided by itself. Runs in the decode+crop stage: ~20-25 ms per measured face on an idle
+    CPU core (landmarks.py)."""
     turn = align.applies(align_mode, blend)
     if predictor is None or not (blend == "mouth" or turn):
         return PLAIN
+    if blend != "mouth" and leveller is not None:
+        rotation = leveller.rotation(frame, box)
+        return PLAIN if rotation is None else FaceEdit(rotation=rotation)
     points = predictor.points(frame, box)
+    rotation = None
+    if turn:
+        rotation = leveller.from_points(points, box) if leveller is not None else align.rotation_for(points, box)
     if points is None:
         return PLAIN
-    return FaceEdit(mask=mouth_mask(points, box) if blend == "mouth" else None,
-                    rotation=align.rotation_for(points, box) if turn else None)
+    return FaceEdit(mask=mouth_mask(points, box) if blend == "mouth" else None, rotation=rotation)
 
 
 def paste(frame: np.ndarray | Picture, pred_u8: np.ndarray, box: tuple[int, int, int, int],

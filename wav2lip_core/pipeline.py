@@ -33,7 +33,7 @@ from .errors import AudioError, Cancelled, MediaError, Wav2LipError
 from .faces import FaceTrack, track_faces
 from .plan import Plan, make_plan
 from .probe import probe_video
-from .sync import (SYNC_IN_FLIGHT, BatchLimit, Stopwatch, blend_group, calibration_batches, cancel_check,
+from .sync import (SYNC_IN_FLIGHT, BatchLimit, Stopwatch, calibration_batches, cancel_check,
                    sync_stages, synthesize)
 
 __all__ = ["LipSyncRequest", "LipSyncResult", "run", "make_plan", "find_faces", "detection_settings",
@@ -278,8 +278,7 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
             sync_stages(plan, track, runner, limit, watch, poll, predictor=predictor, blend=request.blend,
                         align=request.align, restorer=restorer) as stages:
         progress(protocol.STAGE_SYNC, 0, n_out)
-        for group, faced in stages:
-            blend_group(faced, request.blend, watch)
+        for group, _ in stages:
             for item in group:
                 te = time.perf_counter()
                 writer.write(item.frame, plan.times[item.k])

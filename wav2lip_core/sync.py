@@ -1,9 +1,10 @@
 """The sync pass: decode the used frames in output order, crop the faces, run the model in
 batches, paste the generated faces back, as three overlapping stages (overlap.py).
 
-Decode+crop and the model each run in a thread of their own; blend and what follows (encoding,
-in pipeline.run) stay in the caller's thread, so callbacks (progress, note, cancel) only ever run
-there. At most SYNC_IN_FLIGHT batches are between the decoder and the encoder, whatever the clip's
+Decode+crop, the model and blend each run in a thread of their own (blend apart from the
+encoder so that, with cores to spare, the one thread that feeds x264 does nothing else); what
+follows (encoding, in pipeline.run) stays in the caller's thread, so callbacks (progress, note,
+cancel) only ever run there. At most SYNC_IN_FLIGHT batches are between the decoder and the encoder, whatever the clip's
 length. Frames are Pictures (picture.py: the decoder's YUV planes, only the face box converted)
 or BGR arrays; they are touched only through blend.crop_face/paste and the writer.
 
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from .align import Leveller, applies
 from .blend import PLAIN, FaceEdit, crop_face, face_edit, model_inputs, paste, prediction_to_uint8, region_bgr
 from .decode import read_frames
 from .errors import Cancelled, Wav2LipError
@@ -36,12 +38,12 @@ if TYPE_CHECKING:
 CancelFn = Callable[[], bool]
 NoteFn = Callable[[str], None]
 
-# Batches between the decoder and the encoder in the sync pass: one being written, one in the
-# model, one ready for it and one being decoded, so the model never waits for the decoder when
-# the CPU has a core to spare. Fewer when that many batches of big frames would pass
+# Batches between the decoder and the encoder in the sync pass: one being written, one being
+# blended, one in the model, one ready for it and one being decoded, so the model never waits
+# for the decoder when the CPU has a core to spare. Fewer when that many batches of big frames would pass
 # SYNC_BUDGET_BYTES (a CUDA batch of 64 1080p frames is ~400 MB as BGR), never fewer than two
 # (the decoder then still works while the model runs).
-SYNC_IN_FLIGHT = 4
+SYNC_IN_FLIGHT = 5
 SYNC_BUDGET_BYTES = 768 * 1024 * 1024
 
 
@@ -124,20 +126,27 @@ class BatchLimit:
 def sync_stages(plan: Plan, track: FaceTrack, runner, limit: BatchLimit, watch: Stopwatch,
                 poll: Callable[[], None], *, pictures: bool = True, predictor=None, blend: str = "feather",
                 align: str = "off", restorer=None) -> Overlap:
-    """The sync pass's decode+crop, model and (with a `restorer`, enhance.Restorer) enhance
-    stages, overlapped; iterating the result (in a with block) gives (group, faced items) per
-    batch in output order, each faced item's `face` set for blend_group."""
+    """The sync pass's decode+crop, model, (with a `restorer`, enhance.Restorer) enhance and
+    blend stages, overlapped; iterating the result (in a with block) gives (group, faced items)
+    per batch in output order, the generated faces already pasted into the group's frames."""
+
+    leveller = Leveller(predictor) if predictor is not None and applies(align, blend) else None
 
     def prepared(stopping: CancelFn) -> Iterator[tuple]:
         t = time.perf_counter()
         for group in _batches(plan, track, limit, stopping, pictures):
             t = watch.add("decode", t)
             faced = [g for g in group if g.synced]
-            if predictor is not None:  # landmarks only for frames the model runs on
-                for g in faced:
+            if predictor is not None:  # landmarks only for frames the model runs on...
+                for g in group:
                     if stopping():  # ~20 ms a face: a big batch must not hold up a cancel
                         raise Cancelled("cancelled")
-                    g.edit = face_edit(predictor, g.frame, g.box, blend, align)
+                    if g.synced:
+                        g.edit = face_edit(predictor, g.frame, g.box, blend, align, leveller)
+                    elif g.box is not None and leveller is not None:
+                        # ...but a held face keeps the leveller's schedule, so the frames after
+                        # a silence are turned as they would be under --silence sync.
+                        leveller.rotation(g.frame, g.box)
                 t = watch.add("landmarks", t)
             inputs = _inputs(faced) if faced else None
             watch.add("crop", t)
@@ -171,15 +180,20 @@ def sync_stages(plan: Plan, track: FaceTrack, runner, limit: BatchLimit, watch: 
             watch.add("enhance", t)
         return group, faced
 
-    stages = [model] if restorer is None else [model, enhance]
+    def blended(item: tuple) -> tuple:
+        group, faced = item
+        blend_group(faced, blend, watch)
+        return group, faced
+
+    stages = [model, blended] if restorer is None else [model, enhance, blended]
     overlap = Overlap(prepared, stages, in_flight=in_flight(plan.info.width, plan.info.height, limit.size),
                       poll=poll, name="wav2lip-sync")
     return overlap
 
 
 def blend_group(faced: list[FrameItem], blend: str, watch: Stopwatch) -> None:
-    """The faces the model stage made pasted into their frames (in the caller's thread: frames
-    being written are never touched by another)."""
+    """The faces the model stage made pasted into their frames (the sync pass's blend stage: a
+    batch's frames are touched by one stage at a time, and reach the writer only after this)."""
     if not faced:
         return
     t = time.perf_counter()
@@ -229,8 +243,7 @@ def synthesize(plan: Plan, track: FaceTrack, model, *, device, precision: str, b
     watch = watch or Stopwatch()
     with sync_stages(plan, track, runner, limit, watch, cancel_check(cancel), pictures=pictures,
                      predictor=predictor, blend=blend, align=align) as stages:
-        for group, faced in stages:
-            blend_group(faced, blend, watch)
+        for group, _ in stages:
             for item in group:
                 yield item.k, item.frame
 

@@ -3,7 +3,7 @@
 
     python bench/bench_encode.py [--frames 100] [--repeats 1] [--crf 18]
         [--presets ultrafast superfast veryfast faster fast medium] [--sizes 512 1080 720x1280]
-        [--sweep 14 16 20 22]
+        [--sweep 14 16 20 22] [--threading SLICE FRAME]
 
 Sources (../shared/media): sadtalker_WDA_KatieHill_000.mp4 at its own 512x512, the same frames
 scaled to 1920x1080, and liveportrait_d13.mp4 at its own 720x1280. The first --frames frames are
@@ -30,7 +30,9 @@ size and PSNR do not change between repeats.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
+import os
 import sys
 import time
 from fractions import Fraction
@@ -44,7 +46,7 @@ MEDIA = ROOT.parent / "shared" / "media"
 sys.path.insert(0, str(ROOT))
 
 from wav2lip_core import protocol  # noqa: E402
-from wav2lip_core.encoders import choose_encoder, open_stream  # noqa: E402
+from wav2lip_core.encoders import X264_THREADING, choose_encoder, open_stream  # noqa: E402
 
 TIME_BASE = Fraction(1, 90000)
 SOURCES = {
@@ -74,11 +76,15 @@ def load_frames(path: Path, size: tuple[int, int] | None, count: int) -> tuple[l
     return frames, Fraction(rate)
 
 
-def encode(frames: list[av.VideoFrame], rate: Fraction, preset: str, crf: int) -> tuple[float, float, bytes]:
-    """(wall s, cpu s, mp4 bytes) for one encode of `frames`."""
+def encode(frames: list[av.VideoFrame], rate: Fraction, preset: str, crf: int,
+           threading: str | None = None) -> tuple[float, float, bytes]:
+    """(wall s, cpu s, mp4 bytes) for one encode of `frames` (`threading`: FFmpeg's thread_type,
+    None: what the product uses)."""
     buf = io.BytesIO()
     container = av.open(buf, "w", format="mp4")
     choice = choose_encoder(protocol.ENCODER_X264, preset=preset, crf=crf, cuda=False)
+    if threading is not None:
+        choice = dataclasses.replace(choice, threading=threading)
     w, h = frames[0].width, frames[0].height
     step = round(1 / (rate * TIME_BASE))
     t0, c0 = time.perf_counter(), time.process_time()
@@ -113,33 +119,42 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", default=list(SOURCES), choices=list(SOURCES))
     ap.add_argument("--sweep", type=int, nargs="*", default=[], metavar="CRF",
                     help="also encode at these crf values and report each preset's size at medium's quality")
+    ap.add_argument("--threading", nargs="+", choices=("SLICE", "FRAME"),
+                    help="FFmpeg thread types to compare (default: the product's, encoders.X264_THREADING)")
     args = ap.parse_args()
+    threadings = args.threading or [X264_THREADING]
     print(f"x264 crf {args.crf}, {args.frames} frames per clip, best of {args.repeats}; "
-          f"PyAV {av.__version__}, FFmpeg {av.ffmpeg_version_info}")
+          f"PyAV {av.__version__}, FFmpeg {av.ffmpeg_version_info}; {os.cpu_count()} CPUs")
     for key in args.sizes:
         name, size = SOURCES[key]
         frames, rate = load_frames(MEDIA / name, size, args.frames)
         w, h = frames[0].width, frames[0].height
         seconds = len(frames) / rate
-        best = {p: (float("inf"), float("inf")) for p in args.presets}
+        runs = [(p, t) for p in args.presets for t in threadings]
+        best = {r: (float("inf"), float("inf")) for r in runs}
         data = {}
         for _ in range(args.repeats):
-            for p in args.presets:
-                wall, cpu, data[p] = encode(frames, rate, p, args.crf)
-                best[p] = (min(best[p][0], wall), min(best[p][1], cpu))
-        ref = len(data["medium"]) if "medium" in data else None
-        quality = {p: psnr(data[p], frames) for p in args.presets}
-        equal = equal_quality_sizes(frames, rate, args, data, quality) if args.sweep and ref else {}
+            for r in runs:
+                wall, cpu, data[r] = encode(frames, rate, r[0], args.crf, r[1])
+                best[r] = (min(best[r][0], wall), min(best[r][1], cpu))
+        ref = len(data["medium", threadings[0]]) if "medium" in args.presets else None
+        quality = {r: psnr(data[r], frames) for r in runs}
+        equal = {}
+        if args.sweep and ref:
+            if len(threadings) > 1:
+                sys.exit("--sweep compares presets: give one --threading with it")
+            equal = equal_quality_sizes(frames, rate, args, {p: data[p, t] for p, t in runs},
+                                        {p: quality[p, t] for p, t in runs})
         print(f"\n{name} {w}x{h} @ {float(rate):g} fps, {len(frames)} frames")
         extra = (" size at medium's quality |", "---|") if equal else ("", "")
-        print(f"| preset | wall ms/frame | cpu ms/frame | KiB/s | size vs medium | PSNR dB |{extra[0]}")
-        print(f"|---|---|---|---|---|---|{extra[1]}")
-        for p in args.presets:
-            wall, cpu = best[p]
-            rel = f"{len(data[p]) / ref:.2f}x" if ref else "-"
-            eq = "" if not equal else (f" {equal[p] / ref:.2f}x |" if equal[p] else " - |")
-            print(f"| {p} | {1000 * wall / len(frames):.1f} | {1000 * cpu / len(frames):.1f} | "
-                  f"{len(data[p]) / 1024 / float(seconds):.0f} | {rel} | {quality[p]:.2f} |{eq}")
+        print(f"| preset | threads | wall ms/frame | cpu ms/frame | KiB/s | size vs medium | PSNR dB |{extra[0]}")
+        print(f"|---|---|---|---|---|---|---|{extra[1]}")
+        for r in runs:
+            wall, cpu = best[r]
+            rel = f"{len(data[r]) / ref:.2f}x" if ref else "-"
+            eq = "" if not equal else (f" {equal[r[0]] / ref:.2f}x |" if equal[r[0]] else " - |")
+            print(f"| {r[0]} | {r[1].lower()} | {1000 * wall / len(frames):.1f} | {1000 * cpu / len(frames):.1f} | "
+                  f"{len(data[r]) / 1024 / float(seconds):.0f} | {rel} | {quality[r]:.2f} |{eq}")
 
 
 def equal_quality_sizes(frames, rate, args, data, quality) -> dict[str, float | None]:

@@ -74,6 +74,10 @@ DEFAULT_PRESET = protocol.PRESET_DEFAULT
 NVENC_PRESET = "p4"
 PIX_FMT = "yuv420p"
 CRF_RANGE = protocol.CRF_RANGE
+# x264's threads: PyAV opens encoders with slice threads (each frame cut into one slice per
+# thread); frame threads encode several frames at once and keep x264's lookahead. X264_THREADING
+# is what bench/bench_encode.py --threading measured best (see the module docstring).
+X264_THREADING = "FRAME"
 # What the probe opens when the caller does not say which size it will encode.
 PROBE_SIZE = (256, 256)
 
@@ -87,6 +91,8 @@ class EncoderChoice:
     options: dict[str, str] = field(default_factory=dict)
     pix_fmt: str = PIX_FMT
     note: str | None = None
+    # FFmpeg's thread_type for the codec context (None: PyAV's default, slice threads).
+    threading: str | None = None
 
     def describe(self) -> str:
         """Short label for logs and results: `libx264 veryfast crf 18`, `h264_nvenc p4 cq 18`."""
@@ -157,12 +163,12 @@ def choose_encoder(encoder: str, *, preset: str | None, crf: int, cuda: bool,
                            "(smallest file); 18 looks the same as the source")
     x264 = x264_options(preset or DEFAULT_PRESET, crf)
     if encoder == X264 or (encoder == protocol.ENCODER_AUTO and not cuda):
-        return EncoderChoice(X264, x264)
+        return EncoderChoice(X264, x264, threading=X264_THREADING)
     problem = nvenc_problem(size)
     if problem is not None:
         asked = f"{protocol.OPT_ENCODER} {NVENC}" if encoder == NVENC else f"{protocol.OPT_ENCODER} auto on CUDA"
         at = f" at {_even(size[0])}x{_even(size[1])}" if size else ""
-        return EncoderChoice(X264, x264, note=f"encoder: libx264, as NVENC ({asked}) did not start{at} ({problem}); "
+        return EncoderChoice(X264, x264, threading=X264_THREADING, note=f"encoder: libx264, as NVENC ({asked}) did not start{at} ({problem}); "
                                                "it needs an NVIDIA GPU with an NVENC unit and a recent driver")
     note = None
     if preset is not None:
@@ -190,6 +196,8 @@ def open_stream(container, choice: EncoderChoice, *, width: int, height: int, ra
     ctx = stream.codec_context
     ctx.time_base = time_base
     ctx.options = dict(choice.options)
+    if choice.threading is not None:
+        ctx.thread_type = choice.threading
     if colour is not None:
         tag(ctx, colour)
     try:

@@ -60,6 +60,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--height", type=int, default=1080)
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    ap.add_argument("--batch-sizes", type=int, nargs="*", default=[], help="also run the default encoder at these batch sizes")
     a = ap.parse_args()
     if a.box is None:
         if Path(a.face).resolve() != DEFAULT_FACE.resolve():
@@ -86,10 +87,18 @@ def main() -> None:
             req.update(kw)
             return req
 
+        t = time.perf_counter()
+        orig = subprocess.run([sys.executable, str(ROOT / "bench" / "original_box.py"), "--face", str(clip), "--audio", a.audio,
+                               "--checkpoint", a.checkpoint, "--box", *map(str, box), "--duration", str(a.duration),
+                               "--out", str(tmp / "original.mp4"), "--device", a.device], capture_output=True, text=True)
+        orig_wall = time.perf_counter() - t
+        o = json.loads(orig.stdout.strip().splitlines()[-1]) if orig.returncode == 0 else None
+
         cache = tmp / "models"
         runs = [("encoder auto", run_child(request("auto"), cache)),
                 ("libx264", run_child(request("x264", encoder="libx264"), cache)),
                 ("encoder auto", run_child(request("free"), cache, free=True))]
+        runs += [("encoder auto", run_child(request(f"batch{b}", batch_size=b), cache)) for b in a.batch_sizes]
         bare = subprocess.run([sys.executable, "-c", _BARE, json.dumps({"device": a.device, "checkpoint": a.checkpoint,
                                                                          "batch": 64 if a.device == "cuda" else 16})],
                               cwd=ROOT, capture_output=True, text=True, env={**__import__("os").environ,
@@ -112,6 +121,14 @@ def main() -> None:
             extra = [x for x in r.get("notes", []) if "encod" in x.lower() or "memory" in x.lower()]
             if extra:
                 print(f"  notes: {'; '.join(extra)}")
+        if o:
+            n, st = o["frames"], o["stages"]
+            cells = [f"original inference.py --box ({a.device}, fp32)", "fp32", "128", str(n), f"{orig_wall:.1f}", "-"]
+            cells += [f"{n / st[s]:.0f}" if st.get(s) else "-" for s in STAGES]
+            cells.append(f"{o['rss_mb']:.0f}")
+            print("| " + " | ".join(cells) + " |")
+        else:
+            print(f"original failed: {orig.stderr.strip()[-500:]}")
         if b:
             print(f"\nbare forward ({b['precision']}, batch {64 if a.device == 'cuda' else 16}): {b['fps']:.0f} frames/s")
         else:

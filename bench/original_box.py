@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--box", type=int, nargs=4, required=True)
     ap.add_argument("--duration", type=float)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda: where the original's model runs (it picks cuda when present)")
     a = ap.parse_args()
     steps: dict[str, float] = {}
     t = time.perf_counter()
@@ -65,7 +66,7 @@ def main() -> None:
     y1, y2, x1, x2 = a.box
     if y2 <= 0:
         y1, y2, x1, x2 = 0, frames[0].shape[0], 0, frames[0].shape[1]
-    model = load_checkpoint(a.checkpoint)
+    model = load_checkpoint(a.checkpoint, device=a.device)
     step("load")
     h, w = frames[0].shape[:2]
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,8 +79,8 @@ def main() -> None:
             masked = img.copy()
             masked[:, 48:] = 0
             x = np.concatenate((masked, img), axis=3) / 255.0
-            xb = torch.FloatTensor(np.transpose(x, (0, 3, 1, 2)))
-            mb = torch.FloatTensor(m[:, None])
+            xb = torch.FloatTensor(np.transpose(x, (0, 3, 1, 2))).to(a.device)
+            mb = torch.FloatTensor(m[:, None]).to(a.device)
             step("crop")
             with torch.no_grad():
                 pred = model(mb, xb)

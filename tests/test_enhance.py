@@ -212,8 +212,21 @@ def test_gpu_batch_matches_the_cpu(restorer_files):
         pytest.skip("needs CUDA (faces are batched on the GPU)")
     faces = [face(96, 96, s) for s in range(3)]
     cpu = load_restorer(restorer_files("restoreformer")).restore(faces)
-    gpu = load_restorer(restorer_files("restoreformer"), "cuda").restore(faces)
-    assert all(np.abs(a.astype(int) - b).max() <= 2 for a, b in zip(cpu, gpu))
+    gpu = load_restorer(restorer_files("restoreformer"), "cuda")
+    # torch lets cuDNN convolve in TF32 on Ampere and later (10-bit mantissa); through a deep
+    # random-weight network that drifts several levels from the CPU. Plain fp32 shows whether the
+    # batched GPU path computes what the CPU does; the TF32 drift is printed, not judged.
+    tf32 = gpu.restore(faces)
+    cudnn, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        exact = gpu.restore(faces)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul
+    diffs = [int(np.abs(a.astype(int) - b).max()) for a, b in zip(cpu, exact)]
+    print(f"restorer GPU vs CPU, max level difference per face: fp32 {diffs}, "
+          f"TF32 {[int(np.abs(a.astype(int) - b).max()) for a, b in zip(cpu, tf32)]}")
+    assert max(diffs) <= 2, diffs
 
 
 # --- one clear line for what cannot be used --------------------------------------------------

@@ -82,8 +82,11 @@ def test_out_of_memory_halves_the_batch_and_the_run_completes(cuda_model, checkp
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
         torch.cuda.empty_cache()
-    assert res.batch_size in (8, 16), notes  # 64 and 32 failed (16 may too: the whole batch's inputs sit on the GPU)
-    assert any("ran out of memory" in n for n in notes), notes
+    # 64 needs more than the cap and fails for real; where it lands depends on the caching
+    # allocator (on an H200 32 fits: the cap is set from bare forwards that keep their cache).
+    assert res.batch_size in (8, 16, 32), notes
+    halvings = [n for n in notes if "ran out of memory" in n]
+    assert halvings and halvings[-1].endswith(f"batch size {res.batch_size}"), notes
     assert res.frames == 100
     with av.open(str(tmp_path / "oom.mp4")) as c:
         assert sum(1 for _ in c.decode(video=0)) == 100

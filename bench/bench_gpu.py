@@ -107,14 +107,14 @@ def main() -> None:
 
         print(f"\n## {a.height}p, {a.duration:g} s, --box, {a.device}"
               + (f" ({b['name']})" if b else "") + ": frames/s (frames / busy seconds per stage)\n")
-        head = ["run", "precision", "batch", "frames", "end to end (s)", "sync frames/s", *[f"{s} frames/s" for s in STAGES],
+        head = ["run", "precision", "batch", "frames", "end to end (s)", "model load (s)", "sync (s)", "sync frames/s", *[f"{s} frames/s" for s in STAGES],
                 "peak RSS (MB)"]
         print("| " + " | ".join(head) + " |")
         print("|" + "---|" * len(head))
         for name, r in runs:
             st, n = r["stages"], r["frames"]
             cells = [f"{'free model' if r['runtime'] == 'free' else r['runtime']}, {name}", r["precision"], str(r["batch"]), str(n), f"{r['wall']:.1f}",
-                     f"{n / st['sync']:.1f}" if st.get("sync") else "-"]
+                     f"{st.get('load', 0):.1f}", f"{st.get('sync', 0):.1f}", f"{n / st['sync']:.1f}" if st.get("sync") else "-"]
             cells += [f"{n / st[s]:.0f}" if st.get(s) else "-" for s in STAGES]
             cells.append(f"{r['rss_mb']:.0f}")
             print("| " + " | ".join(cells) + " |")
@@ -123,7 +123,8 @@ def main() -> None:
                 print(f"  notes: {'; '.join(extra)}")
         if o:
             n, st = o["frames"], o["stages"]
-            cells = [f"original inference.py --box ({a.device}, fp32)", "fp32", "128", str(n), f"{orig_wall:.1f}", "-"]
+            cells = [f"original inference.py --box ({a.device}, fp32)", "fp32", "128", str(n), f"{orig_wall:.1f}",
+                     f"{st.get('load', 0):.1f}", "-", "-"]
             cells += [f"{n / st[s]:.0f}" if st.get(s) else "-" for s in STAGES]
             cells.append(f"{o['rss_mb']:.0f}")
             print("| " + " | ".join(cells) + " |")

@@ -46,9 +46,12 @@ NoteFn = Callable[[str], None]
 STAGES = protocol.STAGES
 # Chosen by measurement on a 2-core CPU (bench/bench_pipeline.py): per-frame forward cost is
 # flat from batch 8 to 32 and rises at the original's 128 (cache pressure); 16 keeps latency
-# to cancel low. On CUDA a larger batch amortises launches; we back off on out-of-memory.
+# to cancel low. On CUDA the model is never what limits (bench/bench_gpu.py, H200, 1080p, 500
+# frames: fp16 forward 8200 frames/s bare, x264 ~130): batch 16 keeps 5 batches in flight under
+# the sync pass's memory budget, 133 frames/s against 130 at 32 and 110 at 64 (2 in flight).
+# Out-of-memory halves it.
 DEFAULT_BATCH_CPU = 16
-DEFAULT_BATCH_CUDA = 64
+DEFAULT_BATCH_CUDA = 16
 
 @dataclass
 class LipSyncRequest:

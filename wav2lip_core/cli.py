@@ -175,6 +175,32 @@ def done_fields(result, seconds: float) -> dict:
             P.KEY_DETECTOR: result.detector}
 
 
+def join_negative_values(argv: list[str]) -> list[str]:
+    """argparse reads a value that starts with '-' but is not a plain negative number
+    (`--sync-offset -1e0`, `-.5e1`) as an unknown option; as `--sync-offset=-1e0` it is a value,
+    so such pairs are joined."""
+    joined: list[str] = []
+    k = 0
+    while k < len(argv):
+        if argv[k] == P.OPT_SYNC_OFFSET and k + 1 < len(argv) and str(argv[k + 1]).startswith("-"):
+            try:
+                float(argv[k + 1])
+            except ValueError:
+                pass
+            else:
+                joined.append(f"{argv[k]}={argv[k + 1]}")
+                k += 2
+                continue
+        joined.append(argv[k])
+        k += 1
+    return joined
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The one-shot command's arguments (what `wav2lip serve` jobs take too)."""
+    return build_parser().parse_args(join_negative_values(argv))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == [P.SERVE_COMMAND]:
@@ -185,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         from .batch import main as batch_main
 
         return batch_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     if args.protocol is not None and args.protocol != P.PROTOCOL_VERSION:
         print(f"error: {P.caller_mismatch_message(args.protocol)}", file=sys.stderr)
         return P.EXIT_PROTOCOL

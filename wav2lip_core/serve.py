@@ -210,7 +210,7 @@ def parse_job(job: _Job) -> argparse.Namespace:
 
     parser.error = refuse
     parser.exit = no_exit
-    args = parser.parse_args(job.args)
+    args = parser.parse_args(cli.join_negative_values(job.args))
     for caller in (job.protocol, args.protocol):
         if caller is not None and caller != P.PROTOCOL_VERSION:
             raise _BadJob(P.caller_mismatch_message(caller))

@@ -127,12 +127,39 @@ def test_saved_mel_basis_equals_librosa():
 
 def test_stft_matches_librosa_with_old_padding():
     import librosa
+    from scipy.signal import lfilter
 
     from wav2lip_core.audio import _stft_magnitude
 
-    y = np.random.default_rng(0).standard_normal(16000 * 2)
-    ref = np.abs(librosa.stft(y=y, n_fft=800, hop_length=200, win_length=800, center=True, pad_mode="reflect"))
-    assert np.allclose(_stft_magnitude(y), ref, rtol=1e-9, atol=1e-9)
+    y = np.random.default_rng(0).standard_normal(16000 * 2).astype(np.float32)
+    emphasised = lfilter([1, -0.97], [1], y.astype(np.float64))  # the original's preemphasis
+    ref = np.abs(librosa.stft(y=emphasised, n_fft=800, hop_length=200, win_length=800, center=True, pad_mode="reflect"))
+    assert np.allclose(_stft_magnitude(y, 0, ref.shape[1]), ref, rtol=1e-9, atol=1e-9)
+    # Any run of columns, the padded ends included, is those columns of the whole.
+    for first, last in ((0, 5), (37, 90), (ref.shape[1] - 4, ref.shape[1])):
+        assert np.allclose(_stft_magnitude(y, first, last), ref[:, first:last], rtol=1e-9, atol=1e-9)
+
+
+def test_the_mel_is_computed_in_blocks_with_memory_flat_in_the_audio_length(monkeypatch):
+    import tracemalloc
+
+    from wav2lip_core import audio
+
+    rng = np.random.default_rng(1)
+    short = rng.standard_normal(16000 * 7).astype(np.float32) * 0.1
+    whole = melspectrogram(short)
+    monkeypatch.setattr(audio, "BLOCK_FRAMES", 37)  # blocks that end anywhere, the last one short
+    assert np.abs(melspectrogram(short) - whole).max() < 1e-5
+    monkeypatch.undo()
+
+    long = rng.standard_normal(16000 * 600).astype(np.float32) * 0.1  # 10 minutes
+    tracemalloc.start()
+    mel = melspectrogram(long)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # Beyond its own output (15 MB here), the work takes a block's worth, not ~1.3 MB per second
+    # of audio (780 MB for these 10 minutes when the spectrum was made in one piece).
+    assert peak - mel.nbytes < 40e6, f"{(peak - mel.nbytes) / 1e6:.0f} MB beyond the output"
 
 
 def test_a_few_samples_are_a_clear_error():

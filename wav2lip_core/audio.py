@@ -97,18 +97,34 @@ def mel_basis_from_librosa() -> np.ndarray:
     return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=NUM_MELS, fmin=FMIN, fmax=FMAX, htk=False, norm="slaney")
 
 
-def _stft_magnitude(y: np.ndarray) -> np.ndarray:
-    """|librosa.stft(y, n_fft=800, hop_length=200, win_length=800, center=True,
-    pad_mode="reflect")|: librosa 0.7's framing (reflect padding, periodic Hann window)."""
-    padded = np.pad(y, N_FFT // 2, mode="reflect")
-    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP]
-    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)  # periodic Hann (fftbins=True)
-    return np.abs(np.fft.rfft(frames * window, axis=1)).T
+# STFT frames computed at a time: ~12 MB of float64 temporaries whatever the audio's length (the
+# whole spectrum at once took ~1.3 MB per second of audio: 80 MB for a minute, 4.6 GB for an hour).
+BLOCK_FRAMES = 2048
+_WINDOW = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)  # periodic Hann (fftbins=True)
+
+
+def _padded_emphasised(wav: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Samples start..stop of the pre-emphasised signal (scipy.signal.lfilter([1, -0.97], [1], wav),
+    in float64) after librosa's center=True reflect padding of N_FFT // 2 on each side."""
+    n = wav.size
+    idx = np.abs(np.arange(start, stop) - N_FFT // 2)  # reflected at the start
+    idx = np.where(idx >= n, 2 * (n - 1) - idx, idx)  # and at the end
+    x = wav[idx].astype(np.float64)
+    return np.where(idx > 0, x - PREEMPHASIS * wav[np.maximum(idx - 1, 0)].astype(np.float64), x)
+
+
+def _stft_magnitude(wav: np.ndarray, first: int, last: int) -> np.ndarray:
+    """Columns first..last-1 of |librosa.stft(emphasised, n_fft=800, hop_length=200,
+    win_length=800, center=True, pad_mode="reflect")| (librosa 0.7's framing)."""
+    segment = _padded_emphasised(wav, first * HOP, (last - 1) * HOP + N_FFT)
+    frames = np.lib.stride_tricks.sliding_window_view(segment, N_FFT)[::HOP]
+    return np.abs(np.fft.rfft(frames * _WINDOW, axis=1)).T
 
 
 def melspectrogram(wav: np.ndarray) -> np.ndarray:
-    """(80, T) float32 normalised log-mel spectrogram, as the original's `audio.melspectrogram`.
-    Silence is valid: it maps to the floor value (-4), never NaN."""
+    """(80, T) float32 normalised log-mel spectrogram, as the original's `audio.melspectrogram`,
+    computed BLOCK_FRAMES columns at a time. Silence is valid: it maps to the floor value (-4),
+    never NaN."""
     wav = np.asarray(wav, dtype=np.float32).reshape(-1)
     if wav.size == 0:
         raise AudioError("the audio has no samples (empty audio). Give a file with sound.")
@@ -116,16 +132,16 @@ def melspectrogram(wav: np.ndarray) -> np.ndarray:
         raise AudioError("the audio contains NaN or infinite samples. Re-export it as plain PCM.")
     if wav.size <= N_FFT // 2:
         raise AudioError(f"the audio is too short ({wav.size} samples): give at least 0.2 s of audio.")
-    # Pre-emphasis, as scipy.signal.lfilter([1, -0.97], [1], wav) computes it (in float64).
-    x = wav.astype(np.float64)
-    emphasised = np.empty_like(x)
-    emphasised[0] = x[0]
-    emphasised[1:] = x[1:] - PREEMPHASIS * x[:-1]
-    mel = np.dot(_mel_basis(), _stft_magnitude(emphasised))
+    columns = 1 + wav.size // HOP
+    out = np.empty((NUM_MELS, columns), np.float32)
     min_level = np.exp(MIN_LEVEL_DB / 20 * np.log(10))
-    db = 20 * np.log10(np.maximum(min_level, mel)) - REF_LEVEL_DB
-    norm = (2 * MAX_ABS_VALUE) * ((db - MIN_LEVEL_DB) / (-MIN_LEVEL_DB)) - MAX_ABS_VALUE
-    return np.clip(norm, -MAX_ABS_VALUE, MAX_ABS_VALUE).astype(np.float32)
+    for first in range(0, columns, BLOCK_FRAMES):
+        last = min(first + BLOCK_FRAMES, columns)
+        mel = np.dot(_mel_basis(), _stft_magnitude(wav, first, last))
+        db = 20 * np.log10(np.maximum(min_level, mel)) - REF_LEVEL_DB
+        norm = (2 * MAX_ABS_VALUE) * ((db - MIN_LEVEL_DB) / (-MIN_LEVEL_DB)) - MAX_ABS_VALUE
+        out[:, first:last] = np.clip(norm, -MAX_ABS_VALUE, MAX_ABS_VALUE)
+    return out
 
 
 def check_mel_length(n_mel_frames: int) -> None:

@@ -58,10 +58,13 @@ class SilenceWeights:
 def column_levels_db(seg: np.ndarray) -> np.ndarray:
     """RMS level (dBFS) per mel column of the 16 kHz samples `seg`: one value per column of
     audio.melspectrogram(seg), each over the 50 ms centred on that column."""
-    n, hop = audio_mod.N_FFT, audio_mod.HOP
+    n, hop, block = audio_mod.N_FFT, audio_mod.HOP, audio_mod.BLOCK_FRAMES
     x = np.pad(np.asarray(seg, np.float32), n // 2)
     frames = np.lib.stride_tricks.sliding_window_view(x, n)[::hop]
-    power = np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / n
+    power = np.empty(len(frames), np.float64)
+    for first in range(0, len(frames), block):  # the float64 products a block at a time, as the mel
+        rows = frames[first: first + block]
+        power[first: first + len(rows)] = np.einsum("ij,ij->i", rows, rows, dtype=np.float64) / n
     return (10.0 * np.log10(np.maximum(power, 1e-20))).astype(np.float32)
 
 

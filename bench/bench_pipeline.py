@@ -411,7 +411,11 @@ def main() -> None:
                                                                          runtime="openvino", precision="fp32"), cache))]
             print(table([(n, r) for n, r in det if r is not None], original))
 
+        audio_s = _audio_seconds(a.audio)
         for dur in a.rss_durations:
+            if dur > audio_s + 0.5:
+                print(f"\nnote: the audio is {audio_s:.1f} s, so a {dur:g} s run holds the source mouth after it "
+                      "(--silence hold) and skips the model there: use a longer --audio to measure memory")
             r = run_child(request(f"rss{dur:g}", duration=dur, runtime="openvino", precision="fp32"), cache)
             print(f"\nopenvino fp32, {dur:g} s ({r['frames']} frames): {r['wall']:.1f} s, "
                   f"{r['frames'] / r['wall']:.1f} frames/s, peak RSS {r['rss_mb']:.0f} MB")
@@ -419,6 +423,13 @@ def main() -> None:
         if a.s3fd_cost:
             print(f"\nS3FD network at full resolution: {1000 * s3fd_cost(a.face):.0f} ms/frame "
                   "(the original runs it on every frame)")
+
+
+def _audio_seconds(path) -> float:
+    import av
+
+    with av.open(str(path)) as c:
+        return float(c.duration or 0) / 1e6
 
 
 def _size(path) -> str:

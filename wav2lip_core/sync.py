@@ -1,11 +1,11 @@
 """The sync pass: decode the used frames in output order, crop the faces, run the model in
-batches, paste the generated faces back, as three overlapping stages (overlap.py).
+batches, paste the generated faces back, as overlapping stages (overlap.py).
 
 Decode+crop, the model and blend each run in a thread of their own (blend apart from the
 encoder so that, with cores to spare, the one thread that feeds x264 does nothing else); what
 follows (encoding, in pipeline.run) stays in the caller's thread, so callbacks (progress, note,
-cancel) only ever run there. At most SYNC_IN_FLIGHT batches are between the decoder and the encoder, whatever the clip's
-length. Frames are Pictures (picture.py: the decoder's YUV planes, only the face box converted)
+cancel) only ever run there. At most SYNC_IN_FLIGHT batches are between the decoder and the
+encoder, whatever the clip's length. Frames are Pictures (picture.py: the decoder's YUV planes, only the face box converted)
 or BGR arrays; they are touched only through blend.crop_face/paste and the writer.
 
 With --silence hold (plan.weights) a frame of weight 0 keeps its source face and never reaches
@@ -40,9 +40,9 @@ NoteFn = Callable[[str], None]
 
 # Batches between the decoder and the encoder in the sync pass: one being written, one being
 # blended, one in the model, one ready for it and one being decoded, so the model never waits
-# for the decoder when the CPU has a core to spare. Fewer when that many batches of big frames would pass
-# SYNC_BUDGET_BYTES (a CUDA batch of 64 1080p frames is ~400 MB as BGR), never fewer than two
-# (the decoder then still works while the model runs).
+# for the decoder when the CPU has a core to spare. Fewer when that many batches of big frames
+# would pass SYNC_BUDGET_BYTES (a batch of 64 1080p frames is ~400 MB as BGR), never fewer than
+# two (the decoder then still works while the model runs).
 SYNC_IN_FLIGHT = 5
 SYNC_BUDGET_BYTES = 768 * 1024 * 1024
 

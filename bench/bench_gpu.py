@@ -2,14 +2,16 @@
 """The GPU path at 1080p25, per stage in frames/s; prints figures, asserts nothing.
 
     python bench/bench_gpu.py [--checkpoint CKPT] [--face CLIP --box T B L R] [--audio WAV]
-        [--duration 5] [--height 1080] [--device cuda]
+        [--duration 5] [--height 1080] [--device cuda] [--batch-sizes 16 32 ...]
 
 Builds a 16:9 copy of the clip `--height` lines high (1080p25 from the default 25 fps clip, with
 PyAV) in a temporary folder, then runs the pipeline in fresh processes with --box:
   - torch on the GPU at the auto precision (fp16 on CUDA), encoder auto (NVENC where PyAV has
     it and it opens, else x264) and x264 forced;
   - the free-model stand-in (bench_pipeline.FreeRunner): what the CPU stages allow by themselves;
-and times the bare fp16 forward at the GPU batch (64). Per stage: frames / busy seconds in it,
+  - with --batch-sizes, the default encoder at those batch sizes;
+  - the original's --box path on the same device (bench/original_box.py --device);
+and times the bare fp16 forward at batch 64. Per stage: frames / busy seconds in it,
 so a stage slower than the sync pass's frames/s is the one holding it back. `--device cpu` runs
 the same on the CPU (a check of the script where no GPU is present).
 """

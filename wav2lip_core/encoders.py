@@ -58,6 +58,7 @@ presets and does not apply to NVENC (a note says so when one was given).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -163,15 +164,15 @@ def choose_encoder(encoder: str, *, preset: str | None, crf: int, cuda: bool,
     if isinstance(crf, bool) or not isinstance(crf, int) or not CRF_RANGE[0] <= crf <= CRF_RANGE[1]:
         raise Wav2LipError(f"--crf {crf!r} is out of range: use {CRF_RANGE[0]} (lossless) to {CRF_RANGE[1]} "
                            "(smallest file); 18 looks the same as the source")
-    x264 = x264_options(preset or DEFAULT_PRESET, crf)
+    x264 = EncoderChoice(X264, x264_options(preset or DEFAULT_PRESET, crf), threading=X264_THREADING)
     if encoder == X264 or (encoder == protocol.ENCODER_AUTO and not cuda):
-        return EncoderChoice(X264, x264, threading=X264_THREADING)
+        return x264
     problem = nvenc_problem(size)
     if problem is not None:
         asked = f"{protocol.OPT_ENCODER} {NVENC}" if encoder == NVENC else f"{protocol.OPT_ENCODER} auto on CUDA"
         at = f" at {_even(size[0])}x{_even(size[1])}" if size else ""
-        return EncoderChoice(X264, x264, threading=X264_THREADING, note=f"encoder: libx264, as NVENC ({asked}) did not start{at} ({problem}); "
-                                               "it needs an NVIDIA GPU with an NVENC unit and a recent driver")
+        return dataclasses.replace(x264, note=f"encoder: libx264, as NVENC ({asked}) did not start{at} ({problem}); "
+                                              "it needs an NVIDIA GPU with an NVENC unit and a recent driver")
     note = None
     if preset is not None:
         note = (f"encoder: NVENC at its own preset {NVENC_PRESET}; {protocol.OPT_PRESET} {preset} applies to "

@@ -1,10 +1,10 @@
 """The disk cache of converted (OpenVINO) models: only the first run on a checkpoint converts it.
 
 An entry is a folder `<key>/model.xml + model.bin + meta.json`, plus `compiled/`: OpenVINO's own
-cache of the model compiled for this CPU (CACHE_DIR), written by the first run that compiles it. The key hashes what makes the
-converted model differ: the checkpoint's content (not its name), the cache format, OpenVINO's
-version (its IR and kernels change between releases), the precision, NNCF's version for int8
-(its quantization does), and the model's input shapes. Computing the key imports neither torch
+cache of the model compiled for this CPU (CACHE_DIR), written by the first run that compiles it.
+The key hashes what makes the converted model differ: the checkpoint's content (not its name),
+the cache format, OpenVINO's version (its IR and kernels change between releases), the
+precision, NNCF's version for int8 (its quantization does), and the model's input shapes. Computing the key imports neither torch
 nor NNCF (NNCF imports torch, ~4 s): a run whose model is cached starts without them.
 """
 

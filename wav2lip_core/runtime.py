@@ -258,14 +258,16 @@ class OpenVINORunner:
         compiled = self.cache.compile(self.core, self.cache.key(self.checkpoint, precision), compile_config(self.precision))
         if compiled is None:
             return False
-        self._compiled = compiled
-        self._request = compiled.create_infer_request()
+        self._use(compiled)
         return True
 
     def _compile(self, model) -> None:
         # The ov.Model is not kept: the compiled model holds its own copy of the weights.
-        self._compiled = self.core.compile_model(model, "CPU", compile_config(self.precision))
-        self._request = self._compiled.create_infer_request()
+        self._use(self.core.compile_model(model, "CPU", compile_config(self.precision)))
+
+    def _use(self, compiled) -> None:
+        self._compiled = compiled
+        self._request = compiled.create_infer_request()
 
     def calibrate(self, batches: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
         """Quantize from these input batches (int8 on a cache miss) and cache the result."""

@@ -26,8 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_pipeline import (DEFAULT_AUDIO, DEFAULT_BOX, DEFAULT_FACE, ROOT, conformance_checkpoint, run_child, scaled_box,
-                            scaled_clip)
+from bench_pipeline import (DEFAULT_AUDIO, DEFAULT_BOX, DEFAULT_FACE, ROOT, conformance_checkpoint, run_child, run_original,
+                            scaled_box, scaled_clip)
 
 STAGES = ("decode", "crop", "model", "blend", "encode")
 
@@ -89,13 +89,7 @@ def main() -> None:
             req.update(kw)
             return req
 
-        t = time.perf_counter()
-        orig = subprocess.run([sys.executable, str(ROOT / "bench" / "original_box.py"), "--face", str(clip), "--audio", a.audio,
-                               "--checkpoint", a.checkpoint, "--box", *map(str, box), "--duration", str(a.duration),
-                               "--out", str(tmp / "original.mp4"), "--device", a.device], capture_output=True, text=True)
-        orig_wall = time.perf_counter() - t
-        o = json.loads(orig.stdout.strip().splitlines()[-1]) if orig.returncode == 0 else None
-
+        original = run_original(a, str(clip), tmp, box=box, device=a.device)
         cache = tmp / "models"
         runs = [("encoder auto", run_child(request("auto"), cache)),
                 ("libx264", run_child(request("x264", encoder="libx264"), cache)),
@@ -113,25 +107,17 @@ def main() -> None:
                 "peak RSS (MB)"]
         print("| " + " | ".join(head) + " |")
         print("|" + "---|" * len(head))
-        for name, r in runs:
+        labelled = [(f"{'free model' if r['runtime'] == 'free' else r['runtime']}, {name}", r) for name, r in runs]
+        for label, r in labelled + [(f"original inference.py --box ({a.device}, fp32)", original)]:
             st, n = r["stages"], r["frames"]
-            cells = [f"{'free model' if r['runtime'] == 'free' else r['runtime']}, {name}", r["precision"], str(r["batch"]), str(n), f"{r['wall']:.1f}",
-                     f"{st.get('load', 0):.1f}", f"{st.get('sync', 0):.1f}", f"{n / st['sync']:.1f}" if st.get("sync") else "-"]
+            cells = [label, r["precision"], str(r["batch"]), str(n), f"{r['wall']:.1f}", f"{st.get('load', 0):.1f}",
+                     f"{st['sync']:.1f}" if st.get("sync") else "-", f"{n / st['sync']:.1f}" if st.get("sync") else "-"]
             cells += [f"{n / st[s]:.0f}" if st.get(s) else "-" for s in STAGES]
             cells.append(f"{r['rss_mb']:.0f}")
             print("| " + " | ".join(cells) + " |")
             extra = [x for x in r.get("notes", []) if "encod" in x.lower() or "memory" in x.lower()]
             if extra:
                 print(f"  notes: {'; '.join(extra)}")
-        if o:
-            n, st = o["frames"], o["stages"]
-            cells = [f"original inference.py --box ({a.device}, fp32)", "fp32", "128", str(n), f"{orig_wall:.1f}",
-                     f"{st.get('load', 0):.1f}", "-", "-"]
-            cells += [f"{n / st[s]:.0f}" if st.get(s) else "-" for s in STAGES]
-            cells.append(f"{o['rss_mb']:.0f}")
-            print("| " + " | ".join(cells) + " |")
-        else:
-            print(f"original failed: {orig.stderr.strip()[-500:]}")
         if b:
             print(f"\nbare forward ({b['precision']}, batch {64 if a.device == 'cuda' else 16}): {b['fps']:.0f} frames/s")
         else:

@@ -118,11 +118,12 @@ def run_child(request: dict, model_cache: Path, free: bool = False) -> dict:
     return r
 
 
-def run_original(a, face: str, tmp: Path) -> dict:
+def run_original(a, face: str, tmp: Path, box=None, device: str = "cpu") -> dict:
+    """bench/original_box.py on `face` with `box` (default a.box), its model on `device`."""
     t = time.time()
     p = subprocess.run([sys.executable, str(ROOT / "bench" / "original_box.py"), "--face", face, "--audio", a.audio,
-                        "--checkpoint", a.checkpoint, "--box", *map(str, a.box), "--duration", str(a.duration),
-                        "--out", str(tmp / "original.mp4")], capture_output=True, text=True)
+                        "--checkpoint", a.checkpoint, "--box", *map(str, box or a.box), "--duration", str(a.duration),
+                        "--out", str(tmp / "original.mp4"), "--device", device], capture_output=True, text=True)
     wall = time.time() - t
     if p.returncode != 0:
         sys.exit(f"original failed:\n{p.stderr[-3000:]}")

@@ -113,17 +113,23 @@ def katie_blends(checkpoint, tmp_path_factory):
 REACH = 0.6
 
 
+def blend_frame(predictor, src, box, out, k):
+    """Frame k of a blend's output against its source: (landmarks, mouth width, per-pixel change,
+    distance from the hull of the outer lips and the lower jaw); nothing outside the box changed."""
+    pts = points_of(predictor, src[k], box)
+    diff = change(out[k], src[k])
+    assert outside_box(diff, box) == 0, f"frame {k}: pixels outside the face box changed"
+    near = distance_from(hull_mask(src[k].shape, np.vstack([pts[48:60], pts[5:12]])))
+    return pts, float(np.hypot(*(pts[54] - pts[48]))), diff, near
+
+
 @needs_landmarks
 def test_mouth_blend_changes_only_the_mouth_and_chin(katie_blends, predictor):
     src, box, outs = katie_blends
     for k in range(FRAMES):
-        pts = points_of(predictor, src[k], box)
-        width = float(np.hypot(*(pts[54] - pts[48])))
-        diff = change(outs["mouth"][k], src[k])
-        assert outside_box(diff, box) == 0, f"frame {k}: pixels outside the face box changed"
+        pts, width, diff, near = blend_frame(predictor, src, box, outs["mouth"], k)
         lips = hull_mask(src[k].shape, pts[48:60])
         assert diff[lips > 0].max() > 40, f"frame {k}: the model's mouth did not reach the lips"
-        near = distance_from(hull_mask(src[k].shape, np.vstack([pts[48:60], pts[5:12]])))
         changed = diff > 0
         far = near[changed].max() / width
         assert far <= REACH, f"frame {k}: a change {far:.2f} mouth widths from the mouth and chin"
@@ -135,12 +141,8 @@ def test_mouth_blend_changes_only_the_mouth_and_chin(katie_blends, predictor):
 def test_feather_blend_changes_the_whole_lower_face(katie_blends, predictor):
     src, box, outs = katie_blends
     for k in range(FRAMES):
-        pts = points_of(predictor, src[k], box)
-        width = float(np.hypot(*(pts[54] - pts[48])))
-        diff = change(outs["feather"][k], src[k])
-        assert outside_box(diff, box) == 0, f"frame {k}: pixels outside the face box changed"
+        pts, width, diff, near = blend_frame(predictor, src, box, outs["feather"], k)
         changed = diff > 0
-        near = distance_from(hull_mask(src[k].shape, np.vstack([pts[48:60], pts[5:12]])))
         assert (near[changed] > REACH * width).mean() > 0.3, f"frame {k}: feather changed little beyond the mouth"
         assert changed[: int(pts[29, 1])].any(), f"frame {k}: feather left the cheeks beside the nose alone"
         assert changed.sum() > 2 * (change(outs["mouth"][k], src[k]) > 0).sum()

@@ -31,6 +31,12 @@ def eye_line(pts) -> float:
     return float(np.degrees(np.arctan2(d[1], d[0])))
 
 
+def turned_points(pts, deg: float):
+    """The landmarks `pts` turned about their centre so that their eye line is at `deg` degrees."""
+    turn = cv2.getRotationMatrix2D(tuple(pts.mean(0)), eye_line(pts) - deg, 1.0)
+    return pts @ turn[:, :2].T + turn[:, 2]
+
+
 def levelled_eye_line(predictor, crop96) -> float:
     """The eye line found afresh on the model's crop (scaled up 4x for the predictor)."""
     big = cv2.resize(crop96, (4 * IMG_SIZE, 4 * IMG_SIZE), interpolation=cv2.INTER_CUBIC)
@@ -132,15 +138,9 @@ def test_mouth_mask_with_a_turn(predictor, tilted):
 def test_small_tilts_and_hard_are_not_turned(predictor):
     frame, box = faces("katie", (0,))[0]
     pts = predictor.points(frame, box)
-    centre = pts.mean(0)
-
-    def tilted_points(deg):
-        turn = cv2.getRotationMatrix2D(tuple(centre), eye_line(pts) - deg, 1.0)
-        return pts @ turn[:, :2].T + turn[:, 2]
-
-    assert align.rotation_for(tilted_points(1.0), box) is None
-    assert abs(align.rotation_for(tilted_points(10.0), box).angle - 10.0) < 1e-6
-    assert align.rotation_for(tilted_points(70.0), box) is None
+    assert align.rotation_for(turned_points(pts, 1.0), box) is None
+    assert abs(align.rotation_for(turned_points(pts, 10.0), box).angle - 10.0) < 1e-6
+    assert align.rotation_for(turned_points(pts, 70.0), box) is None
     assert align.rotation_for(None, box) is None
     assert not align.applies("auto", "hard") and not align.applies("off", "feather")
     assert align.applies("auto", "feather") and align.applies("auto", "mouth")
@@ -227,19 +227,13 @@ def test_a_tilt_near_the_threshold_does_not_flicker(predictor):
     """Once turning, a face keeps turning until its tilt is HYSTERESIS below MIN_ANGLE."""
     (frame, box), = faces("katie", (0,))
     pts = predictor.points(frame, box)
-    centre = pts.mean(0)
-
-    def tilted_points(deg):
-        turn = cv2.getRotationMatrix2D(tuple(centre), eye_line(pts) - deg, 1.0)
-        return pts @ turn[:, :2].T + turn[:, 2]
-
     low = align.MIN_ANGLE - align.HYSTERESIS
     tilts = [align.MIN_ANGLE - 0.3, align.MIN_ANGLE + 0.5, align.MIN_ANGLE - 0.5, low + 0.2, low - 0.2,
              align.MIN_ANGLE - 0.2, align.MIN_ANGLE + 0.2]
     leveller = align.Leveller(predictor)
-    turned = [leveller.from_points(tilted_points(t), box) is not None for t in tilts]
+    turned = [leveller.from_points(turned_points(pts, t), box) is not None for t in tilts]
     assert turned == [False, True, True, True, False, False, True]
     # Frame by frame without a leveller, the same tilts switch on every crossing.
-    assert [align.rotation_for(tilted_points(t), box) is not None for t in tilts] == \
+    assert [align.rotation_for(turned_points(pts, t), box) is not None for t in tilts] == \
         [False, True, False, False, False, False, True]
     assert leveller.from_points(None, box) is None  # landmarks lost: not turned

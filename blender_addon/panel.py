@@ -85,10 +85,12 @@ def draw_panel(layout: Any, context: Context) -> None:
         # What a job will use and where it came from: an empty field may still have a value
         # that install.py recorded.
         used = layout.column(align=True)
+        weights = ""
         for c in preferences.configured_now(prefs):
             used.label(text=c.text(short=True), icon="INFO" if c.value else "ERROR")
+            weights = c.value if c.label == "Detector Weights" else weights
         hint = preferences.detector_hint(preferences.settings_from(context))
-        if hint:
+        if hint and weights:  # (without weights the line above says Auto uses Haar)
             used.label(text=hint, icon="INFO")
     if settings is not None:
         col = layout.column()

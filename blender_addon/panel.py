@@ -48,7 +48,7 @@ def draw_panel(layout: Any, context: Context) -> None:
     col = layout.column(align=True)
     if not pairs:
         if sounds:  # the sound alone is selected: it needs its movie
-            col.label(text="Select the movie strip too", icon="ERROR")
+            wrapped_label(col, context, "Select the movie strip too", "ERROR")
             col.label(text=sounds[0].name, icon="SOUND")
         else:
             col.label(text="No movie strip selected", icon="ERROR")
@@ -59,7 +59,7 @@ def draw_panel(layout: Any, context: Context) -> None:
         if sound is not None:
             col.label(text=sound.name, icon="SOUND")
         if problem:
-            col.label(text=problem, icon="ERROR")
+            wrapped_label(col, context, problem, "ERROR")
     else:
         col.label(text=f"{len(pairs)} strips, one job each:", icon="FILE_MOVIE")
         for (video, sound), problem in list(zip(pairs, problems))[:6]:
@@ -87,11 +87,11 @@ def draw_panel(layout: Any, context: Context) -> None:
         used = layout.column(align=True)
         weights = ""
         for c in preferences.configured_now(prefs):
-            used.label(text=c.text(short=True), icon="INFO" if c.value else "ERROR")
+            wrapped_label(used, context, c.text(short=True), "INFO" if c.value else "ERROR")
             weights = c.value if c.label == "Detector Weights" else weights
         hint = preferences.detector_hint(preferences.settings_from(context))
         if hint and weights:  # (without weights the line above says Auto uses Haar)
-            used.label(text=hint, icon="INFO")
+            wrapped_label(used, context, hint, "INFO")
     if settings is not None:
         col = layout.column()
         col.use_property_split = True
@@ -101,7 +101,7 @@ def draw_panel(layout: Any, context: Context) -> None:
         row.prop(settings, "enhance", text="Enhance face (HD)")
         row.enabled = prefs is None or bool(prefs.enhance_weights) or settings.enhance
         if prefs is not None and not prefs.enhance_weights:
-            layout.label(text="Enhance: set Restorer Weights in the preferences", icon="INFO")
+            wrapped_label(layout.column(align=True), context, "Enhance: set Restorer Weights in the preferences", "INFO")
         col.prop(settings, "mute_source", text="Mute Source")
 
     last = operators.jobs.last_batch()
@@ -149,6 +149,15 @@ def wrap_to_width(text: str, width_px: float, ui_scale: float = 1.0) -> List[str
     return textwrap.wrap(text, width=chars, break_long_words=False, break_on_hyphens=False) or [""]
 
 
+def wrapped_label(layout: Any, context: Context, text: str, icon: str) -> None:
+    """`text` as labels wrapped between words to the sidebar's width (Blender cuts a long label
+    in the middle); the lines after the first are indented like the first one's text."""
+    region = getattr(context, "region", None)
+    width = float(getattr(region, "width", 0) or DEFAULT_WIDTH_PX)
+    for k, line in enumerate(wrap_to_width(text, width, compat.ui_scale(context))):
+        layout.label(text=line, icon=icon if k == 0 else "BLANK1")
+
+
 def _draw_running(layout: Any, context: Context, batch: Any, job: Any) -> None:
     p = job.runner.poll()
     col = layout.column(align=True)
@@ -159,12 +168,8 @@ def _draw_running(layout: Any, context: Context, batch: Any, job: Any) -> None:
     what = "preview" if job.preview else operators.SUFFIX.lstrip(".")
     col.label(text=f"{job.request.source_name} \u2192 {what}", icon="SEQUENCE")
     compat.progress_bar(col, p.fraction, p.text, context, bar="job")
-    region = getattr(context, "region", None)
-    width = float(getattr(region, "width", 0) or DEFAULT_WIDTH_PX)
-    scale = compat.ui_scale(context)
     for note in p.notes[-2:]:  # e.g. which face detector the engine picked; the full text is reported at the end
-        for k, line in enumerate(wrap_to_width(note.split(";")[0], width, scale)):
-            col.label(text=line, icon="INFO" if k == 0 else "BLANK1")
+        wrapped_label(col, context, note.split(";")[0], "INFO")
     col.operator(operators.SEQUENCER_OT_wav2lip_cancel.bl_idname,
                  text="Cancel" if n == 1 else "Cancel All", icon="CANCEL")
 

@@ -76,7 +76,17 @@ class Recorder:
 
 
 def labels(log):
-    return [e[1] for e in log if e[0] == "label"]
+    """The panel's texts, a label wrapped over several lines (the later ones indented with a
+    blank icon) as one."""
+    out = []
+    for e in log:
+        if e[0] != "label":
+            continue
+        if e[2] == "BLANK1" and out:
+            out[-1] += " " + e[1]
+        else:
+            out.append(e[1])
+    return out
 
 
 def draw(bpy, context=None):

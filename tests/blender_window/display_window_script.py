@@ -213,6 +213,9 @@ def scenario():
 
     # 1. What the idle panel shows: settings with their names, the values a job will use.
     yield from read_panel("movie and sound")
+    if os.environ.get("WAV2LIP_DISPLAY_SCREENSHOT"):  # a picture to look at (not judged)
+        with override():
+            bpy.ops.screen.screenshot(filepath=os.environ["WAV2LIP_DISPLAY_SCREENSHOT"])
     # 2. The sound strip alone.
     select_only("Dialogue")
     yield from read_panel("sound only")

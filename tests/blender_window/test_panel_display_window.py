@@ -84,7 +84,17 @@ def display_run(tmp_path_factory, media):
 
 
 def _labels(drawn):
-    return [e[1] for e in drawn if e[0] == "label"]
+    """The panel's texts, a label wrapped over several lines (the later ones indented with a
+    blank icon) as one."""
+    out = []
+    for e in drawn:
+        if e[0] != "label":
+            continue
+        if e[2] == "BLANK1" and out:
+            out[-1] += " " + e[1]
+        else:
+            out.append(e[1])
+    return out
 
 
 def _sync_enabled(drawn):

@@ -270,7 +270,8 @@ class Configured:
         if not self.value:
             return f"{self.label}: (not set: {self.unset})"
         shown = os.path.basename(self.value.rstrip("/\\")) if short else self.value
-        missing = "" if os.path.exists(self.value) else "; file not found"
+        is_path = os.sep in self.value or bool(os.altsep and os.altsep in self.value)  # (not a bare `python3`)
+        missing = "; file not found" if is_path and not os.path.exists(self.value) else ""
         return f"{self.label}: {shown or self.value} (from {self.source}{missing})"
 
 

@@ -28,14 +28,12 @@ Everything else in the add-on goes through these helpers, and the type check run
 
 from __future__ import annotations
 
-from typing import Any, Iterable, List, Optional, Protocol, cast
+from typing import Any, Callable, Dict, List, Optional, Protocol, cast
 
 import bpy
 from bpy.types import Context, Scene, SequenceEditor, UILayout
 
 BLENDER_VERSION = tuple(bpy.app.version)
-IS_5 = BLENDER_VERSION >= (5, 0, 0)
-
 
 
 class StripLike(Protocol):
@@ -205,44 +203,62 @@ def set_ffmpeg_output(scene: Scene, filepath: str, audio: bool = True) -> None:
 
 HAS_PROGRESS_WIDGET = "progress" in cast(Any, bpy.types.UILayout).bl_rna.functions  # 4.0+
 
-# Below 4.0 the bar is a slider over a window-manager property that stores nothing: its getter
-# returns the factor last given to `progress_bar` (set during the same draw, so it is always
-# current) and its setter ignores input (a read-only one would be drawn greyed out).
-_FALLBACK_PROP = "wav2lip_progress"
-_fallback_factor = 0.0
+# Below 4.0 each bar is a slider over a window-manager property of its own that stores nothing:
+# its getter returns the factor last given to `progress_bar` for that bar (set during the same
+# draw, so it is always current) and its setter ignores input (a read-only one would be drawn
+# greyed out). One property per bar: Blender reads a button's value after the whole panel is
+# laid out, so bars sharing one property would all show the last bar's value.
+PROGRESS_BARS = ("batch", "job")
+_fallback_factors: Dict[str, float] = {}
 
 
-def _fallback_get(_owner: Any) -> float:
-    return _fallback_factor * 100.0
+def fallback_prop(bar: str) -> str:
+    """The window-manager property behind bar `bar`'s slider (below 4.0)."""
+    return f"wav2lip_progress_{bar}"
+
+
+def _fallback_getter(bar: str) -> Callable[[Any], float]:
+    return lambda _owner: _fallback_factors.get(bar, 0.0) * 100.0
 
 
 def register() -> None:
     if not HAS_PROGRESS_WIDGET:
-        setattr(bpy.types.WindowManager, _FALLBACK_PROP, bpy.props.FloatProperty(
-            name="Progress", subtype="PERCENTAGE", min=0.0, max=100.0, precision=0,
-            get=_fallback_get, set=lambda _owner, _value: None,
-            description="Progress of the lip-sync job"))
+        for bar in PROGRESS_BARS:
+            setattr(bpy.types.WindowManager, fallback_prop(bar), bpy.props.FloatProperty(
+                name="Progress", subtype="PERCENTAGE", min=0.0, max=100.0, precision=0,
+                get=_fallback_getter(bar), set=lambda _owner, _value: None,
+                description="Progress of the lip-sync job"))
 
 
 def unregister() -> None:
-    if hasattr(bpy.types.WindowManager, _FALLBACK_PROP):
-        delattr(bpy.types.WindowManager, _FALLBACK_PROP)
+    for bar in PROGRESS_BARS:
+        if hasattr(bpy.types.WindowManager, fallback_prop(bar)):
+            delattr(bpy.types.WindowManager, fallback_prop(bar))
+    _fallback_factors.clear()
 
 
-def progress_bar(layout: UILayout, factor: float, text: str, context: Optional[Context] = None) -> None:
+def progress_bar(layout: UILayout, factor: float, text: str, context: Optional[Context] = None,
+                 bar: str = "job") -> None:
     """A progress bar with `text` on it: `layout.progress` (4.0+); before that a slider showing
-    the percentage (a text line when the slider's property is not registered)."""
-    global _fallback_factor
+    the percentage (a text line when the slider's property is not registered). `bar` (one of
+    PROGRESS_BARS) names the bar, so that bars drawn together each keep their own value."""
     factor = max(0.0, min(1.0, factor))
     if HAS_PROGRESS_WIDGET:
         layout.progress(factor=factor, type="BAR", text=text)
         return
     wm = getattr(context, "window_manager", None) if context is not None else None
-    if wm is not None and hasattr(wm, _FALLBACK_PROP):
-        _fallback_factor = factor
-        layout.prop(wm, _FALLBACK_PROP, text=text, slider=True)
+    prop = fallback_prop(bar)
+    if wm is not None and hasattr(wm, prop):
+        _fallback_factors[bar] = factor
+        layout.prop(wm, prop, text=text, slider=True)
     else:
         layout.label(text=f"{text} ({factor * 100:.0f}%)")
+
+
+def ui_scale(context: Optional[Context]) -> float:
+    """The interface scale (the preference times the display's DPI factor)."""
+    prefs: Any = getattr(context, "preferences", None)
+    return float(getattr(getattr(prefs, "system", None), "ui_scale", 1.0) or 1.0)
 
 
 def sidebar_category(region: Any) -> Optional[str]:
@@ -260,10 +276,6 @@ def animation_playing(context: Context) -> bool:
 
 def strip_menu_class() -> Any:
     return getattr(bpy.types, "SEQUENCER_MT_strip", None)
-
-
-def iter_channel_strips(ed: Optional[SequenceEditor], channel: int) -> Iterable[StripLike]:
-    return (s for s in current_strips(ed) if s.channel == channel)
 
 
 def find_strip(ed: Optional[SequenceEditor], name: str) -> Optional[StripLike]:

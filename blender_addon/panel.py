@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import textwrap
 import time
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import bpy
 from bpy.types import Context, Event
 
 from . import capture, compat, operators, preferences, studio
+from .snapshot import overlap
 
 
 class SEQUENCER_PT_wav2lip(bpy.types.Panel):
@@ -39,22 +41,30 @@ def draw_panel(layout: Any, context: Context) -> None:
         _draw_running(layout, context, batch, job)
         return
 
-    pairs = []
-    if scene is not None and compat.editor(scene) is not None:
-        pairs = capture.choose_pairs(context, scene)
+    ed = compat.editor(scene) if scene is not None else None
+    pairs = capture.choose_pairs(context, scene) if ed is not None and scene is not None else []
+    sounds = [s for s in compat.selected_strips(context, ed) if s.type == compat.SOUND] if ed is not None else []
+    problems = [pair_problem(scene, video, sound, bool(sounds)) for video, sound in pairs]
     col = layout.column(align=True)
     if not pairs:
-        col.label(text="No movie strip selected", icon="ERROR")
-        col.label(text="No sound strip", icon="ERROR")
+        if sounds:  # the sound alone is selected: it needs its movie
+            wrapped_label(col, context, "Select the movie strip too", "ERROR")
+            col.label(text=sounds[0].name, icon="SOUND")
+        else:
+            col.label(text="No movie strip selected", icon="ERROR")
+            col.label(text="No sound strip", icon="ERROR")
     elif len(pairs) == 1:
-        video, sound = pairs[0]
+        (video, sound), problem = pairs[0], problems[0]
         col.label(text=video.name, icon="FILE_MOVIE")
-        col.label(text=sound.name if sound is not None else "No sound strip", icon="SOUND" if sound is not None else "ERROR")
+        if sound is not None:
+            col.label(text=sound.name, icon="SOUND")
+        if problem:
+            wrapped_label(col, context, problem, "ERROR")
     else:
         col.label(text=f"{len(pairs)} strips, one job each:", icon="FILE_MOVIE")
-        for video, sound in pairs[:6]:
-            col.label(text=f"{video.name} \u2190 {sound.name if sound is not None else 'no sound strip'}",
-                      icon="SOUND" if sound is not None else "ERROR")
+        for (video, sound), problem in list(zip(pairs, problems))[:6]:
+            what = sound.name if sound is not None and not problem else problem[:1].lower() + problem[1:]
+            col.label(text=f"{video.name} \u2190 {what}", icon="ERROR" if problem else "SOUND")
         if len(pairs) > 6:
             col.label(text=f"... and {len(pairs) - 6} more")
 
@@ -62,32 +72,42 @@ def draw_panel(layout: Any, context: Context) -> None:
     settings = getattr(scene, "wav2lip", None) if scene is not None else None
     if prefs is not None:
         box = layout.column()
-        box.prop(prefs, "checkpoint", text="")
-        row = box.row(align=True)
-        row.prop(prefs, "detector", text="")
-        row.prop(prefs, "device", text="")
-        box.prop(prefs, "precision")
+        box.use_property_split = True  # every setting with its name beside it
+        box.use_property_decorate = False
+        box.prop(prefs, "checkpoint", text="Checkpoint")
+        box.prop(prefs, "detector", text="Face Detector")
+        box.prop(prefs, "device", text="Device")
+        box.prop(prefs, "precision", text="Precision")
         if prefs.detector == "box":
-            box.prop(prefs, "box", text="")
+            box.prop(prefs, "box", text="Face Box")
+        box.prop(prefs, "silence", text="Silence")
+        box.prop(prefs, "blend", text="Blend")
+        # What a job will use and where it came from: an empty field may still have a value
+        # that install.py recorded.
+        used = layout.column(align=True)
+        weights = ""
+        for c in preferences.configured_now(prefs):
+            wrapped_label(used, context, c.text(short=True), "INFO" if c.value else "ERROR")
+            weights = c.value if c.label == "Detector Weights" else weights
         hint = preferences.detector_hint(preferences.settings_from(context))
-        if hint:
-            box.label(text=hint, icon="INFO")
-        row = box.row(align=True)
-        row.prop(prefs, "silence", text="")
-        row.prop(prefs, "blend", text="")
+        if hint and weights:  # (without weights the line above says Auto uses Haar)
+            wrapped_label(used, context, hint, "INFO")
     if settings is not None:
-        layout.prop(settings, "sync_offset")
-        row = layout.row()
-        row.prop(settings, "enhance")
+        col = layout.column()
+        col.use_property_split = True
+        col.use_property_decorate = False
+        col.prop(settings, "sync_offset", text="Sync Offset")
+        row = col.row()
+        row.prop(settings, "enhance", text="Enhance face (HD)")
         row.enabled = prefs is None or bool(prefs.enhance_weights) or settings.enhance
         if prefs is not None and not prefs.enhance_weights:
-            layout.label(text="Enhance: set Restorer Weights in the preferences", icon="INFO")
-        layout.prop(settings, "mute_source")
+            wrapped_label(layout.column(align=True), context, "Enhance: set Restorer Weights in the preferences", "INFO")
+        col.prop(settings, "mute_source", text="Mute Source")
 
     last = operators.jobs.last_batch()
     if last is not None and len(last.jobs) > 1:
         layout.label(text=f"Last run: {last.summary()}", icon="INFO")
-    ready = bool(pairs) and all(sound is not None for _, sound in pairs)
+    ready = bool(pairs) and not any(problems)
     row = layout.row(align=True)
     row.scale_y = 1.4
     row.enabled = ready
@@ -100,18 +120,56 @@ def draw_panel(layout: Any, context: Context) -> None:
     studio.draw_studio(layout, context)
 
 
+NO_SOUND = "No sound strip"
+NO_OVERLAP = "Sound strip does not overlap the movie"
+
+
+def pair_problem(scene: Any, video: Any, sound: Any, sound_selected: bool) -> str:
+    """Why a (movie, sound) pair cannot be synced, shown before Sync is pressed; '' when it can.
+    sound_selected: a sound strip is selected (so no sound means none of them plays under it)."""
+    if sound is None:
+        return NO_OVERLAP if sound_selected else NO_SOUND
+    v = capture.strip_info(scene, video, probe_media=False)
+    a = capture.strip_info(scene, sound, probe_media=False)
+    if overlap(v.final_start, v.final_end, a.final_start, a.final_end) <= 0:
+        return NO_OVERLAP
+    return ""
+
+
+# Blender's interface font is about this wide per character (at interface scale 1), a little
+# more than the average so that a wrapped line fits; and a label's icon and margins take this.
+CHAR_WIDTH_PX = 7.0
+LABEL_MARGIN_PX = 50.0
+DEFAULT_WIDTH_PX = 300  # (no region: background mode)
+
+
+def wrap_to_width(text: str, width_px: float, ui_scale: float = 1.0) -> List[str]:
+    """`text` in lines that fit a label `width_px` wide, broken between words only."""
+    chars = max(12, int((width_px - LABEL_MARGIN_PX * ui_scale) / (CHAR_WIDTH_PX * ui_scale)))
+    return textwrap.wrap(text, width=chars, break_long_words=False, break_on_hyphens=False) or [""]
+
+
+def wrapped_label(layout: Any, context: Context, text: str, icon: str) -> None:
+    """`text` as labels wrapped between words to the sidebar's width (Blender cuts a long label
+    in the middle); the lines after the first are indented like the first one's text."""
+    region = getattr(context, "region", None)
+    width = float(getattr(region, "width", 0) or DEFAULT_WIDTH_PX)
+    for k, line in enumerate(wrap_to_width(text, width, compat.ui_scale(context))):
+        layout.label(text=line, icon=icon if k == 0 else "BLANK1")
+
+
 def _draw_running(layout: Any, context: Context, batch: Any, job: Any) -> None:
     p = job.runner.poll()
     col = layout.column(align=True)
     n = len(batch.jobs)
     if n > 1:
         i = batch.jobs.index(job) + 1
-        compat.progress_bar(col, batch.fraction(), f"Strip {i} of {n}", context)
+        compat.progress_bar(col, batch.fraction(), f"Strip {i} of {n}", context, bar="batch")
     what = "preview" if job.preview else operators.SUFFIX.lstrip(".")
     col.label(text=f"{job.request.source_name} \u2192 {what}", icon="SEQUENCE")
-    compat.progress_bar(col, p.fraction, p.text, context)
+    compat.progress_bar(col, p.fraction, p.text, context, bar="job")
     for note in p.notes[-2:]:  # e.g. which face detector the engine picked; the full text is reported at the end
-        col.label(text=note.split(";")[0], icon="INFO")
+        wrapped_label(col, context, note.split(";")[0], "INFO")
     col.operator(operators.SEQUENCER_OT_wav2lip_cancel.bl_idname,
                  text="Cancel" if n == 1 else "Cancel All", icon="CANCEL")
 

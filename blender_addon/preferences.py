@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
@@ -88,7 +90,11 @@ class WAV2LIP_AddonPreferences(bpy.types.AddonPreferences):
 
     def draw(self, context: Context) -> None:
         layout = self.layout
+        # What a job will use, with where it came from: an empty field may still have a value
+        # that install.py recorded.
+        shown = {c.label: c for c in configured_now(self)}
         layout.prop(self, "checkpoint")
+        _draw_configured(layout, shown.get("Checkpoint"))
         row = layout.row()
         row.prop(self, "detector")
         row.prop(self, "device")
@@ -97,7 +103,9 @@ class WAV2LIP_AddonPreferences(bpy.types.AddonPreferences):
             layout.prop(self, "box")
         else:
             layout.prop(self, "detector_weights")
+            _draw_configured(layout, shown.get("Detector Weights"))
         layout.prop(self, "engine_python")
+        _draw_configured(layout, shown.get("Engine Python"))
         layout.prop(self, "output_dir")
         row = layout.row()
         row.prop(self, "blend")
@@ -106,6 +114,11 @@ class WAV2LIP_AddonPreferences(bpy.types.AddonPreferences):
         row = layout.row()
         row.prop(self, "enhance_weights")
         row.prop(self, "enhance_fidelity")
+
+
+def _draw_configured(layout: Any, c: Optional[Configured]) -> None:
+    if c is not None:
+        layout.label(text=c.text(), icon="INFO" if c.value else "ERROR")
 
 
 class WAV2LIP_SceneSettings(bpy.types.PropertyGroup):
@@ -243,6 +256,58 @@ def detector_hint(s: Settings) -> str:
     return "Auto: Haar; set Detector Weights for BlazeFace"
 
 
+@dataclass(frozen=True)
+class Configured:
+    """A path setting as a job will use it: its value and where that came from."""
+
+    label: str  # "Checkpoint"
+    value: str  # the path, "" when not set
+    source: str  # "preferences", "install.py", ...; "" when not set
+    unset: str  # what happens without one
+
+    def text(self, short: bool = False) -> str:
+        """One line for the panel (short: the file's name) or the preferences (the whole path)."""
+        if not self.value:
+            return f"{self.label}: (not set: {self.unset})"
+        shown = os.path.basename(self.value.rstrip("/\\")) if short else self.value
+        is_path = os.sep in self.value or bool(os.altsep and os.altsep in self.value)  # (not a bare `python3`)
+        missing = "; file not found" if is_path and not os.path.exists(self.value) else ""
+        return f"{self.label}: {shown or self.value} (from {self.source}{missing})"
+
+
+def configured(prefs: Any, recorded: dict, hub_blazeface: str = "") -> List[Configured]:
+    """Checkpoint, detector weights (unless the face box is fixed) and engine Python as a job
+    started now will use them: the preference, else what install.py recorded (`recorded`, the
+    config file), else the detector's weights from torch's cache (`hub_blazeface` when present).
+    The same precedence as settings_from and the engine's own search."""
+
+    def pick(label: str, pref: str, key: str, unset: str, extra: Tuple[str, str] = ("", "")) -> Configured:
+        if pref:
+            return Configured(label, _abs(pref) if os.sep in pref or "//" in pref else pref, "preferences", unset)
+        value = str(recorded.get(key, "") or "")
+        if value:
+            return Configured(label, value, "install.py", unset)
+        if extra[0]:
+            return Configured(label, extra[0], extra[1], unset)
+        return Configured(label, "", "", unset)
+
+    out = [pick("Checkpoint", prefs.checkpoint, protocol.CONFIG_CHECKPOINT,
+                "pick a Wav2Lip .pth file, or run install.py --checkpoint FILE")]
+    if prefs.detector != protocol.DETECTOR_BOX:
+        haar = "Auto uses Haar" if prefs.detector == protocol.DETECTOR_AUTO else "the engine's default location"
+        out.append(pick("Detector Weights", prefs.detector_weights, protocol.CONFIG_DETECTOR_WEIGHTS, haar,
+                        (hub_blazeface, "torch's cache") if hub_blazeface else ("", "")))
+    out.append(pick("Engine Python", prefs.engine_python, protocol.CONFIG_PYTHON,
+                    "searched for when you sync"))
+    return out
+
+
+def configured_now(prefs: Any) -> List[Configured]:
+    """`configured` with install.py's record and torch's cache as they are now."""
+    hub = os.path.join(torch_hub_checkpoints(), protocol.BLAZEFACE_FILES["blazeface"][0])
+    return configured(prefs, installed_config(), hub if os.path.isfile(hub) else "")
+
+
 CONFIG_NAME = protocol.CONFIG_NAME  # written by install.py into Blender's config folder
 
 
@@ -269,12 +334,46 @@ def _abs(path: str) -> str:
 
 def output_folder(settings: Settings) -> Tuple[str, str]:
     """(absolute folder, warning or ''). A //-relative folder needs a saved .blend; otherwise a
-    temp folder is used, with a warning."""
+    private temp folder is used, with a warning."""
     folder = settings.output_dir or DEFAULT_OUTPUT_DIR
     if folder.startswith("//") and not bpy.data.filepath:
-        tmp = os.path.join(tempfile.gettempdir(), "wav2lip_lipsync")
+        tmp = private_temp_folder(tempfile.gettempdir())
         return tmp, f"the .blend file is not saved: the synced clip goes to the temp folder {tmp}; save the file and re-run to keep it beside the project"
     return os.path.normpath(bpy.path.abspath(folder)), ""
+
+
+TEMP_FOLDER_PREFIX = "wav2lip_lipsync-"
+
+
+def private_temp_folder(base: str) -> str:
+    """This user's folder for unsaved files' clips in `base` (the shared temp folder), readable
+    by this user only (0700). One that exists but is not this user's own private folder (another
+    user's, or a link planted there) is never used: a fresh private one is made instead."""
+    getuid = getattr(os, "getuid", None)  # (Windows has none; its temp folder is per user already)
+    path = os.path.join(base, TEMP_FOLDER_PREFIX + (str(getuid()) if getuid else getpass.getuser()))
+    try:
+        os.mkdir(path, 0o700)
+        return path
+    except FileExistsError:
+        if _own_folder(path):
+            return path
+    except OSError:
+        pass
+    return tempfile.mkdtemp(prefix=os.path.basename(path) + "-", dir=base)
+
+
+def _own_folder(path: str) -> bool:
+    """Whether `path` is a real folder (not a link) of this user's; made private if it is."""
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        return False
+    getuid = getattr(os, "getuid", None)
+    if getuid is not None:
+        if st.st_uid != getuid():
+            return False
+        if st.st_mode & 0o077:
+            os.chmod(path, 0o700)
+    return True
 
 
 classes = (WAV2LIP_AddonPreferences, WAV2LIP_SceneSettings)

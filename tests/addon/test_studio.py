@@ -64,6 +64,36 @@ def test_job_line_holds_the_engine_arguments_and_inline_times(tmp_path):
     assert written == {P.OPT_SOURCE_TIMES: [0.32, 0.36, 1 / 3]}
 
 
+def test_a_jobs_line_with_tiny_numbers_reads_back_through_the_real_parser():
+    """The export's numbers as `wav2lip batch` hands them to the engine (protocol.job_args, then
+    the CLI's own parser): a tiny negative audio start must stay a value, not look like an option."""
+    from wav2lip_core import cli
+
+    jf, snap = load("jobs_file"), load("snapshot")
+    req = snap.SyncRequest(
+        source_name="Face", source_channel=2, face_path="/clips/face.mp4", is_image=True, scene_fps=24.0,
+        insert_frame=9, used_frames=3, start_frame=None, audio_path="/clips/speech.wav", audio_start=-3.3e-05,
+        duration=0.125, audible=(1e-05, 0.1))
+    args = req.engine_args(checkpoint="/w/ckpt.pth", out="/o/Face.lipsync.mp4",
+                           extra=("--sync-offset", "-0.5", "--enhance-fidelity", "0.00001"))
+    job = jf.job_line(jf.StripRef("Scene", "Face", 9, 3), args, None)
+    assert job["audio-start"] == -3.3e-05 and job["audible"] == [1e-05, 0.1]  # numbers in the file
+    parsed = cli.build_parser().parse_args(jf.P.job_args(job))
+    assert (parsed.audio_start, parsed.audible, parsed.duration) == (-3.3e-05, [1e-05, 0.1], 0.125)
+    assert (parsed.sync_offset, parsed.enhance_fidelity) == (-0.5, 1e-05)
+
+
+def test_exported_jobs_files_get_the_users_normal_permissions(tmp_path):
+    jf = load("jobs_file")
+    old = os.umask(0o027)
+    try:
+        jf.write_jobs(str(tmp_path / "jobs.jsonl"), [{"id": "a"}])
+    finally:
+        os.umask(old)
+    assert (tmp_path / "jobs.jsonl").stat().st_mode & 0o777 == 0o640  # 0o666 less the umask, as the core writes
+    assert os.listdir(tmp_path) == ["jobs.jsonl"]
+
+
 def test_report_read_back(tmp_path):
     jf = load("jobs_file")
     report = tmp_path / "r.jsonl"

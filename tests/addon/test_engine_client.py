@@ -56,6 +56,25 @@ def test_the_stand_in_engine_uses_the_engines_protocol_module():
     assert Path(fake.P.__file__).resolve() == real.resolve() == Path(protocol.__file__).resolve()
 
 
+def test_the_stand_in_engine_parses_with_the_engines_own_parser(tmp_path, fake_python):
+    """Whatever the real CLI takes (and only that) reaches the stand-in, so the add-on's tests
+    catch an argument list the engine would refuse."""
+    import subprocess
+
+    base = ["-m", "wav2lip_core", "--face", "f.mp4", "--audio", "a.wav", "--checkpoint", "c.pth",
+            "--out", str(tmp_path / "o.mp4"), "--fps", "24", "--duration", "0.2", "--progress", "json"]
+    env = _env("ok", FAKE_ENGINE_LOG=str(tmp_path / "log.json"))
+    ok = subprocess.run([fake_python, *base, "--runtime", "openvino", "--crf", "20", "--no-smooth",
+                         "--audio-start", "-3.3e-05"], env=env, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    import json
+
+    logged = json.loads((tmp_path / "log.json").read_text())
+    assert (logged["runtime"], logged["crf"], logged["no_smooth"], logged["audio_start"]) == ("openvino", 20, True, -3.3e-05)
+    bad = subprocess.run([fake_python, *base, "--crf", "99"], env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == protocol.EXIT_USAGE and "--crf: 99 is out of range" in bad.stderr
+
+
 def test_error_from_stderr():
     assert runner.error_from_stderr(["x", "error: no face in frame 3", ""], 2) == "no face in frame 3"
     assert "Traceback" not in runner.error_from_stderr(["Traceback (most recent call last):", "  File x", "KeyError: 'a'"], 1)

@@ -83,7 +83,6 @@ class StripInfo:
     strobe: float = 1.0
     speed_effects: Tuple[str, ...] = ()  # names of Speed Control strips fed by this strip
     in_meta: bool = False
-    muted: bool = False
 
     @property
     def used_frames(self) -> int:

@@ -135,7 +135,7 @@ def prefs(bpy_addon):
     """The add-on preferences, put back as they were afterwards."""
     bpy, _ = bpy_addon
     p = bpy.context.preferences.addons["blender_addon"].preferences
-    names = ("checkpoint", "detector", "box", "device", "engine_python")
+    names = ("checkpoint", "detector", "box", "device", "engine_python", "output_dir")
     saved = {n: (tuple(getattr(p, n)) if n == "box" else getattr(p, n)) for n in names}
     yield p
     for n, v in saved.items():
@@ -282,3 +282,34 @@ def test_import_follows_a_moved_strip_and_warns_about_a_trimmed_one(fresh, studi
     assert (a.channel, a.frame_final_start, a.frame_final_duration) == (3, 19, 24)
     assert (b.channel, b.frame_final_start, b.frame_final_duration) == (3, 121, 24)
     assert "'Face2' was changed while syncing; the synced clip matches it as it was (frames 121-144)" in out
+
+
+def test_a_sound_a_hair_late_syncs_and_exports_for_the_real_parser(fresh, studio, prefs, media, fake_python,
+                                                                   dummy_checkpoint, engine_log, tmp_path):
+    """A sound strip delayed by 33 microseconds (Blender 5.0's sound offset) gives the engine an
+    audio start of -3.3e-05 s. Sync Lips (the stand-in parses with the engine's own parser) and
+    the exported JOBS line (read back as `wav2lip batch` does) both get it as a value."""
+    from wav2lip_core import cli
+
+    bpy, scene = fresh
+    face = add_movie(scene, "Face", media / KATIE, 2, 1)
+    face.frame_offset_end = 176  # frames 1-24, as the sound
+    speech = add_sound(scene, "Speech", media / SPEECH, 1, 1)
+    if not hasattr(speech, "sound_offset"):
+        pytest.skip("this Blender has no sound offset")
+    speech.sound_offset = 3.3e-05
+    for s in strips(scene):
+        s.select = True
+    prefs.checkpoint, prefs.detector, prefs.device, prefs.engine_python = dummy_checkpoint, "box", "cpu", fake_python
+    prefs.box = KATIE_BOX
+    prefs.output_dir = str(tmp_path / "out")
+    assert bpy.ops.sequencer.wav2lip_sync(video_strip="Face", audio_strip="Speech") == {"FINISHED"}
+    sent = json.loads(engine_log.read_text())
+    assert sent["audio_start"] == -speech.sound_offset  # the file time heard at frame 1, exactly
+    jobs_path = tmp_path / "jobs.jsonl"
+    assert bpy.ops.sequencer.wav2lip_export_jobs(filepath=str(jobs_path)) == {"FINISHED"}
+    job = _read_jobs(jobs_path)[0]
+    assert job["audio-start"] == -speech.sound_offset
+    parsed = cli.build_parser().parse_args(studio.protocol.job_args(
+        {k: v for k, v in job.items() if k not in ("id", "source-times")}))
+    assert parsed.audio_start == job["audio-start"]

@@ -52,7 +52,8 @@ class Engine:
         self._env = env
         self._cwd = str(cwd) if cwd else None
         self._proc: Optional[subprocess.Popen] = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the state below; never held while writing to the process
+        self._write_lock = threading.Lock()  # stdin (a full pipe must not hold up the readers)
         self._jobs: Dict[str, "EngineJob"] = {}
         self._stderr: Deque[str] = deque(maxlen=200)
         self._error_line = ""
@@ -133,6 +134,7 @@ class Engine:
                 stopper = self._stopper = threading.Thread(target=self._escalate, args=(proc, grace),
                                                            name="wav2lip-engine-stop", daemon=True)
                 stopper.start()
+                _stoppers[:] = [t for t in _stoppers if t.is_alive()] + [stopper]
         if wait and stopper is not None:
             stopper.join()
             self._exited.wait(grace)
@@ -140,7 +142,7 @@ class Engine:
     def _escalate(self, proc: subprocess.Popen, grace: float) -> None:
         self._send(P.request(P.OP_QUIT))
         try:
-            with self._lock:
+            with self._write_lock:
                 if proc.stdin is not None:
                     proc.stdin.close()
         except OSError:
@@ -161,7 +163,7 @@ class Engine:
         if proc is None or proc.stdin is None:
             return
         try:
-            with self._lock:
+            with self._write_lock:
                 proc.stdin.write(line + "\n")
                 proc.stdin.flush()
         except (OSError, ValueError):  # it died; _wait_exit tells the jobs
@@ -323,6 +325,9 @@ def session_pid() -> Optional[int]:
     return engine.pid if engine is not None and engine.alive else None
 
 
+_stoppers: "list[threading.Thread]" = []  # engines being stopped, seen through at exit
+
+
 def shutdown(grace: float = 2.0, wait: bool = False) -> None:
     """Stop the session's engine (its running job is cancelled); a later job starts a new one.
     Returns at once unless `wait` (Blender quitting: see it gone)."""
@@ -342,4 +347,12 @@ def _drain(stream) -> None:
         pass
 
 
-atexit.register(shutdown, wait=True)
+def _at_exit() -> None:
+    """Blender quits: stop the engine and see every stopping engine gone (their threads are
+    daemons, which would die with us before the quit, SIGTERM or SIGKILL went out)."""
+    shutdown(wait=True)
+    for stopper in list(_stoppers):
+        stopper.join(10.0)
+
+
+atexit.register(_at_exit)

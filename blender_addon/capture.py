@@ -127,7 +127,6 @@ def strip_info(scene: Scene, strip: StripLike, *, probe_media: bool = True) -> S
         strobe=float(getattr(strip, "strobe", 1.0) or 1.0),
         speed_effects=_speed_effects(ed, strip) if ed is not None else (),
         in_meta=in_meta,
-        muted=bool(strip.mute),
     )
 
 

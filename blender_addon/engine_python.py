@@ -1,6 +1,12 @@
 """Which Python runs the engine: the preference (a path, or a name looked up on PATH), else the
 first candidate that can import wav2lip_core (checked without importing torch), and the
-environment it runs in (no Blender Python leaking in; a checkout's core importable). No bpy."""
+environment it runs in (no Blender Python leaking in; a checkout's core importable). No bpy.
+
+Checking a candidate runs it (up to seconds on a cold disk), so the UI thread never does:
+JobQueue looks the interpreter up in its own thread (engine.session_engine_for), and a panel
+that shows the interpreter asks `found_in_background`, which answers from the cache or starts
+the lookup and answers None meanwhile.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,14 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Dict, List, Optional
 
 _PROBE = "import importlib.util,sys; sys.exit(0 if importlib.util.find_spec('wav2lip_core') else 3)"
 _probe_cache: Dict[str, bool] = {}
+_lookups: Dict[str, threading.Thread] = {}  # preference -> its lookup in the background
+_found: Dict[str, Optional[str]] = {}  # preference -> what the lookup found
 
 
 def dev_checkout_root() -> Optional[Path]:
@@ -96,4 +105,22 @@ def find_engine_python(preferred: str = "") -> Optional[str]:
     for cand in candidate_interpreters():
         if can_import_core(cand):
             return cand
+    return None
+
+
+def found_in_background(preferred: str = "") -> Optional[str]:
+    """find_engine_python's answer without waiting: the result of an earlier lookup for this
+    preference, else None while a lookup runs in a thread (started here). A preference not on
+    PATH answers None too; the job reports why."""
+    if preferred in _found:
+        return _found[preferred]
+    if preferred not in _lookups:
+        def lookup() -> None:
+            try:
+                _found[preferred] = find_engine_python(preferred)
+            except EngineNotFound:
+                _found[preferred] = None
+
+        _lookups[preferred] = threading.Thread(target=lookup, name="wav2lip-find-python", daemon=True)
+        _lookups[preferred].start()
     return None

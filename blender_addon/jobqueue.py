@@ -3,7 +3,12 @@
 `EngineJob` is one job as the UI sees it (poll, finished, wait, cancel) with its work folder
 (runner.py's rule: only a finished result is moved into place, never over a file). `JobQueue`
 hands its jobs to the session's engine one after another, each when the one before has
-finished, so an engine that crashes costs only the job it was running.
+finished, so an engine that crashes costs only the job it was running. The first job is handed
+over in a thread of its own: finding and starting the engine (engine_python's interpreter
+probes, stopping an old engine) never holds up the caller, Blender's UI thread.
+
+A cancel that comes while a finished job's result is being moved into place does not undo it:
+the clip is complete, so the job ends done (the UI inserts it) rather than cancelled.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Union
 
+from .engine_python import EngineNotFound
 from .runner import CANCELLED, DONE, FAILED, RUNNING, Progress, apply_event, deliver, make_workdir
 from .wire import protocol
 
@@ -44,7 +50,8 @@ class EngineJob:
         self._finished = threading.Event()
         self._released = threading.Event()  # the engine is done with it (it may write until then)
         self._on_finish: List[Callable[["EngineJob"], None]] = []
-        self._engine: Optional["Engine"] = None
+        self._engine: Optional["Engine"] = None  # set (under _lock) when an engine takes the job
+        self._delivering = False  # the engine said done: the result is being moved into place
         self.submitted_at: Optional[float] = None
         self.first_progress_at: Optional[float] = None  # first progress event (request-to-work latency)
         self.ended_at: Optional[float] = None
@@ -65,6 +72,8 @@ class EngineJob:
                 self.first_progress_at = time.monotonic()
             apply_event(self._progress, obj)
             reported = self._progress.out
+            if kind == P.EVENT_DONE:
+                self._delivering = True
         if kind == P.EVENT_DONE:
             status, message, produced = deliver(Path(reported) if reported else self.work_out, self.dest)
             if status == DONE:
@@ -80,14 +89,24 @@ class EngineJob:
 
     def _finish(self, status: str, message: str, cleanup: bool = True) -> None:
         with self._lock:
-            if self._progress.status != RUNNING:
+            if not self._end(status, message):
                 return
-            self._progress.status = status
-            self._progress.message = message
-            if status == DONE:
-                self._progress.fraction = 1.0
-                self._progress.stage = "done"
             callbacks = list(self._on_finish)
+        self._ended(callbacks, cleanup)
+
+    def _end(self, status: str, message: str) -> bool:
+        """Set the final status (the caller holds _lock); False when the job has one already, or
+        for a cancel once the result is being delivered (the clip counts)."""
+        if self._progress.status != RUNNING or (status == CANCELLED and self._delivering):
+            return False
+        self._progress.status = status
+        self._progress.message = message
+        if status == DONE:
+            self._progress.fraction = 1.0
+            self._progress.stage = "done"
+        return True
+
+    def _ended(self, callbacks: List[Callable[["EngineJob"], None]], cleanup: bool) -> None:
         self.ended_at = time.monotonic()
         if cleanup:
             self.cleanup()  # a result has been moved out by now; nothing partial stays
@@ -112,19 +131,29 @@ class EngineJob:
         return self.poll()
 
     def cancel(self, grace: float = 10.0) -> None:
-        """Stop the job, at once for the UI: dropped if the engine has not got it, else the engine
-        is asked to stop it; the work folder goes when the engine has let go of it, and an engine
+        """Stop the job, at once for the UI: dropped if no engine has it yet, else the engine is
+        asked to stop it; the work folder goes when the engine has let go of it, and an engine
         that has not within `grace` seconds is stopped (it looks between batches of frames, but
-        not while it loads a model: a warm engine is worth waiting a few seconds for)."""
-        engine = self._engine
-        if engine is None or self.finished:
-            self._finish(CANCELLED, "cancelled")
+        not while it loads a model: a warm engine is worth waiting a few seconds for). Until it
+        lets go, the engine takes no new job (engine.session_engine starts another). A job whose
+        result is already being delivered is not cancelled: it ends done."""
+        with self._lock:
+            if self._progress.status != RUNNING or self._delivering:
+                return
+            engine = self._engine
+            dropped = engine is None and self._end(CANCELLED, "cancelled")
+            callbacks = list(self._on_finish)
+        if engine is None:
+            if dropped:
+                self._ended(callbacks, True)
             return
         engine.request_cancel(self)
         if self._released.wait(0.3):  # the usual case: the engine answers within a few checks
             self._finish(CANCELLED, "cancelled")
             return
         self._finish(CANCELLED, "cancelled", cleanup=False)
+        if not self.finished:  # delivering meanwhile: the engine is done with it
+            return
         threading.Thread(target=self._settle, args=(engine, grace), name="wav2lip-cancel", daemon=True).start()
 
     def _settle(self, engine: "Engine", grace: float) -> None:
@@ -154,7 +183,8 @@ class JobQueue:
             job.on_finish(self._advance)
 
     def start(self) -> "JobQueue":
-        self._advance(None)
+        """Hand the first job over, in a thread: finding and starting an engine can take seconds."""
+        threading.Thread(target=self._advance, args=(None,), name="wav2lip-queue-start", daemon=True).start()
         return self
 
     def _advance(self, _finished: Optional[EngineJob]) -> None:
@@ -163,8 +193,13 @@ class JobQueue:
                 return
             job = self.jobs[self._next]
             self._next += 1
+        if job.finished:  # cancelled meanwhile
+            return
         try:
             engine = self._engine_for()
+        except EngineNotFound as exc:  # says what to set
+            job._finish(FAILED, str(exc))
+            return
         except Exception as exc:  # noqa: BLE001 - reported on the job, never lost in a thread
             job._finish(FAILED, f"cannot start the lip-sync engine: {exc}")
             return

@@ -97,6 +97,9 @@ def write_jobs(path: str, jobs: Sequence[dict]) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             for job in jobs:
                 f.write(json.dumps(job) + "\n")
+        # mkstemp's 0600 would hide the file from the farm's other users; 0o666 less the umask is
+        # what any other file the user writes gets (the core's jobfile writer does the same).
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -104,6 +107,12 @@ def write_jobs(path: str, jobs: Sequence[dict]) -> None:
         except OSError:
             pass
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @dataclass(frozen=True)

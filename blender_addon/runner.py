@@ -5,6 +5,13 @@ errors, and the work folder rule. No bpy here.
 A job owns a work folder: a hidden folder inside the destination's folder (same file system),
 where the engine writes; only a finished result is renamed to its destination, never over an
 existing file. On failure or cancel the folder is removed, so nothing partial is left.
+
+Work folders are named by host and process (`.wav2lip-job-HOST-PID-xxxx`): the folder may be on
+a project drive that several machines share, and a process id means something only on its own
+machine. Leftovers of a Blender that was killed are removed by the next job in the same folder:
+this host's at once when their process is gone; another host's, and those of older add-ons
+(named by process id alone, so of any host), only when nothing in them changed for a day (no
+job runs that long without writing), so a job running on another machine is never touched.
 """
 
 from __future__ import annotations
@@ -13,8 +20,10 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -26,7 +35,8 @@ DONE = "done"
 FAILED = "failed"
 CANCELLED = "cancelled"
 
-WORK_PREFIX = ".wav2lip-job-"  # hidden work folders inside the output folder
+WORK_PREFIX = ".wav2lip-job-"  # hidden work folders inside the output folder: + HOST-PID-random
+FOREIGN_STALE_AFTER = 24 * 3600.0  # seconds without a write before another host's folder counts as left over
 _MAX_LINE = 4000  # characters of one stderr line kept (a runaway line must not fill memory)
 
 
@@ -44,7 +54,6 @@ class Progress:
     frames: Optional[int] = None
     seconds: Optional[float] = None
     detector: Optional[str] = None
-    engine_version: Optional[str] = None
     notes: List[str] = field(default_factory=list)  # the engine's `note` events, in order
     warm: Optional[bool] = None  # serve's done: the model was already loaded
 
@@ -102,36 +111,61 @@ def protocol_refusal(lines: Sequence[str], returncode: Optional[int]) -> Optiona
     return None
 
 
+def _host_tag() -> str:
+    """This machine's name as it goes into a folder name (no '-': that separates the parts)."""
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname() or "")[:63] or "host"
+
+
 def make_workdir(dest: Optional[Path]) -> Path:
     """A new hidden work folder beside `dest` (same file system: the final rename never copies),
-    or a temp folder without one. Its name carries this process's id, so work folders that a
-    Blender which was killed could not remove are removed here, next time."""
+    or a temp folder without one. Its name carries this host and process id, so work folders
+    that a Blender which was killed could not remove are removed here, next time."""
     if dest is not None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_workdirs(dest.parent)
-        return Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=str(dest.parent)))
+        prefix = f"{WORK_PREFIX}{_host_tag()}-{os.getpid()}-"
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=str(dest.parent)))
     return Path(tempfile.mkdtemp(prefix="wav2lip_job_"))
 
 
 def remove_stale_workdirs(folder: Path) -> None:
-    """Remove work folders in `folder` whose Blender process is gone (POSIX: Windows' os.kill
-    has no harmless probe)."""
-    if os.name != "posix":  # pragma: no cover
-        return
+    """Remove the work folders in `folder` that no running job owns: this host's whose process
+    is gone (POSIX: Windows' os.kill has no harmless probe), and any other (another host's, an
+    older add-on's) that nothing wrote to for FOREIGN_STALE_AFTER."""
     try:
         names = [n for n in os.listdir(folder) if n.startswith(WORK_PREFIX)]
     except OSError:
         return
+    here = _host_tag()
     for name in names:
-        pid = name[len(WORK_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+        parts = name[len(WORK_PREFIX):].split("-")
+        if len(parts) == 3 and parts[0] == here and parts[1].isdigit():
+            pid = int(parts[1])
+            if pid == os.getpid() or os.name != "posix":
+                continue
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                shutil.rmtree(folder / name, ignore_errors=True)
+            except OSError:
+                pass  # alive (someone else's): leave it
+        elif _untouched_for(folder / name, FOREIGN_STALE_AFTER):
             shutil.rmtree(folder / name, ignore_errors=True)
-        except OSError:
-            pass  # alive (someone else's): leave it
+
+
+def _untouched_for(path: Path, seconds: float) -> bool:
+    """Whether nothing in `path` (the folder, its files) was modified for `seconds`."""
+    limit = time.time() - seconds
+    try:
+        if os.stat(path).st_mtime > limit:
+            return False
+        for root, dirs, files in os.walk(path):
+            for n in dirs + files:
+                if os.lstat(os.path.join(root, n)).st_mtime > limit:
+                    return False
+    except OSError:
+        return False
+    return True
 
 
 def apply_event(p: Progress, obj: dict) -> None:

@@ -83,7 +83,6 @@ class StripInfo:
     strobe: float = 1.0
     speed_effects: Tuple[str, ...] = ()  # names of Speed Control strips fed by this strip
     in_meta: bool = False
-    muted: bool = False
 
     @property
     def used_frames(self) -> int:
@@ -166,11 +165,12 @@ class SyncRequest:
 
 
 def _num(x: float) -> str:
-    """A float for the command line: exact enough, no exponent noise for round values."""
+    """A float for the command line: a round value as a whole number, else its exact digits
+    without an exponent (the engine's argparse would take `-3.3e-05` for an option)."""
     r = round(x)
     if abs(x - r) < 1e-12:
         return str(int(r))
-    return repr(float(x))
+    return protocol.plain_number(x)
 
 
 _SPEED_MSG = ("'{name}' plays at a changed speed ({why}); lip sync needs the clip at its own speed: "

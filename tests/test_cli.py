@@ -202,3 +202,25 @@ def test_preset_and_crf_reach_the_written_file(checkpoint, tmp_path):
         assert c.streams.video[0].codec_context.name == "h264"
     options = out.read_bytes().split(b" options: ", 1)[1].split(b"\x00", 1)[0].decode().split()
     assert {"cabac=0", "subme=0", "ref=1", "rc=crf", "crf=30.0"} <= set(options), options
+
+
+@pytest.mark.parametrize("option, value", [("--audio-start", "-3.3e-05"), ("--audio-start", "-.5e1"),
+                                           ("--duration", "-1e-3"), ("--fps", "-2E1"),
+                                           ("--enhance-fidelity", "-1e-2"), ("--sync-offset", "-1e0")])
+def test_a_negative_number_with_an_exponent_is_a_value_for_every_number_option(option, value):
+    """argparse takes `-3.3e-05` for an option; the CLI (and serve, batch) read it as the value.
+    (Range checks come later: here only that the value arrives.)"""
+    from wav2lip_core.cli import parse_args
+
+    args = parse_args(["--face", "f.mp4", "--audio", "a.wav", "--checkpoint", "c.pth", "--out", "o.mp4",
+                       option, value, "--progress", "json"])
+    assert getattr(args, option[2:].replace("-", "_")) == float(value) and args.progress == "json"
+
+
+def test_job_args_write_numbers_without_an_exponent():
+    """What `wav2lip batch` passes for a JOBS file's numbers is plain decimal, read back exactly."""
+    args = protocol.job_args({"audio-start": -3.3e-05, "audible": [1e-05, 2.5], "duration": 1e16, "fps": 29.97})
+    assert args == ["--audio-start", "-0.000033", "--audible", "0.00001", "2.5", "--duration", "10000000000000000",
+                    "--fps", "29.97"]
+    assert protocol.job_from_args(args) == {"audio-start": -3.3e-05, "audible": [1e-05, 2.5], "duration": 1e16,
+                                            "fps": 29.97}

@@ -175,14 +175,19 @@ def done_fields(result, seconds: float) -> dict:
             P.KEY_DETECTOR: result.detector}
 
 
+# Options with one number as their value (--audible takes two: the add-on writes them without
+# an exponent, protocol.plain_number).
+_NUMBER_OPTIONS = (P.OPT_FPS, P.OPT_AUDIO_START, P.OPT_DURATION, P.OPT_SYNC_OFFSET, P.OPT_ENHANCE_FIDELITY)
+
+
 def join_negative_values(argv: list[str]) -> list[str]:
     """argparse reads a value that starts with '-' but is not a plain negative number
-    (`--sync-offset -1e0`, `-.5e1`) as an unknown option; as `--sync-offset=-1e0` it is a value,
-    so such pairs are joined."""
+    (`--audio-start -3.3e-05`, `--sync-offset -.5e1`) as an unknown option; as
+    `--audio-start=-3.3e-05` it is a value, so such pairs are joined."""
     joined: list[str] = []
     k = 0
     while k < len(argv):
-        if argv[k] == P.OPT_SYNC_OFFSET and k + 1 < len(argv) and str(argv[k + 1]).startswith("-"):
+        if argv[k] in _NUMBER_OPTIONS and k + 1 < len(argv) and str(argv[k + 1]).startswith("-"):
             try:
                 float(argv[k + 1])
             except ValueError:

@@ -42,6 +42,8 @@ Nothing but events is ever written on stdout.
 from __future__ import annotations
 
 import json
+import math
+from decimal import Decimal
 from typing import Dict, Optional, Tuple
 
 # Bump when an event, key, stage or option below changes meaning or disappears.
@@ -386,7 +388,20 @@ def _scalar(value: object) -> bool:
 
 
 def _arg(value: object) -> str:
+    if isinstance(value, float):
+        return plain_number(value)
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def plain_number(x: float) -> str:
+    """A float as a command-line value: its shortest exact digits, never with an exponent.
+    argparse takes a value like `-3.3e-05` for an option (only `-N` and `-N.N` look like
+    negative numbers to it), so `--audio-start -3.3e-05` would be refused; `-0.000033` reads
+    back as the same float."""
+    x = float(x)
+    if not math.isfinite(x):
+        return json.dumps(x)
+    return format(Decimal(repr(x)), "f")
 
 
 def _number(token: str):

@@ -1,10 +1,11 @@
 """A stand-in for `python -m wav2lip_core` for the add-on's tests: the same command line and the
-same protocol, taken from the engine's own protocol module (wav2lip_core/protocol.py, standard
-library only), so the two cannot drift apart.
+same protocol, taken from the engine's own modules (wav2lip_core/cli.py's parser and
+wav2lip_core/protocol.py, neither of which imports torch), so the two cannot drift apart: an
+argument list the engine would refuse is refused here too.
 
 It writes a real (tiny) H.264 file with ceil(duration * fps) frames at --fps, reports progress as
-the core does with `--progress json`, and logs its arguments to $FAKE_ENGINE_LOG (JSON, with the
---source-times list read back). $FAKE_ENGINE_MODE:
+the core does with `--progress json`, and logs its arguments to $FAKE_ENGINE_LOG (JSON: the
+parsed options, None for those not given, and the --source-times list read back). $FAKE_ENGINE_MODE:
   ok (default) | error (exit 1 with `error: ...`) | crash (dies with a traceback-like line)
   | slow (long progress, for cancel tests) | silent (exit 0 without writing anything)
   | other_protocol (says hello in protocol N+1, then carries on as if all was well)
@@ -12,6 +13,8 @@ the core does with `--progress json`, and logs its arguments to $FAKE_ENGINE_LOG
   | old (an engine from before --protocol: argparse refuses the option, exit 2)
   | big_stderr (megabytes of stderr, the error line in the middle of them, exit 1)
   | note (a `note` event, as the real engine's detector choice)
+  | slow_load (serve: the first job "loads the model" for $FAKE_ENGINE_LOAD seconds, default 3,
+    without looking at cancel requests, as the real engine cannot while it loads or converts)
 
 `fake_engine.py serve` is the warm engine (`wav2lip serve`): the hello line, then JSON requests on
 stdin (job/cancel/quit), every job run as above with its events tagged with the job's id; error
@@ -21,8 +24,6 @@ says hello in protocol N+1, refuse_protocol exits 3 before serving, old knows no
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import json
 import math
 import os
@@ -31,11 +32,10 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-_PROTOCOL_PY = Path(__file__).resolve().parents[2] / "wav2lip_core" / "protocol.py"
-_spec = importlib.util.spec_from_file_location("_fake_engine_protocol", _PROTOCOL_PY)
-assert _spec is not None and _spec.loader is not None
-P = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(P)
+# The checkout's core, whatever the interpreter has installed (its cli and protocol modules
+# import nothing outside the standard library).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from wav2lip_core import cli, protocol as P  # noqa: E402
 
 VERSION = "0.0.0-fake"
 DETECTOR_NOTE = "face detector: haar (BlazeFace weights not found; install.py --detector-weights PATH records them)"
@@ -45,34 +45,22 @@ def emit(line: str) -> None:
     print(line, flush=True)
 
 
-def parser(with_protocol: bool = True) -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="wav2lip")
-    ap.add_argument(P.OPT_FACE, required=True)
-    ap.add_argument(P.OPT_AUDIO, required=True)
-    ap.add_argument(P.OPT_CHECKPOINT, required=True)
-    ap.add_argument(P.OPT_OUT, required=True)
-    ap.add_argument(P.OPT_DETECTOR, choices=P.names(P.DETECTORS), default=P.DETECTOR_AUTO)
-    ap.add_argument(P.OPT_DETECTOR_WEIGHTS)
-    ap.add_argument(P.OPT_BOX, nargs=4, type=int)
-    ap.add_argument(P.OPT_DEVICE, choices=P.names(P.DEVICES), default="auto")
-    ap.add_argument(P.OPT_PRECISION, choices=P.names(P.PRECISIONS), default="auto")
-    ap.add_argument(P.OPT_FPS, type=float, default=25.0)
-    ap.add_argument(P.OPT_START_FRAME, type=int, default=0)
-    ap.add_argument(P.OPT_FRAMES, type=int)
-    ap.add_argument(P.OPT_SOURCE_TIMES)
-    ap.add_argument(P.OPT_AUDIO_START, type=float, default=0.0)
-    ap.add_argument(P.OPT_AUDIBLE, type=float, nargs=2)
-    ap.add_argument(P.OPT_DURATION, type=float)
-    ap.add_argument(P.OPT_BLEND, choices=P.names(P.BLENDS))
-    ap.add_argument(P.OPT_SILENCE, choices=P.names(P.SILENCES))
-    ap.add_argument(P.OPT_SYNC_OFFSET, type=float)
-    ap.add_argument(P.OPT_ENHANCE)
-    ap.add_argument(P.OPT_ENHANCE_FIDELITY, type=float)
-    ap.add_argument(P.OPT_ALIGN, choices=P.names(P.ALIGNS))
-    ap.add_argument(P.OPT_PROGRESS, default="bar")
-    if with_protocol:
-        ap.add_argument(P.OPT_PROTOCOL, type=int)
-    return ap
+def parse(argv: list, mode: str):
+    """The engine's own parsing (cli.parse_args); `old` is an engine from before --protocol."""
+    if mode == "old" and P.OPT_PROTOCOL in argv:
+        cli.build_parser().error(f"unrecognized arguments: {P.OPT_PROTOCOL}")
+    return cli.parse_args(argv)
+
+
+def sent(args, argv: list) -> dict:
+    """The parsed options for the log, None for each option the command line did not give (the
+    parser's defaults would hide what the add-on left out)."""
+    given = {a.split("=", 1)[0] for a in argv if str(a).startswith("--")}
+    logged = vars(args).copy()
+    for action in cli.build_parser()._actions:
+        if action.option_strings and not given & set(action.option_strings):
+            logged[action.dest] = None
+    return logged
 
 
 def main(argv=None) -> int:
@@ -80,7 +68,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == [P.SERVE_COMMAND] and mode != "old":
         return serve(mode)
-    args = parser(with_protocol=mode != "old").parse_args(argv)
+    args = parse(argv, mode)
     if mode == "refuse_protocol" or (args.protocol is not None and args.protocol != P.PROTOCOL_VERSION):
         theirs = P.PROTOCOL_VERSION + 1 if mode == "refuse_protocol" else P.PROTOCOL_VERSION
         print(f"error: this engine speaks protocol {theirs}, the caller {args.protocol}: re-run install.py",
@@ -93,8 +81,7 @@ def main(argv=None) -> int:
     log = os.environ.get("FAKE_ENGINE_LOG")
     if log:
         with open(log, "w") as f:
-            json.dump({"argv": sys.argv[1:], "source_times_list": times,
-                       **vars(args)}, f)
+            json.dump({"argv": sys.argv[1:], "source_times_list": times, **sent(args, argv)}, f)
     json_mode = args.progress == P.PROGRESS_JSON
     if json_mode:
         emit(P.event(P.EVENT_HELLO, **{P.KEY_PROTOCOL: P.PROTOCOL_VERSION + 1, P.KEY_VERSION: "9.9"})
@@ -124,12 +111,13 @@ def main(argv=None) -> int:
         return 0
     if mode == "note":
         emit(P.note(DETECTOR_NOTE))
+    fps = args.fps or 25.0
     duration = args.duration if args.duration is not None else 1.0
-    n = max(1, math.ceil(duration * args.fps - 1e-9))
+    n = max(1, math.ceil(duration * fps - 1e-9))
     for stage in P.STAGES:
         for i in range(0, n + 1, max(1, n // 3)):
             emit(P.progress(stage, min(i, n), n))
-    write_clip(args.out, n, args.fps)
+    write_clip(args.out, n, fps)
     if json_mode:
         emit(P.event(P.EVENT_DONE, **{P.KEY_OUT: args.out, P.KEY_FRAMES: n, P.KEY_SECONDS: 0.1,
                                       P.KEY_DETECTOR: "haar"}))
@@ -201,7 +189,11 @@ def serve(mode: str) -> int:
             with lock:
                 return job in cancelled or state["stop"]
 
-        args = parser().parse_args(req[P.KEY_ARGS])
+        try:
+            args = cli.parse_args(req[P.KEY_ARGS])
+        except SystemExit:  # argparse said why on stderr; the real serve answers an error event
+            tagged(P.EVENT_ERROR, **{P.KEY_MESSAGE: "bad job arguments (see the engine's stderr)"})
+            continue
         log = os.environ.get("FAKE_ENGINE_LOG")
         if log:
             times = None
@@ -209,7 +201,7 @@ def serve(mode: str) -> int:
                 with open(args.source_times, encoding="utf-8") as f:
                     times = json.load(f)
             with open(log, "w") as f:
-                json.dump({"argv": req[P.KEY_ARGS], "source_times_list": times, **vars(args)}, f)
+                json.dump({"argv": req[P.KEY_ARGS], "source_times_list": times, **sent(args, req[P.KEY_ARGS])}, f)
         if mode == "error":
             tagged(P.EVENT_ERROR, **{P.KEY_MESSAGE: "cannot read the checkpoint: it is not a Wav2Lip model"})
             continue
@@ -224,6 +216,10 @@ def serve(mode: str) -> int:
             tagged(P.EVENT_PROGRESS, **{P.KEY_STAGE: P.STAGE_AUDIO, P.KEY_DONE: 1, P.KEY_TOTAL: 10})
             print("Segmentation fault (simulated)", file=sys.stderr, flush=True)
             os._exit(1)
+        if mode == "slow_load" and not state.get("loaded"):
+            tagged(P.EVENT_PROGRESS, **{P.KEY_STAGE: P.STAGE_LOAD, P.KEY_DONE: 0, P.KEY_TOTAL: 1})
+            time.sleep(float(os.environ.get("FAKE_ENGINE_LOAD", "3")))  # deaf to cancel, as a model load
+            state["loaded"] = True
         if mode == "slow":
             for i in range(600):
                 if stop():
@@ -233,15 +229,16 @@ def serve(mode: str) -> int:
         if stop():
             tagged(P.EVENT_CANCELLED)
             continue
+        fps = args.fps or 25.0
         duration = args.duration if args.duration is not None else 1.0
-        n = max(1, math.ceil(duration * args.fps - 1e-9))
+        n = max(1, math.ceil(duration * fps - 1e-9))
         if mode == "note":
             tagged(P.EVENT_NOTE, **{P.KEY_MESSAGE: DETECTOR_NOTE})
         for stage in P.STAGES:
             for i in range(0, n + 1, max(1, n // 3)):
                 tagged(P.EVENT_PROGRESS, **{P.KEY_STAGE: stage, P.KEY_DONE: min(i, n), P.KEY_TOTAL: n})
         if mode != "silent":
-            write_clip(args.out, n, args.fps)
+            write_clip(args.out, n, fps)
         tagged(P.EVENT_DONE, **{P.KEY_OUT: args.out, P.KEY_FRAMES: n, P.KEY_SECONDS: 0.1,
                                 P.KEY_DETECTOR: "haar", P.KEY_WARM: jobs_run > 0})
         jobs_run += 1

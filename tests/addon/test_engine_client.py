@@ -56,6 +56,25 @@ def test_the_stand_in_engine_uses_the_engines_protocol_module():
     assert Path(fake.P.__file__).resolve() == real.resolve() == Path(protocol.__file__).resolve()
 
 
+def test_the_stand_in_engine_parses_with_the_engines_own_parser(tmp_path, fake_python):
+    """Whatever the real CLI takes (and only that) reaches the stand-in, so the add-on's tests
+    catch an argument list the engine would refuse."""
+    import subprocess
+
+    base = ["-m", "wav2lip_core", "--face", "f.mp4", "--audio", "a.wav", "--checkpoint", "c.pth",
+            "--out", str(tmp_path / "o.mp4"), "--fps", "24", "--duration", "0.2", "--progress", "json"]
+    env = _env("ok", FAKE_ENGINE_LOG=str(tmp_path / "log.json"))
+    ok = subprocess.run([fake_python, *base, "--runtime", "openvino", "--crf", "20", "--no-smooth",
+                         "--audio-start", "-3.3e-05"], env=env, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    import json
+
+    logged = json.loads((tmp_path / "log.json").read_text())
+    assert (logged["runtime"], logged["crf"], logged["no_smooth"], logged["audio_start"]) == ("openvino", 20, True, -3.3e-05)
+    bad = subprocess.run([fake_python, *base, "--crf", "99"], env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == protocol.EXIT_USAGE and "--crf: 99 is out of range" in bad.stderr
+
+
 def test_error_from_stderr():
     assert runner.error_from_stderr(["x", "error: no face in frame 3", ""], 2) == "no face in frame 3"
     assert "Traceback" not in runner.error_from_stderr(["Traceback (most recent call last):", "  File x", "KeyError: 'a'"], 1)
@@ -73,7 +92,7 @@ def test_jobs_run_in_turn_on_one_engine_and_results_move_into_place(tmp_path, fa
     a, b = _job(tmp_path, "out/A.mp4"), _job(tmp_path, "out/B.mp4")
     # The engine writes into a hidden folder beside the destination (same file system: the final
     # step is a rename, never a copy).
-    assert a.workdir.parent == tmp_path / "out" and a.workdir.name.startswith(f".wav2lip-job-{os.getpid()}-")
+    assert a.workdir.parent == tmp_path / "out" and a.workdir.name.startswith(f".wav2lip-job-{runner._host_tag()}-{os.getpid()}-")
     eng = _run(fake_python, _env("ok"), a, b)
     pa, pb = a.wait(30), b.wait(30)
     assert pa.status == pb.status == runner.DONE, (pa.message, pb.message)
@@ -277,12 +296,12 @@ def test_work_folders_of_a_gone_blender_are_removed(tmp_path):
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
-    stale = tmp_path / f"{runner.WORK_PREFIX}{gone}-abc"
+    stale = tmp_path / f"{runner.WORK_PREFIX}{runner._host_tag()}-{gone}-abc"
     stale.mkdir()
     (stale / "result.mp4").write_bytes(b"half")
     mine = runner.make_workdir(tmp_path / "x.mp4")
     assert not stale.exists() and mine.exists()
-    other = tmp_path / f"{runner.WORK_PREFIX}1-abc"  # pid 1 is alive: not ours to remove
+    other = tmp_path / f"{runner.WORK_PREFIX}{runner._host_tag()}-1-abc"  # pid 1 is alive: not ours to remove
     other.mkdir()
     runner.make_workdir(tmp_path / "y.mp4")
     assert other.exists()
@@ -327,3 +346,183 @@ def test_engine_python_by_bare_name(tmp_path, monkeypatch):
     assert engine_python.find_engine_python("mypython3") == str(exe)
     with pytest.raises(engine_python.EngineNotFound, match="'nosuchpython9' is not on PATH"):
         engine_python.find_engine_python("nosuchpython9")
+
+
+# --- issue 17: cancel while loading, races, reader bugs, the UI thread, shared drives ------------
+
+def _wait_for(cond, timeout=20.0):
+    end = time.monotonic() + timeout
+    while not cond() and time.monotonic() < end:
+        time.sleep(0.02)
+    return cond()
+
+
+def test_sync_again_right_after_a_cancel_during_the_load_gets_a_fresh_engine(tmp_path, fake_python):
+    """Cancel while the engine loads its model (deaf to cancel requests), then Sync again at once:
+    the new job must not go to the cancelled job's engine (which is stopped when it does not let
+    go in time) but to a fresh one, and finish."""
+    env = _env("slow_load", FAKE_ENGINE_LOAD="4")
+    engines = []
+
+    def engine_for():
+        engines.append(engine.session_engine(fake_python, env))
+        return engines[-1]
+
+    a = _job(tmp_path, "A.mp4")
+    jobqueue.JobQueue([a], engine_for).start()
+    assert _wait_for(lambda: a.poll().stage == protocol.STAGE_LOAD)
+    a.cancel(grace=1.0)  # (the add-on waits 10 s; the stand-in's load outlasts this grace as a real one outlasts 10 s)
+    assert a.poll().status == runner.CANCELLED
+    b = _job(tmp_path, "B.mp4")
+    jobqueue.JobQueue([b], engine_for).start()
+    p = b.wait(30)
+    assert p.status == runner.DONE, p.message
+    assert engines[0] is not engines[-1] and b.pid != a.pid
+    assert _wait_for(lambda: not engines[0].alive, 10) and engines[-1].alive
+    assert sorted(os.listdir(tmp_path)) == ["B.mp4"]
+
+
+def test_an_engine_that_let_go_of_a_cancelled_job_is_kept(tmp_path, fake_python):
+    """The usual cancel (the engine answers): the warm engine stays and takes the next job."""
+    env = _env("slow")
+    a = _job(tmp_path, "A.mp4")
+    first = engine.session_engine(fake_python, env)
+    jobqueue.JobQueue([a], lambda: engine.session_engine(fake_python, env)).start()
+    assert _wait_for(lambda: a.poll().stage == protocol.STAGE_SYNC)
+    a.cancel()
+    assert _wait_for(lambda: not a.workdir.exists())
+    assert engine.session_engine(fake_python, env) is first and first.alive
+
+
+def test_a_cancel_that_races_the_delivery_keeps_the_finished_clip(tmp_path, fake_python, monkeypatch):
+    """The engine reported done and the result is being moved into place when Cancel comes: the
+    clip is complete, so the job counts as done (and gets inserted), nothing is thrown away."""
+    import threading
+
+    delivering, go = threading.Event(), threading.Event()
+    real_deliver = jobqueue.deliver
+
+    def paused_deliver(produced, dest):
+        delivering.set()
+        go.wait(10)
+        return real_deliver(produced, dest)
+
+    monkeypatch.setattr(jobqueue, "deliver", paused_deliver)
+    a = _job(tmp_path, "A.mp4")
+    _run(fake_python, _env("ok"), a)
+    assert delivering.wait(30)
+    a.cancel()  # returns at once (the delivery is not waited for on the UI thread) ...
+    assert not go.is_set()
+    go.set()
+    p = a.wait(10)
+    assert p.status == runner.DONE, p.message  # ... and the clip counts
+    assert p.out == str(tmp_path / "A.mp4") and os.path.getsize(p.out) > 0
+
+
+def test_a_bug_in_the_reader_thread_fails_the_job_and_retires_the_engine(tmp_path, fake_python, monkeypatch):
+    def broken(p, obj):
+        raise KeyError("stage")
+
+    monkeypatch.setattr(jobqueue, "apply_event", broken)
+    a = _job(tmp_path)
+    eng = _run(fake_python, _env("ok"), a)
+    p = a.wait(10)
+    assert a.finished and p.status == runner.FAILED  # not a bar frozen forever
+    assert "\n" not in p.message and "KeyError" in p.message and "next sync starts a fresh" in p.message
+    assert _wait_for(lambda: not eng.alive and eng.pid is not None and eng._proc.poll() is not None, 10)
+
+
+def _deaf_python(tmp_path: Path, ignore_term: bool = True) -> str:
+    """An engine that says hello, then ignores its input (quit, end of input) and SIGTERM."""
+    script = tmp_path / "deaf.py"
+    script.write_text(
+        "import json, signal, sys, time\n"
+        + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignore_term else "")
+        + f"print(json.dumps({{'event': 'hello', 'protocol': {protocol.PROTOCOL_VERSION}, 'version': 'x'}}), flush=True)\n"
+        "time.sleep(60)\n")
+    py = tmp_path / "python"
+    py.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}"\n')
+    py.chmod(0o755)
+    return str(py)
+
+
+def test_stop_returns_before_a_slow_engine_exits(tmp_path):
+    """Stopping an engine never waits on the UI thread: the escalation (SIGTERM, then SIGKILL)
+    goes on in the background."""
+    eng = engine.Engine(_deaf_python(tmp_path)).start()
+    assert _wait_for(lambda: eng._hello)
+    eng.stop(grace=1.0)
+    assert eng._proc.poll() is None  # returned while the engine still runs ...
+    assert not eng.alive  # ... and takes no job any more
+    assert _wait_for(lambda: eng._proc.poll() is not None, 10)  # then killed: SIGTERM is ignored
+    assert eng._proc.returncode == -signal.SIGKILL
+
+
+def test_the_interpreter_probe_does_not_run_on_the_calling_thread(tmp_path, monkeypatch, fake_python):
+    """The first run looks for the engine's Python by running candidates (engine_python); the queue
+    starts its job off the calling (UI) thread, so a slow probe does not freeze Blender."""
+    gate = tmp_path / "go"
+    probed = tmp_path / "probed"
+    slow = tmp_path / "slowpy"
+    slow.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = "-c" ]; then\n'
+        f'  i=0; while [ ! -e "{gate}" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done\n'
+        f'  touch "{probed}"; exec "{sys.executable}" "$@"\n'
+        "fi\n"
+        f'exec "{fake_python}" "$@"\n')
+    slow.chmod(0o755)
+    monkeypatch.setenv("WAV2LIP_PYTHON", str(slow))
+    env = _env("ok")
+    a = _job(tmp_path, "A.mp4")
+    q = jobqueue.JobQueue([a], lambda: engine.session_engine(engine_python.find_engine_python(""), env))
+    q.start()
+    assert not probed.exists()  # start() returned while the probe still waits
+    gate.write_text("")
+    p = a.wait(30)
+    assert p.status == runner.DONE, p.message
+    assert probed.exists() and a.pid is not None
+
+
+def test_work_folders_carry_the_host_and_only_this_hosts_are_swept(tmp_path):
+    """On a shared project drive several machines write work folders side by side: a folder is
+    named by host and process, and only this host's dead processes' folders are removed."""
+    import socket
+    import subprocess
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    mine = runner.make_workdir(tmp_path / "x.mp4")
+    host = runner._host_tag()
+    assert host and socket.gethostname().split(".")[0][:8].lower() in mine.name.lower()
+    assert mine.name.startswith(f"{runner.WORK_PREFIX}{host}-{os.getpid()}-")
+    dead_here = tmp_path / f"{runner.WORK_PREFIX}{host}-{gone}-abc"
+    elsewhere = tmp_path / f"{runner.WORK_PREFIX}otherbox-{gone}-abc"  # that pid may be running there
+    old_style = tmp_path / f"{runner.WORK_PREFIX}{gone}-abc"  # an older add-on's name: any host's
+    old_and_untouched = tmp_path / f"{runner.WORK_PREFIX}{gone}-def"
+    for d in (dead_here, elsewhere, old_style, old_and_untouched):
+        d.mkdir()
+        (d / "result.mp4").write_bytes(b"half")
+    day_ago = time.time() - 2 * 86400
+    for p in (old_and_untouched / "result.mp4", old_and_untouched):
+        os.utime(p, (day_ago, day_ago))
+    runner.make_workdir(tmp_path / "y.mp4")
+    assert not dead_here.exists() and mine.exists()
+    assert elsewhere.exists() and old_style.exists()
+    assert not old_and_untouched.exists()  # nothing written for a day: no job runs there
+
+
+def test_the_interpreter_lookup_for_a_panel_answers_without_waiting(tmp_path, monkeypatch):
+    gate, probed = tmp_path / "go", tmp_path / "probed"
+    slow = tmp_path / "slowpy"
+    slow.write_text(
+        "#!/bin/sh\n"
+        f'i=0; while [ ! -e "{gate}" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done\n'
+        f'touch "{probed}"; exec "{sys.executable}" "$@"\n')
+    slow.chmod(0o755)
+    monkeypatch.setenv("WAV2LIP_PYTHON", str(slow))
+    monkeypatch.setattr(engine_python, "_found", {})
+    monkeypatch.setattr(engine_python, "_lookups", {})
+    assert engine_python.found_in_background("") is None and not probed.exists()  # looking, not waiting
+    gate.write_text("")
+    assert _wait_for(lambda: engine_python.found_in_background("") == str(slow), 20)

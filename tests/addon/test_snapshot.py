@@ -198,3 +198,47 @@ def test_fractional_fps_is_passed_exactly():
     a = _args(req)
     assert float(a["--fps"]) == 30000 / 1001
     assert float(a["--duration"]) * float(a["--fps"]) == pytest.approx(125, abs=1e-9)
+
+
+def _real_parser():
+    """The engine's own argument parser (wav2lip_core/cli.py: torch-free), strict: as argparse
+    reads a command line, without the CLI's joining of `--opt -1e-5` pairs."""
+    from wav2lip_core import cli
+
+    return cli.build_parser()
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("audio_start, duration, audible", [
+    (-3.3e-05, 2.5, None),  # a sound that starts a hair after the video (the issue's number)
+    (-1e-07, 1 / 24000, (1e-05, 2 / 24000)),
+    (-123456.75, 1e-4, (0.0, 5e-5)),
+    (1e16, 2.0, None),
+])
+def test_the_engine_parses_every_number_the_addon_writes(audio_start, duration, audible):
+    req = snap.SyncRequest(
+        source_name="Face", source_channel=2, face_path="/m/face.mp4", is_image=False, scene_fps=24000 / 1001,
+        insert_frame=10, used_frames=3, start_frame=4, audio_path="/m/speech.wav", audio_start=audio_start,
+        duration=duration, audible=audible)
+    args = req.engine_args(checkpoint="c.pth", out="o.mp4", extra=("--sync-offset", "0.5"))
+    parsed = _real_parser().parse_args(args)
+    assert not [a for a in args if _is_number(a) and "e" in a.lower()]  # no exponent anywhere
+    # Exact: the engine gets the very floats the add-on computed (frame/second timing).
+    assert parsed.audio_start == audio_start and parsed.duration == duration
+    assert parsed.fps == 24000 / 1001 and parsed.start_frame == 4 and parsed.frames == 3
+    assert parsed.audible == (list(audible) if audible else None)
+
+
+def test_a_tiny_negative_offset_from_a_plan_reaches_the_engine():
+    # The sound starts 0.0008 frames after the video (a float scene position): -3.3e-05 s.
+    req = plan(movie(), sound(frame_start=10.0 + 24 * 3.3e-05, final_start=10, final_end=130), 24.0)
+    assert -4e-05 < req.audio_start < 0
+    args = req.engine_args(checkpoint="c.pth", out="o.mp4", source_times_path="/t/times.json")
+    assert _real_parser().parse_args(args).audio_start == req.audio_start

@@ -64,6 +64,36 @@ def test_job_line_holds_the_engine_arguments_and_inline_times(tmp_path):
     assert written == {P.OPT_SOURCE_TIMES: [0.32, 0.36, 1 / 3]}
 
 
+def test_a_jobs_line_with_tiny_numbers_reads_back_through_the_real_parser():
+    """The export's numbers as `wav2lip batch` hands them to the engine (protocol.job_args, then
+    the CLI's own parser): a tiny negative audio start must stay a value, not look like an option."""
+    from wav2lip_core import cli
+
+    jf, snap = load("jobs_file"), load("snapshot")
+    req = snap.SyncRequest(
+        source_name="Face", source_channel=2, face_path="/clips/face.mp4", is_image=True, scene_fps=24.0,
+        insert_frame=9, used_frames=3, start_frame=None, audio_path="/clips/speech.wav", audio_start=-3.3e-05,
+        duration=0.125, audible=(1e-05, 0.1))
+    args = req.engine_args(checkpoint="/w/ckpt.pth", out="/o/Face.lipsync.mp4",
+                           extra=("--sync-offset", "-0.5", "--enhance-fidelity", "0.00001"))
+    job = jf.job_line(jf.StripRef("Scene", "Face", 9, 3), args, None)
+    assert job["audio-start"] == -3.3e-05 and job["audible"] == [1e-05, 0.1]  # numbers in the file
+    parsed = cli.build_parser().parse_args(jf.P.job_args(job))
+    assert (parsed.audio_start, parsed.audible, parsed.duration) == (-3.3e-05, [1e-05, 0.1], 0.125)
+    assert (parsed.sync_offset, parsed.enhance_fidelity) == (-0.5, 1e-05)
+
+
+def test_exported_jobs_files_get_the_users_normal_permissions(tmp_path):
+    jf = load("jobs_file")
+    old = os.umask(0o027)
+    try:
+        jf.write_jobs(str(tmp_path / "jobs.jsonl"), [{"id": "a"}])
+    finally:
+        os.umask(old)
+    assert (tmp_path / "jobs.jsonl").stat().st_mode & 0o777 == 0o640  # 0o666 less the umask, as the core writes
+    assert os.listdir(tmp_path) == ["jobs.jsonl"]
+
+
 def test_report_read_back(tmp_path):
     jf = load("jobs_file")
     report = tmp_path / "r.jsonl"
@@ -252,3 +282,34 @@ def test_import_follows_a_moved_strip_and_warns_about_a_trimmed_one(fresh, studi
     assert (a.channel, a.frame_final_start, a.frame_final_duration) == (3, 19, 24)
     assert (b.channel, b.frame_final_start, b.frame_final_duration) == (3, 121, 24)
     assert "'Face2' was changed while syncing; the synced clip matches it as it was (frames 121-144)" in out
+
+
+def test_a_sound_a_hair_late_syncs_and_exports_for_the_real_parser(fresh, studio, prefs, media, fake_python,
+                                                                   dummy_checkpoint, engine_log, tmp_path):
+    """A sound strip delayed by 33 microseconds (Blender 5.0's sound offset) gives the engine an
+    audio start of -3.3e-05 s. Sync Lips (the stand-in parses with the engine's own parser) and
+    the exported JOBS line (read back as `wav2lip batch` does) both get it as a value."""
+    from wav2lip_core import cli
+
+    bpy, scene = fresh
+    face = add_movie(scene, "Face", media / KATIE, 2, 1)
+    face.frame_offset_end = 176  # frames 1-24, as the sound
+    speech = add_sound(scene, "Speech", media / SPEECH, 1, 1)
+    if not hasattr(speech, "sound_offset"):
+        pytest.skip("this Blender has no sound offset")
+    speech.sound_offset = 3.3e-05
+    for s in strips(scene):
+        s.select = True
+    prefs.checkpoint, prefs.detector, prefs.device, prefs.engine_python = dummy_checkpoint, "box", "cpu", fake_python
+    prefs.box = KATIE_BOX
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "hair.blend"))  # results beside it
+    assert bpy.ops.sequencer.wav2lip_sync(video_strip="Face", audio_strip="Speech") == {"FINISHED"}
+    sent = json.loads(engine_log.read_text())
+    assert sent["audio_start"] == -speech.sound_offset  # the file time heard at frame 1, exactly
+    jobs_path = tmp_path / "jobs.jsonl"
+    assert bpy.ops.sequencer.wav2lip_export_jobs(filepath=str(jobs_path)) == {"FINISHED"}
+    job = _read_jobs(jobs_path)[0]
+    assert job["audio-start"] == -speech.sound_offset
+    parsed = cli.build_parser().parse_args(studio.protocol.job_args(
+        {k: v for k, v in job.items() if k not in ("id", "source-times")}))
+    assert parsed.audio_start == job["audio-start"]

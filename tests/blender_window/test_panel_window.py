@@ -1,9 +1,11 @@
 """The add-on's panel in a real Blender window: the Blender program on PATH (Debian 12's 3.4.1 in
 CI) with its full UI under Xvfb, real X input events from xdotool.
 
-One Blender session (window_script.py, ~30 s) does everything through Blender's event loop and
+One Blender session (window_script.py, ~50 s) does everything through Blender's event loop and
 writes what happened to JSON; the tests below judge it. The engine is the stand-in
 (tests/addon/fake_engine.py) with its stdout paced (paced_engine.py), so a job takes seconds.
+The panel's buttons are clicked with the mouse (found by hovering and copying each button's
+Python command): a button press reuses an operator's last properties, a script call does not.
 
 WAV2LIP_UPDATE_DOCS=1 also writes the README's panel picture (docs/panel.png) from the run.
 """

@@ -116,8 +116,12 @@ def insert_result(job: Job) -> StripLike:
     if source is not None:
         _copy_look(source, strip)
     # The source stays selected (change a setting, sync or preview again); the result is never
-    # taken for a source (capture maps it back), but selected it would look like one.
+    # taken for a source (capture maps it back), but selected it would look like one. A full
+    # result becomes the active strip, unselected: the Strip sidebar shows what was inserted
+    # (and scripts find it there), while the selection still names the source.
     strip.select = False
+    if not job.preview:
+        compat.set_active_strip(ed, strip)
     if job.mute_source and source is not None and not job.preview:
         source.mute = True
     return strip

@@ -199,8 +199,12 @@ def test_sync_inserts_one_strip_with_scene_timing(fresh, media, fake_python, dum
     assert out.name == "Face.lipsync" and out.type == "MOVIE"
     assert (out.frame_final_start, out.frame_final_duration) == (13, 88)
     assert out.channel == 4  # 3 is busy
-    # The source stays selected and active, not the result: the panel goes on offering the source.
-    assert not out.select and face.select and scene.sequence_editor.active_strip == face
+    # The source stays selected, not the result (active, so the Strip sidebar shows it): the
+    # panel goes on offering the source.
+    assert not out.select and face.select and scene.sequence_editor.active_strip == out
+    from blender_addon import capture
+
+    assert [(v.name, a.name) for v, a in capture.choose_pairs(bpy.context, scene)] == [("Face", "Speech")]
     assert out.filepath.startswith("//")
     assert os.path.isfile(bpy.path.abspath(out.filepath))
     assert os.path.dirname(bpy.path.abspath(out.filepath)) == str(blend.parent / "lipsync")

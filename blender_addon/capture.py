@@ -1,5 +1,6 @@
-"""Read strips into plain data (snapshot.StripInfo), choose strips from the selection, and cut
-audio. The only module besides compat that looks at strip properties."""
+"""Read strips into plain data (snapshot.StripInfo) and choose the strips to sync from the
+selection: which movie strips, each with the sound strip that plays under it. The add-on's own
+results and previews are never sources: each stands for the strip it was synced from."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from .compat import StripLike
 from .snapshot import IMAGE, MOVIE, SOUND, StripInfo, overlap
 
 PREVIEW_TAG = "wav2lip_preview_of"  # custom property on a preview strip: the source strip's name
+RESULT_TAG = "wav2lip_result_of"  # the same on a synced result strip
 
 VIDEO_TYPES = (compat.MOVIE, compat.IMAGE)
 
@@ -134,71 +136,107 @@ def _span(strip: StripLike) -> Tuple[int, int]:
     return int(strip.frame_final_start), int(strip.frame_final_end)
 
 
+def synced_from(strip: StripLike) -> Optional[str]:
+    """The source strip's name when `strip` is one of the add-on's results or previews."""
+    for tag in (RESULT_TAG, PREVIEW_TAG):
+        name = compat.strip_tag(strip, tag)
+        if name:
+            return str(name)
+    return None
+
+
+def as_source(ed: Any, strip: Optional[StripLike]) -> Optional[StripLike]:
+    """The strip to sync for `strip`: itself, or for a result or preview the strip it was synced
+    from (None when that is gone)."""
+    if strip is None:
+        return None
+    name = synced_from(strip)
+    if name is None:
+        return strip
+    source = compat.find_strip(ed, name)
+    return source if source is not None and synced_from(source) is None else None
+
+
+def _sound_under(video: StripLike, selected_sounds: List[StripLike], all_sounds: List[StripLike]
+                 ) -> Optional[StripLike]:
+    """The selected sound strip playing under `video` most, else any sound strip playing under it
+    most (unmuted first); None when none plays under it (a strip beside it is no pair)."""
+    v0, v1 = _span(video)
+    under = [s for s in selected_sounds if overlap(v0, v1, *_span(s)) > 0]
+    if under:
+        return max(under, key=lambda s: overlap(v0, v1, *_span(s)))
+    cands = [s for s in all_sounds if overlap(v0, v1, *_span(s)) > 0]
+    return max(cands, key=lambda s: (not s.mute, overlap(v0, v1, *_span(s)))) if cands else None
+
+
+def _selected_videos(ed: Any, selected: List[StripLike]) -> List[StripLike]:
+    """The selected movie/image strips as sources (results and previews mapped back), once each."""
+    videos: List[StripLike] = []
+    for s in selected:
+        if s.type in VIDEO_TYPES:
+            source = as_source(ed, s)
+            if source is not None and source.type in VIDEO_TYPES and source not in videos:
+                videos.append(source)
+    return videos
+
+
 def choose_strips(context: Context, scene: Scene, video_name: str = "", sound_name: str = ""
                   ) -> Tuple[Optional[StripLike], Optional[StripLike]]:
     """(video strip or None, sound strip or None) from explicit names, else the selection:
-    the active movie/image strip if selected (or the first selected one), and the selected sound
-    strip overlapping it most, else any sound strip overlapping it most (unmuted first)."""
+    the active movie/image strip if selected (or the first selected one), and the sound strip
+    playing under it (_sound_under). A result or preview strip stands for its source. With no
+    movie strip, the selected sound strip (so the panel can name it)."""
     ed = compat.editor(scene)
     if ed is None:
         return None, None
     video = sound = None
     if video_name:
-        video = compat.find_strip(ed, video_name)
+        video = as_source(ed, compat.find_strip(ed, video_name))
     if sound_name:
         sound = compat.find_strip(ed, sound_name)
     selected = compat.selected_strips(context, ed)
     if video is None and not video_name:
         active = compat.active_strip(ed)
         if active is not None and active.type in VIDEO_TYPES and active.select:
-            video = active
-        else:
-            vids = [s for s in selected if s.type in VIDEO_TYPES]
+            video = as_source(ed, active)
+        if video is None:
+            vids = _selected_videos(ed, selected)
             vids.sort(key=lambda s: (-int(s.channel), int(s.frame_final_start)))
             video = vids[0] if vids else None
     if sound is None and not sound_name:
         sel_sounds = [s for s in selected if s.type == compat.SOUND]
         if video is not None:
-            v0, v1 = _span(video)
-            if sel_sounds:
-                sound = max(sel_sounds, key=lambda s: overlap(v0, v1, *_span(s)))
-            else:
-                cands = [s for s in compat.current_strips(ed)
-                         if s.type == compat.SOUND and overlap(v0, v1, *_span(s)) > 0]
-                if cands:
-                    sound = max(cands, key=lambda s: (not s.mute, overlap(v0, v1, *_span(s))))
+            sound = _sound_under(video, sel_sounds, [s for s in compat.current_strips(ed) if s.type == compat.SOUND])
         elif sel_sounds:
             sound = sel_sounds[0]
     return video, sound
 
 
 def choose_pairs(context: Context, scene: Scene) -> List[Tuple[StripLike, Optional[StripLike]]]:
-    """Every selected movie/image strip with its own sound strip, in timeline order: the selected
-    sound strip under it (overlapping it most), else any sound strip overlapping it most
-    (unmuted first); None when none plays under it. One selected strip: as choose_strips."""
+    """Every selected movie/image strip (a result or preview: its source) with its own sound
+    strip, in timeline order (_sound_under; None when none plays under it). One such strip: as
+    choose_strips."""
     ed = compat.editor(scene)
     if ed is None:
         return []
     selected = compat.selected_strips(context, ed)
-    # A preview strip is never a source (select-all then Sync Lips syncs the shots, not their previews).
-    videos = [s for s in selected if s.type in VIDEO_TYPES and compat.strip_tag(s, PREVIEW_TAG) is None]
+    videos = _selected_videos(ed, selected)
     if len(videos) <= 1:
         video, sound = choose_strips(context, scene)
         return [(video, sound)] if video is not None else []
     videos.sort(key=lambda s: (int(s.frame_final_start), int(s.channel)))
     sel_sounds = [s for s in selected if s.type == compat.SOUND]
     all_sounds = [s for s in compat.current_strips(ed) if s.type == compat.SOUND]
-    pairs: List[Tuple[StripLike, Optional[StripLike]]] = []
-    for video in videos:
-        v0, v1 = _span(video)
-        under = [s for s in sel_sounds if overlap(v0, v1, *_span(s)) > 0]
-        if under:
-            sound = max(under, key=lambda s: overlap(v0, v1, *_span(s)))
-        else:
-            cands = [s for s in all_sounds if overlap(v0, v1, *_span(s)) > 0]
-            sound = max(cands, key=lambda s: (not s.mute, overlap(v0, v1, *_span(s)))) if cands else None
-        pairs.append((video, sound))
-    return pairs
+    return [(video, _sound_under(video, sel_sounds, all_sounds)) for video in videos]
+
+
+def lone_sound(context: Context, scene: Scene) -> Optional[StripLike]:
+    """The selected sound strip when no movie/image strip is selected (the panel names it, and
+    asks for the movie strip, instead of saying there is no sound)."""
+    ed = compat.editor(scene)
+    if ed is None or choose_pairs(context, scene):
+        return None
+    return choose_strips(context, scene)[1]
 
 
 def occupied(scene: Scene) -> List[Tuple[int, int, int]]:

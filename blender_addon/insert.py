@@ -1,29 +1,61 @@
-"""Put a finished clip on the timeline, where its source strip is (or was), replacing the
-source's preview strip; a preview goes on as a preview strip (tagged, so the next one finds it)."""
+"""Put a finished clip on the timeline, where its source strip is (or was), in place of the
+source's earlier result and preview strips (tagged with the source's name, so the next one finds
+them); the strip is named after its file. The source stays selected, the result does not: the
+panel goes on offering the source."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import os
+from typing import Any, List, Optional
 
 import bpy
 
 from . import capture, compat
 from .compat import StripLike
-from .jobs import PREVIEW_TAG, SUFFIX, PREVIEW_SUFFIX, Job, strip_state
+from .jobs import PREVIEW_SUFFIX, PREVIEW_TAG, RESULT_TAG, Job, strip_state
 from .snapshot import SnapshotError, first_free_channel
 
 
-def remove_previews(ed: Any, source_name: str) -> int:
-    """Remove the preview strips of `source_name` (their files stay: an undo brings them back)."""
-    gone = [s for s in compat.all_strips(ed) if compat.strip_tag(s, PREVIEW_TAG) == source_name]
-    removed = 0
-    for s in gone:
+def _remove(ed: Any, strips: List[StripLike]) -> List[str]:
+    """Remove the strips; the absolute paths of the movie files they showed."""
+    files = []
+    for s in strips:
+        path = capture.strip_filepath(s)
         try:
             compat.remove_strip(ed, s)
-            removed += 1
         except (RuntimeError, ReferenceError):  # moved into a meta strip by the user: left alone
-            pass
-    return removed
+            continue
+        files.append(path)
+    return files
+
+
+def _in_use(path: str) -> bool:
+    """Whether a strip of any scene still shows the file."""
+    for scene in bpy.data.scenes:
+        for s in compat.all_strips(compat.editor(scene)):
+            if s.type == compat.MOVIE and capture.strip_filepath(s) == path:
+                return True
+    return False
+
+
+def remove_previews(ed: Any, source_name: str) -> int:
+    """Remove the preview strips of `source_name`, and their files where no other strip shows
+    them: previews are the add-on's own short-lived output (an undo back to one finds it gone)."""
+    gone = [s for s in compat.all_strips(ed) if compat.strip_tag(s, PREVIEW_TAG) == source_name]
+    files = _remove(ed, gone)
+    for path in files:
+        if PREVIEW_SUFFIX in os.path.basename(path) and not _in_use(path):
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+    return len(files)
+
+
+def remove_results(ed: Any, source_name: str) -> int:
+    """Remove the synced result strips of `source_name` (their files stay: an undo brings the
+    strips back, and a file is never written over)."""
+    return len(_remove(ed, [s for s in compat.all_strips(ed) if compat.strip_tag(s, RESULT_TAG) == source_name]))
 
 
 def _placement(job: Job, source: Optional[StripLike]) -> "tuple[int, int, str]":
@@ -59,16 +91,17 @@ def insert_result(job: Job) -> StripLike:
         raise SnapshotError(f"the scene '{job.scene_name}' has no sequencer")
     source = compat.find_strip(ed, req.source_name)
     remove_previews(ed, req.source_name)  # the next preview, or the full sync, replaces a preview
+    if not job.preview:
+        remove_results(ed, req.source_name)  # syncing again replaces the earlier result
     start, above, changed = _placement(job, source)
     if changed:
         job.finish_warnings.append(changed)
     n = req.used_frames
     channel = first_free_channel(above, start, start + n, capture.occupied(scene))
-    wanted = req.source_name + (PREVIEW_SUFFIX if job.preview else SUFFIX)
+    wanted = os.path.splitext(os.path.basename(job.dest))[0]  # strip and file share one name
     strip = compat.new_movie(ed, wanted, job.dest, channel, start)
     strip.name = _unique_strip_name(ed, wanted, strip)
-    if job.preview:
-        compat.set_strip_tag(strip, PREVIEW_TAG, req.source_name)
+    compat.set_strip_tag(strip, PREVIEW_TAG if job.preview else RESULT_TAG, req.source_name)
     if bpy.data.filepath:
         try:
             strip.filepath = bpy.path.relpath(job.dest)
@@ -82,20 +115,21 @@ def insert_result(job: Job) -> StripLike:
         )
     if source is not None:
         _copy_look(source, strip)
-    if job.preview:  # the source stays selected: change a setting, preview again
-        strip.select = False
-        return strip
-    for s in compat.current_strips(ed):
-        s.select = False
-    strip.select = True
-    compat.set_active_strip(ed, strip)
-    if job.mute_source and source is not None:
+    # The source stays selected (change a setting, sync or preview again); the result is never
+    # taken for a source (capture maps it back), but selected it would look like one. A full
+    # result becomes the active strip, unselected: the Strip sidebar shows what was inserted
+    # (and scripts find it there), while the selection still names the source.
+    strip.select = False
+    if not job.preview:
+        compat.set_active_strip(ed, strip)
+    if job.mute_source and source is not None and not job.preview:
         source.mute = True
     return strip
 
 
 def _unique_strip_name(ed: Any, wanted: str, own: StripLike) -> str:
-    """`Face.lipsync`, else `Face.lipsync.001`, ... (Blender's own renaming drops the suffix)."""
+    """`wanted`, else `wanted.001`, ... (Blender's own renaming drops the suffix). The file's name
+    was chosen free of strip names (jobs.unique_output): this is for a strip named since."""
     taken = {s.name for s in compat.all_strips(ed) if s != own}
     name, i = wanted, 1
     while name in taken:

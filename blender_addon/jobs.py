@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Set, Tuple
+from typing import Any, Collection, List, Optional, Set, Tuple
 
 import bpy
 from bpy.types import Context
@@ -24,6 +24,7 @@ from .wire import protocol
 SUFFIX = ".lipsync"
 PREVIEW_SUFFIX = ".preview"
 PREVIEW_TAG = capture.PREVIEW_TAG
+RESULT_TAG = capture.RESULT_TAG
 
 
 @dataclass
@@ -83,19 +84,29 @@ def active_job() -> Optional[Job]:
 def mark_handled(job: Job) -> bool:
     """Note that `job`'s end was reported; True when it was the batch's last (the batch ends)."""
     global _batch, _last
-    batch = _batch
-    if batch is None or job not in batch.jobs:
+    for batch in (_batch, _last):
+        if batch is not None and job in batch.jobs:
+            break
+    else:
         return True
     batch.handled.add(batch.jobs.index(job))
+    if batch is not _batch:
+        return True
     if len(batch.handled) == len(batch.jobs):
         _batch, _last = None, batch
         return True
     return False
 
 
-def cancel_active() -> None:
-    """Stop the current job and drop the queue; a result that finished but was not inserted yet
-    is removed too (Cancel inserts nothing more)."""
+def done_but_not_handled(batch: Batch) -> List[Job]:
+    """The batch's jobs whose clip is complete but not reported (inserted) yet."""
+    return [j for i, j in enumerate(batch.jobs) if i not in batch.handled and j.runner.poll().status == DONE]
+
+
+def cancel_active(drop_done: bool = False) -> None:
+    """Stop the current job and drop the queue. A job whose clip was already complete stays done:
+    the operator inserts it (done_but_not_handled); drop_done removes such clips instead (the
+    file is closing, or the add-on going away: nothing is left to insert them)."""
     global _batch, _last
     batch, _batch = _batch, None
     if batch is None:
@@ -104,19 +115,23 @@ def cancel_active() -> None:
     for job in batch.jobs:
         job.cancel_requested = True
     batch.queue.cancel()
-    for i, job in enumerate(batch.jobs):
-        if i not in batch.handled and job.runner.poll().status == DONE:
+    if drop_done:
+        for job in done_but_not_handled(batch):
+            batch.handled.add(batch.jobs.index(job))
             try:
                 os.remove(job.dest)
             except OSError:
                 pass
 
 
-def unique_output(folder: str, stem: str, ext: str = ".mp4", suffix: str = SUFFIX) -> str:
+def unique_output(folder: str, stem: str, ext: str = ".mp4", suffix: str = SUFFIX,
+                  taken: Collection[str] = ()) -> str:
+    """A new file: `Face.lipsync.mp4`, else `Face.lipsync_001.mp4`, ...; never an existing file,
+    nor a name in `taken` (strip names: the result strip is named after its file)."""
     name = bpy.path.clean_name(stem, replace="_") or "clip"
     path = os.path.join(folder, name + suffix + ext)
     i = 1
-    while os.path.exists(path):
+    while os.path.exists(path) or os.path.splitext(os.path.basename(path))[0] in taken:
         path = os.path.join(folder, f"{name}{suffix}_{i:03d}{ext}")
         i += 1
     return path
@@ -232,9 +247,10 @@ def prepare_batch(context: Context, op: Any, preview: bool = False) -> Batch:
         warnings.append(warning)
         _unsaved_warned = True
     jobs: List[Job] = []
+    taken = {s.name for s in compat.all_strips(compat.editor(scene))}
     try:
         for video, req in requests:
-            dest = unique_output(folder, req.source_name, suffix=PREVIEW_SUFFIX if preview else SUFFIX)
+            dest = unique_output(folder, req.source_name, suffix=PREVIEW_SUFFIX if preview else SUFFIX, taken=taken)
             try:  # the work folder is a hidden folder inside the output folder (runner.make_workdir)
                 runner = EngineJob(dest=dest, label=req.source_name)
             except OSError as exc:

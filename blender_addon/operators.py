@@ -2,9 +2,10 @@
 
 The jobs run on the session's warm engine (engine.py, queued by jobs.py). Interactive: the
 operator returns to the user (modal, with a timer) and inserts each result as it finishes, one
-undo step each. Background mode (`blender -b`, bpy as a module), where modal operators and
-timers never run: the same operator waits. Either way: errors are reports, nothing is inserted
-for a job that did not succeed.
+undo step each ("Sync Lips: Face", "Preview Lips: Face"). Background mode (`blender -b`, bpy as
+a module), where modal operators and timers never run: the same operator waits. Either way:
+errors are reports, nothing is inserted for a job that did not succeed, and a clip that was
+complete when Cancel came is inserted (it is the work the user waited for).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from .snapshot import SnapshotError
 
 
 def cancel_active_job() -> None:
-    """Cancel: stop the current job, drop the queue, insert nothing more."""
+    """Cancel: stop the current job and drop the queue; a clip already complete stays for the
+    operator to insert."""
     jobs.cancel_active()
 
 
@@ -39,20 +41,42 @@ def _redraw_sequencers(context: Context) -> None:
                 area.tag_redraw()
 
 
-def _undo_push(name: str) -> None:
-    """One undo step per inserted result; the batch's last one is the operator's own step."""
+def undo_step_name(job: Job) -> str:
+    return f"{'Preview Lips' if job.preview else 'Sync Lips'}: {job.request.source_name}"
+
+
+def _undo_push(job: Job) -> None:
+    """One undo step per inserted result, named for what it did (the operator has no step of its
+    own: Blender would name it after the operator, a preview as "Sync Lips")."""
     if bpy.app.background:
         return
     try:
-        bpy.ops.ed.undo_push(message=f"Sync Lips: {name}")
+        bpy.ops.ed.undo_push(message=undo_step_name(job))
     except RuntimeError:
         pass
+
+
+def cancelled_message(batch: Any) -> str:
+    """What Cancel did, counting the results that are on the timeline."""
+    inserted = sum(1 for j in batch.jobs if j.outcome) if batch is not None else 0
+    if not inserted:
+        return "Lip sync cancelled; nothing was inserted"
+    return f"Lip sync cancelled; {inserted} of {len(batch.jobs)} inserted"
+
+
+# Every operator property skips Blender's "last used" memory: a button or menu entry sets only what
+# it names, so one Preview press must not turn the next Sync into a preview.
+SKIP = {"SKIP_SAVE"}
 
 
 def _prefs_enum(name: str, items: list) -> Any:
     """An operator option that defaults to the add-on preferences' choice (scripts may override)."""
     return bpy.props.EnumProperty(name=name, items=[("PREFS", "Preferences", "Use the add-on preferences")] + items,
-                                  default="PREFS")
+                                  default="PREFS", options=SKIP)
+
+
+PREVIEW_DESCRIPTION = ("Lip-sync a few seconds of the selected movie strip (the scene's preview range, else 3 s "
+                       "around the playhead) as a preview strip, replaced by the next preview or the full sync")
 
 
 class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
@@ -60,47 +84,57 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
 
     bl_idname = "sequencer.wav2lip_sync"
     bl_label = "Sync Lips"
-    bl_options = {"UNDO"}
+    # No "UNDO": each result is its own undo step, pushed when it is inserted (_undo_push).
 
     video_strip: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Video Strip", default="", description="Movie or image strip (empty: from the selection)")
+        name="Video Strip", default="", description="Movie or image strip (empty: from the selection)", options=SKIP)
     audio_strip: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Sound Strip", default="", description="Sound strip (empty: from the selection)")
+        name="Sound Strip", default="", description="Sound strip (empty: from the selection)", options=SKIP)
     checkpoint: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Checkpoint", default="", subtype="FILE_PATH", description="Override the preferences' checkpoint")
+        name="Checkpoint", default="", subtype="FILE_PATH", description="Override the preferences' checkpoint",
+        options=SKIP)
     detector: _prefs_enum("Face Detector", preferences.DETECTORS)  # type: ignore[valid-type]
     detector_weights: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Detector Weights", default="", subtype="FILE_PATH")
+        name="Detector Weights", default="", subtype="FILE_PATH", options=SKIP)
     box: bpy.props.IntVectorProperty(  # type: ignore[valid-type]
-        name="Face Box", size=4, default=(0, 0, 0, 0), min=0)
+        name="Face Box", size=4, default=(0, 0, 0, 0), min=0, options=SKIP)
     device: _prefs_enum("Device", preferences.DEVICES)  # type: ignore[valid-type]
     precision: _prefs_enum("Precision", preferences.PRECISIONS)  # type: ignore[valid-type]
     engine_python: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Engine Python", default="", subtype="FILE_PATH")
+        name="Engine Python", default="", subtype="FILE_PATH", options=SKIP)
     output_dir: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Output Folder", default="", subtype="DIR_PATH")
+        name="Output Folder", default="", subtype="DIR_PATH", options=SKIP)
     mute_source: bpy.props.BoolProperty(  # type: ignore[valid-type]
-        name="Mute Source", default=False, description="Mute the source strip after inserting the result")
+        name="Mute Source", default=False, description="Mute the source strip after inserting the result", options=SKIP)
     blend: _prefs_enum("Blend", preferences.BLENDS)  # type: ignore[valid-type]
     silence: _prefs_enum("Silence", preferences.SILENCES)  # type: ignore[valid-type]
     align: _prefs_enum("Align Face", preferences.ALIGNS)  # type: ignore[valid-type]
     sync_offset: bpy.props.FloatProperty(  # type: ignore[valid-type]
-        name="Sync Offset", default=0.0, description="Frames (set: overrides the scene's Sync Offset)")
+        name="Sync Offset", default=0.0, description="Frames (set: overrides the scene's Sync Offset)", options=SKIP)
     enhance_weights: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Restorer Weights", default="", subtype="FILE_PATH",
-        description="Enhance face with this restorer (empty: the scene's Enhance setting)")
+        description="Enhance face with this restorer (empty: the scene's Enhance setting)", options=SKIP)
     enhance_fidelity: bpy.props.FloatProperty(  # type: ignore[valid-type]
-        name="Fidelity", default=0.5, min=0.0, max=1.0, description="CodeFormer only (set: overrides the preferences)")
+        name="Fidelity", default=0.5, min=0.0, max=1.0, description="CodeFormer only (set: overrides the preferences)",
+        options=SKIP)
     preview: bpy.props.BoolProperty(  # type: ignore[valid-type]
         name="Preview", default=False,
         description="Sync only a short range (the scene's preview range, else 3 s around the playhead) as a "
-                    "preview strip, replaced by the next preview or the full sync")
+                    "preview strip, replaced by the next preview or the full sync", options=SKIP)
 
     _timer: Any = None
+    _batch: Any = None  # the batch this (modal) call follows
 
     @classmethod
     def poll(cls, context: Context) -> bool:
         return compat.sequencer_scene(context) is not None
+
+    @classmethod
+    def description(cls, context: Context, properties: Any) -> str:
+        """The tooltip: Preview's own (a button with preview=True is the same operator)."""
+        if getattr(properties, "preview", False):
+            return PREVIEW_DESCRIPTION
+        return cls.__doc__ or ""
 
     # -- synchronous (background mode, scripts) ---------------------------------------------------
 
@@ -120,12 +154,15 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
             return {"CANCELLED"}
         for w in batch.jobs[0].warnings:
             self.report({"WARNING"}, w)
+        self._batch = batch
         last = ""
         result: Set[str] = {"CANCELLED"}
         try:
             while True:
                 job = active_job()
                 if job is None:
+                    if jobs.last_batch() is batch and any(j.cancel_requested for j in batch.jobs):
+                        return self._stop(context, cancelled=True)
                     return result
                 p = job.runner.wait(0.5)
                 if bpy.app.background and p.text != last:
@@ -135,8 +172,7 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
                     result = self._finish_in_batch(context, job)
         except KeyboardInterrupt:
             cancel_active_job()
-            self.report({"WARNING"}, "Lip sync cancelled")
-            return {"CANCELLED"}
+            return self._stop(context, cancelled=True)
 
     # -- interactive --------------------------------------------------------------------------------
 
@@ -144,7 +180,8 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
         if bpy.app.background or context.window is None:
             return self.execute(context)
         try:
-            job = jobs.prepare_batch(context, self, self.preview).jobs[0]
+            self._batch = jobs.prepare_batch(context, self, self.preview)
+            job = self._batch.jobs[0]
         except SnapshotError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -161,6 +198,8 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
         return {"RUNNING_MODAL"}
 
     def modal(self, context: Context, event: Event) -> Set[str]:
+        if active_batch() is not self._batch:  # cancelled (a new batch may have started since)
+            return self._stop(context, cancelled=True)
         job = active_job()
         if job is None or job.cancel_requested:
             return self._stop(context, cancelled=True)
@@ -198,19 +237,21 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
 
     def _stop(self, context: Context, cancelled: bool) -> Set[str]:
         self._remove_timer(context)
+        batch = self._batch
+        if cancelled and batch is not None:
+            # A job that completed just before the Cancel: its clip is whole, so it goes in.
+            for job in jobs.done_but_not_handled(batch):
+                self._finish_in_batch(context, job)
         _redraw_sequencers(context)
         if cancelled:
-            self.report({"WARNING"}, "Lip sync cancelled; nothing was inserted")
+            self.report({"WARNING"}, cancelled_message(batch))
         return {"CANCELLED"}
 
     def _finish_in_batch(self, context: Context, job: Job) -> Set[str]:
-        """Report (and insert) one finished job of the running batch; a result inserted while
-        more jobs follow gets its own undo step here."""
-        batch = active_batch()
-        more = batch is not None and batch.jobs[-1] is not job
+        """Report (and insert) one finished job of the batch, each inserted result its own undo step."""
         result = self._finish(context, job)
-        if result == {"FINISHED"} and more:
-            _undo_push(job.request.source_name)
+        if result == {"FINISHED"}:
+            _undo_push(job)
         return result
 
     def _finish(self, context: Context, job: Job) -> Set[str]:
@@ -219,7 +260,7 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
         _redraw_sequencers(context)
         name = job.request.source_name
         if p.status == CANCELLED:
-            self.report({"WARNING"}, "Lip sync cancelled; nothing was inserted")
+            self.report({"WARNING"}, cancelled_message(self._batch))
             return {"CANCELLED"}
         if p.status == FAILED or p.status != DONE:
             self.report({"ERROR"}, (f"Lip sync of '{name}' failed: " if job.of_many else "Lip sync failed: ") + p.message)
@@ -237,15 +278,17 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
         for note in job.request.notes:
             self.report({"INFO"}, note)
         job.outcome = strip.name
-        secs = time.monotonic() - job.started
-        what = "preview" if job.preview else "synced clip"
+        r = job.runner
+        began = r.submitted_at if r.submitted_at is not None else job.started
+        secs = (r.ended_at if r.ended_at is not None else time.monotonic()) - began
+        what = "preview synced" if job.preview else "synced"
         self.report({"INFO"}, f"Inserted '{strip.name}' on channel {strip.channel} at frame "
-                              f"{job.request.insert_frame} ({what}, {secs:.0f} s)")
+                              f"{job.request.insert_frame} ({what} in {secs:.0f} s)")
         return {"FINISHED"}
 
 
 class SEQUENCER_OT_wav2lip_cancel(bpy.types.Operator):
-    """Stop the running lip-sync job; nothing is inserted (Esc with the mouse over the Lip Sync panel does the same)"""
+    """Stop the running lip-sync jobs; results on the timeline stay (Esc over the Lip Sync panel does the same)"""
 
     bl_idname = "sequencer.wav2lip_cancel"
     bl_label = "Cancel Lip Sync"
@@ -263,8 +306,9 @@ class SEQUENCER_OT_wav2lip_cancel(bpy.types.Operator):
 
 @persistent
 def _on_load_pre(*_args: Any) -> None:
-    # Another file: its jobs are gone, and so is the engine (a later sync starts one).
-    cancel_active_job()
+    # Another file: its jobs are gone (a complete clip too: its scene is closing), and so is the
+    # engine (a later sync starts one).
+    jobs.cancel_active(drop_done=True)
     engine.shutdown()
 
 
@@ -279,7 +323,7 @@ def register() -> None:
 
 
 def unregister() -> None:
-    cancel_active_job()
+    jobs.cancel_active(drop_done=True)
     engine.shutdown()  # disabling the add-on (or Blender's own exit path) leaves no engine running
     if _on_load_pre in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(_on_load_pre)

@@ -161,14 +161,21 @@ def import_report(context: Context, path: str) -> Imported:
 
 
 class SEQUENCER_OT_wav2lip_export_jobs(bpy.types.Operator, ExportHelper):
-    """Write the selected strips as lip-sync jobs for `wav2lip batch` (a JSON-lines file), to run on another machine or a cluster"""
+    """Write the selected strips as lip-sync jobs for wav2lip batch (a JSON-lines file), to run on another machine or a cluster"""
 
     bl_idname = "sequencer.wav2lip_export_jobs"
     bl_label = "Export Lip-Sync Jobs"
     bl_options = {"REGISTER"}
 
     filename_ext = ".jsonl"
-    filter_glob: bpy.props.StringProperty(default="*.jsonl", options={"HIDDEN"})  # type: ignore[valid-type]
+    # SKIP_SAVE: Blender would offer the last export's path again, that of another file.
+    filepath: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="File Path", description="Filepath used for exporting the file", subtype="FILE_PATH", maxlen=1024,
+        options={"SKIP_SAVE"})
+    filter_glob: bpy.props.StringProperty(default="*.jsonl", options={"HIDDEN", "SKIP_SAVE"})  # type: ignore[valid-type]
+    check_existing: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Check Existing", description="Check and warn on overwriting existing files", default=True,
+        options={"HIDDEN", "SKIP_SAVE"})
 
     @classmethod
     def poll(cls, context: Context) -> bool:
@@ -197,15 +204,16 @@ class SEQUENCER_OT_wav2lip_export_jobs(bpy.types.Operator, ExportHelper):
 
 
 class SEQUENCER_OT_wav2lip_import_report(bpy.types.Operator, ImportHelper):
-    """Put the clips of a `wav2lip batch` report on the timeline above their source strips (clips already there are skipped)"""
+    """Put the clips of a wav2lip batch report on the timeline above their source strips (clips already there are skipped)"""
 
     bl_idname = "sequencer.wav2lip_import_report"
     bl_label = "Import Lip-Sync Report"
     bl_options = {"REGISTER", "UNDO"}
 
     # ImportHelper has it in every version; declared here too, for the 4.2 and 5.0 stubs that lack it
-    filepath: bpy.props.StringProperty(name="File Path", subtype="FILE_PATH", maxlen=1024)  # type: ignore[valid-type]
-    filter_glob: bpy.props.StringProperty(default="*.jsonl", options={"HIDDEN"})  # type: ignore[valid-type]
+    filepath: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="File Path", subtype="FILE_PATH", maxlen=1024, options={"SKIP_SAVE"})
+    filter_glob: bpy.props.StringProperty(default="*.jsonl", options={"HIDDEN", "SKIP_SAVE"})  # type: ignore[valid-type]
 
     def execute(self, context: Context) -> Set[str]:
         try:

@@ -62,6 +62,22 @@ def test_a_preview_is_the_full_syncs_frames_for_its_range():
     assert part.audible is None  # the sound plays all through the preview
 
 
-def test_a_preview_where_the_sound_does_not_play_says_so():
-    with pytest.raises(snap.SnapshotError, match="does not play under 'Face'"):
-        preview.plan_preview(_video(), _sound(start=200, end=400), FPS, 50)
+def test_a_preview_stays_where_the_sound_plays():
+    """Issue 17: with the playhead past the dialogue the preview moved to frames with no sound
+    and failed, naming frames the user never chose. It stays inside the frames where the strip
+    and its sound both play."""
+    video = _video()  # frames 10..249
+    part = preview.plan_preview(video, _sound(start=1, end=100), FPS, 200)  # dialogue ends at 99
+    assert (part.insert_frame, part.used_frames) == (100 - 72, 72)
+    part = preview.plan_preview(video, _sound(start=200, end=400), FPS, 50)  # starts at 200
+    assert (part.insert_frame, part.used_frames) == (200, 50)  # all 50 frames of it
+    assert part.audible is None
+    with pytest.raises(snap.SnapshotError, match=r"^sound strip 'Speech' \(frames 300-399\) does not play under "
+                                                 r"'Face' \(frames 10-249\)$"):
+        preview.plan_preview(video, _sound(start=300, end=400), FPS, 50)
+
+
+def test_a_preview_range_without_sound_says_where_the_sound_plays():
+    with pytest.raises(snap.SnapshotError, match=r"no sound plays in the scene's preview range \(frames 150-159\): "
+                                                 r"'Speech' plays under 'Face' at frames 10-99; move the preview"):
+        preview.plan_preview(_video(), _sound(start=1, end=100), FPS, 50, (150, 159))

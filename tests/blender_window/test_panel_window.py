@@ -1,9 +1,11 @@
 """The add-on's panel in a real Blender window: the Blender program on PATH (Debian 12's 3.4.1 in
 CI) with its full UI under Xvfb, real X input events from xdotool.
 
-One Blender session (window_script.py, ~30 s) does everything through Blender's event loop and
+One Blender session (window_script.py, ~50 s) does everything through Blender's event loop and
 writes what happened to JSON; the tests below judge it. The engine is the stand-in
 (tests/addon/fake_engine.py) with its stdout paced (paced_engine.py), so a job takes seconds.
+The panel's buttons are clicked with the mouse (found by hovering and copying each button's
+Python command): a button press reuses an operator's last properties, a script call does not.
 
 WAV2LIP_UPDATE_DOCS=1 also writes the README's panel picture (docs/panel.png) from the run.
 """
@@ -80,6 +82,7 @@ def window_run(tmp_path_factory, media):
     r = json.loads(results.read_text())
     assert "error" not in r, r["error"] + "\n" + log
     assert r.get("completed"), log
+    r["blender_stdout"] = proc.stdout
     return r, work
 
 
@@ -209,11 +212,13 @@ def test_two_strips_at_once_each_inserted_as_it_finishes_with_its_own_undo_step(
     m = r["multi"]
     assert m["jobs"] == 2 and m["sounds"] == ["Dialogue", "Dialogue2"]  # each with the sound under it
     assert m["pids"][0] == m["pids"][1] and m["warm"] == [False, True]  # one warm engine for both
-    assert m["inserted"] == {"Face.lipsync": [3, r["face"]["start"], r["face"]["frames"]],
+    # Face's first result (undone) keeps its file: this one is the next name, strip and file alike.
+    assert m["inserted"] == {"Face.lipsync_001": [3, r["face"]["start"], r["face"]["frames"]],
                              "Face2.lipsync": [3, m["face2"]["start"], m["face2"]["frames"]]}
+    assert {"Face.lipsync_001.mp4", "Face2.lipsync.mp4"} <= set(m["files"])
     # The first result was on the timeline while the second job still ran.
     firsts = [names for _, names in m["inserted_over_time"]]
-    assert ["Face.lipsync"] in firsts, m["inserted_over_time"]
+    assert ["Face.lipsync_001"] in firsts, m["inserted_over_time"]
     # The panel showed the batch's overall progress and each job's own.
     start = m["started"]
     texts = {text for t, _, text in r["panel_drawn"] if t >= start}
@@ -222,7 +227,7 @@ def test_two_strips_at_once_each_inserted_as_it_finishes_with_its_own_undo_step(
     # One undo step per inserted result: the second goes first, then the first.
     (res1, after1), (res2, after2) = m["undo"]
     assert res1 == res2 == ["FINISHED"]
-    assert sorted(after1) == sorted(m["before"] + ["Face.lipsync"])
+    assert sorted(after1) == sorted(m["before"] + ["Face.lipsync_001"])
     assert sorted(after2) == sorted(m["before"])
 
 
@@ -236,3 +241,83 @@ def test_no_engine_outlives_the_blender_program(window_run):
         return
     with open(f"/proc/{pid}/stat") as f:  # only a zombie (exited, not reaped yet) may be left
         assert f.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def _results_of(strips: dict, source: str) -> dict:
+    """The strips that are `source`'s synced results (not previews)."""
+    return {n: s for n, s in strips.items() if n.startswith(source + ".lipsync")}
+
+
+def _named_after_their_files(strips: dict) -> bool:
+    return all(s["file"] == n + ".mp4" for n, s in strips.items() if ".lipsync" in n or ".preview" in n)
+
+
+def test_preview_then_sync_clicked_in_the_panel_syncs_the_whole_strip(window_run):
+    """Issue 17: after one Preview every Sync previewed (the operator's last properties were
+    reused by the buttons); the full result was selected and offered as the next source; the
+    replaced preview's file stayed on disk."""
+    r, _ = window_run
+    c = r["clicks"]
+    face = r["face"]
+    prev = c["preview"]
+    assert prev["clicked"] and prev["preview"] is True, prev
+    (name, start, frames, dest, status), = prev["jobs"]
+    assert name == "Face" and status == "done" and dest == "Face.preview.mp4"
+    assert frames == 75 and start == 40 - 75 // 2  # 3 s around the playhead (frame 40)
+    assert prev["strips"]["Face.preview"]["frames"] == 75 and not prev["strips"]["Face.preview"]["select"]
+    assert prev["strips"]["Face"]["select"]
+
+    sync = c["sync"]
+    assert sync["clicked"] and sync["preview"] is False, sync
+    (name, start, frames, dest, status), = sync["jobs"]
+    assert (name, start, frames, status) == ("Face", face["start"], face["frames"], "done")
+    result, = _results_of(sync["strips"], "Face")
+    assert sync["strips"][result]["frames"] == face["frames"] and sync["strips"][result]["start"] == face["start"]
+    assert sync["strips"][result]["file"] == dest and _named_after_their_files(sync["strips"])
+    # The preview is replaced, its file (the add-on's own temp output) deleted.
+    assert not [n for n in sync["strips"] if ".preview" in n]
+    assert "Face.preview.mp4" not in sync["files"], sync["files"]
+    # The source stays selected, not the result: the panel offers the source again.
+    assert sync["strips"]["Face"]["select"] and not sync["strips"][result]["select"]
+    assert sync["pairs"] == [["Face", "Dialogue"]]
+
+
+def test_a_second_sync_clicked_replaces_the_strips_own_result(window_run):
+    r, _ = window_run
+    c = r["clicks"]
+    first, = _results_of(c["sync"]["strips"], "Face")
+    again = c["sync again"]
+    assert again["clicked"] and again["preview"] is False
+    assert again["pairs"] == [["Face", "Dialogue"]]
+    second, = _results_of(again["strips"], "Face")  # replaced, not stacked above
+    assert second != first
+    old, new = c["sync"]["strips"][first], again["strips"][second]
+    assert new["file"] != old["file"] and old["file"] in again["files"]  # never overwritten (undo needs it)
+    assert (new["channel"], new["start"], new["frames"]) == (old["channel"], old["start"], old["frames"])
+    assert _named_after_their_files(again["strips"])
+    # One undo brings the first result back, strip and file still matching.
+    undo = c["undo"]
+    assert undo["result"] == ["FINISHED"]
+    assert _results_of(undo["strips"], "Face") == {first: dict(old, select=undo["strips"][first]["select"])}
+    assert set(undo["strips"]) == set(c["sync"]["strips"])
+    assert _named_after_their_files(undo["strips"])
+
+
+def test_cancel_all_clicked_says_how_many_were_inserted(window_run):
+    r, _ = window_run
+    ca = r["cancel_all"]
+    assert ca["clicked"] and ca["cancel_clicked"], ca
+    assert ca["first_inserted_before_cancel"] and ca["second_running"], ca
+    assert ca["statuses"] == ["done", "cancelled"] and ca["outcomes"][0] and not ca["outcomes"][1]
+    assert "Lip sync cancelled; 1 of 2 inserted" in r["reports"], r["reports"]
+    assert ca["outcomes"][0] in ca["strips"] and not _results_of(ca["strips"], "Face2")
+
+
+def test_undo_steps_are_named_for_what_they_did(window_run):
+    r, _ = window_run
+    out = r["blender_stdout"]
+    assert "window_script: undo steps follow" in out
+    names = re.findall(r"name='([^']*)'", out.split("window_script: undo steps follow", 1)[1])
+    assert "Preview Lips: Face" in names, names
+    assert "Sync Lips: Face" in names, names
+    assert "Sync Lips" not in names, names  # a preview's step was named as a full sync

@@ -6,9 +6,12 @@ Everything happens from bpy.app.timers while Blender's event loop runs, as for a
 is enabled from the checkout, a Sequencer with a movie and a sound strip is set up, Sync Lips is
 invoked in the Sequencer (so invoke, the modal handler and its timer run for real), Esc is pressed
 with xdotool (real X events through Blender's own event handling) with the mouse over other
-places and during playback, and the Cancel operator is run. What happened is written to the
-results JSON for the test to judge; nothing is asserted here. Standard library and bpy only (a
-user's Blender Python has nothing else).
+places and during playback, and the Cancel operator is run. Then the panel's own buttons are
+clicked with the mouse, as a user does (a button press, unlike a script call, reuses the
+operator's last properties): Preview, Sync, Sync again, an undo, and Sync 2 Strips with Cancel
+All once the first result is in. What happened is written to the results JSON for the test to
+judge; nothing is asserted here. Standard library and bpy only (a user's Blender Python has
+nothing else).
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import bpy
 T0 = time.monotonic()
 CONFIG = json.load(open(sys.argv[sys.argv.index("--") + 1], encoding="utf-8"))
 ADDON = "blender_addon"
-results: dict = {"blender": list(bpy.app.version), "events": [], "events_seen": [], "panel_drawn": [], "job_progress": {}}
+results: dict = {"blender": list(bpy.app.version), "events": [], "events_seen": [], "panel_drawn": [],
+                 "job_progress": {}, "copy_keys": 0}
 
 
 def log(what: str, **data) -> None:
@@ -61,10 +65,15 @@ def xdo(*args) -> None:
     subprocess.run(["xdotool", *[str(a) for a in args]], check=True, timeout=10)
 
 
-def mouse_to(x: int, y: int) -> None:
-    """Move the pointer to window coordinates (Blender's: origin bottom left)."""
+_pointer: dict = {}  # where mouse_to put the pointer last
+
+
+def mouse_to(x: int, y: int, sync: bool = False) -> None:
+    """Move the pointer to window coordinates (Blender's: origin bottom left); sync: return once
+    the X server has moved it (so Blender's next event-loop step sees the move)."""
     win = window()
-    xdo("mousemove", win.x + x, win.y + win.height - 1 - y)
+    _pointer["at"] = (x, y)
+    xdo("mousemove", *(["--sync"] if sync else []), win.x + x, win.y + win.height - 1 - y)
 
 
 def mouse_over_sidebar() -> None:
@@ -91,6 +100,8 @@ class TEST_OT_event_probe(bpy.types.Operator):
         return {"RUNNING_MODAL"}
 
     def modal(self, context, event):
+        if event.type == COPY_KEY[0] and event.value == "PRESS" and event.ctrl and event.shift and event.alt:
+            results["copy_keys"] += 1
         if event.type in {"ESC", "WHEELDOWNMOUSE", "WHEELUPMOUSE"} and event.value == "PRESS":
             results["events_seen"].append([round(time.monotonic() - T0, 3), event.type, event.ctrl,
                                            event.mouse_x, event.mouse_y])
@@ -110,6 +121,123 @@ def strip_names() -> list:
 def lipsync_files() -> list:
     folder = os.path.join(CONFIG["work"], "lipsync")
     return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+
+
+# A key that copies the Python command of the button under the mouse (Blender's "Copy Python
+# Command", given a key here): how the script finds the panel's buttons, whose places Blender's
+# Python does not tell.
+COPY_KEY = ("C", "ctrl+shift+alt+c")  # (the key map's key, the same for xdotool)
+SYNC_OP = "bpy.ops.sequencer.wav2lip_sync("
+CANCEL_OP = "bpy.ops.sequencer.wav2lip_cancel("
+
+
+def add_copy_key() -> None:
+    kc = bpy.context.window_manager.keyconfigs.addon
+    km = kc.keymaps.new(name="User Interface", space_type="EMPTY", region_type="WINDOW")
+    km.keymap_items.new("ui.copy_python_command_button", COPY_KEY[0], "PRESS", ctrl=True, shift=True, alt=True)
+
+
+NO_BUTTON = "(no button)"
+
+
+def wait_for_probe(key: str, before):
+    """Until the probe has seen what changes results[key] (at most 2 s): then Blender has handled
+    that event completely (the probe, a window handler, sees each event first)."""
+    end = time.monotonic() + 2.0
+    while results[key] == before and time.monotonic() < end:
+        yield 0.001
+
+
+def button_command(x: int, y: int):
+    """The Python command of the button at window position (x, y), NO_BUTTON where there is none
+    (a scenario step: `cmd = yield from button_command(x, y)`)."""
+    wm = bpy.context.window_manager
+    wm.clipboard = NO_BUTTON
+    if _pointer.get("at") != (x, y):
+        mouse_to(x, y, sync=True)
+        # One step of Blender's event loop handles the move (leaving a button, Blender queues a
+        # mouse move of its own, which highlights the button now under the mouse: it comes before
+        # the key pressed now).
+        yield 0.001
+    keys = results["copy_keys"]
+    xdo("key", COPY_KEY[1])
+    yield from wait_for_probe("copy_keys", keys)  # (the same step handled the copy)
+    return wm.clipboard
+
+
+def find_button(want, x_parts=(0.3,), step=24, depth=700, near=None):
+    """(x, y) of the sidebar's first button, from the top (or nearest to y `near` first), whose
+    command `want(command)` accepts; None when there is none. Probed `step` px apart: less than a
+    button's height here (20 px at the interface size 1, 25 at 1.25; the Sync row 1.4 times that)."""
+    ui = region_of(seq_area(), "UI")
+    top = ui.y + ui.height - 1
+    t0, probes = time.monotonic(), 0
+    ys = list(range(top - 10, max(ui.y, top - depth), -step))
+    if near is not None:
+        ys = [near] + sorted(ys, key=lambda y: abs(y - near))
+    for y in ys:
+        for part in x_parts:
+            x = ui.x + int(ui.width * part)
+            cmd = yield from button_command(x, y)
+            probes += 1
+            if want(cmd):
+                log("scan", probes=probes, seconds=round(time.monotonic() - t0, 2))
+                return x, y
+    log("scan", probes=probes, seconds=round(time.monotonic() - t0, 2))
+    return None
+
+
+_buttons: dict = {}
+
+
+def find_sync_buttons():
+    """The idle panel's Sync and Preview buttons: one row, Sync on the left."""
+    pos = yield from find_button(is_sync)
+    log("found button", name="sync", pos=pos)
+    if pos is None:
+        return
+    _buttons["sync"] = pos
+    ui = region_of(seq_area(), "UI")
+    right = (ui.x + int(ui.width * 0.7), pos[1])
+    cmd = yield from button_command(*right)
+    if is_preview(cmd):
+        _buttons["preview"] = right
+    else:
+        pos = yield from find_button(is_preview, (0.7, 0.3))
+        if pos is not None:
+            _buttons["preview"] = pos
+    log("found button", name="preview", pos=_buttons.get("preview"))
+
+
+def click_button(name: str, want):
+    """Click the panel's button `name` with the mouse, after checking that it is still there
+    (found again when the panel has changed since); returns whether it was clicked."""
+    pos = _buttons.get(name)
+    near = None
+    if pos is not None:
+        cmd = yield from button_command(*pos)
+        if not want(cmd):
+            near, pos = pos[1], None
+    if pos is None:
+        pos = yield from find_button(want, (0.3, 0.7), near=near)
+        log("found button", name=name, pos=pos)
+    if pos is None:
+        return False
+    _buttons[name] = pos
+    xdo("click", 1)
+    return True
+
+
+def is_sync(cmd: str) -> bool:
+    return cmd.startswith(SYNC_OP) and "preview=True" not in cmd
+
+
+def is_preview(cmd: str) -> bool:
+    return cmd.startswith(SYNC_OP) and "preview=True" in cmd
+
+
+def is_cancel(cmd: str) -> bool:
+    return cmd.startswith(CANCEL_OP)
 
 
 def screenshot(name: str) -> None:
@@ -363,6 +491,69 @@ def scenario():
     results["engine_pid"] = addon_module("engine").session_pid()  # still warm: Blender's exit stops it
     log("multi", **{k: multi[k] for k in ("jobs", "inserted", "undo")})
 
+    # 5. The panel's own buttons, clicked with the mouse: Preview, then Sync (the whole strip, not
+    #    a preview), then Sync again (it replaces the strip's own result), then one undo.
+    add_copy_key()
+    scene = bpy.context.scene
+    ed = scene.sequence_editor
+    coll = ed.strips if hasattr(ed, "strips") else ed.sequences
+    for s in coll:
+        s.select = s.name == "Face"
+    ed.active_strip = coll["Face"]
+    scene.frame_current = 40
+    with override():
+        bpy.ops.ed.undo_push(message="Face selected")
+    yield 0.5
+    clicks = results["clicks"] = {"files_before": lipsync_files()}
+    yield from find_sync_buttons()
+    for step, name, want in (("preview", "preview", is_preview), ("sync", "sync", is_sync),
+                             ("sync again", "sync", is_sync)):
+        batch = yield from run_clicked(name, want)
+        clicks[step] = after_click(batch)
+        log("clicked " + step, **{k: clicks[step][k] for k in ("clicked", "preview", "jobs")})
+    with override():
+        res = bpy.ops.ed.undo()
+    yield 0.5
+    clicks["undo"] = {"result": sorted(res), "strips": strip_table(), "files": lipsync_files()}
+    log("undo after the clicks", **clicks["undo"])
+
+    # 6. Sync 2 Strips, then Cancel All once the first result is in (slower jobs: a new engine).
+    scene = bpy.context.scene
+    ed = scene.sequence_editor
+    coll = ed.strips if hasattr(ed, "strips") else ed.sequences
+    for s in coll:
+        s.select = s.name in ("Face", "Face2")
+    ed.active_strip = coll["Face2"]
+    os.environ["FAKE_ENGINE_PACE"] = "0.25"
+    with override():
+        bpy.ops.ed.undo_push(message="Two shots selected")
+    yield 0.5
+    jobs = addon_module("jobs")
+    cancel_all = results["cancel_all"] = {"strips_before": strip_table()}
+    clicked = yield from click_button("sync", is_sync)
+    batch = None
+    end = time.monotonic() + 10
+    while clicked and batch is None and time.monotonic() < end:
+        batch = jobs.active_batch()
+        yield 0.05
+    if batch is not None:
+        yield from find_button_while_running(batch)
+        end = time.monotonic() + 60
+        while jobs.active_batch() is batch and not batch.jobs[0].outcome and time.monotonic() < end:
+            yield 0.1
+        cancel_all["first_inserted_before_cancel"] = bool(batch.jobs[0].outcome)
+        cancel_all["second_running"] = len(batch.jobs) > 1 and not batch.jobs[1].runner.finished
+        cancel_all["cancel_clicked"] = yield from click_button("cancel", is_cancel)
+        end = time.monotonic() + 10
+        while jobs.active_batch() is batch and time.monotonic() < end:
+            yield 0.1
+        yield 0.5
+        cancel_all.update(jobs=len(batch.jobs), outcomes=[j.outcome for j in batch.jobs],
+                          statuses=[j.runner.poll().status for j in batch.jobs])
+    cancel_all.update(clicked=clicked, strips=strip_table(), files=lipsync_files())
+    log("cancel all", **{k: cancel_all.get(k) for k in ("clicked", "cancel_clicked", "outcomes", "statuses")})
+    os.environ["FAKE_ENGINE_PACE"] = str(CONFIG.get("pace", 0.08))
+
     # What the user was told: the Info editor's reports, copied through the clipboard.
     info = next(a for a in window().screen.areas if a.type == "OUTLINER")
     info.type = "INFO"
@@ -371,6 +562,58 @@ def scenario():
         bpy.ops.info.select_all(action="SELECT")
         bpy.ops.info.report_copy()
     results["reports"] = bpy.context.window_manager.clipboard.splitlines()
+    # The undo steps' names, as Edit > Undo History lists them (printed on Blender's stdout).
+    print("window_script: undo steps follow", flush=True)
+    bpy.context.window_manager.print_undo_steps()
+
+
+def strip_table() -> dict:
+    """Every strip: channel, first frame, frames, file name (movies), selected."""
+    ed = bpy.context.scene.sequence_editor
+    coll = ed.strips_all if hasattr(ed, "strips_all") else ed.sequences_all
+    return {s.name: {"channel": s.channel, "start": s.frame_final_start, "frames": s.frame_final_duration,
+                     "file": os.path.basename(bpy.path.abspath(s.filepath)) if s.type == "MOVIE" else "",
+                     "select": s.select}
+            for s in coll}
+
+
+def run_clicked(name: str, want):
+    """Click a button that starts a batch, and wait for the batch to end; the batch (or None)."""
+    jobs = addon_module("jobs")
+    last = jobs.last_batch()
+    clicked = yield from click_button(name, want)
+    batch = None
+    end = time.monotonic() + 60
+    while clicked and time.monotonic() < end:
+        batch = jobs.active_batch() or batch
+        if jobs.active_batch() is None and jobs.last_batch() is not last:
+            batch = jobs.last_batch()
+            break
+        yield 0.1
+    yield 0.5
+    return batch
+
+
+def after_click(batch) -> dict:
+    scene = bpy.context.scene
+    capture = addon_module("capture")
+    with override():
+        pairs = capture.choose_pairs(bpy.context, scene)
+    return {"clicked": batch is not None, "preview": batch.preview if batch is not None else None,
+            "jobs": [[j.request.source_name, j.request.insert_frame, j.request.used_frames, os.path.basename(j.dest),
+                      j.runner.poll().status] for j in batch.jobs] if batch is not None else [],
+            "strips": strip_table(), "files": lipsync_files(),
+            "pairs": [[v.name, a.name if a is not None else None] for v, a in pairs]}
+
+
+def find_button_while_running(batch):
+    """Find the running panel's Cancel button (the panel looks different while a batch runs)."""
+    if "cancel" in _buttons:
+        return
+    pos = yield from find_button(is_cancel)
+    log("found button", name="cancel", pos=pos)
+    if pos is not None:
+        _buttons["cancel"] = pos
 
 
 def finish() -> None:

@@ -695,7 +695,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"preferences recorded in {cfg}")
         record_config(env, **config)  # the engine's own copy, used by demo.py and the core
         if a.demo:
-            cmd = [py, ROOT / "demo.py", "--out-dir", a.out_dir.resolve()]
+            cmd = [py, ROOT / "demo.py", "--out-dir", a.out_dir.resolve(), "--install-command", install_command(env)]
             cmd += ["--face", a.face] if a.face else []
             cmd += ["--audio", a.audio] if a.audio else []
             cmd += ["--checkpoint", config[CONFIG_CHECKPOINT]] if CONFIG_CHECKPOINT in config else []

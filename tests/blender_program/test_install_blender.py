@@ -97,7 +97,8 @@ def test_install_twice_keeps_user_preferences_and_enables_addon(blender_exe, eng
     assert install.install_addon(info, staged) == "updated"
     assert "changed by test_install_blender" in (info.addon_dir / "README.md").read_text()
     check = run_install(env, "--venv", str(engine_env), "--check")
-    assert "(outdated: run python3 install.py)" in check.stdout, check.stdout
+    # and says how to update it for this engine (a plain install.py would record the default one)
+    assert f"(outdated: run python3 install.py --venv {engine_env})" in check.stdout, check.stdout
     assert install.install_addon(info, staged) == "up to date"
     again = prefs(blender_exe, env)
     assert_user_prefs_kept(again)

@@ -152,6 +152,23 @@ def runs_this_checkout(py: Path, modules: list[str]) -> bool:
     return Path(lines[0]).resolve() == (ROOT / "wav2lip_core" / "__init__.py").resolve() and lines[1] == "True"
 
 
+# What the core's wheel is built from: pyproject.toml's readme, license-files and packages.
+BUILD_SOURCES = ("pyproject.toml", "README.md", "LICENSE", "wav2lip_core")
+
+
+def stage_source(dest: Path) -> Path:
+    """A clean copy of what the wheel is built from, in `dest` (created). pip builds in the folder
+    it is given, and setuptools' build/ there keeps modules deleted since the last build: they
+    would be installed again. The clone stays as it is (no build/, no egg-info)."""
+    dest.mkdir(parents=True)
+    for name in BUILD_SOURCES:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(ROOT / name, dest / name)
+    return dest
+
+
 # Optional parts a user may add to the engine (pyproject's extras) and a module each installs.
 OPTIONAL_EXTRAS = {"int8": "nncf", "landmarks": "dlib", "enhance": "spandrel", "ray": "ray"}
 
@@ -183,11 +200,14 @@ def ensure_engine(env: Path, *, torch_index_url: str | None, with_bpy: bool, dev
         say(f"installing {torch_pin()} from {torch_index_url}")
         if run([*pip, torch_pin(), "--index-url", torch_index_url]).returncode != 0:
             raise InstallError(f"could not install {torch_pin()} from {torch_index_url}; check the URL (e.g. a CUDA wheel index)")
-    target = str(ROOT) + (f"[{extras}]" if extras else "")
     say(f"installing the core and its dependencies into {env} (torch pinned in pyproject.toml)")
-    # Editable for contributors (--dev) so tests see their edits; a plain copy for users.
-    if run([*pip, *(["-e"] if dev else []), target]).returncode != 0:
-        raise InstallError("pip could not install the core (see above); check the network to PyPI and re-run")
+    with tempfile.TemporaryDirectory() as tmp:
+        # Editable for contributors (--dev) so tests see their edits; for users a plain copy,
+        # built from a clean copy of the sources (see stage_source).
+        src = ROOT if dev else stage_source(Path(tmp) / "wav2lip-blender")
+        target = str(src) + (f"[{extras}]" if extras else "")
+        if run([*pip, *(["-e"] if dev else []), target]).returncode != 0:
+            raise InstallError("pip could not install the core (see above); check the network to PyPI and re-run")
     stamp_file.write_text(stamp + "\n")
     return py
 

@@ -220,6 +220,29 @@ def test_one_licence_for_the_code():
     assert project == manifest[0].removeprefix("SPDX:")
 
 
+def test_staged_source_holds_what_pyproject_builds_from(tmp_path, monkeypatch):
+    """The clean copy pip builds a user's engine from: every file and package pyproject.toml
+    names, the package data, and no caches or earlier builds."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    named = {project["project"]["readme"], *project["project"]["license-files"], "pyproject.toml",
+             *(p.split(".")[0] for p in project["tool"]["setuptools"]["packages"])}
+    assert named == set(install.BUILD_SOURCES)
+    clone = tmp_path / "clone"  # a user's clone with caches and an old build in it
+    shutil.copytree(ROOT / "wav2lip_core", clone / "wav2lip_core", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(ROOT / name, clone / name)
+    _touch(clone / "wav2lip_core" / "__pycache__" / "stale.cpython-311.pyc")
+    _touch(clone / "build" / "lib" / "wav2lip_core" / "removed_module.py")
+    monkeypatch.setattr(install, "ROOT", clone)
+    staged = install.stage_source(tmp_path / "src")
+    assert sorted(p.name for p in staged.iterdir()) == sorted(named)
+    files = {p.relative_to(staged).as_posix() for p in (staged / "wav2lip_core").rglob("*") if p.is_file()}
+    assert "wav2lip_core/__init__.py" in files and any(f.startswith("wav2lip_core/data/") and f.endswith(".npy") for f in files)
+    assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
+
+
 def test_project_metadata_builds_without_deprecation_warnings(tmp_path):
     """What pip runs at every install (the PEP 517 metadata hook, with setuptools as the build
     backend) prints no deprecation banner, and the wheel's metadata carries the SPDX licence and

@@ -171,6 +171,9 @@ def test_users_engine_is_a_plain_pip_install_that_the_addon_syncs_with(blender_e
     found = json.loads(where.stdout)
     assert Path(found["core"]).is_relative_to(engine) and not Path(found["core"]).is_relative_to(ROOT), found
     assert found["installer"] == "pip" and not found["editable"], found
+    # exactly this checkout's modules: none left over from an earlier build in the clone's build/
+    installed, ours = package_files(Path(found["core"]).parent), package_files(ROOT / "wav2lip_core")
+    assert installed == ours, (sorted(installed - ours), sorted(ours - installed))
 
     from .test_headless_blender import FACE, MAKE_SCENE, SPEECH, blender
 
@@ -200,6 +203,10 @@ direct = json.loads(d.read_text("direct_url.json") or "{}")
 print(json.dumps({"core": wav2lip_core.__file__, "installer": (d.read_text("INSTALLER") or "").strip(),
                   "editable": bool(direct.get("dir_info", {}).get("editable"))}))
 """
+
+
+def package_files(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
 
 
 def vstr(version) -> str:

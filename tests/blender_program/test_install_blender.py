@@ -211,3 +211,17 @@ def package_files(folder: Path) -> set[str]:
 
 def vstr(version) -> str:
     return ".".join(map(str, version))
+
+
+def test_unwritable_blender_folder_gets_one_line(blender_exe, engine_env, tmp_path):
+    """Blender's user folder cannot be made (here: a file stands where it goes): one line naming
+    it, no traceback."""
+    env = user_env(tmp_path / "home")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env.update(BLENDER_USER_SCRIPTS=str(blocker / "scripts"), BLENDER_USER_CONFIG=str(tmp_path / "cfg"))
+    res = run_install(env, "--venv", str(engine_env))
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "Traceback" not in res.stdout + res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(blocker) in lines[0], res.stderr

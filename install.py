@@ -726,10 +726,9 @@ def main(argv: list[str] | None = None) -> int:
     except InstallError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except OSError as e:  # a folder that cannot be made or written (Blender's, the engine's)
-        where = f" {e.filename}" if e.filename else ""
-        print(f"error: could not write{where}: {e.strerror or e}; check that folder (its permissions, free space) "
-              "and re-run", file=sys.stderr)
+    except OSError as e:  # e.g. a folder that cannot be made or written (Blender's, the engine's)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}; check that path (its permissions, free space) and re-run", file=sys.stderr)
         return 1
 
 

@@ -110,6 +110,8 @@ def main() -> int:
     ap.add_argument("--checkpoint")
     ap.add_argument("--blender", help="Blender executable (default: the bpy module in this Python)")
     ap.add_argument("--out-dir", type=Path, default=Path("wav2lip-demo"))
+    # The command that set this up (with its --venv): what the user re-runs with a checkpoint.
+    ap.add_argument("--install-command", default="python3 install.py", help=argparse.SUPPRESS)
     ap.add_argument("--make-scene", nargs=5, metavar=("FACE", "AUDIO", "BLEND", "WIDTH", "HEIGHT"), help=argparse.SUPPRESS)
     argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
     a = ap.parse_args(argv)
@@ -135,7 +137,7 @@ def main() -> int:
         banner(["NO TRAINED WAV2LIP CHECKPOINT: running with UNTRAINED weights (seeded, made here).",
                 "The output goes through the whole path but is NOT lip-synced.",
                 "Get wav2lip_gan.pth from the Wav2Lip authors (research/non-commercial licence),",
-                "then: python3 install.py --checkpoint PATH --demo"])
+                f"then: {a.install_command} --checkpoint PATH --demo"])
 
     blend = out / "demo.blend"
     render = out / "demo_render.mp4"

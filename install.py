@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -50,14 +51,18 @@ CONFIG_PYTHON = protocol.CONFIG_PYTHON
 CONFIG_CHECKPOINT = protocol.CONFIG_CHECKPOINT
 CONFIG_DETECTOR_WEIGHTS = protocol.CONFIG_DETECTOR_WEIGHTS
 MIN_BLENDER = (3, 4, 0)  # older: no add-on (the bpy module runs the headless path)
+# The one Python the pinned bpy module (pyproject's `bpy` extra, bpy 5.0) exists for: without a
+# Blender program, headless runs and --demo need an engine on this version.
+BPY_PYTHON = (3, 11)
 EXTENSIONS_FROM = (4, 2, 0)  # an extension from here, a legacy add-on (bl_info) below
 # Written into the installed add-on: the hash of the files it was built from. Not a dotfile:
 # Blender's extension builder leaves those out.
 STAMP_NAME = "install_stamp.txt"
-WEIGHTS_HELP = (
-    "get wav2lip_gan.pth (or wav2lip.pth) from the Wav2Lip authors (github.com/Rudrabha/Wav2Lip, "
-    "'Getting the weights'; research/non-commercial licence) and run: python3 install.py --checkpoint PATH"
-)
+
+
+def weights_help(command: str = "python3 install.py") -> str:
+    return ("get wav2lip_gan.pth (or wav2lip.pth) from the Wav2Lip authors (github.com/Rudrabha/Wav2Lip, "
+            f"'Getting the weights'; research/non-commercial licence) and run: {command} --checkpoint PATH")
 
 
 class InstallError(Exception):
@@ -84,6 +89,28 @@ def default_venv() -> Path:
 
 def venv_python(env: Path) -> Path:
     return env / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+
+
+def install_command(env: Path) -> str:
+    """`python3 install.py`, with the --venv that reaches `env` when it is not the default: a
+    suggested command must act on the engine the user set up, not on the default one."""
+    if env == default_venv().expanduser().resolve():
+        return "python3 install.py"
+    return f"python3 install.py --venv {shlex.quote(str(env))}"
+
+
+def engine_python_version(env: Path) -> tuple[int, int]:
+    """The Python version the engine in `env` runs: an existing one's own, else this one's
+    (a new environment is made with the Python running install.py)."""
+    py = venv_python(env)
+    if py.exists():
+        try:
+            res = run([py, "-c", "import sys; print(*sys.version_info[:2])"], capture_output=True, text=True, timeout=60)
+            major, minor = map(int, res.stdout.split())
+            return major, minor
+        except (OSError, subprocess.SubprocessError, ValueError):
+            pass  # a broken environment: ensure_engine says so
+    return sys.version_info[0], sys.version_info[1]
 
 
 def torch_pin(pyproject: Path = ROOT / "pyproject.toml") -> str:
@@ -125,6 +152,23 @@ def runs_this_checkout(py: Path, modules: list[str]) -> bool:
     return Path(lines[0]).resolve() == (ROOT / "wav2lip_core" / "__init__.py").resolve() and lines[1] == "True"
 
 
+# What the core's wheel is built from: pyproject.toml's readme, license-files and packages.
+BUILD_SOURCES = ("pyproject.toml", "README.md", "LICENSE", "wav2lip_core")
+
+
+def stage_source(dest: Path) -> Path:
+    """A clean copy of what the wheel is built from, in `dest` (created). pip builds in the folder
+    it is given, and setuptools' build/ there keeps modules deleted since the last build: they
+    would be installed again. The clone stays as it is (no build/, no egg-info)."""
+    dest.mkdir(parents=True)
+    for name in BUILD_SOURCES:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(ROOT / name, dest / name)
+    return dest
+
+
 # Optional parts a user may add to the engine (pyproject's extras) and a module each installs.
 OPTIONAL_EXTRAS = {"int8": "nncf", "landmarks": "dlib", "enhance": "spandrel", "ray": "ray"}
 
@@ -156,11 +200,14 @@ def ensure_engine(env: Path, *, torch_index_url: str | None, with_bpy: bool, dev
         say(f"installing {torch_pin()} from {torch_index_url}")
         if run([*pip, torch_pin(), "--index-url", torch_index_url]).returncode != 0:
             raise InstallError(f"could not install {torch_pin()} from {torch_index_url}; check the URL (e.g. a CUDA wheel index)")
-    target = str(ROOT) + (f"[{extras}]" if extras else "")
     say(f"installing the core and its dependencies into {env} (torch pinned in pyproject.toml)")
-    # Editable for contributors (--dev) so tests see their edits; a plain copy for users.
-    if run([*pip, *(["-e"] if dev else []), target]).returncode != 0:
-        raise InstallError("pip could not install the core (see above); check the network to PyPI and re-run")
+    with tempfile.TemporaryDirectory() as tmp:
+        # Editable for contributors (--dev) so tests see their edits; for users a plain copy,
+        # built from a clean copy of the sources (see stage_source).
+        src = ROOT if dev else stage_source(Path(tmp) / "wav2lip-blender")
+        target = str(src) + (f"[{extras}]" if extras else "")
+        if run([*pip, *(["-e"] if dev else []), target]).returncode != 0:
+            raise InstallError("pip could not install the core (see above); check the network to PyPI and re-run")
     stamp_file.write_text(stamp + "\n")
     return py
 
@@ -281,22 +328,6 @@ def usable_blender(explicit: str | None) -> tuple[BlenderInfo | None, str]:
         return probe_blender(exe, version), ""
     except InstallError as e:
         return None, f"{e}: the add-on is not installed there"
-
-
-def blender_config_dir(version: tuple[int, int, int], platform: str | None = None) -> Path:
-    """Blender's per-version user config folder as Blender computes it by default (BLENDER_USER_CONFIG
-    overrides, as in Blender); used when no Blender program can be asked."""
-    platform = platform or sys.platform
-    if os.environ.get("BLENDER_USER_CONFIG"):
-        return Path(os.environ["BLENDER_USER_CONFIG"])
-    ver = f"{version[0]}.{version[1]}"
-    if platform == "win32":
-        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming") / "Blender Foundation" / "Blender"
-    elif platform == "darwin":
-        base = Path.home() / "Library" / "Application Support" / "Blender"
-    else:
-        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "blender"
-    return base / ver / "config"
 
 
 def record_config(config_dir: Path, **values: str) -> Path:
@@ -463,7 +494,7 @@ VERIFY = (
 def verify_checkpoint(py: Path, path: Path) -> str:
     """Load the checkpoint with the engine (never executing code from it); its kind or an error."""
     if not path.is_file():
-        raise InstallError(f"checkpoint not found: {path}; {WEIGHTS_HELP}")
+        raise InstallError(f"checkpoint not found: {path}; {weights_help()}")
     res = run([py, "-c", VERIFY, path], capture_output=True, text=True)
     if res.returncode != 0:
         # The engine prints our one-line reason on stdout; a crash leaves a traceback (or nothing).
@@ -524,7 +555,7 @@ def verify_detector_weights(py: Path, path: Path) -> tuple[Path, str]:
     return weights, res.stdout.strip()
 
 
-def detector_weights_status(py: Path, recorded: str | None) -> tuple[bool, str]:
+def detector_weights_status(py: Path, recorded: str | None, command: str = "python3 install.py") -> tuple[bool, str]:
     """The recorded BlazeFace/S3FD weights, else the ones where face-alignment looks (never
     downloaded here); Haar ships with OpenCV."""
     if recorded:
@@ -544,7 +575,7 @@ def detector_weights_status(py: Path, recorded: str | None) -> tuple[bool, str]:
     if have:
         return True, f"{', '.join(have)} in {folder}"
     return False, (f"no BlazeFace/S3FD weights in {folder} (put blazeface.pth + anchors.npy or s3fd-619a316812.pth "
-                   "there, or record them: python3 install.py --detector-weights PATH); the Haar detector bundled "
+                   f"there, or record them: {command} --detector-weights PATH); the Haar detector bundled "
                    "with OpenCV works meanwhile")
 
 
@@ -553,6 +584,7 @@ def detector_weights_status(py: Path, recorded: str | None) -> tuple[bool, str]:
 def status_rows(env: Path, blender: str | None, checkpoint: str | None) -> list[tuple[str, bool, str, bool]]:
     """(item, ok, detail, needed) for --check."""
     rows: list[tuple[str, bool, str, bool]] = []
+    again = install_command(env)
     rows.append(("Python (installer)", sys.version_info >= (3, 10), sys.version.split()[0], True))
     py = venv_python(env)
     rows.append(("engine environment", py.exists(), str(env), True))
@@ -570,8 +602,8 @@ def status_rows(env: Path, blender: str | None, checkpoint: str | None) -> list[
             rows.append(("torch and device", False, f"engine does not import: {last_line(res.stderr) or '?'}", True))
             rows.append(("ffmpeg (PyAV)", False, "not checked", True))
     else:
-        rows += [("torch and device", False, "no engine: run python3 install.py", True),
-                 ("ffmpeg (PyAV)", False, "no engine: run python3 install.py", True)]
+        rows += [("torch and device", False, f"no engine: run {again}", True),
+                 ("ffmpeg (PyAV)", False, f"no engine: run {again}", True)]
     try:
         info, why = usable_blender(blender)
     except InstallError as e:
@@ -582,7 +614,7 @@ def status_rows(env: Path, blender: str | None, checkpoint: str | None) -> list[
         with tempfile.TemporaryDirectory() as tmp:
             digest = addon_hash(stage_addon(Path(tmp) / ADDON_ID))
         stamp = installed_stamp(info)
-        state = "" if stamp == digest else (" (outdated: run python3 install.py)" if stamp else " (not installed: run python3 install.py)")
+        state = "" if stamp == digest else (f" (outdated: run {again})" if stamp else f" (not installed: run {again})")
         rows.append(("add-on installed", stamp == digest, f"{info.addon_dir}{state}", False))
         cfg = read_config(info.config_dir)
     else:
@@ -593,9 +625,9 @@ def status_rows(env: Path, blender: str | None, checkpoint: str | None) -> list[
     if ckpt and Path(ckpt).is_file():
         rows.append(("checkpoint", True, f"{ckpt} ({Path(ckpt).stat().st_size / 1e6:.0f} MB)", True))
     else:
-        rows.append(("checkpoint", False, f"{'not found: ' + ckpt if ckpt else 'none recorded'}; {WEIGHTS_HELP}", True))
+        rows.append(("checkpoint", False, f"{'not found: ' + ckpt if ckpt else 'none recorded'}; {weights_help(again)}", True))
     if engine_ok:
-        ok, detail = detector_weights_status(py, cfg.get(CONFIG_DETECTOR_WEIGHTS) or engine_cfg.get(CONFIG_DETECTOR_WEIGHTS))
+        ok, detail = detector_weights_status(py, cfg.get(CONFIG_DETECTOR_WEIGHTS) or engine_cfg.get(CONFIG_DETECTOR_WEIGHTS), again)
         rows.append(("detector weights", ok, detail, False))
     else:
         rows.append(("detector weights", False, "not checked (no engine)", False))
@@ -644,7 +676,14 @@ def main(argv: list[str] | None = None) -> int:
         info, why = (None, "") if a.no_blender else usable_blender(a.blender)
         # Without a usable Blender program, headless runs use Blender as a Python module (bpy),
         # which exists for one Python version per Blender release: 3.11 for bpy 5.0.
-        with_bpy = info is None and not a.no_blender and sys.version_info[:2] == (3, 11)
+        bpy_python = engine_python_version(env) == BPY_PYTHON
+        if a.demo and info is None and not bpy_python:
+            # Checked before anything is made: the demo could only fail, after minutes of pip.
+            raise InstallError(
+                f"{why or 'Blender: not used (--no-blender)'}; --demo without a Blender program needs Python "
+                f"{vstr(BPY_PYTHON)} for the bpy module, and the engine would run Python {vstr(engine_python_version(env))}: "
+                f"install Blender 3.4+ (blender.org) or pass --blender PATH, or run install.py with Python {vstr(BPY_PYTHON)}")
+        with_bpy = info is None and not a.no_blender and bpy_python
         if why:
             say(why)
             say("  headless runs use the bpy module in the engine environment" if with_bpy else
@@ -676,16 +715,20 @@ def main(argv: list[str] | None = None) -> int:
             say(f"preferences recorded in {cfg}")
         record_config(env, **config)  # the engine's own copy, used by demo.py and the core
         if a.demo:
-            cmd = [py, ROOT / "demo.py", "--out-dir", a.out_dir.resolve()]
+            cmd = [py, ROOT / "demo.py", "--out-dir", a.out_dir.resolve(), "--install-command", install_command(env)]
             cmd += ["--face", a.face] if a.face else []
             cmd += ["--audio", a.audio] if a.audio else []
             cmd += ["--checkpoint", config[CONFIG_CHECKPOINT]] if CONFIG_CHECKPOINT in config else []
             cmd += ["--blender", info.exe] if info else []
             return run(cmd).returncode
-        say("done. Check with: python3 install.py --check")
+        say(f"done. Check with: {install_command(env)} --check")
         return 0
     except InstallError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # e.g. a folder that cannot be made or written (Blender's, the engine's)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}; check that path (its permissions, free space) and re-run", file=sys.stderr)
         return 1
 
 

@@ -85,44 +85,29 @@ def test_find_blender_falls_back_to_usual_folders(tmp_path, monkeypatch):
     assert install.find_blender() == (exe, (4, 5, 2))
 
 
-def test_records_preferences_into_blender_user_folder(tmp_path, monkeypatch):
+def test_record_config_merges_and_leaves_an_unchanged_file_alone(tmp_path):
+    """The JSON install.py writes into the folder Blender reports (tests/blender_program checks
+    which folder that is in the real program) and into the engine environment."""
     cfg_dir = tmp_path / "blender-user" / "config"
-    monkeypatch.setenv("BLENDER_USER_CONFIG", str(cfg_dir))
-    assert install.blender_config_dir((4, 2, 0)) == cfg_dir
-    path = install.record_config(install.blender_config_dir((4, 2, 0)), python="/x/bin/python", checkpoint="/w/a.pth")
-    assert path == cfg_dir / install.CONFIG_NAME
+    path = install.record_config(cfg_dir, python="/x/bin/python", checkpoint="/w/a.pth")
+    assert path == cfg_dir / "wav2lip_lipsync.json"
     assert install.read_config(cfg_dir) == {"python": "/x/bin/python", "checkpoint": "/w/a.pth"}
     before = path.stat().st_mtime_ns
     install.record_config(cfg_dir, python="/x/bin/python")  # re-running changes nothing
     assert path.stat().st_mtime_ns == before
-    install.record_config(cfg_dir, checkpoint="/w/b.pth")  # a new value merges, keeps the rest
+    install.record_config(cfg_dir, checkpoint="/w/b.pth", detector_weights="")  # merges; empty values change nothing
     assert install.read_config(cfg_dir) == {"python": "/x/bin/python", "checkpoint": "/w/b.pth"}
+    assert sorted(p.name for p in cfg_dir.iterdir()) == ["wav2lip_lipsync.json"]  # no temporary file left
 
 
-@pytest.mark.parametrize("platform, layout", [
-    ("linux", "xdg/blender/5.0/config"),
-    ("darwin", "home/Library/Application Support/Blender/5.0/config"),
-    ("win32", "appdata/Blender Foundation/Blender/5.0/config"),
-])
-def test_blender_config_dir_default_layout(monkeypatch, tmp_path, platform, layout):
-    monkeypatch.delenv("BLENDER_USER_CONFIG", raising=False)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("APPDATA", str(tmp_path / "appdata"))
-    monkeypatch.setattr(install.Path, "home", lambda: tmp_path / "home")
-    assert install.blender_config_dir((5, 0, 1), platform) == tmp_path / layout
-
-
-def test_empty_folder_variables_count_as_unset(monkeypatch, tmp_path):
-    """XDG_DATA_HOME="" (as some session scripts export it) must not put the engine or the
-    config in a folder relative to wherever install.py happens to run."""
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the XDG layout is Linux's")
+def test_empty_data_home_counts_as_unset(monkeypatch, tmp_path):
+    """XDG_DATA_HOME="" (as some session scripts export it) must not put the engine in a folder
+    relative to wherever install.py happens to run."""
     monkeypatch.delenv("WAV2LIP_ENGINE_VENV", raising=False)
-    monkeypatch.delenv("BLENDER_USER_CONFIG", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", "")
-    monkeypatch.setenv("XDG_CONFIG_HOME", "")
     monkeypatch.setattr(install.Path, "home", lambda: tmp_path / "home")
-    if sys.platform.startswith("linux"):
-        assert install.default_venv() == tmp_path / "home/.local/share/wav2lip-blender/engine"
-    assert install.blender_config_dir((3, 4, 1), "linux") == tmp_path / "home/.config/blender/3.4/config"
+    assert install.default_venv() == tmp_path / "home/.local/share/wav2lip-blender/engine"
 
 
 def test_checkpoint_verification_messages(tmp_path, checkpoint):
@@ -229,7 +214,51 @@ def test_one_licence_for_the_code():
     GPL-compatible for Blender)."""
     import tomllib
 
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]["text"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]
     manifest = tomllib.loads((ROOT / "blender_addon" / "blender_manifest.toml").read_text())["license"]
     assert manifest == ["SPDX:GPL-3.0-or-later"]
-    assert project.split()[0] == manifest[0].removeprefix("SPDX:")
+    assert project == manifest[0].removeprefix("SPDX:")
+
+
+def test_staged_source_holds_what_pyproject_builds_from(tmp_path, monkeypatch):
+    """The clean copy pip builds a user's engine from: every file and package pyproject.toml
+    names, the package data, and no caches or earlier builds."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    named = {project["project"]["readme"], *project["project"]["license-files"], "pyproject.toml",
+             *(p.split(".")[0] for p in project["tool"]["setuptools"]["packages"])}
+    assert named == set(install.BUILD_SOURCES)
+    clone = tmp_path / "clone"  # a user's clone with caches and an old build in it
+    shutil.copytree(ROOT / "wav2lip_core", clone / "wav2lip_core", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(ROOT / name, clone / name)
+    _touch(clone / "wav2lip_core" / "__pycache__" / "stale.cpython-311.pyc")
+    _touch(clone / "build" / "lib" / "wav2lip_core" / "removed_module.py")
+    monkeypatch.setattr(install, "ROOT", clone)
+    staged = install.stage_source(tmp_path / "src")
+    assert sorted(p.name for p in staged.iterdir()) == sorted(named)
+    files = {p.relative_to(staged).as_posix() for p in (staged / "wav2lip_core").rglob("*") if p.is_file()}
+    assert "wav2lip_core/__init__.py" in files and any(f.startswith("wav2lip_core/data/") and f.endswith(".npy") for f in files)
+    assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
+
+
+def test_project_metadata_builds_without_deprecation_warnings(tmp_path):
+    """What pip runs at every install (the PEP 517 metadata hook, with setuptools as the build
+    backend) prints no deprecation banner, and the wheel's metadata carries the SPDX licence and
+    the licence file."""
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "wav2lip_core", tmp_path / "wav2lip_core", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "meta").mkdir()
+    code = ("import sys, setuptools.build_meta as b; "
+            "print('DISTINFO', b.prepare_metadata_for_build_wheel(sys.argv[1]))")
+    res = subprocess.run([sys.executable, "-W", "default", "-c", code, str(tmp_path / "meta")], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    assert "Deprecat" not in out and "project.license" not in out, out
+    dist_info = next(ln.split()[1] for ln in res.stdout.splitlines() if ln.startswith("DISTINFO "))
+    metadata = (tmp_path / "meta" / dist_info / "METADATA").read_text()
+    assert "License-Expression: GPL-3.0-or-later" in metadata.splitlines(), metadata[:2000]
+    assert "License-File: LICENSE" in metadata.splitlines(), metadata[:2000]

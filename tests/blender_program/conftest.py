@@ -4,8 +4,9 @@ command line.
 
 Every test gets its own user folders (HOME, XDG_CONFIG_HOME in tmp_path), so the machine's real
 Blender preferences are never read or written, and a thin engine environment layered on the
-test environment, so install.py finds torch & co. without pip (a fresh engine venv downloads
-torch for minutes)."""
+test environment, so install.py finds torch & co. without pip (a fresh engine venv takes a
+minute or more of pip). One test makes a real one, as a user does
+(test_install_blender.py::test_users_engine_is_a_plain_pip_install_that_the_addon_syncs_with)."""
 
 from __future__ import annotations
 

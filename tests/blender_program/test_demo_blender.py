@@ -66,5 +66,7 @@ def test_demo_without_blender_program(engine_env, tmp_path):
     res = run_install(env, "--demo", "--venv", str(engine_env))
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     assert "Blender: not found" in res.stdout and "lip-syncing through headless Blender (the bpy module)" in res.stdout
+    # The way on names the engine just used, not the default one (which does not exist).
+    assert f"then: python3 install.py --venv {engine_env} --checkpoint PATH --demo" in res.stdout, res.stdout[-3000:]
     assert "Traceback" not in res.stdout + res.stderr, res.stderr[-4000:]
     check_demo(tmp_path / "home" / "wav2lip-demo", res.stdout)

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
+import subprocess
+from pathlib import Path
 
-from .conftest import BASE_PYTHON, fake_blender, run_install, user_env
+import pytest
+
+from .conftest import BASE_PYTHON, INSTALL, fake_blender, python_only_path, run_install, user_env
 
 CONFIG = "wav2lip_lipsync.json"
 
@@ -69,3 +74,60 @@ def test_detector_weights_checked_and_recorded(engine_env, tmp_path, blazeface_d
         assert res.returncode == 1, res.stdout + res.stderr
         assert res.stderr.startswith(message) and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert engine_config(engine_env)["detector_weights"] == str(weights)
+
+
+def other_python() -> Path | None:
+    """A real interpreter that is not Python 3.11 (on PATH, or one of pyenv's), resolved past shims."""
+    pyenv = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    names = ("python3.12", "python3.13", "python3.10", "python3.14")
+    found = [shutil.which(n) for n in names] + [str(p) for v in ("3.12", "3.13", "3.10") for p in sorted(pyenv.glob(f"{v}.*/bin/python3"))]
+    for exe in found:
+        if not exe:
+            continue
+        res = subprocess.run([exe, "-c", "import sys; print(sys.executable); print(sys.version_info[:2] != (3, 11))"],
+                             capture_output=True, text=True)
+        lines = res.stdout.split()
+        if res.returncode == 0 and len(lines) == 2 and lines[1] == "True":
+            return Path(lines[0])
+    return None
+
+
+def test_demo_without_blender_on_another_python_fails_first_in_one_line(tmp_path):
+    """No Blender program, and a Python for which no bpy module exists: --demo can only fail,
+    so it fails before it creates anything, in one line saying what to do."""
+    py = other_python()
+    if py is None:
+        pytest.skip("no Python other than 3.11 on PATH (e.g. pyenv's python3.12)")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(py)
+    # No package index: were install.py to go on and install, it fails in seconds instead of
+    # downloading torch for this Python.
+    env = {**user_env(tmp_path / "home", path=str(bin_dir)), "PIP_NO_INDEX": "1"}
+    engine = tmp_path / "engine"
+    res = subprocess.run([str(py), str(INSTALL), "--demo", "--venv", str(engine)], capture_output=True, text=True,
+                         env=env, cwd=env["HOME"], timeout=600)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out
+    assert "Traceback" not in out
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert "Python 3.11" in lines[0] and "--blender" in lines[0] and "install Blender" in lines[0], lines[0]
+    assert not engine.exists()  # nothing created
+    assert not (tmp_path / "home" / "wav2lip-demo").exists()
+
+
+def test_suggested_check_checks_the_engine_just_set_up(engine_env, tmp_path):
+    """`install.py --venv X` ends with the command that checks it; that command finds X's engine."""
+    env = user_env(tmp_path / "home", path=python_only_path(tmp_path / "bin"))
+    res = run_install(env, "--venv", str(engine_env))
+    assert res.returncode == 0, res.stdout + res.stderr
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("done. Check with: "))
+    cmd = shlex.split(line[len("done. Check with: "):])
+    assert cmd[:2] == ["python3", "install.py"] and "--check" in cmd, line
+    check = run_install(env, *cmd[2:])
+    rows = {ln.split()[0] + " " + ln.split()[1]: ln for ln in check.stdout.splitlines() if ln.startswith("  ")}
+    engine_row, torch_row = rows["engine environment"], rows["torch and"]
+    assert engine_row.split()[2] == "ok" and str(engine_env) in engine_row, check.stdout
+    assert torch_row.split()[3] == "ok" and "torch 2.13.0" in torch_row, check.stdout
+    assert "MISSING" not in engine_row + torch_row

@@ -123,6 +123,12 @@ class EngineJob:
             return dataclasses.replace(self._progress, notes=list(self._progress.notes))
 
     @property
+    def delivering(self) -> bool:
+        """The engine said done and the clip is being moved into place (a rename: milliseconds)."""
+        with self._lock:
+            return self._delivering and self._progress.status == RUNNING
+
+    @property
     def finished(self) -> bool:
         return self._finished.is_set()
 

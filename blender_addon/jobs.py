@@ -15,7 +15,7 @@ from bpy.types import Context
 from . import capture, compat, engine, preferences
 from .compat import StripLike
 from .jobqueue import EngineJob, JobQueue
-from .engine_python import EngineNotFound, engine_env, find_engine_python
+from .engine_python import engine_env
 from .preview import plan_preview
 from .runner import DONE
 from .snapshot import SnapshotError, SyncRequest, plan
@@ -100,6 +100,9 @@ def mark_handled(job: Job) -> bool:
 
 def done_but_not_handled(batch: Batch) -> List[Job]:
     """The batch's jobs whose clip is complete but not reported (inserted) yet."""
+    for j in batch.jobs:
+        if j.runner.delivering:  # a Cancel that raced the engine's done: let the rename finish
+            j.runner.wait(2.0)
     return [j for i, j in enumerate(batch.jobs) if i not in batch.handled and j.runner.poll().status == DONE]
 
 
@@ -226,13 +229,6 @@ def prepare_batch(context: Context, op: Any, preview: bool = False) -> Batch:
             raise SnapshotError(f"the sound's file is missing: {req.audio_path}")
         requests.append((video, req))
 
-    try:
-        python = find_engine_python(s.engine_python)
-    except EngineNotFound as exc:
-        raise SnapshotError(str(exc)) from exc
-    if not python:
-        raise SnapshotError(
-            "no Python with wav2lip_core found: run install.py, or set 'Engine Python' in the add-on preferences")
     folder, warning = preferences.output_folder(s)
     try:
         os.makedirs(folder, exist_ok=True)
@@ -277,7 +273,7 @@ def prepare_batch(context: Context, op: Any, preview: bool = False) -> Batch:
                 pass
 
     env = engine_env()
-    queue = JobQueue([j.runner for j in jobs], lambda: engine.session_engine(python, env))
+    queue = JobQueue([j.runner for j in jobs], lambda: engine.session_engine_for(s.engine_python, env))
     batch = Batch(jobs=jobs, queue=queue, preview=preview)
     _batch = batch
     queue.start()

@@ -163,9 +163,9 @@ def quality_args(s: Settings) -> List[str]:
     P = protocol
     args = [P.OPT_BLEND, s.blend, P.OPT_SILENCE, s.silence, P.OPT_ALIGN, s.align]
     if s.sync_offset:
-        args += [P.OPT_SYNC_OFFSET, repr(float(s.sync_offset))]
+        args += [P.OPT_SYNC_OFFSET, P.plain_number(s.sync_offset)]
     if s.enhance:
-        args += [P.OPT_ENHANCE, s.enhance_weights, P.OPT_ENHANCE_FIDELITY, repr(float(s.enhance_fidelity))]
+        args += [P.OPT_ENHANCE, s.enhance_weights, P.OPT_ENHANCE_FIDELITY, P.plain_number(s.enhance_fidelity)]
     return args
 
 

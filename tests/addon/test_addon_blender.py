@@ -261,11 +261,11 @@ def test_sound_picked_by_overlap_and_trimmed_sound_heard_only_where_it_plays(fre
     assert results_of(scene, "Face")[0].frame_final_duration == 48
 
 
-def test_unsaved_file_goes_to_temp_with_warning_once(fresh, media, fake_python, dummy_checkpoint, capfd):
+def test_unsaved_file_goes_to_temp_with_warning_once(fresh, media, fake_python, dummy_checkpoint, capfd, monkeypatch):
     bpy, scene = fresh
-    from blender_addon import operators
+    from blender_addon import jobs
 
-    operators._unsaved_warned = False  # as in a new session
+    monkeypatch.setattr(jobs, "_unsaved_warned", False)  # as in a new session, whatever ran before
     face = selected_face_and_speech(scene, media)
     import tempfile
 
@@ -277,7 +277,7 @@ def test_unsaved_file_goes_to_temp_with_warning_once(fresh, media, fake_python, 
     # Blender prints an operator's reports in background mode: the warning came, and only once.
     assert out.count("Warning: the .blend file is not saved: the synced clip goes to the temp folder") == 1, out
     for path in paths:
-        assert path.startswith(os.path.join(tempfile.gettempdir(), "wav2lip_lipsync"))
+        assert os.path.dirname(path) == os.path.join(tempfile.gettempdir(), f"wav2lip_lipsync-{os.getuid()}")
         assert os.path.isfile(path)
         os.remove(path)
     assert not [n for n in os.listdir(os.path.dirname(paths[0])) if n.startswith(".wav2lip-job-")]

@@ -184,7 +184,8 @@ def choose_strips(context: Context, scene: Scene, video_name: str = "", sound_na
                   ) -> Tuple[Optional[StripLike], Optional[StripLike]]:
     """(video strip or None, sound strip or None) from explicit names, else the selection:
     the active movie/image strip if selected (or the first selected one), and the sound strip
-    playing under it (_sound_under). A result or preview strip stands for its source. With no
+    playing under it (_sound_under; None when sound strips are selected and none plays under it:
+    another one is never swapped in). A result or preview strip stands for its source. With no
     movie strip, the selected sound strip (so the panel can name it)."""
     ed = compat.editor(scene)
     if ed is None:
@@ -205,7 +206,9 @@ def choose_strips(context: Context, scene: Scene, video_name: str = "", sound_na
             video = vids[0] if vids else None
     if sound is None and not sound_name:
         sel_sounds = [s for s in selected if s.type == compat.SOUND]
-        if video is not None:
+        if video is not None and sel_sounds and not any(overlap(*_span(video), *_span(s)) > 0 for s in sel_sounds):
+            sound = None  # the user picked this sound: never swap in another one (the panel says why)
+        elif video is not None:
             sound = _sound_under(video, sel_sounds, [s for s in compat.current_strips(ed) if s.type == compat.SOUND])
         elif sel_sounds:
             sound = sel_sounds[0]

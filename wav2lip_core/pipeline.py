@@ -213,8 +213,7 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
     t = time.perf_counter()
     progress(protocol.STAGE_AUDIO, 0, 1)
     info = probe_video(request.face, image_fps=request.fps or 25.0)
-    wav = audio_mod.load_audio(request.audio)
-    plan = make_plan(request, info, wav)
+    plan = make_plan(request, info)  # decodes only the audio window the job hears
     for line in plan.notes:
         tell(line)
     progress(protocol.STAGE_AUDIO, 1, 1)

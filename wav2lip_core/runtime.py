@@ -29,10 +29,8 @@ import numpy as np
 from . import protocol
 from .errors import Cancelled, Wav2LipError
 from .model import check_checkpoint_file
-# Names that lived here before model_cache.py and ov_build.py stay importable from here.
-from .model_cache import (ENV_MODEL_CACHE, INT8_NEEDS, MAX_ENTRIES, MODEL_CACHE_VERSION,  # noqa: F401
-                          LoadedFiles, ModelCache, default_model_folder, file_state, nncf_version)
-from .ov_build import build_in_child, convert, quantize  # noqa: F401
+from .model_cache import LoadedFiles, ModelCache, nncf_version
+from .ov_build import build_in_child, convert, quantize
 
 RUNTIMES = protocol.names(protocol.RUNTIMES)
 # Calibration for int8: this many batches of the job's own inputs (the measurement used

@@ -133,16 +133,37 @@ def test_a_damaged_compiled_blob_is_compiled_again(ov_runner, checkpoint, model_
     assert R.OpenVINORunner(checkpoint, precision="fp32", cache=cache)._compiled.get_property("LOADED_FROM_CACHE")
 
 
-def test_unwritable_cache_warns_and_still_runs(checkpoint, ov_runner, tmp_path, io):
+_UNWRITABLE = """
+import json, sys
+import numpy as np
+from wav2lip_core.model_cache import ModelCache
+from wav2lip_core.runtime import OpenVINORunner
+checkpoint, folder, io_path = sys.argv[1:4]
+runner = OpenVINORunner(checkpoint, precision="fp32", cache=ModelCache(folder))
+io = np.load(io_path)
+print(json.dumps({"diff": float(np.abs(runner.forward(io["mel"], io["face"]) - io["expected"]).max()),
+                  "torch": "torch" in sys.modules}))
+"""
+
+
+def test_an_unwritable_cache_still_gives_the_right_model_and_writes_nothing(checkpoint, tmp_path):
+    """A cache folder that cannot be made (its parent is a file): the run warns once and still
+    gives the reference numbers, converted in a child (torch never loads in the runner's
+    process), and nothing is left in the cache's place or in the temp folder."""
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    cache = M.ModelCache(blocker / "models")
-    good = M.ModelCache(ov_runner.cache.folder)
-    import openvino as ov
-
-    model = good.load(ov.Core(), good.key(checkpoint, "fp32"))
-    with pytest.warns(UserWarning, match="not cached"):
-        cache.save(model, cache.key(checkpoint, "fp32"))
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = dict(os.environ, TMPDIR=str(temp), PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    r = subprocess.run([sys.executable, "-c", _UNWRITABLE, str(checkpoint), str(blocker / "models"),
+                        str(CONFORMANCE / "model_io.npz")], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    answer = json.loads(r.stdout.strip().splitlines()[-1])
+    assert answer["diff"] < 1e-4 and not answer["torch"], answer
+    assert r.stderr.count("converted model not cached") == 1
+    assert blocker.read_text() == "not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "tmp"] and list(temp.iterdir()) == []
 
 
 def test_the_key_follows_the_content_not_the_file_state(checkpoint, tmp_path):

@@ -233,9 +233,10 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
     warm = runner is not None
     if runner is None and runners is not None:
         warm = runners.has(request.checkpoint, runtime=runtime, device=device, precision=precision)
-        runner = runners.get(request.checkpoint, runtime=runtime, device=device, precision=precision)
+        runner = runners.get(request.checkpoint, runtime=runtime, device=device, precision=precision, stop=cancel)
     if runner is None:
-        runner = runtime_mod.load_runner(request.checkpoint, runtime=runtime, device=device, precision=precision)
+        runner = runtime_mod.load_runner(request.checkpoint, runtime=runtime, device=device, precision=precision,
+                                         stop=cancel)
     precision = runner.precision
     restorer = None
     if request.enhance:  # loaded before detection, so a wrong file fails in seconds, not minutes
@@ -264,7 +265,7 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
     t = watch.add("detect", t)
     if getattr(runner, "needs_calibration", False):
         tell("calibrating int8 on this clip's faces (once per checkpoint)")
-        runner.calibrate(calibration_batches(plan, track, batch, cancel, runtime_mod.CALIBRATION_BATCHES))
+        runner.calibrate(calibration_batches(plan, track, batch, cancel, runtime_mod.CALIBRATION_BATCHES), cancel)
         t = watch.add("load", t)
 
     n_out = len(plan.sources)

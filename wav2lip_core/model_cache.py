@@ -129,8 +129,8 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 class ModelCache:
     """Converted models on disk. A folder is written beside its final place and renamed into it,
-    so a reader never sees a partial one; a folder whose files do not read back (or whose .bin's
-    checksum differs) is a miss.
+    so a reader never sees a partial one; a folder whose files do not read back (or whose
+    checksums differ) is a miss.
 
     Checkpoints are keyed by the sha256 of their whole content (a released file is 436 MB, ~2 s
     to hash), remembered in `checkpoints.json` by path and file state (size, mtime, inode): a

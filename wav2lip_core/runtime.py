@@ -218,7 +218,7 @@ class OpenVINORunner:
         # Files are read, not memory-mapped: another process may replace or prune a cache entry.
         self.core.set_property({"ENABLE_MMAP": False})
         self.cache = cache
-        self.converted = False  # whether this load converted (not found in the cache, nor made by another process meanwhile)
+        self.converted = False  # whether this load converted (neither cached nor made meanwhile by another process)
         self.quantized_now = False  # whether this load calibrated int8
         self._compiled = None
         self._request = None

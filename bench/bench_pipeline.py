@@ -191,7 +191,8 @@ from wav2lip_core.model import load_checkpoint
 a = json.loads(sys.argv[1])
 batches = clip_inputs(a["face"], a["audio"], a["box"], 3 * a["batch"])
 mel, face = np.concatenate([m for m, _ in batches])[:a["batch"]], np.concatenate([f for _, f in batches])[:a["batch"]]
-cache = R.ModelCache(a["cache"])
+from wav2lip_core.model_cache import ModelCache
+cache = ModelCache(a["cache"])
 runners = {"torch": R.TorchRunner(load_checkpoint(a["checkpoint"]), "cpu", "fp32"),
            "openvino fp32": R.OpenVINORunner(a["checkpoint"], precision="fp32", cache=cache)}
 if a["int8"]:

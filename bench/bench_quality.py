@@ -176,7 +176,8 @@ def bench_options(args) -> None:
 
         from wav2lip_core import enhance, landmarks, runtime
         from wav2lip_core.decode import read_frames
-        from wav2lip_core.pipeline import LipSyncRequest, make_plan, run
+        from wav2lip_core.pipeline import LipSyncRequest, run
+        from wav2lip_core.plan import make_plan
         from wav2lip_core.probe import probe_video
 
         checkpoint = args.checkpoint or _checkpoint(folder)

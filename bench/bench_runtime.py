@@ -46,7 +46,9 @@ def psnr(a, b, peak: float) -> float:
 def clip_inputs(face: str, audio: str, box, frames: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The model inputs the pipeline would build for the clip's first `frames` frames, in batches of 16."""
     from wav2lip_core.audio import load_audio
-    from wav2lip_core.pipeline import LipSyncRequest, calibration_batches, detection_settings, find_faces, make_plan
+    from wav2lip_core.pipeline import LipSyncRequest, detection_settings, find_faces
+    from wav2lip_core.plan import make_plan
+    from wav2lip_core.sync import calibration_batches
     from wav2lip_core.probe import probe_video
 
     req = LipSyncRequest(face=face, audio=audio, checkpoint="", out="", box=tuple(box), duration=frames / 25 + 1e-3)
@@ -170,6 +172,7 @@ def main() -> None:
     import torch
 
     from wav2lip_core import runtime as R
+    from wav2lip_core.model_cache import ModelCache
     from wav2lip_core.model import load_checkpoint
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-runtime-"))
@@ -181,7 +184,7 @@ def main() -> None:
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), OpenVINO {ov.__version__}, "
           f"{os.cpu_count()} CPUs, checkpoint {ckpt}")
 
-    cache = R.ModelCache(tmp / "models")
+    cache = ModelCache(tmp / "models")
     t = time.perf_counter()
     ov32 = R.OpenVINORunner(ckpt, precision="fp32", cache=cache)
     convert_s = time.perf_counter() - t

@@ -24,7 +24,9 @@ from wav2lip_core.blend import crop_face, model_inputs, paste, prediction_to_uin
 from wav2lip_core.decode import read_frames
 from wav2lip_core.encode import VideoWriter
 from wav2lip_core.errors import Cancelled, MediaError, Wav2LipError
-from wav2lip_core.pipeline import LipSyncRequest, make_plan, run, synthesize
+from wav2lip_core.pipeline import LipSyncRequest, run
+from wav2lip_core.plan import make_plan
+from wav2lip_core.sync import synthesize
 from wav2lip_core.probe import probe_video
 from wav2lip_core.protocol import STAGE_SYNC
 from wav2lip_core.runtime import load_runner

@@ -33,10 +33,10 @@ from wav2lip_core.pipeline import (
     _check_inputs,
     detection_settings,
     find_faces,
-    make_plan,
     run,
-    synthesize,
 )
+from wav2lip_core.plan import make_plan
+from wav2lip_core.sync import synthesize
 
 FACE2 = MEDIA / "vretalk_face2.mp4"  # 844x844, 25 fps, 125 frames, AAC
 FACE1_VFR = MEDIA / "vretalk_face1.mp4"  # 700x700, variable frame rate

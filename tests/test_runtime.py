@@ -23,6 +23,7 @@ from conftest import CONFORMANCE, MEDIA, ROOT
 pytest.importorskip("openvino")
 
 from wav2lip_core import runtime as R  # noqa: E402
+from wav2lip_core import model_cache as M  # noqa: E402
 from wav2lip_core.model_cache import COMPILED  # noqa: E402
 from wav2lip_core.errors import Wav2LipError  # noqa: E402
 
@@ -43,13 +44,13 @@ def io():
 
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory) -> Path:
-    return Path(os.environ.get(R.ENV_MODEL_CACHE) or tmp_path_factory.mktemp("models"))
+    return Path(os.environ.get(M.ENV_MODEL_CACHE) or tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="session")
 def ov_runner(checkpoint, model_cache):
     """The conformance checkpoint through OpenVINO fp32 (converted by the session's first load)."""
-    return R.OpenVINORunner(checkpoint, precision="fp32", cache=R.ModelCache(model_cache))
+    return R.OpenVINORunner(checkpoint, precision="fp32", cache=M.ModelCache(model_cache))
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +72,7 @@ def test_openvino_fp32_matches_the_reference_and_torch(ov_runner, torch_out, io)
 
 
 def test_second_load_reads_the_cache_instead_of_converting(ov_runner, checkpoint, model_cache, io):
-    cache = R.ModelCache(model_cache)
+    cache = M.ModelCache(model_cache)
     key = cache.key(checkpoint, "fp32")
     assert (cache.path(key) / "model.xml").is_file() and (cache.path(key) / "model.bin").is_file()
     again = R.OpenVINORunner(checkpoint, precision="fp32", cache=cache)
@@ -89,10 +90,10 @@ def test_second_load_reads_the_cache_instead_of_converting(ov_runner, checkpoint
 
 @pytest.mark.parametrize("damage", ["bin_byte", "bin_truncated", "xml_garbage", "meta_missing"])
 def test_a_damaged_cache_entry_is_a_miss_and_is_replaced(ov_runner, checkpoint, model_cache, tmp_path, damage, io):
-    key = R.ModelCache(model_cache).key(checkpoint, "fp32")
+    key = M.ModelCache(model_cache).key(checkpoint, "fp32")
     folder = tmp_path / "models"
     shutil.copytree(model_cache / key, folder / key)
-    cache = R.ModelCache(folder)
+    cache = M.ModelCache(folder)
     entry = cache.path(key)
     import openvino as ov
 
@@ -119,9 +120,9 @@ def test_a_damaged_cache_entry_is_a_miss_and_is_replaced(ov_runner, checkpoint, 
 
 
 def test_a_damaged_compiled_blob_is_compiled_again(ov_runner, checkpoint, model_cache, tmp_path, io):
-    key = R.ModelCache(model_cache).key(checkpoint, "fp32")
+    key = M.ModelCache(model_cache).key(checkpoint, "fp32")
     shutil.copytree(model_cache / key, tmp_path / "models" / key)
-    cache = R.ModelCache(tmp_path / "models")
+    cache = M.ModelCache(tmp_path / "models")
     blobs = list((cache.path(key) / COMPILED).glob("*.blob"))
     assert blobs
     for blob in blobs:
@@ -132,16 +133,37 @@ def test_a_damaged_compiled_blob_is_compiled_again(ov_runner, checkpoint, model_
     assert R.OpenVINORunner(checkpoint, precision="fp32", cache=cache)._compiled.get_property("LOADED_FROM_CACHE")
 
 
-def test_unwritable_cache_warns_and_still_runs(checkpoint, ov_runner, tmp_path, io):
+_UNWRITABLE = """
+import json, sys
+import numpy as np
+from wav2lip_core.model_cache import ModelCache
+from wav2lip_core.runtime import OpenVINORunner
+checkpoint, folder, io_path = sys.argv[1:4]
+runner = OpenVINORunner(checkpoint, precision="fp32", cache=ModelCache(folder))
+io = np.load(io_path)
+print(json.dumps({"diff": float(np.abs(runner.forward(io["mel"], io["face"]) - io["expected"]).max()),
+                  "torch": "torch" in sys.modules}))
+"""
+
+
+def test_an_unwritable_cache_still_gives_the_right_model_and_writes_nothing(checkpoint, tmp_path):
+    """A cache folder that cannot be made (its parent is a file): the run warns once and still
+    gives the reference numbers, converted in a child (torch never loads in the runner's
+    process), and nothing is left in the cache's place or in the temp folder."""
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    cache = R.ModelCache(blocker / "models")
-    good = R.ModelCache(ov_runner.cache.folder)
-    import openvino as ov
-
-    model = good.load(ov.Core(), good.key(checkpoint, "fp32"))
-    with pytest.warns(UserWarning, match="not cached"):
-        cache.save(model, cache.key(checkpoint, "fp32"))
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = dict(os.environ, TMPDIR=str(temp), PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    r = subprocess.run([sys.executable, "-c", _UNWRITABLE, str(checkpoint), str(blocker / "models"),
+                        str(CONFORMANCE / "model_io.npz")], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    answer = json.loads(r.stdout.strip().splitlines()[-1])
+    assert answer["diff"] < 1e-4 and not answer["torch"], answer
+    assert r.stderr.count("converted model not cached") == 1
+    assert blocker.read_text() == "not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "tmp"] and list(temp.iterdir()) == []
 
 
 def test_the_key_follows_the_content_not_the_file_state(checkpoint, tmp_path):
@@ -149,7 +171,7 @@ def test_the_key_follows_the_content_not_the_file_state(checkpoint, tmp_path):
     one process that has hashed the file before."""
     copy = tmp_path / "c.pth"
     shutil.copyfile(checkpoint, copy)
-    cache = R.ModelCache(tmp_path / "models")
+    cache = M.ModelCache(tmp_path / "models")
     key = cache.key(copy, "fp32")
     os.utime(copy, (1, 1))
     assert cache.key(copy, "fp32") == key
@@ -177,7 +199,7 @@ def _is_quantized(model) -> bool:
 @pytest.mark.skipif(not _has_nncf(), reason="int8 needs the int8 extra (nncf)")
 def test_int8_is_quantized_close_to_fp32_and_cached(checkpoint, ov_runner, model_cache, io):
     cal = [(io["mel"][:4], io["face"][:4]), (io["mel"][4:], io["face"][4:])]
-    q = R.OpenVINORunner(checkpoint, precision="int8", cache=R.ModelCache(model_cache))
+    q = R.OpenVINORunner(checkpoint, precision="int8", cache=M.ModelCache(model_cache))
     assert q.needs_calibration
     q.calibrate(cal)
     assert q.quantized_now
@@ -191,11 +213,11 @@ def test_int8_is_quantized_close_to_fp32_and_cached(checkpoint, ov_runner, model
     # The cached int8 model is quantized, the fp32 one is not.
     import openvino as ov
 
-    cache, core = R.ModelCache(model_cache), ov.Core()
+    cache, core = M.ModelCache(model_cache), ov.Core()
     assert _is_quantized(cache.load(core, cache.key(checkpoint, "int8")))
     assert not _is_quantized(cache.load(core, cache.key(checkpoint, "fp32")))
     # The second load takes the quantized model from the cache: no calibration wanted.
-    again = R.OpenVINORunner(checkpoint, precision="int8", cache=R.ModelCache(model_cache))
+    again = R.OpenVINORunner(checkpoint, precision="int8", cache=M.ModelCache(model_cache))
     assert not again.needs_calibration
     assert np.array_equal(again.forward(io["mel"], io["face"]), i8)
 
@@ -226,7 +248,7 @@ def test_resolve_runtime_choices_and_errors():
 # --- the engine as a user runs it -------------------------------------------------------------
 
 def wav2lip(model_cache: Path, *args, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, **{R.ENV_MODEL_CACHE: str(model_cache)},
+    env = dict(os.environ, **{M.ENV_MODEL_CACHE: str(model_cache)},
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     return subprocess.run([sys.executable, "-m", "wav2lip_core", *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -300,7 +322,7 @@ _CLI_AND_MODULES = ("import json, sys\nfrom wav2lip_core.cli import main\nrc = m
 
 
 def engine_modules(model_cache: Path, *args, env: dict | None = None) -> tuple[subprocess.CompletedProcess, list[str]]:
-    env = dict(os.environ, **(env or {}), **{R.ENV_MODEL_CACHE: str(model_cache)},
+    env = dict(os.environ, **(env or {}), **{M.ENV_MODEL_CACHE: str(model_cache)},
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     r = subprocess.run([sys.executable, "-c", _CLI_AND_MODULES, *map(str, args)], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=300)
@@ -385,7 +407,7 @@ def test_the_first_run_converts_in_a_child_and_never_loads_torch_itself(checkpoi
     r, loaded = engine_modules(cache, *args, "--out", tmp_path / "first.mp4")
     assert r.returncode == 0, r.stderr
     assert loaded == [], f"the converting run imported {loaded}"
-    key = R.ModelCache(cache).key(checkpoint, "fp32")
+    key = M.ModelCache(cache).key(checkpoint, "fp32")
     assert (cache / key / "model.bin").is_file()
     assert len(frames_of(tmp_path / "first.mp4")) == 5
 

@@ -21,7 +21,8 @@ from conftest import CONFORMANCE, MEDIA, ROOT
 from wav2lip_core import protocol, silence
 from wav2lip_core.audio import load_audio
 from wav2lip_core.errors import Wav2LipError
-from wav2lip_core.pipeline import LipSyncRequest, _check_inputs, make_plan, run
+from wav2lip_core.pipeline import LipSyncRequest, _check_inputs, run
+from wav2lip_core.plan import make_plan
 from wav2lip_core.probe import probe_video
 from wav2lip_core.runtime import load_runner
 

@@ -22,7 +22,8 @@ import pytest
 from conftest import CONFORMANCE, MEDIA, ROOT
 from wav2lip_core import protocol
 from wav2lip_core.audio import load_audio
-from wav2lip_core.pipeline import LipSyncRequest, make_plan
+from wav2lip_core.pipeline import LipSyncRequest
+from wav2lip_core.plan import make_plan
 from wav2lip_core.probe import probe_video
 
 FACE2 = MEDIA / "vretalk_face2.mp4"  # 844x844, 25 fps

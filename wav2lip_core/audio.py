@@ -8,13 +8,14 @@ explicitly, so the features match bit-for-bit within float32 rounding.
 
 from __future__ import annotations
 
+import math
 import os
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from .errors import AudioError, reason
+from .errors import AudioError, Wav2LipError, reason
 
 SAMPLE_RATE = 16000
 N_FFT = 800
@@ -30,44 +31,179 @@ MEL_STEP = 16  # columns per video frame window (0.2 s)
 MEL_FPS = SAMPLE_RATE / HOP  # 80.0
 
 
-def load_audio(path: str | os.PathLike) -> np.ndarray:
-    """Read any audio PyAV can decode (wav 16/24-bit and WAVEX, mp3, flac, the audio track of
-    mp4/mov/mkv) as float32 mono at 16 kHz. Raises AudioError."""
+# Decoding resumes this far before a window after a seek: AAC and MP3 frames depend on the one
+# before (overlap-add, bit reservoir), so the first frames after a seek differ from a decode from
+# the file's start; from 0.5 s on they were equal to the last bit (wav, flac, AAC in m4a, mp3).
+SEEK_PREROLL_S = 0.5
+# Source samples decoded beyond each end of a window before resampling to 16 kHz, so the
+# resampler's filter (a few ms) sees the same neighbours as in a whole-file resample.
+RESAMPLE_MARGIN_S = 0.1
+
+
+def open_audio(path: str | os.PathLike):
+    """(container, its first audio stream); AudioError when the file is missing, unreadable or
+    has no sound. The caller closes the container."""
     import av  # local: keeps `import wav2lip_core.audio` light for callers that only need mels
 
     path = Path(path).expanduser()
     if not path.is_file():
         raise AudioError(f"audio file not found: {path}. Check the --audio path.")
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise AudioError(f"{path} has no audio track. Give a wav/mp3/flac file or a video with sound.")
-            stream = container.streams.audio[0]
-            chunks = []
-            rate = None
-            for frame in container.decode(stream):
-                rate = frame.sample_rate
-                data = frame.to_ndarray()
-                if data.ndim == 1:
-                    data = data[None, :]
-                if frame.format.is_packed:  # interleaved: (1, samples*channels)
-                    data = data.reshape(-1, len(frame.layout.channels)).T
-                data = _to_float(data)
-                chunks.append(data.mean(axis=0))  # downmix as librosa.to_mono does
-    except AudioError:
-        raise
+        container = av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
         raise AudioError(f"cannot read audio from {path} ({reason(e)}). Is it an audio or video file?") from None
-    if not chunks or rate is None:
-        raise AudioError(f"{path} has no audio samples (empty audio). Give a file with sound.")
-    wav = np.concatenate(chunks).astype(np.float32)
-    if wav.size == 0:
-        raise AudioError(f"{path} has no audio samples (empty audio). Give a file with sound.")
-    if rate != SAMPLE_RATE:
-        import soxr  # what librosa.resample(res_type="soxr_hq") calls, without librosa's import cost
+    if not container.streams.audio:
+        container.close()
+        raise AudioError(f"{path} has no audio track. Give a wav/mp3/flac file or a video with sound.")
+    return container, container.streams.audio[0]
 
-        wav = soxr.resample(wav, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
-    return wav
+
+def indexed_frames(container, stream, first_sample: int = 0):
+    """(index, frame) of the decoded frames from the one holding `first_sample` (or a little
+    before) to the end, where `index` is the position of the frame's first sample in a decode of
+    the whole file from its start. Far from the start it seeks instead of decoding what comes
+    before; the frames it yields are the whole-file decode's, sample for sample."""
+    frames = container.decode(stream)
+    head = next(frames, None)
+    if head is None:
+        return
+    rate = head.sample_rate
+    origin, base = head.pts, stream.time_base
+    preroll = round(SEEK_PREROLL_S * rate)
+    if origin is None or base is None or first_sample - preroll <= head.samples:
+        yield from _counted(head, frames)
+        return
+    container.seek(origin + int((first_sample - preroll) / rate / base), stream=stream)
+    frames = container.decode(stream)
+    frame = next(frames, None)
+    # An inexact seek (no timestamp, or past the preroll) decodes from the start instead.
+    if frame is not None and frame.pts is not None and \
+            round((frame.pts - origin) * base * rate) <= first_sample - preroll // 2:
+        while frame is not None:
+            if frame.pts is None:
+                raise AudioError("the audio has frames without a timestamp after a seek; re-export it as wav")
+            yield round((frame.pts - origin) * base * rate), frame
+            frame = next(frames, None)
+        return
+    container.seek(origin, stream=stream)
+    frames = container.decode(stream)
+    head = next(frames, None)
+    if head is not None:
+        yield from _counted(head, frames)
+
+
+def _counted(head, frames):
+    """(index, frame) from the file's start, counting samples (no timestamps needed)."""
+    index = 0
+    yield index, head
+    index += head.samples
+    for frame in frames:
+        yield index, frame
+        index += frame.samples
+
+
+def _mono(frame) -> np.ndarray:
+    data = frame.to_ndarray()
+    if data.ndim == 1:
+        data = data[None, :]
+    if frame.format.is_packed:  # interleaved: (1, samples*channels)
+        data = data.reshape(-1, len(frame.layout.channels)).T
+    return _to_float(data).mean(axis=0)  # downmix as librosa.to_mono does
+
+
+def _decode_mono(path, first: int, stop: int | None) -> tuple[np.ndarray, int, int]:
+    """Mono float32 source-rate samples [first, stop) of the whole-file decode (stop None: to the
+    end; fewer when the file ends sooner), with the source rate and the index of sample 0 (first,
+    or the file's end when it ends before `first`)."""
+    import av
+
+    container, stream = open_audio(path)
+    chunks, rate, at = [], None, None
+    try:
+        with container:
+            for index, frame in indexed_frames(container, stream, first):
+                rate = frame.sample_rate
+                if stop is not None and index >= stop:
+                    break
+                end = index + frame.samples
+                if end <= first:
+                    at = end
+                    continue
+                mono = _mono(frame)
+                chunks.append(mono[max(first - index, 0): None if stop is None else stop - index])
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
+        raise AudioError(f"cannot read audio from {path} ({reason(e)}). Is it an audio or video file?") from None
+    if rate is None:
+        raise AudioError(f"{path} has no audio samples (empty audio). Give a file with sound.")
+    wav = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+    return wav, rate, first if chunks else (at or 0)
+
+
+def _resampled(wav: np.ndarray, rate: int) -> np.ndarray:
+    if rate == SAMPLE_RATE:
+        return wav
+    import soxr  # what librosa.resample(res_type="soxr_hq") calls, without librosa's import cost
+
+    return soxr.resample(wav, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
+
+
+def load_audio(path: str | os.PathLike) -> np.ndarray:
+    """Read any audio PyAV can decode (wav 16/24-bit and WAVEX, mp3, flac, the audio track of
+    mp4/mov/mkv) as float32 mono at 16 kHz. Raises AudioError."""
+    wav, rate, _ = _decode_mono(path, 0, None)
+    if wav.size == 0:
+        raise AudioError(f"{Path(path).expanduser()} has no audio samples (empty audio). Give a file with sound.")
+    return _resampled(wav, rate)
+
+
+def segment(wav: np.ndarray, start_s: float, duration: float | None) -> tuple[np.ndarray, float]:
+    """The 16 kHz samples heard from file time `start_s` (zeros before the file starts),
+    `duration` long (zeros after it ends; None: to the file's end), and that duration."""
+    first = int(round(start_s * SAMPLE_RATE))
+    if duration is None:
+        duration = (len(wav) - first) / SAMPLE_RATE
+        if duration <= 0:
+            raise Wav2LipError(f"--audio-start {start_s:.3f} s is past the end of the audio "
+                               f"({len(wav) / SAMPLE_RATE:.3f} s)")
+    n = int(round(duration * SAMPLE_RATE))
+    seg = np.zeros(n, np.float32)
+    lo, hi = max(first, 0), min(first + n, len(wav))
+    if hi > lo:
+        seg[lo - first: hi - first] = wav[lo:hi]
+    return seg, duration
+
+
+def read_segment(path: str | os.PathLike, start_s: float, duration: float | None) -> tuple[np.ndarray, float]:
+    """segment(load_audio(path), start_s, duration), decoding only that window of the file (and
+    a margin for the resampler): a 2 s job from minute 25 of a long recording neither decodes
+    nor holds the 25 minutes before it."""
+    if duration is None:
+        return segment(load_audio(path), start_s, None)
+    first = int(round(start_s * SAMPLE_RATE))
+    n = int(round(duration * SAMPLE_RATE))
+    lo, hi = max(first, 0), max(first + n, 0)
+    # The source rate is known once decoding starts; the window is asked for in a rate-free way:
+    # margins in seconds, the start rounded down to a sample that falls on the 16 kHz grid.
+    container, stream = open_audio(path)
+    with container:
+        rate = stream.codec_context.sample_rate or SAMPLE_RATE
+    step = rate // math.gcd(rate, SAMPLE_RATE)  # source samples between two shared grid points
+    margin = round(RESAMPLE_MARGIN_S * rate) if rate != SAMPLE_RATE else 0
+    src_first = max((lo * rate // SAMPLE_RATE - margin) // step * step, 0)
+    src_stop = -(-hi * rate // SAMPLE_RATE) + margin
+    wav, got_rate, at = _decode_mono(path, src_first, src_stop)
+    if got_rate != rate:  # a stream whose frames disagree with its header: the plain way
+        return segment(load_audio(path), start_s, duration)
+    seg = np.zeros(n, np.float32)
+    if wav.size:
+        out = _resampled(wav, rate)
+        out_first = at * SAMPLE_RATE // rate
+        a, b = max(lo, out_first), min(first + n, out_first + out.size)
+        if b > a:
+            seg[a - first: b - first] = out[a - out_first: b - out_first]
+    elif first == 0 and at == 0:
+        raise AudioError(f"{Path(path).expanduser()} has no audio samples (empty audio). Give a file with sound.")
+    return seg, duration
 
 
 def _to_float(data: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ from .errors import MediaError, reason
 from .picture import Picture, rotate_upright
 from .probe import VideoInfo, fail, load_image, open_container
 
-__all__ = ["read_frames", "iter_frames", "DEFAULT_BUFFER_BYTES", "DEFAULT_SPILL_BYTES"]
+__all__ = ["read_frames", "DEFAULT_BUFFER_BYTES", "DEFAULT_SPILL_BYTES"]
 
 # Frames of a backward (ping-pong) run held in memory at once. Longer runs go to an unlinked
 # temp file, up to DEFAULT_SPILL_BYTES a chunk: RAM stays flat however long the output, and a
@@ -264,12 +264,6 @@ def _read_image(info: VideoInfo, indices: Iterable[int], pictures: bool) -> Iter
     for index in indices:
         _check_index(info, index)
         yield index, Picture.of_bgr(image.copy(), info.colour) if pictures else image.copy()
-
-
-def iter_frames(info: VideoInfo, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    """Forward helper: frames start..stop-1."""
-    stop = info.frame_count if stop is None else min(stop, info.frame_count)
-    return read_frames(info, range(start, stop))
 
 
 class _Peekable:

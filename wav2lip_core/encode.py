@@ -31,7 +31,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from .audio import _to_float
+from .audio import _to_float, indexed_frames
 from .colour import RGB_SOURCE, Colour, from_bgr, pad_even
 from .encoders import EncoderChoice, choose_encoder, open_stream
 from .errors import AudioError, MediaError, reason
@@ -95,10 +95,13 @@ class _AudioSource:
         self.channels = 1 if self.layout == "mono" else 2
         self._stream = stream
         self._resampler = av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate)
-        self._blocks = self._decoded_blocks()
         skip = round(start * self.rate)
         self._silence_left = max(-skip, 0)
         self._skip_left = max(skip, 0)
+        seek = self.rate == src_rate
+        self._blocks = self._decoded_blocks(self._skip_left if seek else 0)
+        if seek:
+            self._skip_left = 0  # the blocks start there already
         self.total = None if duration is None else max(round(duration * self.rate), 0)
         self._audible = None if audible is None else (round(audible[0] * self.rate), round(audible[1] * self.rate))
         self.produced = 0
@@ -108,13 +111,27 @@ class _AudioSource:
     def close(self) -> None:
         self._container.close()
 
-    def _decoded_blocks(self):
+    def _decoded_blocks(self, first: int):
+        """Source blocks from file sample `first` on. Without a change of rate it starts at a seek
+        near there (audio.indexed_frames: the same samples as decoding from the start), so a
+        window from minute 25 does not decode the 25 minutes before it; `first` must be 0 with
+        a rate change (rare: a rate AAC cannot take), whose filter state runs from the start."""
+        pos = None  # file index of the next sample out of the resampler (one to one at one rate)
         try:
-            for frame in self._container.decode(self._stream):
+            for index, frame in indexed_frames(self._container, self._stream, first):
+                if index + frame.samples <= first:
+                    continue
+                if pos is None:
+                    pos = index
                 if self._average:
                     frame = _averaged(frame)
                 for out in self._resampler.resample(frame):
-                    yield out.to_ndarray()
+                    block = out.to_ndarray()
+                    if pos < first:
+                        cut = min(first - pos, block.shape[1])
+                        block, pos = block[:, cut:], pos + cut
+                    pos += block.shape[1]
+                    yield block
             for out in self._resampler.resample(None):
                 yield out.to_ndarray()
         except av.error.FFmpegError as exc:

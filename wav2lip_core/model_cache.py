@@ -6,6 +6,11 @@ The key hashes what makes the converted model differ: the checkpoint's content (
 the cache format, OpenVINO's version (its IR and kernels change between releases), the
 precision, NNCF's version for int8 (its quantization does), and the model's input shapes. Computing the key imports neither torch
 nor NNCF (NNCF imports torch, ~4 s): a run whose model is cached starts without them.
+
+Engines share the folder. An entry is made under its lock (`.locks/<key>.lock`, an OS file lock
+that a killed process releases) in a temp folder renamed into place, so a second engine on a
+cold cache waits for the first one's conversion and takes its entry instead of converting too;
+pruning spares entries used in the last minutes and entries whose lock another process holds.
 """
 
 from __future__ import annotations
@@ -15,15 +20,18 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 import tempfile
+import time
 import warnings
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from .errors import Wav2LipError
+from .errors import Cancelled, Wav2LipError
 from .model import FACE_SHAPE, MEL_SHAPE
 
 T = TypeVar("T")
@@ -37,6 +45,14 @@ ENV_MODEL_CACHE = "WAV2LIP_MODEL_CACHE"
 # Entries kept (least recently used go first): an fp32 entry is ~290 MB with its compiled blob,
 # an int8 one ~80 MB, and a user has one or two checkpoints.
 MAX_ENTRIES = 4
+# Pruning spares entries used or written this recently: another process may be reading or
+# compiling one it just converted or found.
+PRUNE_GRACE_S = 600
+# A writer's temp folder older than this, its entry unlocked, was left by a killed process.
+STALE_TEMP_S = 3600
+# How often a process waiting for another's conversion looks at its cancel flag.
+LOCK_POLL_S = 0.1
+LOCKS = ".locks"
 INT8_NEEDS = ("--precision int8 needs NNCF: install the int8 extra "
               "(pip install 'wav2lip-blender[int8]') or use --precision fp32")
 
@@ -113,8 +129,8 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 class ModelCache:
     """Converted models on disk. A folder is written beside its final place and renamed into it,
-    so a reader never sees a partial one; a folder whose files do not read back (or whose .bin's
-    checksum differs) is a miss.
+    so a reader never sees a partial one; a folder whose files do not read back (or whose
+    checksums differ) is a miss.
 
     Checkpoints are keyed by the sha256 of their whole content (a released file is 436 MB, ~2 s
     to hash), remembered in `checkpoints.json` by path and file state (size, mtime, inode): a
@@ -175,9 +191,15 @@ class ModelCache:
     def path(self, key: str) -> Path:
         return self.folder / key
 
+    def intact(self, key: str) -> bool:
+        """Whether the entry is complete (its files match the checksums written with them)."""
+        return self._intact(self.path(key))
+
     def _intact(self, d: Path) -> bool:
         try:
             meta = json.loads((d / "meta.json").read_text())
+            if "xml_crc32" in meta and file_crc32(d / "model.xml") != (meta["xml_size"], meta["xml_crc32"]):
+                return False
             return file_crc32(d / "model.bin") == (meta["bin_size"], meta["bin_crc32"])
         except Exception:
             return False
@@ -221,22 +243,53 @@ class ModelCache:
         self._used(d)
         return compiled
 
-    def save(self, ov_model, key: str) -> None:
-        import openvino as ov
-
-        tmp = None
+    @contextmanager
+    def writing(self, key: str, stop: Callable[[], bool] | None = None) -> Iterator[None]:
+        """Hold the entry's lock (one file per key, locked by the OS, so a killed holder frees it):
+        one process at a time makes an entry; another waits, then finds it made. Raises
+        Cancelled when `stop()` turns true while waiting, OSError when the folder is unwritable."""
+        (self.folder / LOCKS).mkdir(parents=True, exist_ok=True)
+        f = open(self.folder / LOCKS / f"{key}.lock", "a+b")
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=self.folder))
-            ov.save_model(ov_model, str(tmp / "model.xml"), compress_to_fp16=False)
-            size, crc = file_crc32(tmp / "model.bin")
-            (tmp / "meta.json").write_text(json.dumps({"bin_size": size, "bin_crc32": crc}))
-            final = self.path(key)
+            while not _try_lock(f):
+                if stop is not None and stop():
+                    raise Cancelled("cancelled")
+                time.sleep(LOCK_POLL_S)
+            try:
+                yield
+            finally:
+                _unlock(f)
+        finally:
+            f.close()
+
+    def new_temp(self, key: str) -> Path:
+        """A folder to write the entry in, beside its final place (same filesystem: renamed in)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=self.folder))
+
+    def commit(self, tmp: Path, key: str) -> None:
+        """Rename a fully written entry folder into place; the caller holds writing(key). An
+        intact entry already there (made by another process) is kept and `tmp` dropped."""
+        final = self.path(key)
+        if self._intact(final):
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
             if final.exists():  # a bad folder left from before (load missed): replace it
                 shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
-            tmp = None
-            self.prune(keep=final)
+        self._used(final)
+        self.prune(keep=final)
+
+    def save(self, ov_model, key: str) -> None:
+        tmp = None
+        try:
+            with self.writing(key):
+                if self._intact(self.path(key)):
+                    return
+                tmp = self.new_temp(key)
+                write_entry(ov_model, tmp)
+                self.commit(tmp, key)
+                tmp = None
         except OSError as exc:
             warnings.warn(f"converted model not cached in {self.folder}: {exc}", stacklevel=2)
         finally:
@@ -244,11 +297,77 @@ class ModelCache:
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def prune(self, keep: Path) -> None:
-        """Keep the MAX_ENTRIES most recently used entries, `keep` among them."""
-        entries = [p for p in self.folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p != keep]
-        entries.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in entries[MAX_ENTRIES - 1:]:
-            shutil.rmtree(old, ignore_errors=True)
+        """Keep the MAX_ENTRIES most recently used entries, `keep` among them. Never removes an
+        entry used in the last PRUNE_GRACE_S or one another process holds the lock of (being
+        written); removes writers' temp folders left by killed processes."""
+        now = time.time()
+        entries = []
+        for p in self.folder.iterdir():
+            try:
+                if not p.is_dir() or p == keep or p.name == LOCKS:
+                    continue
+                age = now - p.stat().st_mtime
+            except OSError:
+                continue
+            if p.name.startswith("."):
+                if p.name.endswith(".tmp") and age > STALE_TEMP_S:
+                    self._remove_unlocked(p, p.name[1:].split(".")[0])
+            elif age > PRUNE_GRACE_S:
+                entries.append((age, p))
+        entries.sort()
+        for _, old in entries[MAX_ENTRIES - 1:]:
+            self._remove_unlocked(old, old.name)
+
+    def _remove_unlocked(self, d: Path, key: str) -> None:
+        try:
+            f = open(self.folder / LOCKS / f"{key}.lock", "a+b")
+        except OSError:
+            return
+        with f:
+            if _try_lock(f):
+                try:
+                    shutil.rmtree(d, ignore_errors=True)
+                finally:
+                    _unlock(f)
+
+
+def write_entry(ov_model, folder: Path) -> None:
+    """An entry's files (model.xml, model.bin, meta.json with their checksums) in `folder`."""
+    import openvino as ov
+
+    ov.save_model(ov_model, str(folder / "model.xml"), compress_to_fp16=False)
+    meta = {}
+    for name in ("bin", "xml"):
+        meta[f"{name}_size"], meta[f"{name}_crc32"] = file_crc32(folder / f"model.{name}")
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
+if sys.platform == "win32":
+    import msvcrt
+
+    def _try_lock(f) -> bool:
+        try:
+            f.seek(0)
+            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+
+    def _unlock(f) -> None:
+        f.seek(0)
+        msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+else:
+    import fcntl
+
+    def _try_lock(f) -> bool:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            return False
+
+    def _unlock(f) -> None:
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def file_crc32(path: Path) -> tuple[int, int]:

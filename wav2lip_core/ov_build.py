@@ -2,9 +2,10 @@
 that model quantized to int8 on real inputs, both written into the model cache (model_cache.py).
 
 Both need torch (NNCF imports it too), so runtime.OpenVINORunner has them done in a child
-process (build_in_child) and only reads the result: the engine itself never loads torch on the
-OpenVINO path, which keeps a first run's peak memory near a cached run's and leaves a long-lived
-engine without torch's ~450 MB.
+process (build_in_child; build_private without a usable cache) and only reads the result: the
+engine itself never loads torch on the OpenVINO path, which keeps a first run's peak memory near
+a cached run's and leaves a long-lived engine without torch's ~450 MB. The child is killed when
+the job is cancelled: a cancel during the first conversion stops it within _POLL_S.
 """
 
 from __future__ import annotations
@@ -13,18 +14,20 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from . import errors
-from .errors import Wav2LipError
+from .errors import Cancelled, Wav2LipError
 from .model import FACE_SHAPE, MEL_SHAPE
-from .model_cache import INT8_NEEDS, ModelCache
+from .model_cache import INT8_NEEDS, ModelCache, write_entry
 
 
 def convert(checkpoint: str | os.PathLike):
@@ -45,29 +48,93 @@ def convert(checkpoint: str | os.PathLike):
     return ov_model
 
 
+# How often a parent waiting for its converting child looks at its cancel flag.
+_POLL_S = 0.1
+
+
 def build_in_child(checkpoint: str | os.PathLike, cache: ModelCache, precision: str,
-                   calibration: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> bool:
+                   calibration: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+                   stop: Callable[[], bool] | None = None) -> str | None:
     """Make the cache entry for `precision` in a child process: convert (fp32), and for int8
     quantize on `calibration`. Both need torch (NNCF imports it too), which then never loads in
     this process: a first run's peak memory stays near a cached run's (converting here left torch
     ~450 MB resident; calibrating here peaked at 1.45 GB), and a long-lived engine never holds
-    it. True when the entry was written; False when the child could not do it (the caller does
-    it here); a bad checkpoint raises the child's own error."""
+    it. The entries are made under their locks (model_cache.ModelCache.writing): another process
+    converting the same checkpoint is waited for, not repeated.
+
+    "made" when the child wrote the entry, "found" when another process had made it meanwhile,
+    None when the cache folder is unwritable or the child could not do it (the caller converts
+    some other way); a bad checkpoint raises the child's own error. When `stop()` turns true
+    the child is killed, its temp folders removed, and Cancelled raised: no entry is left."""
+    keys = {p: cache.key(checkpoint, p) for p in (("fp32", "int8") if precision == "int8" else ("fp32",))}
+    temps: dict[str, Path] = {}
+    try:
+        with contextlib.ExitStack() as locks:
+            for p in keys.values():  # always fp32 first: two processes cannot hold one each
+                locks.enter_context(cache.writing(p, stop))
+            if cache.intact(keys[precision]):
+                return "found"
+            temps = {p: cache.new_temp(k) for p, k in keys.items() if not cache.intact(k)}
+            spec = {"checkpoint": os.fspath(checkpoint), "outs": {p: str(t) for p, t in temps.items()},
+                    "fp32_entry": None if "fp32" in temps else str(cache.path(keys["fp32"]))}
+            if not _run_child(spec, calibration, stop):
+                return None
+            for p in ("fp32", "int8"):
+                if p in temps:
+                    cache.commit(temps.pop(p), keys[p])
+            return "made"
+    except OSError:
+        return None
+    finally:
+        for t in temps.values():
+            shutil.rmtree(t, ignore_errors=True)
+
+
+def build_private(checkpoint: str | os.PathLike, precision: str,
+                  calibration: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+                  stop: Callable[[], bool] | None = None, core=None):
+    """The model for `precision` made in a child process as build_in_child does, for a run
+    without a usable cache: written to a private temp folder and read back (not memory-mapped)
+    from it, so torch stays out of this process. None when the child could not do it."""
+    import openvino as ov
+
+    with tempfile.TemporaryDirectory(prefix="wav2lip-model-") as tmp:
+        spec = {"checkpoint": os.fspath(checkpoint), "outs": {precision: tmp}, "fp32_entry": None}
+        if not _run_child(spec, calibration, stop):
+            return None
+        core = core or ov.Core()
+        return core.read_model(os.path.join(tmp, "model.xml"), config={"ENABLE_MMAP": False})
+
+
+def _run_child(spec: dict, calibration, stop: Callable[[], bool] | None) -> bool:
+    """Run _build_child on `spec`; True when it wrote its outputs. Kills it and raises Cancelled
+    when `stop()` turns true: a conversion is one blocking call that cannot look at a flag."""
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
     code = "import sys; from wav2lip_core.ov_build import _build_child; _build_child(sys.argv[1])"
     with tempfile.TemporaryDirectory(prefix="wav2lip-build-") as tmp:
-        spec = {"checkpoint": os.fspath(checkpoint), "folder": os.fspath(cache.folder), "precision": precision}
         if calibration is not None:
-            spec["calibration"] = os.path.join(tmp, "calibration.npz")
+            spec = dict(spec, calibration=os.path.join(tmp, "calibration.npz"))
             np.savez(spec["calibration"], **{f"{name}{i}": a for i, batch in enumerate(calibration)
                                              for name, a in zip(("mel", "face"), batch)})
         try:
-            child = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], env=env, capture_output=True,
-                                   text=True)
+            child = subprocess.Popen([sys.executable, "-c", code, json.dumps(spec)], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
         except OSError:
             return False
-    for line in reversed(child.stdout.splitlines()):
+        try:
+            while True:
+                try:
+                    stdout, _ = child.communicate(timeout=_POLL_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    if stop is not None and stop():
+                        raise Cancelled("cancelled") from None
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.communicate()
+    for line in reversed(stdout.splitlines()):
         try:
             answer = json.loads(line)
         except ValueError:
@@ -82,26 +149,28 @@ def build_in_child(checkpoint: str | os.PathLike, cache: ModelCache, precision: 
 
 
 def _build_child(spec_json: str) -> None:
-    """The child of build_in_child; answers with one JSON line on stdout."""
+    """The child of _run_child: writes each asked precision's model into its folder in
+    spec["outs"] (the fp32 one converted, or read from spec["fp32_entry"]); answers with one
+    JSON line on stdout."""
     import openvino as ov
 
     spec = json.loads(spec_json)
-    checkpoint, cache = spec["checkpoint"], ModelCache(spec["folder"])
+    outs = spec["outs"]
     try:
-        model = cache.load(ov.Core(), cache.key(checkpoint, "fp32"))
-        if model is None:
-            model = convert(checkpoint)
-            cache.save(model, cache.key(checkpoint, "fp32"))
-        if spec["precision"] == "int8":
+        if spec.get("fp32_entry"):
+            model = ov.Core().read_model(os.path.join(spec["fp32_entry"], "model.xml"), config={"ENABLE_MMAP": False})
+        else:
+            model = convert(spec["checkpoint"])
+        if "fp32" in outs:
+            write_entry(model, Path(outs["fp32"]))
+        if "int8" in outs:
             with np.load(spec["calibration"]) as z:
                 batches = [(z[f"mel{i}"], z[f"face{i}"]) for i in range(len(z.files) // 2)]
-            model = quantize(model, batches)
-            cache.save(model, cache.key(checkpoint, "int8"))
-        saved = (cache.path(cache.key(checkpoint, spec["precision"])) / "meta.json").is_file()
+            write_entry(quantize(model, batches), Path(outs["int8"]))
     except Wav2LipError as e:
         print(json.dumps({"error": type(e).__name__, "message": str(e)}), flush=True)
         sys.exit(1)
-    print(json.dumps({"saved": saved}), flush=True)
+    print(json.dumps({"saved": True}), flush=True)
 
 
 def quantize(ov_model, batches: Sequence[tuple[np.ndarray, np.ndarray]]):

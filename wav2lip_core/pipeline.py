@@ -1,14 +1,21 @@
-"""The core's one entry point: `run(request, progress, cancel) -> LipSyncResult`.
+"""The core's one entry point: `run(request, progress, cancel, note, runner=, runners=,
+restorers=) -> LipSyncResult`.
 
-Two streaming passes over the source, so memory does not grow with clip length:
-  1. detect: decode the used frames once, find one face box per frame (or take them from
-     the cache, or from a fixed --box);
-  2. sync: decode again in output order (ping-pong when the audio outlasts the video), crop,
-     run the model in batches, blend, and encode straight into the output file.
-Only per-frame boxes (a few bytes each), the 16 kHz audio and its mel spectrogram are held whole.
+Before any frame: the plan (plan.py) probes the clip and decodes only the window of the sound
+file the output hears (a seek, not the whole file), and the model is loaded (OpenVINO on a CPU,
+converted once per checkpoint in a child process and cached; torch on a GPU) or taken from a
+long-lived engine's `runners`. Then two streaming passes over the source, so memory grows with
+neither the clip's nor the sound file's length:
+  1. detect: decode the used frames once and find one face box per frame, or take the boxes
+     from the detection cache; a fixed --box decodes nothing here;
+  2. sync (sync.py): decode again in output order (ping-pong when the audio outlasts the
+     video), crop, run the model in batches, blend, and encode straight into the output file
+     (encode.py, which reads the same sound window again, by seeking).
+Only per-frame boxes (a few bytes each), the window's 16 kHz samples and its mel spectrogram
+are held whole.
 
-The sync pass (sync.py) runs decode+crop, the model and blend+encode as overlapping stages;
-callbacks (progress, note, cancel) run only in the caller's thread.
+Decode+crop, the model and blend run as overlapping stages in threads of their own; encoding
+and the callbacks (progress, note, cancel) run only in the caller's thread.
 """
 
 from __future__ import annotations
@@ -21,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from . import audio as audio_mod
 from . import landmarks, protocol
 from . import blend as blend_mod
 from .blend import BLENDS
@@ -33,17 +39,14 @@ from .errors import AudioError, Cancelled, MediaError, Wav2LipError
 from .faces import FaceTrack, track_faces
 from .plan import Plan, make_plan
 from .probe import probe_video
-from .sync import (SYNC_IN_FLIGHT, BatchLimit, Stopwatch, calibration_batches, cancel_check,
-                   sync_stages, synthesize)
+from .sync import BatchLimit, Stopwatch, calibration_batches, cancel_check, sync_stages
 
-__all__ = ["LipSyncRequest", "LipSyncResult", "run", "make_plan", "find_faces", "detection_settings",
-           "synthesize", "calibration_batches", "BatchLimit", "SYNC_IN_FLIGHT", "STAGES"]
+__all__ = ["LipSyncRequest", "LipSyncResult", "run", "find_faces", "detection_settings"]
 
 ProgressFn = Callable[[str, int, int], None]
 CancelFn = Callable[[], bool]
 NoteFn = Callable[[str], None]
 
-STAGES = protocol.STAGES
 # Chosen by measurement on a 2-core CPU (bench/bench_pipeline.py): per-frame forward cost is
 # flat from batch 8 to 32 and rises at the original's 128 (cache pressure); 16 keeps latency
 # to cancel low. On CUDA the model is never what limits (bench/bench_gpu.py, H200, 1080p, 500
@@ -213,8 +216,7 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
     t = time.perf_counter()
     progress(protocol.STAGE_AUDIO, 0, 1)
     info = probe_video(request.face, image_fps=request.fps or 25.0)
-    wav = audio_mod.load_audio(request.audio)
-    plan = make_plan(request, info, wav)
+    plan = make_plan(request, info)  # decodes only the audio window the job hears
     for line in plan.notes:
         tell(line)
     progress(protocol.STAGE_AUDIO, 1, 1)
@@ -231,9 +233,10 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
     warm = runner is not None
     if runner is None and runners is not None:
         warm = runners.has(request.checkpoint, runtime=runtime, device=device, precision=precision)
-        runner = runners.get(request.checkpoint, runtime=runtime, device=device, precision=precision)
+        runner = runners.get(request.checkpoint, runtime=runtime, device=device, precision=precision, stop=cancel)
     if runner is None:
-        runner = runtime_mod.load_runner(request.checkpoint, runtime=runtime, device=device, precision=precision)
+        runner = runtime_mod.load_runner(request.checkpoint, runtime=runtime, device=device, precision=precision,
+                                         stop=cancel)
     precision = runner.precision
     restorer = None
     if request.enhance:  # loaded before detection, so a wrong file fails in seconds, not minutes
@@ -262,7 +265,7 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
     t = watch.add("detect", t)
     if getattr(runner, "needs_calibration", False):
         tell("calibrating int8 on this clip's faces (once per checkpoint)")
-        runner.calibrate(calibration_batches(plan, track, batch, cancel, runtime_mod.CALIBRATION_BATCHES))
+        runner.calibrate(calibration_batches(plan, track, batch, cancel, runtime_mod.CALIBRATION_BATCHES), cancel)
         t = watch.add("load", t)
 
     n_out = len(plan.sources)

@@ -58,23 +58,17 @@ class Plan:
 
 
 
-def _audio_segment(wav: np.ndarray, start_s: float, duration: float | None,
-                   audible: tuple[float, float] | None = None) -> tuple[np.ndarray, float]:
-    """The 16 kHz samples heard during the output: starting at `start_s` in the file (zeros
-    before the file starts), `duration` long (zeros after it ends), zeros outside `audible`."""
-    sr = audio_mod.SAMPLE_RATE
-    first = int(round(start_s * sr))
-    if duration is None:
-        duration = (len(wav) - first) / sr
-        if duration <= 0:
-            raise Wav2LipError(f"--audio-start {start_s:.3f} s is past the end of the audio ({len(wav) / sr:.3f} s)")
-    n = int(round(duration * sr))
-    seg = np.zeros(n, np.float32)
-    lo, hi = max(first, 0), min(first + n, len(wav))
-    if hi > lo:
-        seg[lo - first: hi - first] = wav[lo:hi]
-    if audible is not None:
-        a, b = (min(max(int(round(t * sr)), 0), n) for t in audible)
+def _audio_segment(req: LipSyncRequest, wav: np.ndarray | None) -> tuple[np.ndarray, float]:
+    """The 16 kHz samples heard during the output: starting at --audio-start in the file (zeros
+    before the file starts), --duration long (zeros after it ends), zeros outside --audible.
+    From `wav` (the whole file) when given, else decoded from the file for this window only."""
+    if wav is None:
+        seg, duration = audio_mod.read_segment(req.audio, req.audio_start, req.duration)
+    else:
+        seg, duration = audio_mod.segment(wav, req.audio_start, req.duration)
+    if req.audible is not None:
+        sr = audio_mod.SAMPLE_RATE
+        a, b = (min(max(int(round(t * sr)), 0), seg.size) for t in req.audible)
         seg[:a] = 0.0
         seg[b:] = 0.0
     return seg, duration
@@ -100,8 +94,10 @@ def frame_at(info: VideoInfo, t: float) -> int:
     return min(max(i, 0), info.frame_count - 1)
 
 
-def make_plan(req: LipSyncRequest, info: VideoInfo, wav: np.ndarray) -> Plan:
-    seg, duration = _audio_segment(wav, req.audio_start, req.duration, req.audible)
+def make_plan(req: LipSyncRequest, info: VideoInfo, wav: np.ndarray | None = None) -> Plan:
+    """The plan for `req` on the clip `info`; `wav`: the whole sound file at 16 kHz
+    (audio.load_audio), or None to decode only the window the request hears from req.audio."""
+    seg, duration = _audio_segment(req, wav)
     mel = audio_mod.melspectrogram(seg)
     audio_mod.check_mel_length(mel.shape[1])
 

@@ -29,10 +29,8 @@ import numpy as np
 from . import protocol
 from .errors import Cancelled, Wav2LipError
 from .model import check_checkpoint_file
-# Names that lived here before model_cache.py and ov_build.py stay importable from here.
-from .model_cache import (ENV_MODEL_CACHE, INT8_NEEDS, MAX_ENTRIES, MODEL_CACHE_VERSION,  # noqa: F401
-                          LoadedFiles, ModelCache, default_model_folder, file_state, nncf_version)
-from .ov_build import build_in_child, convert, quantize  # noqa: F401
+from .model_cache import LoadedFiles, ModelCache, nncf_version
+from .ov_build import build_in_child, build_private, convert, quantize
 
 RUNTIMES = protocol.names(protocol.RUNTIMES)
 # Calibration for int8: this many batches of the job's own inputs (the issue's measurement used
@@ -96,13 +94,16 @@ def resolve_runtime(runtime: str, device_type: str, precision: str) -> str:
 
 
 def load_runner(checkpoint: str | os.PathLike, *, runtime: str, device, precision: str,
-                cache_dir: str | os.PathLike | None = None, use_cache: bool = True) -> Runner:
-    """A runner for a resolved runtime/device/precision (see resolve_runtime)."""
+                cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
+                stop: Callable[[], bool] | None = None) -> Runner:
+    """A runner for a resolved runtime/device/precision (see resolve_runtime). `stop`: the job's
+    cancel check; a conversion under way when it turns true is killed (Cancelled)."""
     if runtime == "torch":
         from .model import load_checkpoint
 
         return TorchRunner(load_checkpoint(checkpoint, device=str(device)), device, precision)
-    return OpenVINORunner(checkpoint, precision=precision, cache=ModelCache(cache_dir) if use_cache else None)
+    return OpenVINORunner(checkpoint, precision=precision, cache=ModelCache(cache_dir) if use_cache else None,
+                          stop=stop)
 
 
 class Runners:
@@ -119,9 +120,10 @@ class Runners:
         """Whether `get` would hand back a runner already loaded (the file unchanged)."""
         return self._loaded.has(checkpoint, runtime, str(device), precision)
 
-    def get(self, checkpoint: str | os.PathLike, *, runtime: str, device, precision: str) -> Runner:
+    def get(self, checkpoint: str | os.PathLike, *, runtime: str, device, precision: str,
+            stop: Callable[[], bool] | None = None) -> Runner:
         return self._loaded.get(checkpoint, runtime, str(device), precision, load=lambda: load_runner(
-            checkpoint, runtime=runtime, device=device, precision=precision, **self._load_options))
+            checkpoint, runtime=runtime, device=device, precision=precision, stop=stop, **self._load_options))
 
 
 # --- torch ------------------------------------------------------------------------------------
@@ -204,7 +206,8 @@ class OpenVINORunner:
     device = "cpu"
 
     def __init__(self, checkpoint: str | os.PathLike, *, precision: str = "fp32", cache: ModelCache | None = None,
-                 calibration: Sequence[tuple[np.ndarray, np.ndarray]] | None = None):
+                 calibration: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+                 stop: Callable[[], bool] | None = None):
         import openvino as ov
 
         if precision not in ("fp32", "bf16", "int8"):
@@ -215,16 +218,16 @@ class OpenVINORunner:
         # Files are read, not memory-mapped: another process may replace or prune a cache entry.
         self.core.set_property({"ENABLE_MMAP": False})
         self.cache = cache
-        self.converted = False  # whether this load converted (a cache miss)
+        self.converted = False  # whether this load converted (neither cached nor made meanwhile by another process)
         self.quantized_now = False  # whether this load calibrated int8
         self._compiled = None
         self._request = None
         if precision == "int8":
             nncf_version()  # fail at load, not after detection
             if not self._compile_cached("int8") and calibration is not None:
-                self.calibrate(calibration)
+                self.calibrate(calibration, stop)
         elif not self._compile_cached("fp32"):
-            model = self._fp32_model()  # converted and cached now: compiled from the cache when it took it
+            model = self._fp32_model(stop)  # converted and cached now: compiled from the cache when it took it
             if not self._compile_cached("fp32"):
                 self._compile(model)
 
@@ -237,16 +240,22 @@ class OpenVINORunner:
             return None
         return self.cache.load(self.core, self.cache.key(self.checkpoint, precision))
 
-    def _fp32_model(self):
+    def _fp32_model(self, stop: Callable[[], bool] | None = None):
         model = self._cached("fp32")
         if model is not None:
             return model
-        self.converted = True
-        if self.cache is not None and build_in_child(self.checkpoint, self.cache, "fp32"):
-            model = self._cached("fp32")
+        if self.cache is not None:
+            built = build_in_child(self.checkpoint, self.cache, "fp32", stop=stop)
+            self.converted = built == "made"
+            model = self._cached("fp32") if built else None
             if model is not None:
                 return model
-        model = convert(self.checkpoint)  # no cache to hand it over, or the child failed
+        # No usable cache (none, or its folder unwritable): made in a child all the same, and
+        # only where no child can run at all, here.
+        self.converted = True
+        model = build_private(self.checkpoint, "fp32", stop=stop, core=self.core)
+        if model is None:
+            model = convert(self.checkpoint)
         if self.cache is not None:
             self.cache.save(model, self.cache.key(self.checkpoint, "fp32"))
         return model
@@ -269,16 +278,20 @@ class OpenVINORunner:
         self._compiled = compiled
         self._request = compiled.create_infer_request()
 
-    def calibrate(self, batches: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
-        """Quantize from these input batches (int8 on a cache miss) and cache the result."""
+    def calibrate(self, batches: Sequence[tuple[np.ndarray, np.ndarray]],
+                  stop: Callable[[], bool] | None = None) -> None:
+        """Quantize from these input batches (int8 on a cache miss) and cache the result;
+        Cancelled when `stop()` (the job's cancel check) turns true meanwhile."""
         if not batches:
             raise Wav2LipError("int8 calibration needs at least one frame with a face")
         self.quantized_now = True
-        if self.cache is not None and build_in_child(self.checkpoint, self.cache, "int8", batches) \
+        if self.cache is not None and build_in_child(self.checkpoint, self.cache, "int8", batches, stop=stop) \
                 and self._compile_cached("int8"):
             return
-        # No cache to hand it over, or the child failed: here.
-        model = quantize(self._fp32_model(), batches)
+        # No cache to hand it over, or the child failed: in a child of its own, else here.
+        model = build_private(self.checkpoint, "int8", batches, stop=stop, core=self.core)
+        if model is None:
+            model = quantize(self._fp32_model(stop), batches)
         if self.cache is not None:
             self.cache.save(model, self.cache.key(self.checkpoint, "int8"))
         self._compile(model)

@@ -59,14 +59,14 @@ def _undo_push(job: Job) -> None:
 def cancelled_message(batch: Any) -> str:
     """What Cancel did, counting the results that are on the timeline."""
     inserted = sum(1 for j in batch.jobs if j.outcome) if batch is not None else 0
-    if not inserted:
+    if batch is None or not inserted:
         return "Lip sync cancelled; nothing was inserted"
     return f"Lip sync cancelled; {inserted} of {len(batch.jobs)} inserted"
 
 
 # Every operator property skips Blender's "last used" memory: a button or menu entry sets only what
 # it names, so one Preview press must not turn the next Sync into a preview.
-SKIP = {"SKIP_SAVE"}
+SKIP: Any = {"SKIP_SAVE"}  # (Any: the stubs want their own literal type, which a module-level set loses)
 
 
 def _prefs_enum(name: str, items: list) -> Any:

@@ -13,58 +13,15 @@ happened goes to the results JSON; nothing is asserted here. Standard library an
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import time
-import traceback
 
 import bpy
 
-T0 = time.monotonic()
-CONFIG = json.load(open(sys.argv[sys.argv.index("--") + 1], encoding="utf-8"))
-ADDON = "blender_addon"
-results: dict = {"blender": list(bpy.app.version), "events": []}
-
-
-def log(what: str, **data) -> None:
-    entry = {"t": round(time.monotonic() - T0, 3), "what": what, **data}
-    results["events"].append(entry)
-    print("display_window_script:", json.dumps(entry), flush=True)
-
-
-def window():
-    return bpy.context.window_manager.windows[0]
-
-
-def seq_area():
-    return next(a for a in window().screen.areas if a.type == "SEQUENCE_EDITOR")
-
-
-def region_of(area, kind):
-    return next(r for r in area.regions if r.type == kind)
-
-
-def override(area=None, region_type="WINDOW"):
-    win = window()
-    area = area or seq_area()
-    return bpy.context.temp_override(window=win, screen=win.screen, area=area,
-                                     region=region_of(area, region_type))
-
-
-def xdo(*args) -> None:
-    subprocess.run(["xdotool", *[str(a) for a in args]], check=True, timeout=10)
-
-
-def mouse_to(x: int, y: int) -> None:
-    """Move the pointer to window coordinates (Blender's: origin bottom left)."""
-    win = window()
-    xdo("mousemove", win.x + x, win.y + win.height - 1 - y)
-
-
-def addon_module(name: str):
-    return sys.modules[f"{ADDON}.{name}"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from window_kit import (ADDON, CONFIG, addon_module, log, mouse_to, override, region_of,  # noqa: E402
+                        results, run, seq_area, window, xdo)
 
 
 class Spy:
@@ -244,32 +201,4 @@ def scenario():
         yield 1.0
 
 
-def finish() -> None:
-    results["seconds"] = round(time.monotonic() - T0, 2)
-    with open(CONFIG["results"], "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=1)
-    try:
-        import addon_utils
-
-        addon_utils.disable(ADDON, default_set=True)
-    except Exception:  # noqa: BLE001 - quitting matters more
-        traceback.print_exc()
-    bpy.ops.wm.quit_blender()
-
-
-_steps = scenario()
-
-
-def tick():
-    try:
-        return next(_steps)
-    except StopIteration:
-        results["completed"] = True
-    except Exception:  # noqa: BLE001 - reported to the test through the results
-        results["error"] = traceback.format_exc()
-        print(results["error"], file=sys.stderr, flush=True)
-    finish()
-    return None
-
-
-bpy.app.timers.register(tick, first_interval=1.0, persistent=True)
+run(scenario())

@@ -10,75 +10,37 @@ from the drawn buttons with Ctrl+C, as a user could.
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
-import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from .conftest import needs_window, paced_engine_python, require_blender, run_window_script
+
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
 SCRIPT = HERE / "display_window_script.py"
-PACED_ENGINE = HERE / "paced_engine.py"
 CLIP = "vretalk_face2.mp4"  # 25 fps, 5 s
 SOUND = "vretalk_audio1.wav"
-SCREEN = (1600, 900)
-MIN_BLENDER = (3, 4)
 
-BLENDER = shutil.which("blender")
-XVFB_RUN = shutil.which("xvfb-run")
-XDOTOOL = shutil.which("xdotool")
-
-pytestmark = pytest.mark.skipif(
-    not (BLENDER and XVFB_RUN and XDOTOOL),
-    reason="needs the Blender program, xvfb-run and xdotool on PATH (apt-get install blender xvfb xdotool)",
-)
-
-
-def _blender_version() -> tuple:
-    out = subprocess.run([BLENDER, "--factory-startup", "--version"], capture_output=True, text=True,
-                         timeout=60).stdout
-    m = re.search(r"Blender (\d+)\.(\d+)", out)
-    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+pytestmark = needs_window
 
 
 @pytest.fixture(scope="module")
 def display_run(tmp_path_factory, media):
-    version = _blender_version()
-    if version < MIN_BLENDER:
-        pytest.skip(f"Blender {version} on PATH is older than the add-on's minimum {MIN_BLENDER}")
+    require_blender()
     from wav2lip_core import protocol
 
     work = tmp_path_factory.mktemp("display")
-    python = work / "python3.11"  # `<python> -m wav2lip_core ARGS` runs the paced stand-in engine
-    python.write_text(f'#!/bin/sh\nshift 2\nexec "{sys.executable}" "{PACED_ENGINE}" "$@"\n')
-    python.chmod(python.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    python = paced_engine_python(work / "python3.11")
     checkpoint = work / "wav2lip_gan.pth"
     checkpoint.write_bytes(b"not read by the stand-in engine")
     config_dir = work / "config"
     config_dir.mkdir()
     (config_dir / protocol.CONFIG_NAME).write_text(json.dumps({  # what install.py records
         protocol.CONFIG_PYTHON: str(python), protocol.CONFIG_CHECKPOINT: str(checkpoint)}))
-    results = work / "results.json"
-    config = work / "run.json"
-    config.write_text(json.dumps({
-        "root": str(ROOT), "clip": str(media / CLIP), "sound": str(media / SOUND), "work": str(work),
-        "results": str(results), "pace": 0.08, "ui_scale": 1.0,
-    }))
-    env = dict(os.environ, TMPDIR=str(work), BLENDER_USER_CONFIG=str(config_dir),
-               BLENDER_USER_SCRIPTS=str(work / "scripts"), TORCH_HOME=str(work / "torch"))
-    cmd = [XVFB_RUN, "-a", "-s", f"-screen 0 {SCREEN[0]}x{SCREEN[1]}x24", BLENDER, "--factory-startup",
-           "--python", str(SCRIPT), "--", str(config)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    log = proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert results.is_file(), f"the window script wrote no results (exit {proc.returncode}):\n{log}"
-    r = json.loads(results.read_text())
-    assert "error" not in r, r["error"] + "\n" + log
-    assert r.get("completed"), log
+    r, _ = run_window_script(SCRIPT, work, {
+        "clip": str(media / CLIP), "sound": str(media / SOUND), "work": str(work), "pace": 0.08,
+        "ui_scale": 1.0,
+    }, env={"TORCH_HOME": str(work / "torch")})
     assert r["tab_shown"], "the Lip Sync tab never showed the panel"
     return r
 

@@ -12,76 +12,37 @@ WAV2LIP_UPDATE_DOCS=1 also writes the README's panel picture (docs/panel.png) fr
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from .conftest import ROOT, SCREEN, needs_window, paced_engine_python, require_blender, run_window_script
+
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
 SCRIPT = HERE / "window_script.py"
-PACED_ENGINE = HERE / "paced_engine.py"
 CLIP = "vretalk_face2.mp4"  # 25 fps, 5 s
 SOUND = "vretalk_audio1.wav"
-SCREEN = (1600, 900)
 UI_SCALE = 1.25  # the interface size in the window (and so in the README's picture)
 PANEL_CROP_HEIGHT = round(190 * UI_SCALE)  # the top of the sidebar: the whole Lip Sync panel
 PICTURE_GAP = 12
-MIN_BLENDER = (3, 4)
 
-BLENDER = shutil.which("blender")
-XVFB_RUN = shutil.which("xvfb-run")
-XDOTOOL = shutil.which("xdotool")
-
-pytestmark = pytest.mark.skipif(
-    not (BLENDER and XVFB_RUN and XDOTOOL),
-    reason="needs the Blender program, xvfb-run and xdotool on PATH (apt-get install blender xvfb xdotool)",
-)
-
-
-def _blender_version() -> tuple:
-    out = subprocess.run([BLENDER, "--factory-startup", "--version"], capture_output=True, text=True,
-                         timeout=60).stdout
-    m = re.search(r"Blender (\d+)\.(\d+)", out)
-    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+pytestmark = needs_window
 
 
 @pytest.fixture(scope="module")
 def window_run(tmp_path_factory, media):
-    version = _blender_version()
-    if version < MIN_BLENDER:
-        pytest.skip(f"Blender {version} on PATH is older than the add-on's minimum {MIN_BLENDER}")
+    require_blender()
     work = tmp_path_factory.mktemp("window")
-    python = work / "python"  # `<python> -m wav2lip_core ARGS` runs the paced stand-in engine
-    python.write_text(f'#!/bin/sh\nshift 2\nexec "{sys.executable}" "{PACED_ENGINE}" "$@"\n')
-    python.chmod(python.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    python = paced_engine_python(work / "python")
     (work / "wav2lip_gan.pth").write_bytes(b"not read by the stand-in engine")
-    checkpoint = "//wav2lip_gan.pth"  # beside the .blend the script saves into `work`
-    results = work / "results.json"
-    config = work / "config.json"
-    config.write_text(json.dumps({
-        "root": str(ROOT), "clip": str(media / CLIP), "sound": str(media / SOUND),
-        "engine_python": str(python), "checkpoint": checkpoint, "work": str(work),
-        "results": str(results), "pace": 0.08, "ui_scale": UI_SCALE,
-    }))
-    # Blender's config, scripts and temp files (quit.blend, the engine's work folders) stay in
-    # the test's folder: the user's own preferences are never read or written.
-    env = dict(os.environ, TMPDIR=str(work), BLENDER_USER_CONFIG=str(work / "config"),
-               BLENDER_USER_SCRIPTS=str(work / "scripts"))
-    cmd = [XVFB_RUN, "-a", "-s", f"-screen 0 {SCREEN[0]}x{SCREEN[1]}x24", BLENDER, "--factory-startup",
-           "--python", str(SCRIPT), "--", str(config)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    log = proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert results.is_file(), f"the window script wrote no results (exit {proc.returncode}):\n{log}"
-    r = json.loads(results.read_text())
-    assert "error" not in r, r["error"] + "\n" + log
-    assert r.get("completed"), log
+    r, proc = run_window_script(SCRIPT, work, {
+        "clip": str(media / CLIP), "sound": str(media / SOUND), "engine_python": str(python),
+        "checkpoint": "//wav2lip_gan.pth",  # beside the .blend the script saves into `work`
+        "work": str(work), "pace": 0.08, "ui_scale": UI_SCALE,
+    })
     r["blender_stdout"] = proc.stdout
     return r, work
 

@@ -16,64 +16,17 @@ nothing else).
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import time
-import traceback
 
 import bpy
 
-T0 = time.monotonic()
-CONFIG = json.load(open(sys.argv[sys.argv.index("--") + 1], encoding="utf-8"))
-ADDON = "blender_addon"
-results: dict = {"blender": list(bpy.app.version), "events": [], "events_seen": [], "panel_drawn": [],
-                 "job_progress": {}, "copy_keys": 0}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from window_kit import (ADDON, CONFIG, T0, addon_module, log, mouse_to, override, pointer,  # noqa: E402
+                        rect, region_of, results, run, seq_area, window, xdo)
 
-
-def log(what: str, **data) -> None:
-    entry = {"t": round(time.monotonic() - T0, 3), "what": what, **data}
-    results["events"].append(entry)
-    print("window_script:", json.dumps(entry), flush=True)
-
-
-def window():
-    return bpy.context.window_manager.windows[0]
-
-
-def seq_area():
-    return next(a for a in window().screen.areas if a.type == "SEQUENCE_EDITOR")
-
-
-def region_of(area, kind):
-    return next(r for r in area.regions if r.type == kind)
-
-
-def override(area=None, region_type="WINDOW"):
-    win = window()
-    area = area or seq_area()
-    return bpy.context.temp_override(window=win, screen=win.screen, area=area,
-                                     region=region_of(area, region_type))
-
-
-def rect(r) -> dict:
-    return {"x": r.x, "y": r.y, "width": r.width, "height": r.height}
-
-
-def xdo(*args) -> None:
-    subprocess.run(["xdotool", *[str(a) for a in args]], check=True, timeout=10)
-
-
-_pointer: dict = {}  # where mouse_to put the pointer last
-
-
-def mouse_to(x: int, y: int, sync: bool = False) -> None:
-    """Move the pointer to window coordinates (Blender's: origin bottom left); sync: return once
-    the X server has moved it (so Blender's next event-loop step sees the move)."""
-    win = window()
-    _pointer["at"] = (x, y)
-    xdo("mousemove", *(["--sync"] if sync else []), win.x + x, win.y + win.height - 1 - y)
+results.update({"events_seen": [], "panel_drawn": [], "job_progress": {}, "copy_keys": 0})
 
 
 def mouse_over_sidebar() -> None:
@@ -107,9 +60,6 @@ class TEST_OT_event_probe(bpy.types.Operator):
                                            event.mouse_x, event.mouse_y])
         return {"PASS_THROUGH"}
 
-
-def addon_module(name: str):
-    return sys.modules[f"{ADDON}.{name}"]
 
 
 def strip_names() -> list:
@@ -153,7 +103,7 @@ def button_command(x: int, y: int):
     (a scenario step: `cmd = yield from button_command(x, y)`)."""
     wm = bpy.context.window_manager
     wm.clipboard = NO_BUTTON
-    if _pointer.get("at") != (x, y):
+    if pointer.get("at") != (x, y):
         mouse_to(x, y, sync=True)
         # One step of Blender's event loop handles the move (leaving a button, Blender queues a
         # mouse move of its own, which highlights the button now under the mouse: it comes before
@@ -616,32 +566,4 @@ def find_button_while_running(batch):
         _buttons["cancel"] = pos
 
 
-def finish() -> None:
-    results["seconds"] = round(time.monotonic() - T0, 2)
-    with open(CONFIG["results"], "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=1)
-    try:
-        import addon_utils
-
-        addon_utils.disable(ADDON, default_set=True)
-    except Exception:  # noqa: BLE001 - quitting matters more
-        traceback.print_exc()
-    bpy.ops.wm.quit_blender()
-
-
-_steps = scenario()
-
-
-def tick():
-    try:
-        return next(_steps)
-    except StopIteration:
-        results["completed"] = True
-    except Exception:  # noqa: BLE001 - reported to the test through the results
-        results["error"] = traceback.format_exc()
-        print(results["error"], file=sys.stderr, flush=True)
-    finish()
-    return None
-
-
-bpy.app.timers.register(tick, first_interval=1.0, persistent=True)
+run(scenario())

@@ -1,0 +1,105 @@
+"""What every window script shares (runs inside a real Blender program with its window open,
+under Xvfb): the run's config and results, the log, the window's areas and regions, the pointer
+moved with xdotool, and the timer that steps a scenario through Blender's own event loop.
+
+A script does `from window_kit import *` (its folder is put on sys.path first), fills `results`,
+and ends with `run(scenario())`: each step yields the seconds to wait before the next one, as a
+user's actions are spread over Blender's event loop. When the scenario ends (or fails: the
+traceback goes into the results), the results JSON is written, the add-on disabled and Blender
+quits. Nothing is asserted here. Standard library and bpy only (a user's Blender Python has
+nothing else).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import traceback
+from typing import Iterator
+
+import bpy
+
+T0 = time.monotonic()
+CONFIG = json.load(open(sys.argv[sys.argv.index("--") + 1], encoding="utf-8"))
+ADDON = "blender_addon"
+results: dict = {"blender": list(bpy.app.version), "events": []}
+
+
+def log(what: str, **data) -> None:
+    entry = {"t": round(time.monotonic() - T0, 3), "what": what, **data}
+    results["events"].append(entry)
+    print("window script:", json.dumps(entry), flush=True)
+
+
+def window():
+    return bpy.context.window_manager.windows[0]
+
+
+def seq_area():
+    return next(a for a in window().screen.areas if a.type == "SEQUENCE_EDITOR")
+
+
+def region_of(area, kind):
+    return next(r for r in area.regions if r.type == kind)
+
+
+def override(area=None, region_type="WINDOW"):
+    win = window()
+    area = area or seq_area()
+    return bpy.context.temp_override(window=win, screen=win.screen, area=area,
+                                     region=region_of(area, region_type))
+
+
+def rect(r) -> dict:
+    return {"x": r.x, "y": r.y, "width": r.width, "height": r.height}
+
+
+def xdo(*args) -> None:
+    subprocess.run(["xdotool", *[str(a) for a in args]], check=True, timeout=10)
+
+
+pointer: dict = {}  # where mouse_to put the pointer last
+
+
+def mouse_to(x: int, y: int, sync: bool = False) -> None:
+    """Move the pointer to window coordinates (Blender's: origin bottom left); sync: return once
+    the X server has moved it (so Blender's next event-loop step sees the move)."""
+    win = window()
+    pointer["at"] = (x, y)
+    xdo("mousemove", *(["--sync"] if sync else []), win.x + x, win.y + win.height - 1 - y)
+
+
+def addon_module(name: str):
+    return sys.modules[f"{ADDON}.{name}"]
+
+
+def finish() -> None:
+    results["seconds"] = round(time.monotonic() - T0, 2)
+    with open(CONFIG["results"], "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=1)
+    try:
+        import addon_utils
+
+        addon_utils.disable(ADDON, default_set=True)
+    except Exception:  # noqa: BLE001 - quitting matters more
+        traceback.print_exc()
+    bpy.ops.wm.quit_blender()
+
+
+def run(steps: Iterator[float]) -> None:
+    """Step `steps` from a timer, a step whenever the one before asked (its yielded seconds)."""
+
+    def tick():
+        try:
+            return next(steps)
+        except StopIteration:
+            results["completed"] = True
+        except Exception:  # noqa: BLE001 - reported to the test through the results
+            results["error"] = traceback.format_exc()
+            print(results["error"], file=sys.stderr, flush=True)
+        finish()
+        return None
+
+    bpy.app.timers.register(tick, first_interval=1.0, persistent=True)

@@ -41,7 +41,7 @@ def blender_ext(*args: str) -> subprocess.CompletedProcess:
     tool = scripts / "addons_core" / "bl_pkg" / "cli" / "blender_ext.py"
     tags = scripts / "modules" / "_bpy_internal" / "extensions" / "tags.py"
     cmd, rest = args[0], args[1:]
-    return subprocess.run([sys.executable, str(tool), cmd, "--valid-tags", str(tags), *rest],
+    return subprocess.run([sys.executable, str(tool), cmd, "--valid-tags", str(tags) if tags.is_file() else "", *rest],
                           capture_output=True, text=True, timeout=120)
 
 

@@ -665,7 +665,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--face", help="with --demo: your own video or image")
     ap.add_argument("--audio", help="with --demo: your own audio")
     ap.add_argument("--out-dir", type=Path, default=Path("wav2lip-demo"), help="with --demo: where results go")
+    ap.add_argument("--package", action="store_true",
+                    help="write the release zip (wav2lip_lipsync-VERSION.zip, installs in Blender 3.4+) and stop")
+    ap.add_argument("--out", type=Path, help="with --package: the folder for the zip (default: dist/ in this folder)")
     a = ap.parse_args(argv)
+    if a.package:
+        import release  # beside this file
+
+        return release.main(a.out)
     env = (a.venv or default_venv()).expanduser().resolve()
     try:
         if a.check:

@@ -7,6 +7,12 @@
         [--enhance RESTORER.pth [--enhance-fidelity W]] \
         [--render OUT.mp4] [--frame-range START END] [--save]
 
+From an installed add-on (the release zip, install.py) the same script is in Blender's user
+folder, and works from there (it needs nothing from a checkout):
+
+    blender -b scene.blend --python ~/.config/blender/3.4/scripts/addons/wav2lip_lipsync/headless.py -- ...
+    blender -b scene.blend --python ~/.config/blender/4.2/extensions/user_default/wav2lip_lipsync/headless.py -- ...
+
 or with a Python that has the `bpy` module:
 
     python blender_addon/headless.py --blend scene.blend -- --video-strip Face ...

@@ -13,6 +13,7 @@ import time
 import types
 
 import pytest
+from panel_text import labels
 
 from .conftest import add_movie, add_sound, deselect_all
 
@@ -73,20 +74,6 @@ class Recorder:
 
     def progress(self, factor=0.0, type="BAR", text=""):
         self.log.append(("progress", factor, text))
-
-
-def labels(log):
-    """The panel's texts, a label wrapped over several lines (the later ones indented with a
-    blank icon) as one."""
-    out = []
-    for e in log:
-        if e[0] != "label":
-            continue
-        if e[2] == "BLANK1" and out:
-            out[-1] += " " + e[1]
-        else:
-            out.append(e[1])
-    return out
 
 
 def draw(bpy, context=None):

@@ -20,8 +20,9 @@ import time
 import bpy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from window_kit import (ADDON, CONFIG, addon_module, log, mouse_to, override, region_of,  # noqa: E402
-                        results, run, seq_area, window, xdo)
+from window_kit import (  # noqa: E402
+    CONFIG, addon_module, log, mouse_to, open_saved_file_with_addon, override,
+    region_of, results, run, seq_area, window, xdo)
 
 
 class Spy:
@@ -114,17 +115,7 @@ def copy_bars(batch, job):
 
 
 def scenario():
-    blend = os.path.join(CONFIG["work"], "scene.blend")
-    bpy.ops.wm.save_as_mainfile(filepath=blend)
-    bpy.ops.wm.open_mainfile(filepath=blend)
-    yield 0.5
-
-    sys.path.insert(0, CONFIG["root"])
-    import addon_utils
-
-    mod = addon_utils.enable(ADDON, default_set=True)
-    log("enabled", module=getattr(mod, "__file__", None))
-    prefs = bpy.context.preferences.addons[ADDON].preferences
+    prefs = yield from open_saved_file_with_addon()
     results["prefs"] = {"checkpoint": prefs.checkpoint, "engine_python": prefs.engine_python,
                         "detector_weights": prefs.detector_weights}
     bpy.context.preferences.view.ui_scale = CONFIG.get("ui_scale", 1.0)

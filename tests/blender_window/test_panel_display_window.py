@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
+from panel_text import labels
 
 from .conftest import needs_window, paced_engine_python, require_blender, run_window_script
 
@@ -45,20 +46,6 @@ def display_run(tmp_path_factory, media):
     return r
 
 
-def _labels(drawn):
-    """The panel's texts, a label wrapped over several lines (the later ones indented with a
-    blank icon) as one."""
-    out = []
-    for e in drawn:
-        if e[0] != "label":
-            continue
-        if e[2] == "BLANK1" and out:
-            out[-1] += " " + e[1]
-        else:
-            out.append(e[1])
-    return out
-
-
 def _sync_enabled(drawn):
     return next(e[3] for e in drawn if e[0] == "operator" and e[1] == "sequencer.wav2lip_sync" and e[2] != "Preview")
 
@@ -70,7 +57,7 @@ def test_settings_are_labelled_and_show_what_install_py_recorded(display_run):
     props = [e for e in drawn if e[0] == "prop"]
     assert {"checkpoint", "detector", "device", "silence", "blend"} <= {e[1] for e in props}, props
     assert [e for e in props if e[2] == ""] == [], "a field without its name"
-    shown = _labels(drawn)
+    shown = labels(drawn)
     assert "Checkpoint: wav2lip_gan.pth (from install.py)" in shown, shown
     assert "Engine Python: python3.11 (from install.py)" in shown, shown
     assert "Detector Weights: (not set: Auto uses Haar)" in shown, shown
@@ -80,18 +67,18 @@ def test_settings_are_labelled_and_show_what_install_py_recorded(display_run):
 def test_selection_problems_show_before_pressing(display_run):
     r = display_run
     sound_only = r["shown"]["sound only"]
-    assert "Select the movie strip too" in _labels(sound_only), _labels(sound_only)
-    assert "No sound strip" not in _labels(sound_only)
+    assert "Select the movie strip too" in labels(sound_only), labels(sound_only)
+    assert "No sound strip" not in labels(sound_only)
     assert not _sync_enabled(sound_only)
     apart = r["shown"]["no overlap"]
-    assert "Sound strip does not overlap the movie" in _labels(apart), _labels(apart)
+    assert "Sound strip does not overlap the movie" in labels(apart), labels(apart)
     assert not _sync_enabled(apart)
 
 
 def test_each_progress_bar_shows_its_own_value(display_run):
     r = display_run
     running = r["shown"]["running"]
-    assert "Strip 1 of 2" in [e[2] for e in running if e[0] == "prop"] + _labels(running) + \
+    assert "Strip 1 of 2" in [e[2] for e in running if e[0] == "prop"] + labels(running) + \
         [e[1] for e in running if e[0] == "progress"], running
     values = []
     for dy, clip, batch, job in r["copies"]:

@@ -13,6 +13,7 @@ nothing else).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -73,6 +74,22 @@ def mouse_to(x: int, y: int, sync: bool = False) -> None:
 
 def addon_module(name: str):
     return sys.modules[f"{ADDON}.{name}"]
+
+
+def open_saved_file_with_addon():
+    """Save and reopen the scene in the test's folder (results go to //lipsync/ beside it, and
+    opening a file closes the splash screen a factory-startup window shows), then enable the
+    add-on from the checkout. A step generator (`prefs = yield from ...`): the add-on's preferences."""
+    blend = os.path.join(CONFIG["work"], "scene.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=blend)
+    bpy.ops.wm.open_mainfile(filepath=blend)
+    yield 0.5
+    sys.path.insert(0, CONFIG["root"])
+    import addon_utils
+
+    mod = addon_utils.enable(ADDON, default_set=True)
+    log("enabled", module=getattr(mod, "__file__", None))
+    return bpy.context.preferences.addons[ADDON].preferences
 
 
 def finish() -> None:

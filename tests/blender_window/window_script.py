@@ -23,8 +23,9 @@ import time
 import bpy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from window_kit import (ADDON, CONFIG, T0, addon_module, log, mouse_to, override, pointer,  # noqa: E402
-                        rect, region_of, results, run, seq_area, window, xdo)
+from window_kit import (  # noqa: E402
+    CONFIG, T0, addon_module, log, mouse_to, open_saved_file_with_addon, override,
+    pointer, rect, region_of, results, run, seq_area, window, xdo)
 
 results.update({"events_seen": [], "panel_drawn": [], "job_progress": {}, "copy_keys": 0})
 
@@ -242,19 +243,7 @@ def press_escape(job):
 
 
 def scenario():
-    # A saved file: the synced clip goes to //lipsync/ beside it, and opening it closes the
-    # splash screen that a factory-startup window shows.
-    blend = os.path.join(CONFIG["work"], "scene.blend")
-    bpy.ops.wm.save_as_mainfile(filepath=blend)
-    bpy.ops.wm.open_mainfile(filepath=blend)
-    yield 0.5
-
-    sys.path.insert(0, CONFIG["root"])
-    import addon_utils
-
-    mod = addon_utils.enable(ADDON, default_set=True)
-    log("enabled", module=getattr(mod, "__file__", None))
-    prefs = bpy.context.preferences.addons[ADDON].preferences
+    prefs = yield from open_saved_file_with_addon()
     prefs.engine_python = CONFIG["engine_python"]
     prefs.checkpoint = CONFIG["checkpoint"]
     # A larger interface for the README's picture (only this session: nothing is saved).

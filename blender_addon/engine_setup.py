@@ -16,7 +16,9 @@ import argparse
 import hashlib
 import importlib.util
 import json
+import math
 import os
+import queue
 import re
 import shutil
 import signal
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -274,15 +277,39 @@ def pip_fraction(line: str, state: Dict[str, int]) -> Optional[float]:
     return None
 
 
+# pip says nothing while it unpacks and installs (torch alone: a minute or more); meanwhile the
+# bar creeps towards the end of pip's part, so that it visibly lives.
+CREEP_S = 40.0
+
+
 def run_pip(cmd: Sequence, progress: Progress, start: float, end: float, log: Callable[[str], None]) -> Tuple[int, List[str]]:
     """pip with its output streamed: every line logged, the bar moved between start and end."""
     proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=_clean_env(), bufsize=1)
+    lines: "queue.Queue[Optional[str]]" = queue.Queue()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            lines.put(raw)
+        lines.put(None)
+
+    threading.Thread(target=read, name="wav2lip-pip-reader", daemon=True).start()
     state: Dict[str, int] = {}
     tail: List[str] = []
     done = 0.0
-    assert proc.stdout is not None
-    for raw in proc.stdout:
+    installing_since: Optional[float] = None
+    while True:
+        try:
+            raw = lines.get(timeout=1.0)
+        except queue.Empty:
+            if installing_since is not None:
+                waited = time.monotonic() - installing_since
+                f = done + (0.97 - done) * (1 - math.exp(-waited / CREEP_S))
+                progress(start + (end - start) * f, "")
+            continue
+        if raw is None:
+            break
         line = raw.strip()
         if not line:
             continue
@@ -292,6 +319,8 @@ def run_pip(cmd: Sequence, progress: Progress, start: float, end: float, log: Ca
         if f is not None and f > done:
             done = f
             progress(start + (end - start) * f, "")  # (same step: the line itself is logged)
+        if line.startswith("Installing collected packages"):
+            installing_since = time.monotonic()
     return proc.wait(), tail
 
 

@@ -303,10 +303,9 @@ def run_pip(cmd: Sequence, progress: Progress, start: float, end: float, log: Ca
         try:
             raw = lines.get(timeout=1.0)
         except queue.Empty:
-            if installing_since is not None:
+            if installing_since is not None and done < 0.97:
                 waited = time.monotonic() - installing_since
-                f = done + (0.97 - done) * (1 - math.exp(-waited / CREEP_S))
-                progress(start + (end - start) * f, "")
+                progress(start + (end - start) * (done + (0.97 - done) * (1 - math.exp(-waited / CREEP_S))), "")
             continue
         if raw is None:
             break
@@ -321,6 +320,8 @@ def run_pip(cmd: Sequence, progress: Progress, start: float, end: float, log: Ca
             progress(start + (end - start) * f, "")  # (same step: the line itself is logged)
         if line.startswith("Installing collected packages"):
             installing_since = time.monotonic()
+        elif line.startswith("Successfully installed"):
+            installing_since = None
     return proc.wait(), tail
 
 

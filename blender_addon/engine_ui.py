@@ -357,6 +357,9 @@ def draw_verified(layout: Any, kind: str, value: str) -> None:
     """The check of the file in a field, under it (only for the file the field holds now)."""
     v = state.verified.get(kind)
     path = os.path.normpath(bpy.path.abspath(value)) if value else ""
+    if path and (v is None or v.path != path) and kind not in state.verify:
+        verify_picked(kind, value)  # a value from saved preferences: checked once, in the background
+        v = state.verified.get(kind)
     if v is None or v.path != path:
         return
     icon = "TIME" if v.ok is None else ("CHECKMARK" if v.ok else "ERROR")

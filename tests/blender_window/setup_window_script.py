@@ -86,7 +86,9 @@ def scenario():
     area.type = "PREFERENCES"
     bpy.context.preferences.active_section = "ADDONS"
     bpy.context.window_manager.addon_search = "Lip Sync"
-    addon_utils.module_bl_info(mod)["show_expanded"] = True
+    for m in addon_utils.modules():  # (the module objects the Add-ons list draws from)
+        if m.__name__ == ADDON:
+            addon_utils.module_bl_info(m)["show_expanded"] = True
     bpy.app.timers.register(heartbeat, first_interval=0.1)
     yield 1.0
     env, cfg = engine_ui.engine_env(), engine_ui.config_dir()

@@ -83,9 +83,11 @@ def test_the_bar_moves_while_the_ui_answers(setup_run):
     assert fractions == sorted(fractions), "the bar went backwards"
     assert len({f for f in fractions if 0 < f < 1}) >= 4, drawn  # drawn by the preferences, moving
     assert any(text.startswith("Setting up… ") and text.endswith(" %") for _, text in drawn), drawn
-    # Blender's event loop kept running this script's own 0.1 s timer all along.
+    # Blender's event loop kept running this script's own 0.1 s timer all along: a set-up that
+    # blocked it would leave one gap as long as the set-up itself (over a minute). The bound is
+    # loose on purpose (a loaded machine stretches gaps to a second or two); this is no speed test.
     gap, n = _max_gap(r["ticks"], start, end)
-    assert gap < 1.5 and n > (end - start) * 4, (gap, n)
+    assert end - start > 20 and gap < 10 and n > end - start, (end - start, gap, n)
     # The Lip Sync panel's line while it ran.
     assert any(s.startswith("Engine: setting up… ") and s.endswith(" %") for _, s in r["status"]), r["status"]
 

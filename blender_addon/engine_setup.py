@@ -548,7 +548,7 @@ def detector_weights_status(py: Path, recorded: Optional[str], command: str = "p
     folder, have = lines[0], lines[1].split()
     if have:
         return True, f"{', '.join(have)} in {folder}"
-    record = f"record them: {command} --detector-weights PATH" if command else "or pick them in Detector Weights"
+    record = f"record them: {command} --detector-weights PATH" if command else "pick them in Detector Weights"
     return False, (f"no BlazeFace/S3FD weights in {folder} (put blazeface.pth + anchors.npy or s3fd-619a316812.pth "
                    f"there, or {record}); the Haar detector bundled with OpenCV works meanwhile")
 
@@ -603,7 +603,7 @@ def optional_row(env: Path, engine_ok: bool) -> Row:
     have = [x.split("=")[0] for x in res.stdout.split()]
     missing = [x for x in OPTIONAL_EXTRAS if x not in have]
     detail = (", ".join(have) or "none") + (f" (not installed: {', '.join(missing)})" if missing else "")
-    return ("optional parts", bool(have), detail, False)
+    return ("optional parts", True, detail, False)  # (optional: none installed is fine)
 
 
 def addon_status(env: Path, config_dir: Optional[Path], checkpoint: str = "", detector: str = "") -> List[Row]:

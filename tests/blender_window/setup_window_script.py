@@ -5,8 +5,8 @@ test_setup_window.py:
 
 From bpy.app.timers while Blender's event loop runs: the add-on installed in the user's scripts/addons (as the release zip holds it) is enabled, the
 big area becomes the Preferences editor showing the add-on's preferences, and Set Up Engine is
-run there (a real pip install into a new environment). First it is cancelled once pip is at
-work, then run to the end. A timer of this script's own ticks all along (does the UI answer?),
+pressed there with the mouse (a real pip install into a new environment). First it is cancelled
+(its Cancel button) once pip is at work, then run to the end. A timer of this script's own ticks all along (does the UI answer?),
 and every progress bar the preferences draw is recorded (does the bar move?). What happened goes
 to the results JSON; the test judges it. Standard library and bpy only.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 import traceback
@@ -42,13 +43,51 @@ def prefs_area():
     return win, next(a for a in win.screen.areas if a.type == "PREFERENCES")
 
 
-def run_op(idname: str, **kw):
-    """The operator as its button runs it: in the Preferences area of the window."""
+# A key that copies the Python command of the button under the mouse (Blender's "Copy Python
+# Command", given a key here): how the script finds the buttons, whose places Blender's Python
+# does not tell. Then the button is clicked with the mouse, as a user does.
+COPY_KEY = ("C", "ctrl+shift+alt+c")  # (the key map's key, the same for xdotool)
+NO_BUTTON = "(no button)"
+
+
+def add_copy_key() -> None:
+    kc = bpy.context.window_manager.keyconfigs.addon
+    km = kc.keymaps.new(name="User Interface", space_type="EMPTY", region_type="WINDOW")
+    km.keymap_items.new("ui.copy_python_command_button", COPY_KEY[0], "PRESS", ctrl=True, shift=True, alt=True)
+
+
+def xdo(*args) -> None:
+    subprocess.run(["xdotool", *[str(a) for a in args]], check=True, timeout=10)
+
+
+def button_command(x: int, y: int):
+    """The Python command of the button at window position (x, y) (origin bottom left)."""
+    win = bpy.context.window_manager.windows[0]
+    wm = bpy.context.window_manager
+    wm.clipboard = NO_BUTTON
+    xdo("mousemove", "--sync", win.x + x, win.y + win.height - 1 - y)
+    yield 0.1
+    xdo("key", COPY_KEY[1])
+    end = time.monotonic() + 1.0
+    while wm.clipboard == NO_BUTTON and time.monotonic() < end:
+        yield 0.05
+    return wm.clipboard
+
+
+def click(op: str):
+    """Find the Preferences area's button running `op` (bpy.ops.OP(...)) and click it."""
     win, area = prefs_area()
     region = next(r for r in area.regions if r.type == "WINDOW")
-    mod, name = idname.split(".")
-    with bpy.context.temp_override(window=win, screen=win.screen, area=area, region=region):
-        return sorted(getattr(getattr(bpy.ops, mod), name)(**kw))
+    top = region.y + region.height - 1
+    x = region.x + int(region.width * 0.25)
+    for y in range(top - 10, region.y, -14):
+        cmd = yield from button_command(x, y)
+        if cmd.startswith(f"bpy.ops.{op}("):
+            xdo("click", 1)
+            log("clicked", op=op, at=[x, y])
+            yield 0.3
+            return
+    raise RuntimeError(f"no {op} button in the preferences")
 
 
 def heartbeat():
@@ -89,19 +128,22 @@ def scenario():
     for m in addon_utils.modules():  # (the module objects the Add-ons list draws from)
         if m.__name__ == ADDON:
             addon_utils.module_bl_info(m)["show_expanded"] = True
+    add_copy_key()
     bpy.app.timers.register(heartbeat, first_interval=0.1)
     yield 1.0
     env, cfg = engine_ui.engine_env(), engine_ui.config_dir()
 
     # 1. Pressed, then cancelled once pip is at work.
-    log("press", result=run_op("wav2lip.setup_engine"))
+    yield from click("wav2lip.setup_engine")
+    log("press", running=engine_ui.setting_up())
     while not any("log" in e for e in engine_ui.state.task.events):
         results["status"].append([now(), engine_ui.status_line()[0]])
         yield 0.2
     for _ in range(5):
         results["status"].append([now(), engine_ui.status_line()[0]])
         yield 0.2
-    log("cancel", result=run_op("wav2lip.setup_engine_cancel"))
+    yield from click("wav2lip.setup_engine_cancel")
+    log("cancel")
     results["after_cancel"] = {
         "installed": engine_setup.installed(env), "stamp": (env / engine_setup.STAMP_FILE).exists(),
         "config": engine_setup.read_config(cfg), "message": engine_ui.state.message,
@@ -109,8 +151,9 @@ def scenario():
     yield 1.0
 
     # 2. Pressed again and left to finish.
+    yield from click("wav2lip.setup_engine")
     start = now()
-    log("press", result=run_op("wav2lip.setup_engine"))
+    log("press", running=engine_ui.setting_up())
     while engine_ui.setting_up() or engine_ui.state.task is not None:
         results["status"].append([now(), engine_ui.status_line()[0]])
         if now() - start > CONFIG["limit"]:

@@ -65,13 +65,19 @@ def button_command(x: int, y: int):
     win = bpy.context.window_manager.windows[0]
     wm = bpy.context.window_manager
     wm.clipboard = NO_BUTTON
-    xdo("mousemove", "--sync", win.x + x, win.y + win.height - 1 - y)
+    if _pointer.get("at") != (x, y):  # (--sync to where the pointer is already waits forever)
+        _pointer["at"] = (x, y)
+        xdo("mousemove", "--sync", win.x + x, win.y + win.height - 1 - y)
     yield 0.1
     xdo("key", COPY_KEY[1])
-    end = time.monotonic() + 1.0
+    end = time.monotonic() + 0.5
     while wm.clipboard == NO_BUTTON and time.monotonic() < end:
         yield 0.05
     return wm.clipboard
+
+
+_found: list = []
+_pointer: dict = {}
 
 
 def click(op: str):
@@ -80,10 +86,14 @@ def click(op: str):
     region = next(r for r in area.regions if r.type == "WINDOW")
     top = region.y + region.height - 1
     x = region.x + int(region.width * 0.25)
-    for y in range(top - 10, region.y, -14):
+    ys = list(range(top - 10, region.y, -14))
+    if _found:  # the last button's place first (Cancel takes Set Up Engine's)
+        ys = sorted(ys, key=lambda y: abs(y - _found[-1]))
+    for y in ys:
         cmd = yield from button_command(x, y)
         if cmd.startswith(f"bpy.ops.{op}("):
             xdo("click", 1)
+            _found.append(y)
             log("clicked", op=op, at=[x, y])
             yield 0.3
             return

@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import venv
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -34,16 +33,19 @@ ADDON_DIR = ROOT / "blender_addon"
 ADDON_ID = "wav2lip_lipsync"  # blender_manifest.toml `id`
 
 
-def _load_protocol() -> ModuleType:
-    """The core's protocol.py (standard library only), without importing the core package."""
-    spec = importlib.util.spec_from_file_location("wav2lip_install_protocol", ROOT / "wav2lip_core" / "protocol.py")
+def _load(name: str, path: Path) -> ModuleType:
+    """A standard-library-only module by its path, without importing the core package."""
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # (dataclasses look their module up)
     spec.loader.exec_module(module)
     return module
 
 
-protocol = _load_protocol()
+# The engine's set-up, shared with the add-on's Set Up Engine button: one install module.
+setup = _load("wav2lip_engine_setup", ADDON_DIR / "engine_setup.py")
+protocol = setup.protocol
 # The JSON the add-on (in Blender's user config folder) and the core (in the engine
 # environment) read what install.py recorded from, and its keys: defined in protocol.py.
 CONFIG_NAME = protocol.CONFIG_NAME
@@ -60,13 +62,8 @@ EXTENSIONS_FROM = (4, 2, 0)  # an extension from here, a legacy add-on (bl_info)
 STAMP_NAME = "install_stamp.txt"
 
 
-def weights_help(command: str = "python3 install.py") -> str:
-    return ("get wav2lip_gan.pth (or wav2lip.pth) from the Wav2Lip authors (github.com/Rudrabha/Wav2Lip, "
-            f"'Getting the weights'; research/non-commercial licence) and run: {command} --checkpoint PATH")
-
-
-class InstallError(Exception):
-    """A step failed; the message says what to do."""
+weights_help = setup.weights_help
+InstallError = setup.SetupError  # a step failed; the message says what to do
 
 
 def say(msg: str = "") -> None:
@@ -75,20 +72,8 @@ def say(msg: str = "") -> None:
 
 # --- engine environment ---------------------------------------------------------------------
 
-def default_venv() -> Path:
-    if os.environ.get("WAV2LIP_ENGINE_VENV"):
-        return Path(os.environ["WAV2LIP_ENGINE_VENV"]).expanduser()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / "wav2lip-blender" / "engine"
-
-
-def venv_python(env: Path) -> Path:
-    return env / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+default_venv = setup.default_venv
+venv_python = setup.venv_python
 
 
 def install_command(env: Path) -> str:
@@ -114,102 +99,29 @@ def engine_python_version(env: Path) -> tuple[int, int]:
 
 
 def torch_pin(pyproject: Path = ROOT / "pyproject.toml") -> str:
-    """The torch requirement from pyproject.toml, the one place it is pinned."""
-    m = re.search(r'"(torch==[^"]+)"', pyproject.read_text())
-    if not m:
-        raise InstallError(f"no torch pin found in {pyproject}")
-    return m.group(1)
-
-
-def source_stamp(extras: str) -> str:
-    """What the installed core was built from: re-running with the same sources skips pip."""
-    h = hashlib.sha256(extras.encode())
-    for p in sorted([ROOT / "pyproject.toml", *(ROOT / "wav2lip_core").glob("*.py")]):
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()
+    return setup.torch_pin(pyproject)
 
 
 def run(cmd: list, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([str(c) for c in cmd], **kw)
 
 
-FIND_SPECS = (
-    "import importlib.util as u, sys\n"
-    "s = u.find_spec('wav2lip_core')\n"
-    "print(s.origin if s else '')\n"
-    "print(all(u.find_spec(m) is not None for m in sys.argv[1:]))\n"
-)
-
-
-def runs_this_checkout(py: Path, modules: list[str]) -> bool:
-    """Whether `py` imports wav2lip_core from this folder and finds `modules` (nothing imported)."""
-    # cwd elsewhere: `python -c` puts the working folder first on sys.path.
-    res = run([py, "-c", FIND_SPECS, *modules], capture_output=True, text=True, cwd=tempfile.gettempdir())
-    lines = res.stdout.splitlines()
-    if res.returncode != 0 or len(lines) < 2 or not lines[0]:
-        return False
-    return Path(lines[0]).resolve() == (ROOT / "wav2lip_core" / "__init__.py").resolve() and lines[1] == "True"
-
-
-# What the core's wheel is built from: pyproject.toml's readme, license-files and packages.
-BUILD_SOURCES = ("pyproject.toml", "README.md", "LICENSE", "wav2lip_core")
+BUILD_SOURCES = setup.BUILD_SOURCES
+OPTIONAL_EXTRAS = setup.OPTIONAL_EXTRAS
 
 
 def stage_source(dest: Path) -> Path:
-    """A clean copy of what the wheel is built from, in `dest` (created). pip builds in the folder
-    it is given, and setuptools' build/ there keeps modules deleted since the last build: they
-    would be installed again. The clone stays as it is (no build/, no egg-info)."""
-    dest.mkdir(parents=True)
-    for name in BUILD_SOURCES:
-        if (ROOT / name).is_dir():
-            shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy2(ROOT / name, dest / name)
-    return dest
-
-
-# Optional parts a user may add to the engine (pyproject's extras) and a module each installs.
-OPTIONAL_EXTRAS = {"int8": "nncf", "landmarks": "dlib", "enhance": "spandrel", "ray": "ray"}
+    """A clean copy of this checkout's build sources (see engine_setup.stage_source)."""
+    return setup.stage_source(ROOT, dest)
 
 
 def ensure_engine(env: Path, *, torch_index_url: str | None, with_bpy: bool, dev: bool,
                   optional: tuple[str, ...] = ()) -> Path:
-    py = venv_python(env)
-    if not py.exists():
-        say(f"creating the engine environment in {env}")
-        venv.EnvBuilder(with_pip=True, clear=False).create(env)
-    optional = tuple(x for x in OPTIONAL_EXTRAS if x in optional)  # one order, whatever was asked
-    extras = ",".join((*(["bpy"] if with_bpy else []), *optional, *(["test"] if dev else [])))
-    stamp_file = env / "wav2lip-installed.txt"
-    stamp = source_stamp(extras + "|" + (torch_index_url or ""))
-    if stamp_file.exists() and stamp_file.read_text().strip() == stamp:
-        say(f"engine environment is up to date: {env}")
-        return py
-    needed = ["torch", "av", "cv2", *(["bpy"] if with_bpy else []), *(OPTIONAL_EXTRAS[x] for x in optional),
-              *(["pytest"] if dev else [])]
-    if not torch_index_url and runs_this_checkout(py, needed):
-        # A contributor's environment (an editable install of this folder, e.g. the dev .venv):
-        # it already runs these sources, and pip would replace the editable install with a copy.
-        say(f"engine environment runs this checkout (editable install), nothing to install: {env}")
-        return py
-    pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    if run([py, "-m", "pip", "--version"], capture_output=True).returncode != 0:
-        raise InstallError(f"pip does not run in {env}; delete that folder and run install.py again")
-    if torch_index_url:
-        say(f"installing {torch_pin()} from {torch_index_url}")
-        if run([*pip, torch_pin(), "--index-url", torch_index_url]).returncode != 0:
-            raise InstallError(f"could not install {torch_pin()} from {torch_index_url}; check the URL (e.g. a CUDA wheel index)")
-    say(f"installing the core and its dependencies into {env} (torch pinned in pyproject.toml)")
-    with tempfile.TemporaryDirectory() as tmp:
-        # Editable for contributors (--dev) so tests see their edits; for users a plain copy,
-        # built from a clean copy of the sources (see stage_source).
-        src = ROOT if dev else stage_source(Path(tmp) / "wav2lip-blender")
-        target = str(src) + (f"[{extras}]" if extras else "")
-        if run([*pip, *(["-e"] if dev else []), target]).returncode != 0:
-            raise InstallError("pip could not install the core (see above); check the network to PyPI and re-run")
-    stamp_file.write_text(stamp + "\n")
-    return py
+    extras = (*(["bpy"] if with_bpy else []), *optional, *(["test"] if dev else []))
+    o = setup.Options(env=env, source=ROOT, extras=extras, torch_index_url=torch_index_url or "",
+                      pythons=(sys.executable,), editable=dev, keep_dev_env=True)
+    # pip's own lines stay out of the terminal (as with pip -q); a failure quotes its last one.
+    return setup.ensure_engine(o, lambda _f, text: say(text) if text else None)
 
 
 # --- Blender --------------------------------------------------------------------------------
@@ -330,31 +242,8 @@ def usable_blender(explicit: str | None) -> tuple[BlenderInfo | None, str]:
         return None, f"{e}: the add-on is not installed there"
 
 
-def record_config(config_dir: Path, **values: str) -> Path:
-    """Merge `values` into the JSON the add-on reads for its empty preferences. Atomic, and
-    unchanged values leave the file untouched (re-running install.py changes nothing)."""
-    path = config_dir / CONFIG_NAME
-    try:
-        current = json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, ValueError):
-        current = {}
-    merged = {**current, **{k: v for k, v in values.items() if v}}
-    if merged == current and path.exists():
-        return path
-    config_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=config_dir, prefix=".wav2lip", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(merged, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
-
-
-def read_config(config_dir: Path) -> dict:
-    try:
-        return json.loads((config_dir / CONFIG_NAME).read_text())
-    except (OSError, ValueError):
-        return {}
+record_config = setup.record_config
+read_config = setup.read_config
 
 
 # --- the add-on -----------------------------------------------------------------------------
@@ -464,119 +353,12 @@ def _install_extension(info: BlenderInfo, staged: Path, digest: str) -> None:
                            "is the user_default repository moved in Preferences > Get Extensions?")
 
 
-def last_line(text: str | None) -> str:
-    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
-
-
-# --- checkpoint and detector weights --------------------------------------------------------
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-VERIFY = (
-    "import sys\n"
-    "from wav2lip_core.errors import Wav2LipError\n"
-    "from wav2lip_core.model import load_checkpoint, checkpoint_kind\n"
-    "try:\n"
-    "    load_checkpoint(sys.argv[1])\n"
-    "except Wav2LipError as e:\n"
-    "    print(e); sys.exit(1)\n"
-    "print(checkpoint_kind(sys.argv[1]))\n"
-)
-
-
-def verify_checkpoint(py: Path, path: Path) -> str:
-    """Load the checkpoint with the engine (never executing code from it); its kind or an error."""
-    if not path.is_file():
-        raise InstallError(f"checkpoint not found: {path}; {weights_help()}")
-    res = run([py, "-c", VERIFY, path], capture_output=True, text=True)
-    if res.returncode != 0:
-        # The engine prints our one-line reason on stdout; a crash leaves a traceback (or nothing).
-        why = last_line(res.stdout) or last_line(res.stderr) or f"the engine exited with code {res.returncode} and said nothing"
-        raise InstallError(f"the engine could not load the checkpoint {path}: {why}")
-    return res.stdout.strip()
-
-
-# Face detector weights by file name, as face-alignment names them (protocol.py): a BlazeFace
-# model needs its anchors file beside it. Looked for in this order in a folder.
-DETECTOR_FILES = (protocol.BLAZEFACE_FILES["blazeface"], (protocol.S3FD_FILE, None),
-                  protocol.BLAZEFACE_FILES["blazeface-back"])
-
-VERIFY_DETECTOR = (
-    "import sys\n"
-    "try:\n"
-    "    import numpy, torch\n"
-    "    sd = torch.load(sys.argv[1], map_location='cpu', weights_only=True)\n"
-    "    n = sum(1 for v in (sd.values() if isinstance(sd, dict) else ()) if hasattr(v, 'shape'))\n"
-    "    if not n:\n"
-    "        raise ValueError('it holds no tensors')\n"
-    "    shape = numpy.load(sys.argv[2]).shape if len(sys.argv) > 2 else None\n"
-    "except Exception as e:\n"
-    "    print(f'{type(e).__name__}: {e}'.splitlines()[0]); sys.exit(1)\n"
-    "print(n, 'tensors' + (f', anchors {shape[0]}x{shape[1]}' if shape else ''))\n"
-)
-
-
-def detector_files(path: Path) -> tuple[Path, Path | None]:
-    """(weights, anchors or None) for --detector-weights: a .pth (BlazeFace's anchors .npy beside
-    it), or a folder holding one of face-alignment's files."""
-    if path.is_dir():
-        for name, anchors in DETECTOR_FILES:
-            if (path / name).is_file():
-                return detector_files(path / name)
-        raise InstallError(f"no face detector weights in {path}: it needs blazeface.pth + anchors.npy "
-                           "(or s3fd-619a316812.pth); give the .pth file")
-    if not path.is_file():
-        raise InstallError(f"detector weights not found: {path}; give blazeface.pth (with anchors.npy beside it) "
-                           "or s3fd-619a316812.pth")
-    name = path.name.lower()
-    if "s3fd" in name:
-        return path, None
-    anchors = path.with_name("anchorsback.npy" if "back" in name else "anchors.npy")
-    if not anchors.is_file():
-        raise InstallError(f"BlazeFace anchors not found: {anchors} is missing; put the {anchors.name} that comes "
-                           f"with {path.name} beside it")
-    return path, anchors
-
-
-def verify_detector_weights(py: Path, path: Path) -> tuple[Path, str]:
-    """(the weights file to record, what the engine found in it)."""
-    weights, anchors = detector_files(path)
-    res = run([py, "-c", VERIFY_DETECTOR, weights, *([anchors] if anchors else [])], capture_output=True, text=True)
-    if res.returncode != 0:
-        why = last_line(res.stdout) or last_line(res.stderr) or f"exit code {res.returncode}"
-        raise InstallError(f"the engine could not load the detector weights {weights}: {why}; download them again")
-    return weights, res.stdout.strip()
-
-
-def detector_weights_status(py: Path, recorded: str | None, command: str = "python3 install.py") -> tuple[bool, str]:
-    """The recorded BlazeFace/S3FD weights, else the ones where face-alignment looks (never
-    downloaded here); Haar ships with OpenCV."""
-    if recorded:
-        try:
-            weights, anchors = detector_files(Path(recorded))
-        except InstallError as e:
-            return False, f"recorded, but {e}"
-        return True, f"{weights}" + (f" + {anchors.name}" if anchors else "")
-    code = ("import torch.hub, os; d = os.path.join(torch.hub.get_dir(), 'checkpoints'); "
-            f"print(d); print(*[f for f in {(protocol.BLAZEFACE_FILES['blazeface'][0], protocol.S3FD_FILE)!r} "
-            "if os.path.isfile(os.path.join(d, f))])")
-    res = run([py, "-c", code], capture_output=True, text=True)
-    if res.returncode != 0:
-        return False, "cannot ask the engine (is torch installed?)"
-    lines = res.stdout.splitlines() + [""]
-    folder, have = lines[0], lines[1].split()
-    if have:
-        return True, f"{', '.join(have)} in {folder}"
-    return False, (f"no BlazeFace/S3FD weights in {folder} (put blazeface.pth + anchors.npy or s3fd-619a316812.pth "
-                   f"there, or record them: {command} --detector-weights PATH); the Haar detector bundled "
-                   "with OpenCV works meanwhile")
+last_line = setup.last_line
+sha256_file = setup.sha256_file
+verify_checkpoint = setup.verify_checkpoint
+detector_files = setup.detector_files
+verify_detector_weights = setup.verify_detector_weights
+detector_weights_status = setup.detector_weights_status
 
 
 # --- status ---------------------------------------------------------------------------------
@@ -586,24 +368,8 @@ def status_rows(env: Path, blender: str | None, checkpoint: str | None) -> list[
     rows: list[tuple[str, bool, str, bool]] = []
     again = install_command(env)
     rows.append(("Python (installer)", sys.version_info >= (3, 10), sys.version.split()[0], True))
-    py = venv_python(env)
-    rows.append(("engine environment", py.exists(), str(env), True))
-    engine_ok = False
-    if py.exists():
-        code = ("import torch, av, wav2lip_core; from wav2lip_core.device import pick_device; "
-                "d = pick_device('auto'); print(torch.__version__, d.type, av.__version__, '.'.join(map(str, av.library_versions['libavcodec'])))")
-        res = run([py, "-c", code], capture_output=True, text=True)
-        if res.returncode == 0:
-            tv, dev, avv, codec = res.stdout.split()[:4]
-            engine_ok = True
-            rows.append(("torch and device", True, f"torch {tv}, device {dev}", True))
-            rows.append(("ffmpeg (PyAV)", True, f"PyAV {avv}, libavcodec {codec}", True))
-        else:
-            rows.append(("torch and device", False, f"engine does not import: {last_line(res.stderr) or '?'}", True))
-            rows.append(("ffmpeg (PyAV)", False, "not checked", True))
-    else:
-        rows += [("torch and device", False, f"no engine: run {again}", True),
-                 ("ffmpeg (PyAV)", False, f"no engine: run {again}", True)]
+    engine, engine_ok = setup.engine_rows(env, f"run {again}")
+    rows += engine
     try:
         info, why = usable_blender(blender)
     except InstallError as e:
@@ -622,15 +388,9 @@ def status_rows(env: Path, blender: str | None, checkpoint: str | None) -> list[
         rows.append(("add-on installed", False, "no Blender", False))
     engine_cfg = read_config(env)
     ckpt = checkpoint or cfg.get(CONFIG_CHECKPOINT) or engine_cfg.get(CONFIG_CHECKPOINT)
-    if ckpt and Path(ckpt).is_file():
-        rows.append(("checkpoint", True, f"{ckpt} ({Path(ckpt).stat().st_size / 1e6:.0f} MB)", True))
-    else:
-        rows.append(("checkpoint", False, f"{'not found: ' + ckpt if ckpt else 'none recorded'}; {weights_help(again)}", True))
-    if engine_ok:
-        ok, detail = detector_weights_status(py, cfg.get(CONFIG_DETECTOR_WEIGHTS) or engine_cfg.get(CONFIG_DETECTOR_WEIGHTS), again)
-        rows.append(("detector weights", ok, detail, False))
-    else:
-        rows.append(("detector weights", False, "not checked (no engine)", False))
+    detector = cfg.get(CONFIG_DETECTOR_WEIGHTS) or engine_cfg.get(CONFIG_DETECTOR_WEIGHTS)
+    rows += setup.weights_rows(env, engine_ok, ckpt, detector, again)
+    rows.append(setup.optional_row(env, engine_ok))
     return rows
 
 

@@ -9,6 +9,8 @@
   strips still have the legacy `speed_factor` (1.0). `context.temp_override` and
   `Window.event_simulate` exist. A Blender without numpy (Debian's, unless python3-numpy is
   installed) cannot `import aud` (its Python module is built against numpy).
+- 4.2 adds `bpy.app.online_access` (Preferences > System > Network > Allow Online Access);
+  3.4 .. 4.1 have no such setting (`online_access`).
 - 4.2/4.3: `SequenceEditor.sequences` / `sequences_all`, types `Sequence`, `MovieSequence`, ...,
   `context.selected_sequences`. 4.4 renamed them to `strips` / `strips_all`, `Strip`,
   `MovieStrip`, ..., `context.selected_strips`, keeping the old collection and context names as
@@ -208,7 +210,7 @@ HAS_PROGRESS_WIDGET = "progress" in cast(Any, bpy.types.UILayout).bl_rna.functio
 # draw, so it is always current) and its setter ignores input (a read-only one would be drawn
 # greyed out). One property per bar: Blender reads a button's value after the whole panel is
 # laid out, so bars sharing one property would all show the last bar's value.
-PROGRESS_BARS = ("batch", "job")
+PROGRESS_BARS = ("batch", "job", "setup")
 _fallback_factors: Dict[str, float] = {}
 
 
@@ -253,6 +255,14 @@ def progress_bar(layout: UILayout, factor: float, text: str, context: Optional[C
         layout.prop(wm, prop, text=text, slider=True)
     else:
         layout.label(text=f"{text} ({factor * 100:.0f}%)")
+
+
+def online_access() -> Optional[bool]:
+    """Blender's "Allow Online Access" (4.2+: `bpy.app.online_access`, False also under
+    --offline-mode); None where Blender has no such setting (3.4 .. 4.1): the network is the
+    user's own business there."""
+    value = getattr(bpy.app, "online_access", None)
+    return None if value is None else bool(value)
 
 
 def ui_scale(context: Optional[Context]) -> float:

@@ -9,7 +9,7 @@ from typing import Any, Dict, List
 import bpy
 from bpy.types import Context, Event
 
-from . import capture, compat, operators, preferences, studio
+from . import capture, compat, engine_ui, operators, preferences, studio
 from .snapshot import overlap
 
 
@@ -70,6 +70,8 @@ def draw_panel(layout: Any, context: Context) -> None:
 
     prefs = preferences.addon_prefs(context)
     settings = getattr(scene, "wav2lip", None) if scene is not None else None
+    text, icon = engine_ui.status_line()
+    wrapped_label(layout.column(align=True), context, text, icon)
     if prefs is not None:
         box = layout.column()
         box.use_property_split = True  # every setting with its name beside it

@@ -13,6 +13,7 @@ from typing import Any, List, Optional, Tuple
 import bpy
 from bpy.types import Context
 
+from . import engine_setup
 from .wire import protocol
 
 ADDON_ID = __package__ or "blender_addon"
@@ -32,19 +33,41 @@ DEFAULT_PRECISION = protocol.PRECISIONS[0][0]  # "auto": exact fp32 on a CPU
 DEFAULT_OUTPUT_DIR = "//lipsync/"
 
 
+def _checkpoint_picked(self: Any, _context: Context) -> None:
+    from . import engine_ui  # (it imports this module)
+
+    engine_ui.verify_picked("checkpoint", self.checkpoint)
+
+
+def _detector_picked(self: Any, _context: Context) -> None:
+    from . import engine_ui
+
+    engine_ui.verify_picked("detector", self.detector_weights)
+
+
 class WAV2LIP_AddonPreferences(bpy.types.AddonPreferences):
     bl_idname = ADDON_ID
 
     checkpoint: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Checkpoint", subtype="FILE_PATH", default="",
-        description="Wav2Lip checkpoint file (.pth), e.g. wav2lip_gan.pth",
+        name="Checkpoint", subtype="FILE_PATH", default="", update=_checkpoint_picked,
+        description="Wav2Lip checkpoint file (.pth), e.g. wav2lip_gan.pth (checked by the engine when picked)",
     )
     detector: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Face Detector", items=DETECTORS, default=DEFAULT_DETECTOR,
     )
     detector_weights: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Detector Weights", subtype="FILE_PATH", default="",
+        name="Detector Weights", subtype="FILE_PATH", default="", update=_detector_picked,
         description="Weights of the face detector (empty: the engine's default location)",
+    )
+    torch_index_url: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Torch Index URL", default="",
+        description="Set Up Engine: pip index for a torch build, e.g. https://download.pytorch.org/whl/cu124 "
+        "(CUDA) or .../rocm6.2 (ROCm); empty: PyPI's torch",
+    )
+    wheels_dir: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Wheels Folder", subtype="DIR_PATH", default="",
+        description="Set Up Engine without network: a local folder holding the engine's wheels "
+        "(pip --no-index --find-links); empty: download from PyPI",
     )
     box: bpy.props.IntVectorProperty(  # type: ignore[valid-type]
         name="Face Box", size=4, default=(0, 0, 0, 0), min=0,
@@ -89,11 +112,15 @@ class WAV2LIP_AddonPreferences(bpy.types.AddonPreferences):
     )
 
     def draw(self, context: Context) -> None:
+        from . import engine_ui
+
         layout = self.layout
+        engine_ui.draw_preferences(layout, context, self)
         # What a job will use, with where it came from: an empty field may still have a value
         # that install.py recorded.
         shown = {c.label: c for c in configured_now(self)}
         layout.prop(self, "checkpoint")
+        engine_ui.draw_verified(layout, "checkpoint", self.checkpoint)
         _draw_configured(layout, shown.get("Checkpoint"))
         row = layout.row()
         row.prop(self, "detector")
@@ -103,6 +130,7 @@ class WAV2LIP_AddonPreferences(bpy.types.AddonPreferences):
             layout.prop(self, "box")
         else:
             layout.prop(self, "detector_weights")
+            engine_ui.draw_verified(layout, "detector", self.detector_weights)
             _draw_configured(layout, shown.get("Detector Weights"))
         layout.prop(self, "engine_python")
         _draw_configured(layout, shown.get("Engine Python"))
@@ -114,6 +142,12 @@ class WAV2LIP_AddonPreferences(bpy.types.AddonPreferences):
         row = layout.row()
         row.prop(self, "enhance_weights")
         row.prop(self, "enhance_fidelity")
+
+
+# Set Up Engine's checkboxes, one per optional part (engine_setup.OPTIONAL_EXTRAS, the one list).
+for _name in engine_setup.OPTIONAL_EXTRAS:
+    WAV2LIP_AddonPreferences.__annotations__[f"setup_{_name}"] = bpy.props.BoolProperty(
+        name=_name, default=False, description=f"Set Up Engine also installs {engine_setup.EXTRA_HELP[_name]}")
 
 
 def _draw_configured(layout: Any, c: Optional[Configured]) -> None:
@@ -380,12 +414,18 @@ classes = (WAV2LIP_AddonPreferences, WAV2LIP_SceneSettings)
 
 
 def register() -> None:
+    from . import engine_ui
+
     for cls in classes:
         bpy.utils.register_class(cls)
     bpy.types.Scene.wav2lip = bpy.props.PointerProperty(type=WAV2LIP_SceneSettings)  # type: ignore[attr-defined]
+    engine_ui.register()
 
 
 def unregister() -> None:
+    from . import engine_ui
+
+    engine_ui.unregister()
     if hasattr(bpy.types.Scene, "wav2lip"):
         del bpy.types.Scene.wav2lip  # type: ignore[attr-defined]
     for cls in reversed(classes):

@@ -26,7 +26,7 @@ SCRIPT = HERE / "window_script.py"
 CLIP = "vretalk_face2.mp4"  # 25 fps, 5 s
 SOUND = "vretalk_audio1.wav"
 UI_SCALE = 1.25  # the interface size in the window (and so in the README's picture)
-PANEL_CROP_HEIGHT = round(190 * UI_SCALE)  # the top of the sidebar: the whole Lip Sync panel
+PANEL_CROP_HEIGHT = round(560 * UI_SCALE)  # the top of the sidebar: the whole idle Lip Sync panel
 PICTURE_GAP = 12
 
 pytestmark = needs_window

@@ -1,6 +1,6 @@
 """Set Up Engine in the real Blender program (Debian's 3.4.1), background mode, fresh user home:
-the add-on as the release zip installs it (its folder with engine_src/ inside, nothing from the
-checkout), the operator makes the engine with a real, non-editable pip install into a new
+the release zip installed with Blender's own Install (the add-on with engine_src/ inside, nothing
+from the checkout), the operator makes the engine with a real, non-editable pip install into a new
 environment in the default place, records it where the add-on reads it, and its check table
 says the engine works."""
 
@@ -33,11 +33,17 @@ print("RESULT " + json.dumps(sorted(res)))
 """
 
 
-def installed_addon(scripts: Path) -> Path:
-    """The add-on folder as the release zip holds it: the add-on and the engine's sources."""
-    addon = install.stage_addon(scripts / "addons" / ADDON)
-    install.stage_source(addon / "engine_src")
-    return addon
+def installed_addon(blender_exe: Path, env: dict, downloads: Path) -> None:
+    """The release zip (install.py --package), copied out of the checkout and installed with
+    Blender's own Install, as a user does: the add-on and the engine's sources, nothing else."""
+    import release
+
+    built = release.package(downloads / "build")
+    zip_path = downloads / built.name
+    zip_path.write_bytes(built.read_bytes())
+    res = blender(blender_exe, env, f"import bpy\nr = bpy.ops.preferences.addon_install(filepath={str(zip_path)!r})\n"
+                                    "assert r == {'FINISHED'}, r\n")
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
 
 
 def blender(exe: Path, env: dict, code: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -50,7 +56,8 @@ def test_set_up_engine_in_background_mode_makes_a_working_engine(blender_exe, tm
     env = user_env(home)
     env.update(BLENDER_USER_CONFIG=str(tmp_path / "config"), BLENDER_USER_SCRIPTS=str(tmp_path / "scripts"),
                PIP_CACHE_DIR=user_pip_cache())
-    installed_addon(tmp_path / "scripts")
+    installed_addon(blender_exe, env, tmp_path / "Downloads")
+    assert (tmp_path / "scripts" / "addons" / ADDON / "engine_src" / "pyproject.toml").is_file()
     res = blender(blender_exe, env, set_up_code())
     out = res.stdout + res.stderr
     assert res.returncode == 0 and 'RESULT ["FINISHED"]' in res.stdout, out[-4000:]
@@ -84,7 +91,8 @@ def test_set_up_engine_says_what_to_install_when_no_python_can_make_it(blender_e
 
     env = user_env(tmp_path / "home")
     env.update(BLENDER_USER_CONFIG=str(tmp_path / "config"), BLENDER_USER_SCRIPTS=str(tmp_path / "scripts"))
-    installed_addon(tmp_path / "scripts")
+    installed_addon(blender_exe, env, tmp_path / "Downloads")
+    assert (tmp_path / "scripts" / "addons" / ADDON / "engine_src" / "pyproject.toml").is_file()
     bad = python_without_venv(tmp_path / "py")
     code = set_up_code(python=str(bad))
     res = blender(blender_exe, env, code, timeout=300)

@@ -13,61 +13,35 @@ to the results JSON; the test judges it. Standard library and bpy only.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import time
 import traceback
 
 import bpy
 
-T0 = time.monotonic()
-CONFIG = json.load(open(sys.argv[sys.argv.index("--") + 1], encoding="utf-8"))
-ADDON = CONFIG["addon"]
-results: dict = {"blender": list(bpy.app.version), "ticks": [], "bars": [], "status": [], "events": []}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from window_kit import (  # noqa: E402
+    ADDON, COPY_KEY, CONFIG, NO_BUTTON, T0, add_copy_key, log, mouse_to, pointer, results, run, window, xdo)
+
+results.update({"ticks": [], "bars": [], "status": []})
 
 
 def now() -> float:
     return round(time.monotonic() - T0, 3)
 
 
-def log(what: str, **data) -> None:
-    entry = {"t": now(), "what": what, **data}
-    results["events"].append(entry)
-    print("setup_window_script:", json.dumps(entry), flush=True)
-
-
 def prefs_area():
-    win = bpy.context.window_manager.windows[0]
+    win = window()
     return win, next(a for a in win.screen.areas if a.type == "PREFERENCES")
-
-
-# A key that copies the Python command of the button under the mouse (Blender's "Copy Python
-# Command", given a key here): how the script finds the buttons, whose places Blender's Python
-# does not tell. Then the button is clicked with the mouse, as a user does.
-COPY_KEY = ("C", "ctrl+shift+alt+c")  # (the key map's key, the same for xdotool)
-NO_BUTTON = "(no button)"
-
-
-def add_copy_key() -> None:
-    kc = bpy.context.window_manager.keyconfigs.addon
-    km = kc.keymaps.new(name="User Interface", space_type="EMPTY", region_type="WINDOW")
-    km.keymap_items.new("ui.copy_python_command_button", COPY_KEY[0], "PRESS", ctrl=True, shift=True, alt=True)
-
-
-def xdo(*args) -> None:
-    subprocess.run(["xdotool", *[str(a) for a in args]], check=True, timeout=10)
 
 
 def button_command(x: int, y: int):
     """The Python command of the button at window position (x, y) (origin bottom left)."""
-    win = bpy.context.window_manager.windows[0]
     wm = bpy.context.window_manager
     wm.clipboard = NO_BUTTON
-    if _pointer.get("at") != (x, y):  # (--sync to where the pointer is already waits forever)
-        _pointer["at"] = (x, y)
-        xdo("mousemove", "--sync", win.x + x, win.y + win.height - 1 - y)
+    if pointer.get("at") != (x, y):  # (--sync to where the pointer is already waits forever)
+        mouse_to(x, y, sync=True)
     yield 0.1
     xdo("key", COPY_KEY[1])
     end = time.monotonic() + 0.5
@@ -77,7 +51,6 @@ def button_command(x: int, y: int):
 
 
 _found: list = []
-_pointer: dict = {}
 
 
 def click(op: str):
@@ -184,32 +157,4 @@ def scenario():
         traceback.print_exc()
 
 
-def finish() -> None:
-    results["seconds"] = round(time.monotonic() - T0, 2)
-    with open(CONFIG["results"], "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=1)
-    try:
-        import addon_utils
-
-        addon_utils.disable(ADDON, default_set=True)
-    except Exception:  # noqa: BLE001 - quitting matters more
-        traceback.print_exc()
-    bpy.ops.wm.quit_blender()
-
-
-_steps = scenario()
-
-
-def tick():
-    try:
-        return next(_steps)
-    except StopIteration:
-        results["completed"] = True
-    except Exception:  # noqa: BLE001 - reported to the test through the results
-        results["error"] = traceback.format_exc()
-        print(results["error"], file=sys.stderr, flush=True)
-    finish()
-    return None
-
-
-bpy.app.timers.register(tick, first_interval=1.0, persistent=True)
+run(scenario())

@@ -5,7 +5,6 @@ does it all inside Blender; these tests judge what it wrote."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -14,22 +13,17 @@ from pathlib import Path
 
 import pytest
 
-sys_path_root = str(Path(__file__).resolve().parents[2])
-if sys_path_root not in sys.path:
-    sys.path.insert(0, sys_path_root)
+from .conftest import ROOT, needs_window, require_blender, run_window_script
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 import install  # noqa: E402
+import release  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
 SCRIPT = HERE / "setup_window_script.py"
-SCREEN = (1600, 900)
-BLENDER = shutil.which("blender")
-XVFB_RUN = shutil.which("xvfb-run")
-XDOTOOL = shutil.which("xdotool")
 
-pytestmark = pytest.mark.skipif(
-    not (BLENDER and XVFB_RUN and XDOTOOL),
-    reason="needs the Blender program, xvfb-run and xdotool on PATH (apt-get install blender xvfb xdotool)")
+pytestmark = needs_window
 
 
 def user_pip_cache() -> str:
@@ -38,24 +32,17 @@ def user_pip_cache() -> str:
 
 @pytest.fixture(scope="module")
 def setup_run(tmp_path_factory):
+    require_blender()
     work = tmp_path_factory.mktemp("setup-window")
-    results = work / "results.json"
-    config = work / "config.json"
-    config.write_text(json.dumps({"addon": install.ADDON_ID, "work": str(work), "results": str(results), "limit": 500}))
-    env = dict(os.environ, TMPDIR=str(work), BLENDER_USER_CONFIG=str(work / "config"),
-               BLENDER_USER_SCRIPTS=str(work / "scripts"), WAV2LIP_ENGINE_VENV=str(work / "engine"),
-               PIP_CACHE_DIR=user_pip_cache())
-    # The add-on installed as the release zip holds it: its folder with the engine's sources.
-    addon = install.stage_addon(work / "scripts" / "addons" / install.ADDON_ID)
-    install.stage_source(addon / "engine_src")
-    cmd = [XVFB_RUN, "-a", "-s", f"-screen 0 {SCREEN[0]}x{SCREEN[1]}x24", BLENDER, "--factory-startup",
-           "--python", str(SCRIPT), "--", str(config)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    log = proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert results.is_file(), f"the window script wrote no results (exit {proc.returncode}):\n{log}"
-    r = json.loads(results.read_text())
-    assert "error" not in r, r["error"] + "\n" + log
-    assert r.get("completed"), log
+    # The add-on as the release zip holds it (the add-on and the engine's sources), unpacked
+    # where Blender's Install puts it.
+    import zipfile
+
+    with zipfile.ZipFile(release.package(work / "dist")) as z:
+        z.extractall(work / "scripts" / "addons")
+    r, _ = run_window_script(SCRIPT, work, {"addon": install.ADDON_ID, "work": str(work), "limit": 500},
+                             env={"WAV2LIP_ENGINE_VENV": str(work / "engine"), "PIP_CACHE_DIR": user_pip_cache()},
+                             timeout=600)
     if os.environ.get("WAV2LIP_UPDATE_DOCS"):  # the README's picture of the preferences
         shutil.copy(work / "preferences.png", ROOT / "docs" / "setup_engine.png")
     return r, work

@@ -24,7 +24,7 @@ import bpy
 
 T0 = time.monotonic()
 CONFIG = json.load(open(sys.argv[sys.argv.index("--") + 1], encoding="utf-8"))
-ADDON = "blender_addon"
+ADDON = CONFIG.get("addon", "blender_addon")  # the checkout's add-on, or an installed one's id
 results: dict = {"blender": list(bpy.app.version), "events": []}
 
 
@@ -70,6 +70,19 @@ def mouse_to(x: int, y: int, sync: bool = False) -> None:
     win = window()
     pointer["at"] = (x, y)
     xdo("mousemove", *(["--sync"] if sync else []), win.x + x, win.y + win.height - 1 - y)
+
+
+# A key that copies the Python command of the button under the mouse (Blender's "Copy Python
+# Command", given a key here): how a script finds a button, whose place Blender's Python does not
+# tell; then it is clicked with the mouse, as a user does.
+COPY_KEY = ("C", "ctrl+shift+alt+c")  # (the key map's key, the same for xdotool)
+NO_BUTTON = "(no button)"
+
+
+def add_copy_key() -> None:
+    kc = bpy.context.window_manager.keyconfigs.addon
+    km = kc.keymaps.new(name="User Interface", space_type="EMPTY", region_type="WINDOW")
+    km.keymap_items.new("ui.copy_python_command_button", COPY_KEY[0], "PRESS", ctrl=True, shift=True, alt=True)
 
 
 def addon_module(name: str):

@@ -24,7 +24,7 @@ import bpy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from window_kit import (  # noqa: E402
-    CONFIG, T0, addon_module, log, mouse_to, open_saved_file_with_addon, override,
+    COPY_KEY, NO_BUTTON, CONFIG, add_copy_key, T0, addon_module, log, mouse_to, open_saved_file_with_addon, override,
     pointer, rect, region_of, results, run, seq_area, window, xdo)
 
 results.update({"events_seen": [], "panel_drawn": [], "job_progress": {}, "copy_keys": 0})
@@ -77,18 +77,8 @@ def lipsync_files() -> list:
 # A key that copies the Python command of the button under the mouse (Blender's "Copy Python
 # Command", given a key here): how the script finds the panel's buttons, whose places Blender's
 # Python does not tell.
-COPY_KEY = ("C", "ctrl+shift+alt+c")  # (the key map's key, the same for xdotool)
 SYNC_OP = "bpy.ops.sequencer.wav2lip_sync("
 CANCEL_OP = "bpy.ops.sequencer.wav2lip_cancel("
-
-
-def add_copy_key() -> None:
-    kc = bpy.context.window_manager.keyconfigs.addon
-    km = kc.keymaps.new(name="User Interface", space_type="EMPTY", region_type="WINDOW")
-    km.keymap_items.new("ui.copy_python_command_button", COPY_KEY[0], "PRESS", ctrl=True, shift=True, alt=True)
-
-
-NO_BUTTON = "(no button)"
 
 
 def wait_for_probe(key: str, before):

@@ -65,7 +65,7 @@ def test_install_twice_keeps_user_preferences_and_enables_addon(blender_exe, eng
     assert_user_prefs_kept(before)
     assert ADDON not in before["addons"]
 
-    weights = blazeface_dir / "blazeface.pth"
+    weights = (blazeface_dir / "blazeface.pth").resolve()  # install.py records the real path
     first = run_install(env, "--venv", str(engine_env), "--detector-weights", str(weights))
     assert first.returncode == 0, first.stdout + first.stderr
     assert "add-on installed" in first.stdout and "enabled" in first.stdout, first.stdout

@@ -45,7 +45,7 @@ def test_blender_that_cannot_run_scripts_gets_one_line(engine_env, tmp_path):
 
 def test_detector_weights_checked_and_recorded(engine_env, tmp_path, blazeface_dir):
     env = user_env(tmp_path / "home")
-    weights = blazeface_dir / "blazeface.pth"
+    weights = (blazeface_dir / "blazeface.pth").resolve()  # install.py records the real path
     res = run_install(env, "--venv", str(engine_env), "--no-blender", "--detector-weights", str(weights))
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"detector weights ok: {weights}" in res.stdout and "anchors 896x4" in res.stdout, res.stdout

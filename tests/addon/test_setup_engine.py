@@ -5,7 +5,6 @@ files checked by the engine in a background process."""
 from __future__ import annotations
 
 import hashlib
-import sys
 import time
 from pathlib import Path
 
@@ -83,11 +82,11 @@ def _verified(engine_ui, kind, timeout=120.0):
     raise AssertionError(engine_ui.state.verified)
 
 
-def test_picked_checkpoint_is_checked_by_the_engine(setup_env, checkpoint, tmp_path):
+def test_picked_checkpoint_is_checked_by_the_engine(setup_env, checkpoint, tmp_path, engine_python):
     bpy, mod, prefs = setup_env
     from blender_addon import engine_ui
 
-    prefs.engine_python = sys.executable  # the test environment has the engine
+    prefs.engine_python = engine_python  # the interpreter with the core and torch (also under bpy 4.5)
     prefs.checkpoint = str(checkpoint)  # picking it runs the check
     v = _verified(engine_ui, "checkpoint")
     assert v.ok and "Wav2Lip generator" in v.text, v
@@ -99,11 +98,11 @@ def test_picked_checkpoint_is_checked_by_the_engine(setup_env, checkpoint, tmp_p
     assert not v.ok and "web page" in v.text and "\n" not in v.text, v
 
 
-def test_picked_detector_weights_are_checked(setup_env, blazeface_dir, tmp_path):
+def test_picked_detector_weights_are_checked(setup_env, blazeface_dir, tmp_path, engine_python):
     bpy, mod, prefs = setup_env
     from blender_addon import engine_ui
 
-    prefs.engine_python = sys.executable
+    prefs.engine_python = engine_python
     prefs.detector_weights = str(blazeface_dir / "blazeface.pth")
     v = _verified(engine_ui, "detector")
     assert v.ok and "tensors, anchors 896x4" in v.text, v

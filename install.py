@@ -102,8 +102,7 @@ def torch_pin(pyproject: Path = ROOT / "pyproject.toml") -> str:
     return setup.torch_pin(pyproject)
 
 
-def run(cmd: list, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([str(c) for c in cmd], **kw)
+run = setup.run  # subprocess.run with every argument as text (paths included)
 
 
 BUILD_SOURCES = setup.BUILD_SOURCES

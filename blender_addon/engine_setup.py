@@ -144,10 +144,7 @@ def record_config(config_dir: Path, **values: str) -> Path:
     """Merge `values` into the JSON the add-on reads for its empty preferences (a None value
     removes its key). Atomic, and unchanged values leave the file untouched."""
     path = config_dir / CONFIG_NAME
-    try:
-        current = json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, ValueError):
-        current = {}
+    current = read_config(config_dir)
     merged = {**current, **{k: v for k, v in values.items() if v}}
     for k, v in values.items():
         if v is None:
@@ -164,6 +161,7 @@ def record_config(config_dir: Path, **values: str) -> Path:
 
 
 def read_config(config_dir: Path) -> dict:
+    """What install.py or Set Up Engine recorded in `config_dir` ({} when nothing readable is)."""
     try:
         data = json.loads((config_dir / CONFIG_NAME).read_text())
     except (OSError, ValueError):

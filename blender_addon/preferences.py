@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import stat
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
 import bpy
@@ -342,18 +342,14 @@ def configured_now(prefs: Any) -> List[Configured]:
     return configured(prefs, installed_config(), hub if os.path.isfile(hub) else "")
 
 
-CONFIG_NAME = protocol.CONFIG_NAME  # written by install.py into Blender's config folder
-
-
 def installed_config() -> dict:
-    """The engine Python and checkpoint recorded by install.py (used for empty preferences)."""
+    """The engine Python and checkpoint recorded by install.py or Set Up Engine in Blender's
+    config folder (used for empty preferences)."""
     try:
         folder = bpy.utils.user_resource("CONFIG")
-        with open(os.path.join(folder, CONFIG_NAME), encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError, RuntimeError):
+    except RuntimeError:
         return {}
-    return data if isinstance(data, dict) else {}
+    return engine_setup.read_config(Path(folder))
 
 
 def _box(v: tuple) -> Optional[Tuple[int, int, int, int]]:

@@ -97,7 +97,7 @@ def make_scene(face: str, audio: str, blend: str, width: int, height: int, fps: 
 
 def picture_size(path: Path) -> tuple[int, int]:
     """Width and height for the render (even: H.264 needs it). Runs in the engine's Python."""
-    from wav2lip_core.probe import probe_video
+    from wav2lip_core.media.probe import probe_video
 
     info = probe_video(str(path))
     return info.width - info.width % 2, info.height - info.height % 2
@@ -131,7 +131,7 @@ def main() -> int:
     checkpoint = a.checkpoint
     untrained = checkpoint is None
     if untrained:
-        from wav2lip_core.model import save_untrained_checkpoint
+        from wav2lip_core.model.checkpoint import save_untrained_checkpoint
 
         checkpoint = str(save_untrained_checkpoint(out / "untrained_wav2lip.pth", seed=0))
         banner(["NO TRAINED WAV2LIP CHECKPOINT: running with UNTRAINED weights (seeded, made here).",

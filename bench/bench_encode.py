@@ -8,7 +8,7 @@
 Sources (../shared/media): sadtalker_WDA_KatieHill_000.mp4 at its own 512x512, the same frames
 scaled to 1920x1080, and liveportrait_d13.mp4 at its own 720x1280. The first --frames frames are
 decoded and converted to yuv420p av.VideoFrames beforehand, so only the encoder is timed: each
-preset goes through wav2lip_core.encoders.open_stream (what the writer uses) into an in-memory MP4,
+preset goes through wav2lip_core.media.encoders.open_stream (what the writer uses) into an in-memory MP4,
 frames in, flush, packets muxed. Per preset:
 
     wall ms/frame   elapsed time / frames (x264's own threads: all the cores it sees)
@@ -46,7 +46,7 @@ MEDIA = ROOT.parent / "shared" / "media"
 sys.path.insert(0, str(ROOT))
 
 from wav2lip_core import protocol  # noqa: E402
-from wav2lip_core.encoders import X264_THREADING, choose_encoder, open_stream  # noqa: E402
+from wav2lip_core.media.encoders import X264_THREADING, choose_encoder, open_stream  # noqa: E402
 
 TIME_BASE = Fraction(1, 90000)
 SOURCES = {

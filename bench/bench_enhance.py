@@ -5,7 +5,7 @@
         [--sizes 260x300 390x450] [--weights gfpgan=GFPGANv1.4.pth ...] [--device cpu]
 
 Each face is a generated face box restored the way the sync pass does it: the 96x96 model output
-resized to 512x512, restored, resized to the box (wav2lip_core.enhance.Restorer.restore with the
+resized to 512x512, restored, resized to the box (wav2lip_core.quality.enhance.Restorer.restore with the
 box size). Default box sizes: 260x300 is a head-and-shoulders face in a 720p frame, 390x450 the
 same shot at 1080p. Without --weights the restorers are built with random weights at the
 released sizes (tests/restorer_checkpoints.py, full size): the same layers and shapes, so the
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from wav2lip_core.enhance import RESTORE_SIZE, load_restorer  # noqa: E402
+from wav2lip_core.quality.enhance import RESTORE_SIZE, load_restorer  # noqa: E402
 
 
 def size_arg(text: str) -> tuple[int, int]:

@@ -34,8 +34,8 @@ STAGES = ("decode", "crop", "model", "blend", "encode")
 _BARE = r"""
 import json, sys, time
 import torch
-from wav2lip_core.model import load_checkpoint
-from wav2lip_core.device import autocast, resolve_precision, Device
+from wav2lip_core.model.checkpoint import load_checkpoint
+from wav2lip_core.model.device import autocast, resolve_precision, Device
 a = json.loads(sys.argv[1])
 dev = Device(a["device"])
 prec = resolve_precision("auto", dev)

@@ -17,13 +17,13 @@ import cv2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from wav2lip_core import align, landmarks  # noqa: E402
-from wav2lip_core.blend import crop_face, paste  # noqa: E402
-from wav2lip_core.decode import read_frames  # noqa: E402
-from wav2lip_core.detectors import DetectorSettings  # noqa: E402
-from wav2lip_core.faces import track_faces  # noqa: E402
-from wav2lip_core.mouth_mask import mouth_mask  # noqa: E402
-from wav2lip_core.probe import probe_video  # noqa: E402
+from wav2lip_core.faces import align, landmarks  # noqa: E402
+from wav2lip_core.sync.blend import crop_face, paste  # noqa: E402
+from wav2lip_core.media.decode import read_frames  # noqa: E402
+from wav2lip_core.faces.detectors import DetectorSettings  # noqa: E402
+from wav2lip_core.faces.tracking import track_faces  # noqa: E402
+from wav2lip_core.faces.mouth_mask import mouth_mask  # noqa: E402
+from wav2lip_core.media.probe import probe_video  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 CLIP = SHARED / "media" / "sadtalker_WDA_KatieHill_000.mp4"

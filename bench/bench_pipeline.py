@@ -71,7 +71,7 @@ def _child(spec_json: str) -> None:
     """One pipeline run in this (fresh) process; prints a JSON line with its figures. Times are
     time.time() stamps so the parent can place them against the moment it started us."""
     started = time.time()
-    from wav2lip_core.pipeline import LipSyncRequest, run
+    from wav2lip_core.sync.pipeline import LipSyncRequest, run
 
     imported = time.time()
     spec = json.loads(spec_json)
@@ -186,12 +186,12 @@ import json, sys, time
 import numpy as np
 sys.path.insert(0, sys.argv[2])
 from bench.bench_runtime import clip_inputs
-from wav2lip_core import runtime as R
-from wav2lip_core.model import load_checkpoint
+from wav2lip_core.model import runtime as R
+from wav2lip_core.model.checkpoint import load_checkpoint
 a = json.loads(sys.argv[1])
 batches = clip_inputs(a["face"], a["audio"], a["box"], 3 * a["batch"])
 mel, face = np.concatenate([m for m, _ in batches])[:a["batch"]], np.concatenate([f for _, f in batches])[:a["batch"]]
-from wav2lip_core.model_cache import ModelCache
+from wav2lip_core.model.model_cache import ModelCache
 cache = ModelCache(a["cache"])
 runners = {"torch": R.TorchRunner(load_checkpoint(a["checkpoint"]), "cpu", "fp32"),
            "openvino fp32": R.OpenVINORunner(a["checkpoint"], precision="fp32", cache=cache)}
@@ -229,7 +229,7 @@ def cold_start_probes(n: int = 3) -> dict[str, float]:
     probes = {
         "python -c pass": [sys.executable, "-c", "pass"],
         "wav2lip --help": [sys.executable, "-m", "wav2lip_core", "--help"],
-        "import wav2lip_core.pipeline": [sys.executable, "-c", "import wav2lip_core.pipeline"],
+        "import wav2lip_core.sync.pipeline": [sys.executable, "-c", "import wav2lip_core.sync.pipeline"],
         "import openvino": [sys.executable, "-c", "import openvino"],
         "import torch": [sys.executable, "-c", "import torch"],
     }
@@ -272,7 +272,7 @@ def median_run(runs: list[dict]) -> dict:
 
 
 def _has_landmarks() -> bool:
-    from wav2lip_core import landmarks
+    from wav2lip_core.faces import landmarks
 
     return landmarks.available()
 
@@ -435,7 +435,7 @@ def _audio_seconds(path) -> float:
 
 
 def _size(path) -> str:
-    from wav2lip_core.probe import probe_video
+    from wav2lip_core.media.probe import probe_video
 
     info = probe_video(str(path))
     return f"{info.width}x{info.height}"
@@ -447,7 +447,7 @@ def s3fd_cost(face: str, n: int = 3) -> float:
     import torch
     from face_alignment.detection.sfd.net_s3fd import s3fd
 
-    from wav2lip_core.probe import probe_video
+    from wav2lip_core.media.probe import probe_video
 
     info = probe_video(face)
     net = s3fd().eval()

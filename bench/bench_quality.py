@@ -52,8 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
 
-from wav2lip_core import silence  # noqa: E402
-from wav2lip_core.audio import load_audio, mel_chunk_starts, melspectrogram  # noqa: E402
+from wav2lip_core.quality import silence  # noqa: E402
+from wav2lip_core.media.audio import load_audio, mel_chunk_starts, melspectrogram  # noqa: E402
 
 FPS = 25.0
 TRACKS = {
@@ -94,7 +94,7 @@ def bench_silence(repeats: int) -> None:
 
 
 def bench_offset(repeats: int) -> None:
-    from wav2lip_core.plan import Plan
+    from wav2lip_core.sync.plan import Plan
 
     wav = load_audio(SHARED / "media" / "musetalk_eng.wav")
     mel = melspectrogram(wav)
@@ -113,8 +113,8 @@ def bench_offset(repeats: int) -> None:
 def bench_fade(repeats: int) -> None:
     import av
 
-    from wav2lip_core.blend import paste
-    from wav2lip_core.sync import _faded_paste
+    from wav2lip_core.sync.blend import paste
+    from wav2lip_core.sync.stages import _faded_paste
 
     with av.open(str(SHARED / "media" / "sadtalker_WDA_KatieHill_000.mp4")) as c:
         face = next(c.decode(video=0)).to_ndarray(format="bgr24")
@@ -174,11 +174,13 @@ def bench_options(args) -> None:
         from landmark_clips import boxes_for, write_rotated_clip
         from restorer_checkpoints import write_checkpoint
 
-        from wav2lip_core import enhance, landmarks, runtime
-        from wav2lip_core.decode import read_frames
-        from wav2lip_core.pipeline import LipSyncRequest, run
-        from wav2lip_core.plan import make_plan
-        from wav2lip_core.probe import probe_video
+        from wav2lip_core.quality import enhance
+        from wav2lip_core.faces import landmarks
+        from wav2lip_core.model import runtime
+        from wav2lip_core.media.decode import read_frames
+        from wav2lip_core.sync.pipeline import LipSyncRequest, run
+        from wav2lip_core.sync.plan import make_plan
+        from wav2lip_core.media.probe import probe_video
 
         checkpoint = args.checkpoint or _checkpoint(folder)
         restorer = write_checkpoint("restoreformer", folder / "restoreformer_small_random.pth", small=True)

@@ -45,11 +45,11 @@ def psnr(a, b, peak: float) -> float:
 
 def clip_inputs(face: str, audio: str, box, frames: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The model inputs the pipeline would build for the clip's first `frames` frames, in batches of 16."""
-    from wav2lip_core.audio import load_audio
-    from wav2lip_core.pipeline import LipSyncRequest, detection_settings, find_faces
-    from wav2lip_core.plan import make_plan
-    from wav2lip_core.sync import calibration_batches
-    from wav2lip_core.probe import probe_video
+    from wav2lip_core.media.audio import load_audio
+    from wav2lip_core.sync.pipeline import LipSyncRequest, detection_settings, find_faces
+    from wav2lip_core.sync.plan import make_plan
+    from wav2lip_core.sync.stages import calibration_batches
+    from wav2lip_core.media.probe import probe_video
 
     req = LipSyncRequest(face=face, audio=audio, checkpoint="", out="", box=tuple(box), duration=frames / 25 + 1e-3)
     info = probe_video(face)
@@ -75,7 +75,7 @@ def compare_configs(model, core, mel: np.ndarray, face: np.ndarray, rounds: int)
     """OpenVINO CPU compile settings on the same inputs, interleaved round by round."""
     import openvino as ov
 
-    from wav2lip_core.runtime import compile_config
+    from wav2lip_core.model.runtime import compile_config
 
     n = len(face)
 
@@ -137,7 +137,7 @@ def compare_configs(model, core, mel: np.ndarray, face: np.ndarray, rounds: int)
 
 # The engine's CLI, then its own peak RSS (VmHWM starts afresh at exec; a child's ru_maxrss
 # would include this big benchmark process's size at fork).
-_CHILD = ("import sys\nfrom wav2lip_core.cli import main\nrc = main(sys.argv[1:])\n"
+_CHILD = ("import sys\nfrom wav2lip_core.jobs.cli import main\nrc = main(sys.argv[1:])\n"
           "hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')]\n"
           "print('VmHWM_kB', hwm[0] if hwm else 0, file=sys.stderr)\nsys.exit(rc)")
 
@@ -171,9 +171,9 @@ def main() -> None:
     import openvino as ov
     import torch
 
-    from wav2lip_core import runtime as R
-    from wav2lip_core.model_cache import ModelCache
-    from wav2lip_core.model import load_checkpoint
+    from wav2lip_core.model import runtime as R
+    from wav2lip_core.model.model_cache import ModelCache
+    from wav2lip_core.model.checkpoint import load_checkpoint
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-runtime-"))
     ckpt = a.checkpoint

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from wav2lip_core.audio import load_audio, mel_chunk_starts, melspectrogram  # noqa: E402
-from wav2lip_core.model import load_checkpoint  # noqa: E402
+from wav2lip_core.media.audio import load_audio, mel_chunk_starts, melspectrogram  # noqa: E402
+from wav2lip_core.model.checkpoint import load_checkpoint  # noqa: E402
 
 
 def main() -> None:

@@ -444,7 +444,7 @@ def sha256_file(path: Path) -> str:
 VERIFY = (
     "import sys\n"
     "from wav2lip_core.errors import Wav2LipError\n"
-    "from wav2lip_core.model import load_checkpoint, checkpoint_kind\n"
+    "from wav2lip_core.model.checkpoint import load_checkpoint, checkpoint_kind\n"
     "try:\n"
     "    load_checkpoint(sys.argv[1])\n"
     "except Wav2LipError as e:\n"
@@ -555,7 +555,7 @@ def detector_weights_status(py: Path, recorded: Optional[str], command: str = "p
 
 Row = Tuple[str, bool, str, bool]  # (item, ok, detail, needed)
 
-ENGINE_INFO = ("import torch, av, wav2lip_core; from wav2lip_core.device import pick_device; "
+ENGINE_INFO = ("import torch, av, wav2lip_core; from wav2lip_core.model.device import pick_device; "
                "d = pick_device('auto'); print(torch.__version__, d.type, av.__version__, "
                "'.'.join(map(str, av.library_versions['libavcodec'])))")
 

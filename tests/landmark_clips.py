@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 
 from conftest import BLAZEFACE, MEDIA
-from wav2lip_core.decode import read_frames
-from wav2lip_core.detectors import DetectorSettings
-from wav2lip_core.faces import track_faces
-from wav2lip_core.probe import probe_video
+from wav2lip_core.media.decode import read_frames
+from wav2lip_core.faces.detectors import DetectorSettings
+from wav2lip_core.faces.tracking import track_faces
+from wav2lip_core.media.probe import probe_video
 
 KATIE = MEDIA / "sadtalker_WDA_KatieHill_000.mp4"  # 512x512
 CLIPS = {

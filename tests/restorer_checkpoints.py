@@ -29,7 +29,7 @@ def build_model(arch: str, small: bool = True):
     """The untrained torch module for `arch` (spandrel's copy of the released architecture)."""
     import torch
 
-    from wav2lip_core.restorer_file import import_spandrel
+    from wav2lip_core.quality.restorer_file import import_spandrel
 
     import_spandrel()  # imports spandrel (and its torchvision) the way the product does
     torch.manual_seed({"gfpgan": 1, "restoreformer": 2, "codeformer": 3}[arch])

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from landmark_clips import boxes_for, faces, write_rotated_clip
-from wav2lip_core import align, landmarks
-from wav2lip_core.blend import crop_face, face_edit, paste
-from wav2lip_core.decode import read_frames
-from wav2lip_core.model import IMG_SIZE
-from wav2lip_core.probe import probe_video
+from wav2lip_core.faces import align, landmarks
+from wav2lip_core.sync.blend import crop_face, face_edit, paste
+from wav2lip_core.media.decode import read_frames
+from wav2lip_core.model.checkpoint import IMG_SIZE
+from wav2lip_core.media.probe import probe_video
 
 COUNT = 4
 
@@ -161,7 +161,7 @@ def test_zero_turn_crop_is_the_plain_crop():
 
 def test_picture_and_array_crops_agree(predictor):
     from landmark_clips import KATIE
-    from wav2lip_core.picture import Picture
+    from wav2lip_core.media.picture import Picture
 
     frame, box = faces("katie", (0,))[0]
     rot = align.Rotation(box, 20.0)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import CONFORMANCE
-from wav2lip_core.audio import load_audio, mel_chunk_starts, melspectrogram
+from wav2lip_core.media.audio import load_audio, mel_chunk_starts, melspectrogram
 from wav2lip_core.errors import AudioError
 
 
@@ -120,7 +120,7 @@ def test_video_without_audio_track(media):
 
 
 def test_saved_mel_basis_equals_librosa():
-    from wav2lip_core.audio import _mel_basis, mel_basis_from_librosa
+    from wav2lip_core.media.audio import _mel_basis, mel_basis_from_librosa
 
     assert np.array_equal(_mel_basis(), mel_basis_from_librosa())
 
@@ -129,7 +129,7 @@ def test_stft_matches_librosa_with_old_padding():
     import librosa
     from scipy.signal import lfilter
 
-    from wav2lip_core.audio import _stft_magnitude
+    from wav2lip_core.media.audio import _stft_magnitude
 
     y = np.random.default_rng(0).standard_normal(16000 * 2).astype(np.float32)
     emphasised = lfilter([1, -0.97], [1], y.astype(np.float64))  # the original's preemphasis
@@ -143,7 +143,7 @@ def test_stft_matches_librosa_with_old_padding():
 def test_the_mel_is_computed_in_blocks_with_memory_flat_in_the_audio_length(monkeypatch):
     import tracemalloc
 
-    from wav2lip_core import audio
+    from wav2lip_core.media import audio
 
     rng = np.random.default_rng(1)
     short = rng.standard_normal(16000 * 7).astype(np.float32) * 0.1

@@ -244,7 +244,7 @@ def test_an_engine_that_dies_fails_its_job_and_the_next_job_runs_on_a_new_one(ch
 def test_ray_option_without_ray_says_how_to_get_it(tmp_path):
     path = write_jobs(tmp_path / "jobs.jsonl", [{"face": "f.mp4"}])
     # A None entry in sys.modules makes `import ray` raise ImportError, as when it is not installed.
-    code = ("import sys; sys.modules['ray'] = None; from wav2lip_core.cli import main; "
+    code = ("import sys; sys.modules['ray'] = None; from wav2lip_core.jobs.cli import main; "
             f"sys.exit(main(['batch', {str(path)!r}, '--ray']))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
@@ -268,4 +268,4 @@ def test_bad_batch_arguments(tmp_path):
 
 def test_the_batch_driver_imports_nothing_heavy():
     # The driver only reads files and talks to engines or Ray: no torch, numpy, OpenCV, PyAV.
-    assert heavy_imports("import wav2lip_core.batch, wav2lip_core.batch_local, wav2lip_core.batch_ray, wav2lip_core.jobfile") == []
+    assert heavy_imports("import wav2lip_core.jobs.batch, wav2lip_core.jobs.batch_local, wav2lip_core.jobs.batch_ray, wav2lip_core.jobs.jobfile") == []

@@ -87,7 +87,7 @@ def test_another_protocol_version_is_refused_with_exit_3(tmp_path):
 
 def test_help_and_argument_errors_do_not_import_torch():
     """`--help` answers at once: building the parser imports none of the heavy libraries."""
-    assert heavy_imports("from wav2lip_core import cli; cli.build_parser()") == []
+    assert heavy_imports("from wav2lip_core.jobs import cli; cli.build_parser()") == []
 
 
 def test_sigterm_cancels_cleanly(checkpoint, tmp_path):
@@ -210,7 +210,7 @@ def test_preset_and_crf_reach_the_written_file(checkpoint, tmp_path):
 def test_a_negative_number_with_an_exponent_is_a_value_for_every_number_option(option, value):
     """argparse takes `-3.3e-05` for an option; the CLI (and serve, batch) read it as the value.
     (Range checks come later: here only that the value arrives.)"""
-    from wav2lip_core.cli import parse_args
+    from wav2lip_core.jobs.cli import parse_args
 
     args = parse_args(["--face", "f.mp4", "--audio", "a.wav", "--checkpoint", "c.pth", "--out", "o.mp4",
                        option, value, "--progress", "json"])

@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 
 from conftest import MEDIA
-from wav2lip_core.audio import load_audio
-from wav2lip_core.decode import read_frames
-from wav2lip_core.probe import probe_video
-from wav2lip_core.encode import VideoWriter
+from wav2lip_core.media.audio import load_audio
+from wav2lip_core.media.decode import read_frames
+from wav2lip_core.media.probe import probe_video
+from wav2lip_core.media.encode import VideoWriter
 from wav2lip_core.errors import MediaError
-from wav2lip_core.pipeline import LipSyncRequest, run
+from wav2lip_core.sync.pipeline import LipSyncRequest, run
 
 FACE2 = MEDIA / "vretalk_face2.mp4"
 W, H, N, FPS = 128, 96, 30, 25

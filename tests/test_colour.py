@@ -18,10 +18,10 @@ import pytest
 from av.video.reformatter import Interpolation
 
 from conftest import CONFORMANCE, MEDIA, SWS_MATRIX, write_tagged_clip
-from wav2lip_core.colour import Colour, from_bgr, to_bgr
-from wav2lip_core.decode import read_frames
-from wav2lip_core.probe import probe_video
-from wav2lip_core.pipeline import LipSyncRequest, run
+from wav2lip_core.media.colour import Colour, from_bgr, to_bgr
+from wav2lip_core.media.decode import read_frames
+from wav2lip_core.media.probe import probe_video
+from wav2lip_core.sync.pipeline import LipSyncRequest, run
 
 FACE2 = MEDIA / "vretalk_face2.mp4"
 SIZE, N_SRC = 192, 6

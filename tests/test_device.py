@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from conftest import CONFORMANCE, ROOT
-from wav2lip_core.device import Device, autocast, native_bf16_in, pick_device, resolve_precision, torch_build
+from wav2lip_core.model.device import Device, autocast, native_bf16_in, pick_device, resolve_precision, torch_build
 from wav2lip_core.errors import Wav2LipError
-from wav2lip_core.model import load_checkpoint
+from wav2lip_core.model.checkpoint import load_checkpoint
 
 
 def test_auto_device_is_the_cpu_when_no_gpu_is_visible():
     """With CUDA hidden (and no Apple GPU on Linux) auto must fall back to the CPU, not fail."""
-    code = "from wav2lip_core.device import pick_device; print(pick_device('auto').type)"
+    code = "from wav2lip_core.model.device import pick_device; print(pick_device('auto').type)"
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT))
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -30,7 +30,7 @@ def test_auto_device_is_the_cpu_when_no_gpu_is_visible():
                     reason="this torch may see a GPU, so choosing the device rightly asks torch")
 def test_choosing_the_cpu_needs_no_torch():
     """With a CPU-only torch, --device auto (and cpu) are decided without importing torch (2-3 s)."""
-    code = ("import sys; from wav2lip_core.device import pick_device, resolve_precision; "
+    code = ("import sys; from wav2lip_core.model.device import pick_device, resolve_precision; "
             "d = pick_device('auto'); c = pick_device('cpu'); p = resolve_precision('auto', d); "
             "print(d, c, p, 'torch' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT)),

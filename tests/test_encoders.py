@@ -18,7 +18,7 @@ import pytest
 
 from conftest import MEDIA
 from wav2lip_core import protocol
-from wav2lip_core.encoders import DEFAULT_PRESET, EncoderChoice, choose_encoder, nvenc_problem, open_stream
+from wav2lip_core.media.encoders import DEFAULT_PRESET, EncoderChoice, choose_encoder, nvenc_problem, open_stream
 from wav2lip_core.errors import MediaError, Wav2LipError
 
 CLIP = MEDIA / "sadtalker_WDA_KatieHill_000.mp4"  # 512x512, 25 fps

@@ -19,11 +19,11 @@ import pytest
 
 from conftest import ROOT
 from restorer_checkpoints import build_model, write_checkpoint
-from wav2lip_core.align import Rotation
-from wav2lip_core.blend import FaceEdit, paste
-from wav2lip_core.enhance import EnhanceError, Restorers, composite, load_restorer, restore_pasted
+from wav2lip_core.faces.align import Rotation
+from wav2lip_core.sync.blend import FaceEdit, paste
+from wav2lip_core.quality.enhance import EnhanceError, Restorers, composite, load_restorer, restore_pasted
 from wav2lip_core.errors import Cancelled, Wav2LipError
-from wav2lip_core.restorer_file import import_spandrel
+from wav2lip_core.quality.restorer_file import import_spandrel
 
 HAVE_EXTRA = all(importlib.util.find_spec(m) is not None for m in ("spandrel", "spandrel_extra_arches", "torchvision"))
 needs_extra = pytest.mark.skipif(not HAVE_EXTRA, reason="the enhance extra is not installed "
@@ -291,7 +291,7 @@ def test_missing_extra_names_the_install_line(tmp_path):
     """Without spandrel (blocked in a fresh interpreter the way Python documents: a None entry in
     sys.modules makes its import raise ModuleNotFoundError, as when it is not installed)."""
     code = ("import sys; sys.modules['spandrel'] = None\n"
-            "from wav2lip_core.enhance import load_restorer, available\n"
+            "from wav2lip_core.quality.enhance import load_restorer, available\n"
             "assert not available()\n"
             "try:\n    load_restorer(sys.argv[1])\n"
             "except Exception as exc:\n    print(type(exc).__name__, exc)\n")

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from conftest import CONFORMANCE, MEDIA
-from wav2lip_core import cache as cache_mod
-from wav2lip_core.cache import FaceCache
+from wav2lip_core.faces import cache as cache_mod
+from wav2lip_core.faces.cache import FaceCache
 from wav2lip_core.errors import Cancelled, DetectorError
-from wav2lip_core.detectors import DetectorSettings, make_detector
-from wav2lip_core.faces import FaceTrack, iou, pad_boxes, smooth_boxes, track_faces
+from wav2lip_core.faces.detectors import DetectorSettings, make_detector
+from wav2lip_core.faces.tracking import FaceTrack, iou, pad_boxes, smooth_boxes, track_faces
 
 
 @lru_cache(maxsize=None)
@@ -428,7 +428,7 @@ def test_corrupt_cache_file_is_a_miss(tmp_path, front_settings):
 
 
 def _reference_iou(track) -> float:
-    from wav2lip_core.faces import iou
+    from wav2lip_core.faces.tracking import iou
 
     ref = np.load(CONFORMANCE / "model_io.npz")["box"]  # the original's S3FD crop box (y1, y2, x1, x2)
     b = track.boxes[0]
@@ -436,8 +436,8 @@ def _reference_iou(track) -> float:
 
 
 def test_haar_needs_no_weights_and_matches_the_original_s3fd_box(media):
-    from wav2lip_core.decode import read_frames
-    from wav2lip_core.probe import probe_video
+    from wav2lip_core.media.decode import read_frames
+    from wav2lip_core.media.probe import probe_video
 
     info = probe_video(media / "vretalk_face2.mp4")
     track = track_faces(read_frames(info, range(6)), 6, DetectorSettings(kind="haar"))
@@ -450,10 +450,10 @@ def test_blazeface_boxes_are_reshaped_like_s3fd(media, blazeface_dir, monkeypatc
     (a 720x1280 portrait, frames 100-105) the reshaped BlazeFace boxes must still cover what
     the S3FD-shaped Haar boxes cover (Haar matches the original's S3FD box within 7 px), clearly
     better than the raw BlazeFace boxes, which start at the brows."""
-    from wav2lip_core import detectors
-    from wav2lip_core.decode import read_frames
-    from wav2lip_core.faces import iou
-    from wav2lip_core.probe import probe_video
+    from wav2lip_core.faces import detectors
+    from wav2lip_core.media.decode import read_frames
+    from wav2lip_core.faces.tracking import iou
+    from wav2lip_core.media.probe import probe_video
 
     info = probe_video(media / "liveportrait_d13.mp4")
     frames = range(100, 106)
@@ -482,7 +482,7 @@ def test_auto_detector_prefers_blazeface_where_its_weights_are(tmp_path, monkeyp
     import sys
 
     from wav2lip_core import protocol
-    from wav2lip_core.detectors import resolve_detector
+    from wav2lip_core.faces.detectors import resolve_detector
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))
     monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))

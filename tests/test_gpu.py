@@ -25,7 +25,7 @@ def io():
 
 @pytest.fixture(scope="module")
 def cuda_model(checkpoint):
-    from wav2lip_core.model import load_checkpoint
+    from wav2lip_core.model.checkpoint import load_checkpoint
 
     return load_checkpoint(checkpoint, device="cuda")
 
@@ -36,7 +36,7 @@ def psnr(a, b, peak: float = 1.0) -> float:
 
 
 def test_fp16_batches_stay_close_to_fp32(cuda_model, io):
-    from wav2lip_core.runtime import TorchRunner
+    from wav2lip_core.model.runtime import TorchRunner
 
     fp32 = TorchRunner(cuda_model, "cuda", "fp32").forward(io["mel"], io["face"])
     fp16 = TorchRunner(cuda_model, "cuda", "fp16").forward(io["mel"], io["face"])
@@ -50,7 +50,7 @@ def test_fp16_batches_stay_close_to_fp32(cuda_model, io):
 
 def _peak_reserved(model, batch: int) -> int:
     """Bytes the caching allocator holds at the peak of one fp16 forward of `batch` frames."""
-    from wav2lip_core.runtime import TorchRunner
+    from wav2lip_core.model.runtime import TorchRunner
 
     mel = np.zeros((batch, 1, 80, 16), np.float32)
     face = np.zeros((batch, 6, 96, 96), np.float32)
@@ -65,8 +65,8 @@ def _peak_reserved(model, batch: int) -> int:
 def test_out_of_memory_halves_the_batch_and_the_run_completes(cuda_model, checkpoint, tmp_path):
     """GPU memory capped between what batch 16 and batch 32 need: batch 64 fails for real, the
     pipeline's BatchLimit halves it to 16, and every frame is still made."""
-    from wav2lip_core.pipeline import LipSyncRequest, run
-    from wav2lip_core.runtime import TorchRunner
+    from wav2lip_core.sync.pipeline import LipSyncRequest, run
+    from wav2lip_core.model.runtime import TorchRunner
 
     need16, need32 = _peak_reserved(cuda_model, 16), _peak_reserved(cuda_model, 32)
     assert need32 > need16
@@ -95,7 +95,7 @@ def test_out_of_memory_halves_the_batch_and_the_run_completes(cuda_model, checkp
 def test_pipeline_on_cuda_matches_the_cpu(checkpoint, tmp_path):
     """--device cuda end to end (auto precision: fp16, torch runtime) against the CPU's fp32
     output: the same frames, the face within a few levels."""
-    from wav2lip_core.pipeline import LipSyncRequest, run
+    from wav2lip_core.sync.pipeline import LipSyncRequest, run
 
     common = dict(face=str(FACE2), audio=str(SPEECH16K), checkpoint=str(checkpoint), box=BOX, duration=1.0,
                   cache=False, blend="hard", encoder="libx264")  # the same encoder: only the model differs

@@ -156,7 +156,7 @@ def test_check_prints_every_row_and_fails_without_checkpoint(tmp_path, checkpoin
 def test_untrained_checkpoint_is_seeded_and_loads(tmp_path):
     import torch
 
-    from wav2lip_core.model import load_checkpoint, save_untrained_checkpoint
+    from wav2lip_core.model.checkpoint import load_checkpoint, save_untrained_checkpoint
 
     a = load_checkpoint(save_untrained_checkpoint(tmp_path / "a.pth", seed=0)).state_dict()
     b = load_checkpoint(save_untrained_checkpoint(tmp_path / "b.pth", seed=0)).state_dict()
@@ -239,7 +239,7 @@ def test_staged_source_holds_what_pyproject_builds_from(tmp_path, monkeypatch):
     staged = install.stage_source(tmp_path / "src")
     assert sorted(p.name for p in staged.iterdir()) == sorted(named)
     files = {p.relative_to(staged).as_posix() for p in (staged / "wav2lip_core").rglob("*") if p.is_file()}
-    assert "wav2lip_core/__init__.py" in files and any(f.startswith("wav2lip_core/data/") and f.endswith(".npy") for f in files)
+    assert "wav2lip_core/__init__.py" in files and any(f.startswith("wav2lip_core/media/data/") and f.endswith(".npy") for f in files)
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
 
 

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from landmark_clips import KATIE, faces
-from wav2lip_core import landmarks
-from wav2lip_core.decode import read_frames
-from wav2lip_core.picture import Picture
-from wav2lip_core.probe import probe_video
+from wav2lip_core.faces import landmarks
+from wav2lip_core.media.decode import read_frames
+from wav2lip_core.media.picture import Picture
+from wav2lip_core.media.probe import probe_video
 
 CLIPS = ("katie", "face2", "face1", "portrait")
 
@@ -109,8 +109,8 @@ def test_tilted_heads_keep_their_landmarks(predictor, angle):
 def test_missing_extra_is_one_line_with_the_install_hint():
     """Without dlib: --blend mouth fails at request time with one line, --align auto is off."""
     code = ("import sys; sys.modules['dlib'] = None\n"
-            "from wav2lip_core import landmarks\n"
-            "from wav2lip_core.blend import predictor_for\n"
+            "from wav2lip_core.faces import landmarks\n"
+            "from wav2lip_core.sync.blend import predictor_for\n"
             "assert not landmarks.available()\n"
             "assert predictor_for('feather', 'auto') is None\n"
             "try:\n    predictor_for('mouth', 'auto')\n"
@@ -126,7 +126,7 @@ def test_predictor_is_loaded_once(predictor):
 
 
 def test_which_jobs_get_a_predictor(predictor):
-    from wav2lip_core.blend import predictor_for
+    from wav2lip_core.sync.blend import predictor_for
 
     assert predictor_for("mouth", "off") is predictor
     assert predictor_for("feather", "auto") is predictor

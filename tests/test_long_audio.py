@@ -14,8 +14,8 @@ import pytest
 import soxr
 
 from conftest import MEDIA
-from wav2lip_core import audio as audio_mod
-from wav2lip_core.encode import _AudioSource
+from wav2lip_core.media import audio as audio_mod
+from wav2lip_core.media.encode import _AudioSource
 
 FACE2 = MEDIA / "vretalk_face2.mp4"
 
@@ -158,8 +158,8 @@ def test_a_window_from_minute_eight_reads_the_window_not_the_file(ten_minute_wav
 def test_a_job_from_minute_eight_reads_its_window_and_writes_its_sound(ten_minute_wav, checkpoint, tmp_path):
     """The real pipeline, model loaded beforehand and a first job run on a short file: what a
     job reads once per process (the model, the landmark predictor) is not counted."""
-    from wav2lip_core.pipeline import LipSyncRequest, run
-    from wav2lip_core.runtime import load_runner
+    from wav2lip_core.sync.pipeline import LipSyncRequest, run
+    from wav2lip_core.model.runtime import load_runner
 
     runner = load_runner(str(checkpoint), runtime="openvino", device="cpu", precision="fp32")
     out = tmp_path / "out.mp4"

@@ -10,12 +10,12 @@ import cv2
 import numpy as np
 import pytest
 
-from wav2lip_core.colour import to_bgr
+from wav2lip_core.media.colour import to_bgr
 
-from wav2lip_core.decode import read_frames
+from wav2lip_core.media.decode import read_frames
 
-from wav2lip_core.probe import probe_video
-from wav2lip_core.encode import VideoWriter
+from wav2lip_core.media.probe import probe_video
+from wav2lip_core.media.encode import VideoWriter
 from wav2lip_core.errors import MediaError
 
 CLIPS = {

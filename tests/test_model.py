@@ -15,7 +15,7 @@ import torch
 
 from conftest import CONFORMANCE, ROOT, make_checkpoint
 from wav2lip_core.errors import CheckpointError
-from wav2lip_core.model import Wav2Lip, load_checkpoint
+from wav2lip_core.model.checkpoint import Wav2Lip, load_checkpoint
 
 
 def test_state_dict_layout_matches_released_files():
@@ -29,15 +29,15 @@ def test_state_dict_layout_matches_released_files():
 
 def test_the_model_sizes_import_without_torch():
     """The pipeline reads the model's sizes on every run, also when OpenVINO runs the model."""
-    code = ("import sys; from wav2lip_core import model, blend; print('torch' in sys.modules); "
-            "from wav2lip_core.model import Wav2Lip; print('torch' in sys.modules, Wav2Lip.__name__)")
+    code = ("import sys; from wav2lip_core.model import checkpoint as model; from wav2lip_core.sync import blend; print('torch' in sys.modules); "
+            "from wav2lip_core.model.checkpoint import Wav2Lip; print('torch' in sys.modules, Wav2Lip.__name__)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["False", "True", "Wav2Lip"]
 
 
 def test_declared_input_shapes_are_the_networks():
-    from wav2lip_core.model import FACE_SHAPE, MEL_SHAPE
+    from wav2lip_core.model.checkpoint import FACE_SHAPE, MEL_SHAPE
 
     io = np.load(CONFORMANCE / "model_io.npz")
     assert io["mel"].shape[1:] == MEL_SHAPE and io["face"].shape[1:] == FACE_SHAPE

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import CONFORMANCE, ROOT
 from test_serve import Engine, job_args, leftovers
-from wav2lip_core import model_cache as M
+from wav2lip_core.model import model_cache as M
 from wav2lip_core import protocol as P
 
 pytest.importorskip("openvino")
@@ -101,8 +101,8 @@ def test_a_cancel_during_the_first_conversion_stops_it_and_leaves_no_entry(check
 _LOAD = """
 import json, os, sys
 import numpy as np
-from wav2lip_core.model_cache import ModelCache
-from wav2lip_core.runtime import OpenVINORunner
+from wav2lip_core.model.model_cache import ModelCache
+from wav2lip_core.model.runtime import OpenVINORunner
 checkpoint, folder, io_path = sys.argv[1:4]
 runner = OpenVINORunner(checkpoint, precision="fp32", cache=ModelCache(folder))
 io = np.load(io_path)
@@ -138,7 +138,7 @@ import sys, time
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
-from wav2lip_core.model_cache import ModelCache
+from wav2lip_core.model.model_cache import ModelCache
 folder, key, mode = sys.argv[1:4]
 cache = ModelCache(folder)
 if mode == "save":

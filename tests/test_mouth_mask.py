@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from landmark_clips import KATIE, faces
-from wav2lip_core import landmarks
-from wav2lip_core.blend import PLAIN, crop_face, face_edit, paste
-from wav2lip_core.decode import read_frames
-from wav2lip_core.mouth_mask import mouth_mask
-from wav2lip_core.picture import Picture
-from wav2lip_core.probe import probe_video
+from wav2lip_core.faces import landmarks
+from wav2lip_core.sync.blend import PLAIN, crop_face, face_edit, paste
+from wav2lip_core.media.decode import read_frames
+from wav2lip_core.faces.mouth_mask import mouth_mask
+from wav2lip_core.media.picture import Picture
+from wav2lip_core.media.probe import probe_video
 
 
 @pytest.fixture(scope="module")

@@ -18,18 +18,18 @@ import pytest
 import torch
 
 from conftest import MEDIA
-from wav2lip_core import pipeline, sync
-from wav2lip_core.audio import load_audio
-from wav2lip_core.blend import crop_face, model_inputs, paste, prediction_to_uint8
-from wav2lip_core.decode import read_frames
-from wav2lip_core.encode import VideoWriter
+from wav2lip_core.sync import pipeline, stages as sync
+from wav2lip_core.media.audio import load_audio
+from wav2lip_core.sync.blend import crop_face, model_inputs, paste, prediction_to_uint8
+from wav2lip_core.media.decode import read_frames
+from wav2lip_core.media.encode import VideoWriter
 from wav2lip_core.errors import Cancelled, MediaError, Wav2LipError
-from wav2lip_core.pipeline import LipSyncRequest, run
-from wav2lip_core.plan import make_plan
-from wav2lip_core.sync import synthesize
-from wav2lip_core.probe import probe_video
+from wav2lip_core.sync.pipeline import LipSyncRequest, run
+from wav2lip_core.sync.plan import make_plan
+from wav2lip_core.sync.stages import synthesize
+from wav2lip_core.media.probe import probe_video
 from wav2lip_core.protocol import STAGE_SYNC
-from wav2lip_core.runtime import load_runner
+from wav2lip_core.model.runtime import load_runner
 
 KATIE = MEDIA / "sadtalker_WDA_KatieHill_000.mp4"  # 512x512, 25 fps
 AUDIO1 = MEDIA / "vretalk_audio1.wav"  # 5 s of speech

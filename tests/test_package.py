@@ -58,7 +58,7 @@ def test_zip_holds_one_folder_with_the_addon_its_manifest_and_the_engine_sources
     core = {"engine_src/wav2lip_core/" + n for n in checkout_files(ROOT / "wav2lip_core")}
     assert {n for n in files if n.startswith("engine_src/")} == {
         "engine_src/pyproject.toml", "engine_src/README.md", "engine_src/LICENSE"} | core
-    assert "engine_src/wav2lip_core/data/mel_basis.npy" in files
+    assert "engine_src/wav2lip_core/media/data/mel_basis.npy" in files
     # Directory entries: Blender's legacy Install replaces an installed add-on by its root entry.
     assert TOP in names and TOP + "engine_src/" in names
 
@@ -128,5 +128,5 @@ def test_engine_wheel_builds_from_the_zip_alone(release_zip, tmp_path):
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     (wheel,) = (tmp_path / "wheels").glob("wav2lip_blender-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"wav2lip_core/cli.py", "wav2lip_core/protocol.py", "wav2lip_core/data/mel_basis.npy"} <= names
+    assert {"wav2lip_core/jobs/cli.py", "wav2lip_core/protocol.py", "wav2lip_core/media/data/mel_basis.npy"} <= names
     assert wheel.name.startswith(f"wav2lip_blender-{project_version()}-")

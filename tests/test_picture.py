@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 from conftest import MEDIA, write_tagged_clip
-from wav2lip_core.blend import crop_face, paste
-from wav2lip_core.colour import from_bgr
-from wav2lip_core.decode import read_frames
-from wav2lip_core.encode import VideoWriter
-from wav2lip_core.picture import Picture
-from wav2lip_core.probe import probe_video
+from wav2lip_core.sync.blend import crop_face, paste
+from wav2lip_core.media.colour import from_bgr
+from wav2lip_core.media.decode import read_frames
+from wav2lip_core.media.encode import VideoWriter
+from wav2lip_core.media.picture import Picture
+from wav2lip_core.media.probe import probe_video
 
 REAL = MEDIA / "sadtalker_WDA_KatieHill_000.mp4"  # 512x512 yuv420p
 FACE2 = MEDIA / "vretalk_face2.mp4"

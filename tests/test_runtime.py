@@ -22,9 +22,9 @@ from conftest import CONFORMANCE, MEDIA, ROOT
 
 pytest.importorskip("openvino")
 
-from wav2lip_core import runtime as R  # noqa: E402
-from wav2lip_core import model_cache as M  # noqa: E402
-from wav2lip_core.model_cache import COMPILED  # noqa: E402
+from wav2lip_core.model import runtime as R  # noqa: E402
+from wav2lip_core.model import model_cache as M  # noqa: E402
+from wav2lip_core.model.model_cache import COMPILED  # noqa: E402
 from wav2lip_core.errors import Wav2LipError  # noqa: E402
 
 FACE2 = MEDIA / "vretalk_face2.mp4"
@@ -55,7 +55,7 @@ def ov_runner(checkpoint, model_cache):
 
 @pytest.fixture(scope="session")
 def torch_out(checkpoint, io):
-    from wav2lip_core.model import load_checkpoint
+    from wav2lip_core.model.checkpoint import load_checkpoint
 
     return R.TorchRunner(load_checkpoint(checkpoint), "cpu", "fp32").forward(io["mel"], io["face"])
 
@@ -136,8 +136,8 @@ def test_a_damaged_compiled_blob_is_compiled_again(ov_runner, checkpoint, model_
 _UNWRITABLE = """
 import json, sys
 import numpy as np
-from wav2lip_core.model_cache import ModelCache
-from wav2lip_core.runtime import OpenVINORunner
+from wav2lip_core.model.model_cache import ModelCache
+from wav2lip_core.model.runtime import OpenVINORunner
 checkpoint, folder, io_path = sys.argv[1:4]
 runner = OpenVINORunner(checkpoint, precision="fp32", cache=ModelCache(folder))
 io = np.load(io_path)
@@ -316,7 +316,7 @@ def test_cli_bad_runtime_values(checkpoint, model_cache, tmp_path, args, exit_co
 # --- warm start -------------------------------------------------------------------------------
 
 # The engine's CLI, then the heavy modules it loaded, as a last stderr line.
-_CLI_AND_MODULES = ("import json, sys\nfrom wav2lip_core.cli import main\nrc = main(sys.argv[1:])\n"
+_CLI_AND_MODULES = ("import json, sys\nfrom wav2lip_core.jobs.cli import main\nrc = main(sys.argv[1:])\n"
                     "print('MODULES', json.dumps(sorted(m for m in ('torch', 'nncf', 'face_alignment', 'librosa') "
                     "if m in sys.modules)), file=sys.stderr)\nsys.exit(rc)")
 
@@ -360,7 +360,7 @@ def test_auto_detector_falling_back_to_haar_runs_without_torch(ov_runner, checkp
 def test_detector_weights_folder_is_torch_hubs_without_torch(tmp_path, env):
     """Where face_alignment's weights are looked for, worked out without torch, is the folder
     torch.hub.get_dir() names."""
-    code = ("import sys; from wav2lip_core.detectors import _hub_dir; ours = _hub_dir(); "
+    code = ("import sys; from wav2lip_core.faces.detectors import _hub_dir; ours = _hub_dir(); "
             "assert 'torch' not in sys.modules; import torch.hub, os; "
             "print(ours == __import__('pathlib').Path(torch.hub.get_dir()) / 'checkpoints', ours)")
     full_env = {k: v for k, v in os.environ.items() if k not in ("TORCH_HOME", "XDG_CACHE_HOME")}

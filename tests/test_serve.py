@@ -201,4 +201,4 @@ def test_another_protocol_version_is_refused(engine, checkpoint, tmp_path):
 
 def test_serve_help_does_not_import_torch():
     """The add-on gets hello at once: the engine's own module imports none of the heavy libraries."""
-    assert heavy_imports("from wav2lip_core import serve") == []
+    assert heavy_imports("from wav2lip_core.jobs import serve") == []

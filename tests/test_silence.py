@@ -18,13 +18,14 @@ import pytest
 import torch
 
 from conftest import CONFORMANCE, MEDIA, ROOT
-from wav2lip_core import protocol, silence
-from wav2lip_core.audio import load_audio
+from wav2lip_core import protocol
+from wav2lip_core.quality import silence
+from wav2lip_core.media.audio import load_audio
 from wav2lip_core.errors import Wav2LipError
-from wav2lip_core.pipeline import LipSyncRequest, _check_inputs, run
-from wav2lip_core.plan import make_plan
-from wav2lip_core.probe import probe_video
-from wav2lip_core.runtime import load_runner
+from wav2lip_core.sync.pipeline import LipSyncRequest, _check_inputs, run
+from wav2lip_core.sync.plan import make_plan
+from wav2lip_core.media.probe import probe_video
+from wav2lip_core.model.runtime import load_runner
 
 FACE2 = MEDIA / "vretalk_face2.mp4"  # 844x844, 25 fps
 SPEECH16K = CONFORMANCE / "speech_16k.wav"  # 16 kHz mono real speech, no pause longer than ~0.1 s

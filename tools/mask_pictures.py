@@ -22,12 +22,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from wav2lip_core import landmarks  # noqa: E402
-from wav2lip_core.blend import crop_face, face_edit, paste  # noqa: E402
-from wav2lip_core.decode import read_frames  # noqa: E402
-from wav2lip_core.detectors import DetectorSettings  # noqa: E402
-from wav2lip_core.faces import track_faces  # noqa: E402
-from wav2lip_core.probe import probe_video  # noqa: E402
+from wav2lip_core.faces import landmarks  # noqa: E402
+from wav2lip_core.sync.blend import crop_face, face_edit, paste  # noqa: E402
+from wav2lip_core.media.decode import read_frames  # noqa: E402
+from wav2lip_core.faces.detectors import DetectorSettings  # noqa: E402
+from wav2lip_core.faces.tracking import track_faces  # noqa: E402
+from wav2lip_core.media.probe import probe_video  # noqa: E402
 
 BLAZEFACE = ROOT.parent / "shared" / "weights" / "blazeface" / "blazeface.pth"
 SIDE = 192  # output pictures are SIDE x SIDE

@@ -1,10 +1,18 @@
 """Wav2Lip lip-sync core, no bpy: the engine the Blender add-on runs as a separate process
 (`python -m wav2lip_core`: one job per process, or `serve`: a warm engine taking JSON jobs).
 
-One module per stage: probe/decode (the clip), audio (the sound window and its mel), faces and
-detectors (boxes), blend (crop and paste), runtime (the model: OpenVINO on a CPU, torch on a
-GPU), encode (H.264 + AAC), driven by `pipeline.run(request, progress, cancel, ...)`. Heavy
-libraries are imported where they are needed: a run on a cached OpenVINO model never imports torch.
+The subpackages, each importing only those below it:
+
+    jobs/      the front ends: the CLI, `serve`, `batch` and JOBS files
+    sync/      one lip-sync pass: plan, crop/paste, the overlapped stages, `pipeline.run`
+    quality/   optional treatments: silence, face restoration
+    faces/     detectors, tracking, landmarks, alignment, the mouth mask
+    model/     the network, checkpoints, the torch/OpenVINO executors and their cache
+    media/     probe, decode, audio, encode
+    protocol.py, errors.py   what every layer (and the Blender add-on) shares
+
+`wav2lip_core.pipeline.run(LipSyncRequest(...))` is the documented entry point. Heavy libraries
+are imported where they are needed: a run on a cached OpenVINO model never imports torch.
 """
 
 __version__ = "0.1.0"

@@ -35,7 +35,8 @@ from pathlib import Path
 # The checkout's core, whatever the interpreter has installed (its cli and protocol modules
 # import nothing outside the standard library).
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from wav2lip_core import cli, protocol as P  # noqa: E402
+from wav2lip_core.jobs import cli
+from wav2lip_core import protocol as P  # noqa: E402
 
 VERSION = "0.0.0-fake"
 DETECTOR_NOTE = "face detector: haar (BlazeFace weights not found; install.py --detector-weights PATH records them)"

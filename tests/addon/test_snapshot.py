@@ -203,7 +203,7 @@ def test_fractional_fps_is_passed_exactly():
 def _real_parser():
     """The engine's own argument parser (wav2lip_core/cli.py: torch-free), strict: as argparse
     reads a command line, without the CLI's joining of `--opt -1e-5` pairs."""
-    from wav2lip_core import cli
+    from wav2lip_core.jobs import cli
 
     return cli.build_parser()
 

@@ -67,7 +67,7 @@ def test_job_line_holds_the_engine_arguments_and_inline_times(tmp_path):
 def test_a_jobs_line_with_tiny_numbers_reads_back_through_the_real_parser():
     """The export's numbers as `wav2lip batch` hands them to the engine (protocol.job_args, then
     the CLI's own parser): a tiny negative audio start must stay a value, not look like an option."""
-    from wav2lip_core import cli
+    from wav2lip_core.jobs import cli
 
     jf, snap = load("jobs_file"), load("snapshot")
     req = snap.SyncRequest(
@@ -289,7 +289,7 @@ def test_a_sound_a_hair_late_syncs_and_exports_for_the_real_parser(fresh, studio
     """A sound strip delayed by 33 microseconds (Blender 5.0's sound offset) gives the engine an
     audio start of -3.3e-05 s. Sync Lips (the stand-in parses with the engine's own parser) and
     the exported JOBS line (read back as `wav2lip batch` does) both get it as a value."""
-    from wav2lip_core import cli
+    from wav2lip_core.jobs import cli
 
     bpy, scene = fresh
     face = add_movie(scene, "Face", media / KATIE, 2, 1)

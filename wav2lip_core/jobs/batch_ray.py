@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from . import jobfile
 from .. import protocol as P
 from ..errors import Wav2LipError, reason
+from ..files import write_atomic
 
 # Results are small unless fetched (a video's bytes); waiting longer than this for one that Ray
 # says is ready means the object store or the network is stuck.
@@ -198,7 +199,7 @@ def _collect(ray, ref, job, settings: RaySettings, tally) -> None:
         return
     if settings.fetch:
         try:
-            jobfile.write_atomic(job.out, res["data"])
+            write_atomic(job.out, res["data"])
         except OSError as exc:
             tally.finish(job, P.STATUS_FAILED, res["seconds"], f"cannot write {job.out}: {reason(exc)}")
             return

@@ -8,12 +8,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__, protocol as P
 from ..errors import Wav2LipError
+from ..files import write_atomic
 
 
 @dataclass
@@ -208,26 +208,3 @@ def list_writer(folder: str | os.PathLike, line: int):
         return str(path)
 
     return write
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """`data` into `path` through a temp file in the same folder: a reader never sees half a file."""
-    folder, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the result from the group
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

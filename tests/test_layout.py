@@ -203,3 +203,17 @@ def test_readme_layout_matches_the_subpackages():
             assert re.search(rf"\b{mod}\b", doc), f"{folder}__init__.py's docstring does not name {mod}"
             assert re.search(rf"\b{mod}\b", rows[folder]), f"README's Layout row for {folder} does not name {mod}"
         assert "May import" in doc, f"{folder}__init__.py does not say what it may import"
+
+
+def test_the_documented_entry_points_still_import():
+    # The README's `from wav2lip_core.pipeline import LipSyncRequest, run` and the console script.
+    import importlib
+
+    shim = importlib.import_module("wav2lip_core.pipeline")
+    real = importlib.import_module("wav2lip_core.sync.pipeline")
+    assert shim.run is real.run and shim.LipSyncRequest is real.LipSyncRequest
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    target = re.search(r'^wav2lip = "([a-z_.]+):([a-z_]+)"', text, re.M)
+    assert target, "pyproject.toml has no wav2lip console script"
+    assert callable(getattr(importlib.import_module(target.group(1)), target.group(2)))
+    assert "from wav2lip_core.pipeline import LipSyncRequest, run" in (ROOT / "README.md").read_text(encoding="utf-8")

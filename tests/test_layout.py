@@ -213,7 +213,7 @@ def test_the_documented_entry_points_still_import():
     real = importlib.import_module("wav2lip_core.sync.pipeline")
     assert shim.run is real.run and shim.LipSyncRequest is real.LipSyncRequest
     text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    target = re.search(r'^wav2lip = "([a-z_.]+):([a-z_]+)"', text, re.M)
+    target = re.search(r'^wav2lip = "([\w.]+):(\w+)"', text, re.M)
     assert target, "pyproject.toml has no wav2lip console script"
     assert callable(getattr(importlib.import_module(target.group(1)), target.group(2)))
     assert "from wav2lip_core.pipeline import LipSyncRequest, run" in (ROOT / "README.md").read_text(encoding="utf-8")

@@ -8,8 +8,8 @@ one with 416, HEAD like GET without the body, and counts every request so a test
 a cached fetch never reached it.
 
 Paths: /clip.mp4 (the clip, video/mp4), /page.html (an HTML page whose <video> plays it),
-/novideo.html (a page with no video), /slow.mp4 (the clip, throttled: for cancel tests); any
-other path is a 404.
+/novideo.html (a page with no video), /two.html (a page with two), /slow.mp4 (the clip,
+throttled: for cancel tests); any other path is a 404.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ PAGE = """<!DOCTYPE html>
 NO_VIDEO_PAGE = """<!DOCTYPE html>
 <html><head><title>Nothing to see</title></head>
 <body><p>Only words here, no video.</p></body></html>
+"""
+TWO_VIDEOS_PAGE = """<!DOCTYPE html>
+<html><head><title>Two speakers</title></head>
+<body><video src="/clip.mp4"></video><video src="/slow.mp4"></video></body></html>
 """
 # /slow.mp4: this many bytes, then a pause of SLOW_PAUSE_S (~200 KB/s: a 0.5 MB clip takes ~2.5 s).
 SLOW_CHUNK = 8 << 10
@@ -79,6 +83,8 @@ class RangeServer:
             return self.clip, "video/mp4"
         if path == "/page.html":
             return PAGE.encode(), "text/html; charset=utf-8"
+        if path == "/two.html":
+            return TWO_VIDEOS_PAGE.encode(), "text/html; charset=utf-8"
         if path == "/novideo.html":
             return NO_VIDEO_PAGE.encode(), "text/html; charset=utf-8"
         return None

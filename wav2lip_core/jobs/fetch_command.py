@@ -68,19 +68,23 @@ class _JsonProgress:
 
 
 class _ByteBar:
-    """A tqdm byte counter on stderr."""
+    """A tqdm byte counter on stderr, opened at the first bytes (an error before any prints alone)."""
 
     def __init__(self):
-        from tqdm import tqdm
-
-        self._bar = tqdm(desc="fetch", unit="B", unit_scale=True, unit_divisor=1024, leave=False, file=sys.stderr)
+        self._bar = None
 
     def __call__(self, done: int, total: int | None) -> None:
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(desc="fetch", unit="B", unit_scale=True, unit_divisor=1024, leave=False, file=sys.stderr)
         self._bar.total = total
         self._bar.update(done - self._bar.n)
 
     def close(self) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 def _emit(line: str) -> None:
@@ -107,22 +111,24 @@ def main(argv: list[str] | None = None) -> int:
     # worker) the caller's own cancel applies instead.
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    failed = None
     try:
         from ..media.fetch import fetch
 
         result = fetch(args.url, start=args.start, end=args.end, max_height=args.max_height,
                        out_dir=args.out, progress=progress)
     except (KeyboardInterrupt, Cancelled):
-        print("error: cancelled; nothing was kept", file=sys.stderr)
-        return P.EXIT_CANCELLED
+        failed = ("cancelled; nothing was kept", P.EXIT_CANCELLED)
     except Wav2LipError as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return P.EXIT_ERROR
+        failed = (" ".join(str(e).split()), P.EXIT_ERROR)
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
         if bar is not None:
-            bar.close()
+            bar.close()  # before the last lines, so they do not land on the bar's line
+    if failed is not None:
+        print(f"error: {failed[0]}", file=sys.stderr)
+        return failed[1]
     if json_mode:
         _emit(P.event(P.EVENT_DONE, **done_fields(result)))
     else:

@@ -104,8 +104,9 @@ def fetch(url: str, *, start: Optional[float] = None, end: Optional[float] = Non
           progress: Optional[Progress] = None, cancel: Optional[Cancel] = None) -> FetchResult:
     """Download `url` (or its `start`-`end` seconds, cut exactly) into `out_dir` (default: the
     fetch cache), preferring H.264 and AAC at or under `max_height` pixels. `progress(done,
-    total)` gets bytes (total None when not known, as during a range cut); `cancel()` is polled
-    while downloading and stops the fetch with Cancelled. FetchError for anything else, one line;
+    total)` gets bytes (total None when not known, as during a range cut; then it is called from a
+    helper thread); `cancel()` is polled while downloading, also from that thread, and stops the
+    fetch with Cancelled. FetchError for anything else, one line;
     either way nothing is left behind."""
     t0 = time.perf_counter()
     url = check_url(url)

@@ -85,7 +85,6 @@ class Log:
 
     def __init__(self):
         self.error_text = ""
-        self.warnings: list[str] = []
 
     def debug(self, msg: str) -> None:
         pass
@@ -94,7 +93,7 @@ class Log:
         pass
 
     def warning(self, msg: str) -> None:
-        self.warnings.append(msg)
+        pass  # yt-dlp's advice (fallbacks, cookies, updates) is not the user's to act on here
 
     def error(self, msg: str) -> None:
         self.error_text = msg
@@ -137,7 +136,9 @@ def options(tools: Tools, folder: str, stem: str, max_height: int, start: Option
         "format": selector, "format_sort": order, "merge_output_format": "mp4",
         "outtmpl": {"default": os.path.join(folder, stem + ".%(ext)s")},
         "paths": {"home": folder, "temp": folder},
-        "noplaylist": True, "playlist_items": "1",
+        # a watch URL inside a playlist means its video; a playlist itself is refused (two
+        # entries are enough to tell, without listing hundreds)
+        "noplaylist": True, "playlist_items": "1:2",
         "ffmpeg_location": tools.ffmpeg,
         "progress_hooks": [state.hook], "postprocessor_hooks": [lambda d: state.check()],
         "retries": 2, "fragment_retries": 2, "extractor_retries": 1, "socket_timeout": 20,
@@ -160,7 +161,8 @@ def extract(tools: Tools, params: dict, url: str, state: Hooks) -> dict:
     if info.get("_type") == "playlist" or "entries" in info:
         entries = [e for e in (info.get("entries") or []) if e]
         if len(entries) != 1:
-            raise FetchError(f"{url} holds {len(entries)} videos; give the address of one video")
+            many = "several videos" if entries else "no video"
+            raise FetchError(f"{url[:120]} holds {many}; give the address of one video's page")
         entry = dict(entries[0])
         for key in ("webpage_url", "uploader", "license"):
             entry.setdefault(key, info.get(key))
@@ -189,7 +191,7 @@ def _guarded(tools: Tools, params: dict, url: str, state: Hooks, call: Callable[
         raise
     except OSError as e:
         raise _os_error(e, params) from None
-    except tools.yt_dlp.utils.DownloadError as e:
+    except tools.yt_dlp.utils.YoutubeDLError as e:  # DownloadError, UnavailableVideoError, ...
         if state.cancelled:
             raise Cancelled("fetch cancelled; nothing was kept") from None
         raise FetchError(explain(e, url, params, params["logger"])) from None
@@ -230,7 +232,10 @@ def _watch(tools: Tools, state: Hooks, folder: str, stop: threading.Event) -> No
             size = _folder_bytes(folder)
             if size != written:
                 written = size
-                state.progress(size, None)
+                try:
+                    state.progress(size, None)
+                except Exception:
+                    pass  # a progress report is informational; the download's own errors decide
 
 
 def _folder_bytes(folder: str) -> int:
@@ -289,7 +294,7 @@ def explain(e: Exception, url: str, params: dict, log: Log) -> str:
     chain, link = [], (getattr(e, "exc_info", None) or (None, None))[1] or e
     while isinstance(link, BaseException) and link not in chain and len(chain) < 4:
         chain.append(link)
-        link = getattr(link, "cause", None) or link.__cause__
+        link = getattr(link, "cause", None) or link.__cause__ or link.__context__
 
     def first(kind):
         return next((x for x in chain if isinstance(x, kind)), None)
@@ -308,7 +313,9 @@ def explain(e: Exception, url: str, params: dict, log: Log) -> str:
         return f"cannot reach {host}: {_network_reason(str(net))}: check the address and the network"
     if first(GeoRestrictedError):
         return f"not available from this country: {text}"
-    if "No space left" in text or "Errno 28" in text or _low_space(params["paths"]["home"]):
+    written = first(OSError)
+    if (written is not None and written.errno == errno.ENOSPC) or "No space left" in text or "Errno 28" in text \
+            or _low_space(params["paths"]["home"]):
         return f"disk full while writing into {params['paths']['home']}: free some space and fetch again"
     if first(ExtractorError):
         return f"{host} would not give the video: {text}"

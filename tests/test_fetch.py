@@ -143,6 +143,18 @@ def test_errors_are_one_line_and_leave_nothing(server, tmp_path, path, kwargs, s
     assert left(tmp_path) == []
 
 
+def test_a_killed_fetchs_temp_folder_is_removed_later(server, tmp_path):
+    stale, live = tmp_path / ".fetch-killed", tmp_path / ".fetch-running"
+    stale.mkdir(), live.mkdir()
+    (stale / "video.mp4.part").write_bytes(b"half")
+    (live / "video.mp4.part").write_bytes(b"growing")  # its folder is old, its file is written now
+    for path in (stale / "video.mp4.part", stale, live):
+        os.utime(path, (time.time() - 7 * 3600,) * 2)
+    with pytest.raises(FetchError):
+        fetch(server.url("/missing.mp4"), out_dir=tmp_path)
+    assert left(tmp_path) == [live.name]  # another process's fetch in progress is left alone
+
+
 def test_unreachable_host(tmp_path):
     with pytest.raises(FetchError) as e:
         fetch(f"http://127.0.0.1:{closed_port()}/clip.mp4", out_dir=tmp_path)

@@ -43,6 +43,10 @@ MAX_HEIGHT_DEFAULT = 1080
 # A range cut may come out this much shorter than asked (the last frame's length, rounding)
 # before the range is called "outside the video".
 RANGE_SLACK_S = 0.1
+# A fetch downloads into `<folder>/.fetch-XXXX/`; one older than STALE_TEMP_S was left by a
+# process that was killed (no fetch takes that long without writing into it).
+TEMP_PREFIX = ".fetch-"
+STALE_TEMP_S = 6 * 3600
 _TITLE_CHARS = re.compile(r"[^\w.-]+")
 
 
@@ -88,9 +92,9 @@ def check_url(url: str) -> str:
 def check_range(start: Optional[float], end: Optional[float]) -> None:
     for name, value in (("from", start), ("to", end)):
         if value is not None and (not math.isfinite(value) or value < 0):
-            raise FetchError(f"--{name} {value}: give seconds from the video's start, 0 or more")
+            raise FetchError(f"{name} {value}: give seconds from the video's start, 0 or more")
     if start is not None and end is not None and end <= start:
-        raise FetchError(f"--to {end:g} must be after --from {start:g}")
+        raise FetchError(f"the range's end ({end:g} s) must come after its start ({start:g} s)")
 
 
 def entry_key(url: str, start: Optional[float], end: Optional[float], max_height: int) -> str:
@@ -106,15 +110,14 @@ def fetch(url: str, *, start: Optional[float] = None, end: Optional[float] = Non
     fetch cache), preferring H.264 and AAC at or under `max_height` pixels. `progress(done,
     total)` gets bytes (total None when not known, as during a range cut; then it is called from a
     helper thread); `cancel()` is polled while downloading, also from that thread, and stops the
-    fetch with Cancelled. FetchError for anything else, one line;
-    either way nothing is left behind."""
+    fetch with Cancelled. FetchError for anything else, one line; either way nothing is left."""
     t0 = time.perf_counter()
     url = check_url(url)
     start = None if start is None else float(start)
     end = None if end is None else float(end)
     check_range(start, end)
     if int(max_height) < 1:
-        raise FetchError(f"--max-height {max_height}: give a height in pixels, 1 or more")
+        raise FetchError(f"max height {max_height}: give a height in pixels, 1 or more")
     folder = Path(out_dir) if out_dir is not None else default_folder()
     key = entry_key(url, start, end, max_height)
     try:
@@ -127,8 +130,9 @@ def fetch(url: str, *, start: Optional[float] = None, end: Optional[float] = Non
     tools = load_tools()
     hooks = Hooks(cancel, progress)
     hooks.check()
+    remove_stale(folder)
     try:
-        work = tempfile.mkdtemp(dir=folder, prefix=".fetch-")
+        work = tempfile.mkdtemp(dir=folder, prefix=TEMP_PREFIX)
     except OSError as e:
         raise _write_error(e, folder) from None
     try:
@@ -146,6 +150,19 @@ def fetch(url: str, *, start: Optional[float] = None, end: Optional[float] = Non
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return _result(media, url, start, end, cache_hit=False, seconds=time.perf_counter() - t0)
+
+
+def remove_stale(folder: Path, now: Optional[float] = None) -> None:
+    """Delete temp folders that a killed fetch left in `folder` (a live fetch's is younger)."""
+    now = time.time() if now is None else now
+    for work in folder.glob(f"{TEMP_PREFIX}*"):
+        try:
+            # a download appends to its file without touching the folder: look at both
+            touched = max([work.stat().st_mtime] + [e.stat().st_mtime for e in os.scandir(work)])
+            if now - touched > STALE_TEMP_S:
+                shutil.rmtree(work, ignore_errors=True)
+        except OSError:
+            pass  # not a folder, or just removed by its own fetch
 
 
 def find_cached(folder: Path, key: str) -> Optional[Path]:

@@ -24,8 +24,9 @@ chance peak, 0.5 at z = Z_HALF; below that the verdict is "no sync found". (On v
 its own sound shifted by -6..+6 frames gives z 3.1-8.0, four other speakers 2.2 at most.) The landmark-free mouth signal is scaled by MOTION_CONFIDENCE (it also moves
 with the head: docs/meter.md has the figures).
 
-Cost: decoding twice plus face tracking (~15-30 ms a frame on 2 shared cores) and with landmarks
-~2-3 ms a frame; the correlations themselves take milliseconds (bench/bench_meter.py).
+Cost (bench/bench_meter.py, 2 cores under a load of ~9): 1.8-4.7 s per second of video, almost
+all of it decoding twice and face tracking; the landmarks add ~2-3 ms a frame, the lag search
+0.1-0.5 s per clip. Expect a third of that on an idle machine.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ LAG_STEP = 0.25
 # rhythm. Without it the pauses dominate, and any speech with pauses where this speaker's are
 # correlates (0.59 for another speaker on vretalk_face1 against 0.61 for its own sound).
 HIGH_PASS_S = 0.6
-# The mouth opening leads the voice-band loudness by this much (frames of the clip): see
-# docs/meter.md for how it was calibrated.
+# How much the mouth opening leads the voice-band loudness (frames) on a clip in sync. Not
+# calibrated yet: of the shared clips only vretalk_face1 gives a confident own-sound peak
+# (+1.26 frames), and a lead set from one clip cannot be checked on another (docs/meter.md).
 LEAD = 0.0
 # The circular shifts of the reference distribution: at least this far (seconds) from the true
 # timing, every NULL_STEP_S.
@@ -154,6 +156,14 @@ def _curve(mouth, times, sound: SoundEnvelope, fps, lags, shift=0.0, span=None):
     return _ncc_rows(_high_pass_rows(mouth[None, :], w)[0], _high_pass_rows(sound.at(at), w))
 
 
+def _best_peak(curve: np.ndarray) -> int:
+    """The highest interior local maximum: a curve still rising at the window's edge has its peak
+    outside the window, and that edge value is not a lag."""
+    c = np.where(np.isnan(curve), -np.inf, curve)
+    inner = np.flatnonzero((c[1:-1] >= c[:-2]) & (c[1:-1] >= c[2:]) & np.isfinite(c[1:-1])) + 1
+    return int(inner[np.argmax(c[inner])]) if len(inner) else int(np.argmax(c))
+
+
 def _refine(lags: np.ndarray, curve: np.ndarray, i: int) -> float:
     """The parabola's vertex through the best lag and its neighbours."""
     if 0 < i < len(curve) - 1 and not np.isnan(curve[i - 1:i + 2]).any():
@@ -197,7 +207,7 @@ def measure_signals(mouth: np.ndarray, sound: SoundEnvelope | np.ndarray, fps: f
     curve = _curve(mouth, times, sound, fps, lags)
     if np.isnan(curve).all():
         return result(NO_SOUND)
-    i = int(np.nanargmax(curve))
+    i = _best_peak(curve)
     peak = float(curve[i])
     offset = _refine(lags, curve, i) - lead
     span = (start, end - start + 1.0 / fps)
@@ -211,7 +221,7 @@ def measure_signals(mouth: np.ndarray, sound: SoundEnvelope | np.ndarray, fps: f
     confidence = max(z, 0.0) / (max(z, 0.0) + Z_HALF)
     if method == METHOD_MOTION:
         confidence *= MOTION_CONFIDENCE
-    return result(verdict_for(offset, confidence), offset, confidence, peak, z)
+    return result(verdict_for(round(offset, 2), confidence), offset, confidence, peak, z)
 
 
 def combine(shots: list[ShotMeasure], fps: float, method: str) -> SyncMeasure:

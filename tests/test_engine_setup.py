@@ -23,7 +23,7 @@ base = addon_module("setup_base")
 config = addon_module("engine_config")
 pip = addon_module("setup_pip")
 python_setup = addon_module("setup_python")
-task = addon_module("setup_task")
+setup_task = addon_module("setup_task")
 BASE_PYTHON = Path(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))
 
 
@@ -100,7 +100,7 @@ def test_cancelled_set_up_leaves_nothing_trusted(tmp_path):
     (env / base.STAMP_FILE).write_text("from an earlier set-up\n")
     config.record_config(cfg, **{config.CONFIG_PYTHON: str(base.venv_python(env)), config.CONFIG_CHECKPOINT: "/w/a.pth"})
     o = setup.Options(env=env, source=ROOT, pythons=(str(BASE_PYTHON),), config_dirs=(cfg,))
-    task = task.Task(task.setup_args(o)).start()
+    task = setup_task.Task(setup_task.setup_args(o)).start()
     _wait(task, lambda t: any("log" in e for e in t.events))  # pip is at work
     task.cancel()
     assert not task.running() and task.result() == {"ok": False, "error": "cancelled"}
@@ -108,7 +108,7 @@ def test_cancelled_set_up_leaves_nothing_trusted(tmp_path):
     recorded = json.loads((cfg / config.CONFIG_NAME).read_text())
     assert config.CONFIG_PYTHON not in recorded and recorded[config.CONFIG_CHECKPOINT] == "/w/a.pth"
     # The next run does not trust what is there: it goes to pip again.
-    again = task.Task(task.setup_args(o)).start()
+    again = setup_task.Task(setup_task.setup_args(o)).start()
     try:
         _wait(again, lambda t: any("log" in e for e in t.events))
         assert not any("up to date" in str(e.get("text", "")) for e in again.events)

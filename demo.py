@@ -60,12 +60,9 @@ def demo_speech(out_dir: Path) -> Path:
     return path
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-
-
-def make_scene(face: str, audio: str, blend: str, width: int, height: int, fps: int = 25) -> None:
+def make_scene(face: str, audio: str, blend: str, width: int, height: int, is_image: bool, fps: int = 25) -> None:
     """Build the demo .blend. Runs inside Blender's own Python (or a Python with the bpy module),
-    which has nothing but bpy: the picture size is measured by the caller."""
+    which has nothing but bpy: the picture's size and kind are the engine's (the caller's)."""
     import importlib.util
 
     import bpy
@@ -82,7 +79,7 @@ def make_scene(face: str, audio: str, blend: str, width: int, height: int, fps: 
     scene.render.fps, scene.render.fps_base = fps, 1.0
     ed = compat.editor(scene, create=True)
     sound = compat.new_sound(ed, "Dialogue", audio, channel=1, frame_start=1)
-    if Path(face).suffix.lower() in IMAGE_SUFFIXES:
+    if is_image:
         strip = compat.new_image(ed, "Face", face, channel=2, frame_start=1)
         strip.frame_final_duration = sound.frame_final_duration
     else:
@@ -95,12 +92,13 @@ def make_scene(face: str, audio: str, blend: str, width: int, height: int, fps: 
         raise RuntimeError(f"Blender did not write {blend}")
 
 
-def picture_size(path: Path) -> tuple[int, int]:
-    """Width and height for the render (even: H.264 needs it). Runs in the engine's Python."""
+def picture(path: Path) -> tuple[int, int, bool]:
+    """Width and height for the render (even: H.264 needs it), and whether it is a still image
+    (the core's probe decides, as it will for the sync). Runs in the engine's Python."""
     from wav2lip_core.media.probe import probe_video
 
     info = probe_video(str(path))
-    return info.width - info.width % 2, info.height - info.height % 2
+    return info.width - info.width % 2, info.height - info.height % 2, info.is_image
 
 
 def main() -> int:
@@ -112,12 +110,13 @@ def main() -> int:
     ap.add_argument("--out-dir", type=Path, default=Path("wav2lip-demo"))
     # The command that set this up (with its --venv): what the user re-runs with a checkpoint.
     ap.add_argument("--install-command", default="python3 install.py", help=argparse.SUPPRESS)
-    ap.add_argument("--make-scene", nargs=5, metavar=("FACE", "AUDIO", "BLEND", "WIDTH", "HEIGHT"), help=argparse.SUPPRESS)
+    ap.add_argument("--make-scene", nargs=6, metavar=("FACE", "AUDIO", "BLEND", "WIDTH", "HEIGHT", "KIND"),
+                    help=argparse.SUPPRESS)
     argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
     a = ap.parse_args(argv)
     if a.make_scene:
-        face, audio, blend, width, height = a.make_scene
-        make_scene(face, audio, blend, int(width), int(height))
+        face, audio, blend, width, height, kind = a.make_scene
+        make_scene(face, audio, blend, int(width), int(height), is_image=kind == "image")
         return 0
 
     out = a.out_dir.resolve()
@@ -146,11 +145,11 @@ def main() -> int:
     from wav2lip_core.errors import Wav2LipError
 
     try:
-        size = picture_size(face)
+        width, height, is_image = picture(face)
     except Wav2LipError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    scene_args = ["--make-scene", str(face), str(audio), str(blend), *map(str, size)]
+    scene_args = ["--make-scene", str(face), str(audio), str(blend), str(width), str(height), "image" if is_image else "movie"]
     if a.blender:
         # --python-exit-code: a failing script fails the command (Blender exits 0 otherwise).
         blender = [a.blender, "-b", "--factory-startup", "--python-exit-code", "1"]

@@ -3,7 +3,7 @@
 One zip for every Blender from 3.4: Edit > Preferences > Add-ons > Install (3.4-4.1, a legacy
 add-on: bl_info) or Install from Disk (4.2+, an extension: blender_manifest.toml). Its layout:
 
-    wav2lip_lipsync/                  the add-on, as install.py stages it (stage_addon)
+    wav2lip_lipsync/                  the add-on, as install.py stages it (installer/addon.py)
         blender_manifest.toml, __init__.py, headless.py, protocol.py, ...
         engine_src/                   what the engine's wheel is built from (BUILD_SOURCES):
             pyproject.toml, README.md, LICENSE, wav2lip_core/
@@ -18,24 +18,27 @@ Standard library only; the zip's bytes depend only on the files (sorted entries,
 
 from __future__ import annotations
 
-import os
 import re
 import stat
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
-import install
+from installer import ADDON_DIR, ADDON_ID, ROOT, addon_module
+from installer.addon import stage_addon
+from installer.engine import stage_source
 
-ROOT = install.ROOT
-MANIFEST = install.ADDON_DIR / "blender_manifest.toml"
+base = addon_module("setup_base")
+atomic_file = addon_module("atomic_file")
+MANIFEST = ADDON_DIR / "blender_manifest.toml"
 ENGINE_SRC = "engine_src"  # inside the add-on folder: what Set Up Engine builds the engine from
 # A zip's earliest date; what a reproducible build uses (the files' own dates say nothing).
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
-class PackageError(install.InstallError):
+class PackageError(base.SetupError):
     """The zip cannot be made; the message says what to fix."""
 
 
@@ -56,13 +59,13 @@ def version() -> str:
 
 
 def zip_name(ver: str | None = None) -> str:
-    return f"{install.ADDON_ID}-{ver or version()}.zip"
+    return f"{ADDON_ID}-{ver or version()}.zip"
 
 
 def stage(dest: Path) -> Path:
     """The zip's top folder in `dest` (must not exist): the add-on with engine_src/ inside."""
-    install.stage_addon(dest)
-    install.stage_source(dest / ENGINE_SRC)
+    stage_addon(dest)
+    stage_source(dest / ENGINE_SRC)
     return dest
 
 
@@ -74,12 +77,12 @@ def _entry(name: str, mode: int) -> zipfile.ZipInfo:
 
 
 def write_zip(top: Path, target: Path) -> None:
-    """`top` (a folder) into `target` as one folder of that name. Written beside the target and
-    renamed over it, so an interrupted run leaves the previous zip (or none), never half a zip."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+    """`top` (a folder) into `target` as one folder of that name. Written whole or not at all
+    (atomic_file), so an interrupted run leaves the previous zip (or none), never half a zip; with
+    the user's normal permissions (a release zip is not private)."""
+
+    def write(f: BinaryIO) -> None:
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
             # Directory entries too: the legacy Install only recognises (and replaces) an
             # installed add-on by an entry at the zip's root.
             for path in sorted([top, *top.rglob("*")], key=lambda p: p.relative_to(top.parent).as_posix()):
@@ -88,13 +91,8 @@ def write_zip(top: Path, target: Path) -> None:
                     z.writestr(_entry(rel + "/", stat.S_IFDIR | 0o755), b"")
                 else:
                     z.writestr(_entry(rel, stat.S_IFREG | 0o644), path.read_bytes(), zipfile.ZIP_DEFLATED)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's file is private; a release zip is not
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_file.write_atomic(target, write)
 
 
 def package(out_dir: Path) -> Path:
@@ -102,7 +100,7 @@ def package(out_dir: Path) -> Path:
     target = out_dir.expanduser().resolve() / zip_name()
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        write_zip(stage(Path(tmp) / install.ADDON_ID), target)
+        write_zip(stage(Path(tmp) / ADDON_ID), target)
     return target
 
 
@@ -110,7 +108,7 @@ def main(out_dir: Path | None) -> int:
     """install.py --package [--out DIR]: the zip's path on the last line."""
     try:
         path = package(out_dir if out_dir is not None else ROOT / "dist")
-    except install.InstallError as e:
+    except base.SetupError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except OSError as e:

@@ -21,16 +21,21 @@ bl_info = {
 if "bpy" in locals():  # reload (F3 > Reload Scripts): re-import the submodules
     import importlib
 
-    for _name in ("wire", "compat", "snapshot", "preview", "engine_python", "engine_setup", "runner", "engine",
-                  "jobqueue", "capture", "preferences", "engine_ui", "jobs", "insert", "operators", "jobs_file",
-                  "studio", "panel"):
+    # Lowest first: a module is reloaded after the ones it imports.
+    for _name in ("wire", "atomic_file", "compat", "snapshot", "preview", "engine_python", "setup_base",
+                  "engine_config", "setup_python", "setup_pip", "engine_setup", "setup_weights", "setup_status",
+                  "setup_task", "setup_cli", "job_state", "engine", "engine_jobs", "capture", "job_settings",
+                  "engine_ui", "engine_draw", "preferences", "sync_batch", "insert", "sidebar", "operators",
+                  "jobs_export", "studio", "panel"):
         if _name in locals():
             importlib.reload(locals()[_name])
 
 import bpy  # noqa: E402,F401
 
-from . import (capture, compat, engine, engine_python, engine_setup, engine_ui, insert, jobqueue, jobs,  # noqa: E402,F401
-               jobs_file, operators, panel, preferences, preview, runner, snapshot, studio, wire)
+from . import (atomic_file, capture, compat, engine, engine_config, engine_draw, engine_jobs,  # noqa: E402,F401
+               engine_python, engine_setup, engine_ui, insert, job_settings, job_state, jobs_export, operators, panel,
+               preferences, preview, setup_base, setup_cli, setup_pip, setup_python, setup_status, setup_task,
+               setup_weights, sidebar, snapshot, studio, sync_batch, wire)
 
 _modules = (preferences, operators, studio, panel)
 _registered = False

@@ -1,5 +1,6 @@
-"""Set Up Engine in the add-on's preferences: the operators, what the preferences and the Lip
-Sync panel show about the engine, and the checks of picked weight files.
+"""Set Up Engine in the add-on's preferences: its operators, the one set-up at a time and its
+background work (the set-up, the status table, the checks of picked weight files), polled.
+What the preferences and the Lip Sync panel show of it is engine_draw.py's.
 
 The work itself is engine_setup.py's (shared with install.py). In a window it runs as a
 background process that a timer polls, so Blender stays responsive; in background mode
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import bpy
 from bpy.types import Context
 
-from . import compat, engine_setup, preferences
+from . import compat, engine_setup, job_settings, setup_base, setup_pip, setup_python, setup_status, setup_task
 from . import engine_python as engine_python_lookup
 
 TICK_S = 0.25
@@ -39,14 +39,14 @@ class Verified:
 class EngineState:
     """The add-on's one set-up at a time, the cached status table and the file checks."""
 
-    task: Optional[engine_setup.Task] = None
+    task: Optional[setup_task.Task] = None
     env: Optional[Path] = None
     options: Optional[engine_setup.Options] = None
     message: str = ""  # the last set-up's outcome
     failed: bool = False
-    check: Optional[engine_setup.Task] = None
+    check: Optional[setup_task.Task] = None
     rows: Optional[List[Tuple[str, bool, str, bool]]] = None
-    verify: Dict[str, Tuple[str, engine_setup.Task]] = field(default_factory=dict)
+    verify: Dict[str, Tuple[str, setup_task.Task]] = field(default_factory=dict)
     verified: Dict[str, Verified] = field(default_factory=dict)
     ticks: int = 0
 
@@ -56,7 +56,7 @@ state = EngineState()
 
 def engine_env() -> Path:
     """Where install.py puts the engine (WAV2LIP_ENGINE_VENV overrides)."""
-    return engine_setup.default_venv().expanduser().resolve()
+    return setup_base.default_venv().expanduser().resolve()
 
 
 def config_dir() -> Path:
@@ -75,25 +75,25 @@ def setup_fraction() -> Tuple[float, str, str]:
 
 def options(prefs: Any, op: Any = None) -> engine_setup.Options:
     """The set-up the preferences ask for; the operator's own non-empty properties win (scripts)."""
-    extras = tuple(x for x in engine_setup.OPTIONAL_EXTRAS if prefs is not None and getattr(prefs, extra_prop(x), False))
+    extras = tuple(x for x in setup_base.OPTIONAL_EXTRAS if prefs is not None and getattr(prefs, extra_prop(x), False))
     op_extras = str(getattr(op, "extras", "") or "")
     if op_extras:
         extras = tuple(x.strip() for x in op_extras.split(",") if x.strip())
-        unknown = [x for x in extras if x not in engine_setup.OPTIONAL_EXTRAS]
+        unknown = [x for x in extras if x not in setup_base.OPTIONAL_EXTRAS]
         if unknown:
-            raise engine_setup.SetupError(f"unknown optional part {', '.join(unknown)}: choose from "
-                                          f"{', '.join(engine_setup.OPTIONAL_EXTRAS)}")
+            raise setup_base.SetupError(f"unknown optional part {', '.join(unknown)}: choose from "
+                                          f"{', '.join(setup_base.OPTIONAL_EXTRAS)}")
     index = str(getattr(op, "torch_index_url", "") or (getattr(prefs, "torch_index_url", "") if prefs else "")).strip()
     wheels = str(getattr(op, "find_links", "") or (getattr(prefs, "wheels_dir", "") if prefs else "")).strip()
     wheels = os.path.normpath(bpy.path.abspath(wheels)) if wheels else ""
     if wheels and not os.path.isdir(wheels):
-        raise engine_setup.SetupError(f"the wheels folder {wheels} does not exist: pick the folder that holds the "
+        raise setup_base.SetupError(f"the wheels folder {wheels} does not exist: pick the folder that holds the "
                                       "engine's wheels")
     if not wheels and compat.online_access() is False:
-        raise engine_setup.SetupError(OFFLINE)
+        raise setup_base.SetupError(OFFLINE)
     python = str(getattr(op, "python", "") or "")
-    pythons = (python,) if python else tuple(engine_setup.python_candidates([sys.executable]))
-    return engine_setup.Options(env=engine_env(), source=engine_setup.engine_source(), extras=extras,
+    pythons = (python,) if python else tuple(setup_python.python_candidates([sys.executable]))
+    return engine_setup.Options(env=engine_env(), source=setup_pip.engine_source(), extras=extras,
                                 torch_index_url=index, find_links=wheels, pythons=pythons,
                                 config_dirs=(config_dir(),))
 
@@ -161,25 +161,25 @@ def start_check() -> None:
     """The status table, computed in a background process (cached until the next Refresh)."""
     if state.check is not None and state.check.running():
         return
-    prefs = preferences.addon_prefs(bpy.context)
+    prefs = job_settings.addon_prefs(bpy.context)
     args = ["check", "--venv", str(engine_env()), "--config-dir", str(config_dir())]
     if prefs is not None and prefs.checkpoint:
         args += ["--checkpoint", os.path.normpath(bpy.path.abspath(prefs.checkpoint))]
     if prefs is not None and prefs.detector_weights:
         args += ["--detector-weights", os.path.normpath(bpy.path.abspath(prefs.detector_weights))]
-    state.check = engine_setup.Task(args).start()
+    state.check = setup_task.Task(args).start()
     _watch()
 
 
 def engine_python() -> str:
     """The engine a job would use now (preference, recorded, or the set-up one), '' if none."""
-    prefs = preferences.addon_prefs(bpy.context)
-    for c in (preferences.configured_now(prefs) if prefs is not None else []):
+    prefs = job_settings.addon_prefs(bpy.context)
+    for c in (job_settings.configured_now(prefs) if prefs is not None else []):
         if c.label == "Engine Python" and c.value and os.path.isfile(c.value):
             return c.value
     env = engine_env()
-    if engine_setup.installed(env):
-        return str(engine_setup.venv_python(env))
+    if setup_base.installed(env):
+        return str(setup_base.venv_python(env))
     # No set-up here, but a job may still find one (a checkout's .venv, say): the cached lookup.
     return engine_python_lookup.found_in_background(prefs.engine_python if prefs is not None else "") or ""
 
@@ -197,12 +197,12 @@ def verify_picked(kind: str, value: str) -> None:
         state.verified[kind] = Verified(path, None, "checked once the engine is set up")
         return
     state.verified[kind] = Verified(path, None, "checking…")
-    state.verify[kind] = (path, engine_setup.Task(["verify", kind, path, "--engine-python", py]).start())
+    state.verify[kind] = (path, setup_task.Task(["verify", kind, path, "--engine-python", py]).start())
     _watch()
 
 
 def recheck_picked() -> None:
-    prefs = preferences.addon_prefs(bpy.context)
+    prefs = job_settings.addon_prefs(bpy.context)
     if prefs is not None:
         verify_picked("checkpoint", prefs.checkpoint)
         verify_picked("detector", prefs.detector_weights)
@@ -233,16 +233,16 @@ class WAV2LIP_OT_setup_engine(bpy.types.Operator):
         if setting_up():
             self.report({"ERROR"}, "Set Up Engine is already running: wait for it, or press Cancel")
             return {"CANCELLED"}
-        prefs = preferences.addon_prefs(context)
+        prefs = job_settings.addon_prefs(context)
         try:
             o = options(prefs, self)
-        except engine_setup.SetupError as e:
+        except setup_base.SetupError as e:
             return self._fail(str(e))
         if bpy.app.background:
             return self._run_here(o)
         state.message, state.failed, state.rows = "", False, None
         state.options = o
-        state.task = engine_setup.Task(engine_setup.setup_args(o)).start()
+        state.task = setup_task.Task(setup_task.setup_args(o)).start()
         _watch()
         return {"FINISHED"}
 
@@ -258,10 +258,10 @@ class WAV2LIP_OT_setup_engine(bpy.types.Operator):
 
         try:
             py = engine_setup.set_up(o, progress)
-        except (engine_setup.SetupError, OSError) as e:
+        except (setup_base.SetupError, OSError) as e:
             return self._fail(str(e))
         state.message, state.failed = f"Engine set up: {py}", False
-        state.rows = engine_setup.addon_status(o.env, config_dir())
+        state.rows = setup_status.addon_status(o.env, config_dir())
         for item, ok, detail, needed in state.rows:
             print(f"  {item:<20} {'ok' if ok else ('MISSING' if needed else 'missing'):<7} {detail}", flush=True)
         self.report({"INFO"}, state.message)
@@ -297,86 +297,10 @@ class WAV2LIP_OT_engine_status(bpy.types.Operator):
 
     def execute(self, context: Context) -> set:
         if bpy.app.background:
-            state.rows = engine_setup.addon_status(engine_env(), config_dir())
+            state.rows = setup_status.addon_status(engine_env(), config_dir())
         else:
             start_check()
         return {"FINISHED"}
-
-
-# --- drawing --------------------------------------------------------------------------------
-
-def _wrapped(layout: Any, context: Context, text: str, icon: str = "NONE") -> None:
-    region = getattr(context, "region", None)
-    width = float(getattr(region, "width", 0) or 600)
-    chars = max(20, int((width - 60) / (7.0 * compat.ui_scale(context))))
-    for k, line in enumerate(textwrap.wrap(text, chars, break_long_words=False) or [""]):
-        layout.label(text=line, icon=icon if k == 0 else "BLANK1")
-
-
-def draw_preferences(layout: Any, context: Context, prefs: Any) -> None:
-    """The Engine box of the add-on preferences."""
-    poll()
-    box = layout.box()
-    box.label(text="Engine", icon="SETTINGS")
-    if setting_up():
-        f, text, log = setup_fraction()
-        compat.progress_bar(box, f, f"Setting up… {f * 100:.0f} %", context, bar="setup")
-        _wrapped(box, context, text, "INFO")
-        if log:
-            _wrapped(box, context, log[:300])
-        box.operator(WAV2LIP_OT_setup_engine_cancel.bl_idname, text="Cancel", icon="CANCEL")
-        return
-    row = box.row(align=True)
-    for name in engine_setup.OPTIONAL_EXTRAS:
-        row.prop(prefs, extra_prop(name))
-    box.prop(prefs, "torch_index_url")
-    offline = compat.online_access() is False
-    if offline:
-        _wrapped(box, context, "Online access is off (Preferences > System > Network): the engine is set up "
-                 "from a local folder of wheels", "ERROR")
-    box.prop(prefs, "wheels_dir")
-    row = box.row()
-    row.scale_y = 1.3
-    row.operator(WAV2LIP_OT_setup_engine.bl_idname,
-                 text="Set Up Engine from Wheels Folder" if offline else "Set Up Engine", icon="IMPORT")
-    row.operator(WAV2LIP_OT_engine_status.bl_idname, text="Refresh", icon="FILE_REFRESH")
-    if state.message:
-        _wrapped(box, context, state.message, "ERROR" if state.failed else "CHECKMARK")
-    if state.rows is None and state.check is None:
-        start_check()  # once; afterwards only after a set-up and on Refresh
-    if state.rows is None:
-        box.label(text="Checking the engine…", icon="TIME")
-        return
-    col = box.column(align=True)
-    for item, ok, detail, needed in state.rows:
-        mark = "ok" if ok else ("MISSING" if needed else "missing")
-        _wrapped(col, context, f"{item}: {mark}: {detail}", "CHECKMARK" if ok else ("ERROR" if needed else "DOT"))
-
-
-def draw_verified(layout: Any, kind: str, value: str) -> None:
-    """The check of the file in a field, under it (only for the file the field holds now)."""
-    v = state.verified.get(kind)
-    path = os.path.normpath(bpy.path.abspath(value)) if value else ""
-    if path and (v is None or v.path != path) and kind not in state.verify:
-        verify_picked(kind, value)  # a value from saved preferences: checked once, in the background
-        v = state.verified.get(kind)
-    if v is None or v.path != path:
-        return
-    icon = "TIME" if v.ok is None else ("CHECKMARK" if v.ok else "ERROR")
-    layout.label(text=v.text, icon=icon)
-
-
-def status_line() -> Tuple[str, str]:
-    """(text, icon) for the Lip Sync panel: set-up progress, else whether there is an engine."""
-    if setting_up():
-        f, _text, _log = setup_fraction()
-        return f"Engine: setting up… {f * 100:.0f} %", "TIME"
-    if state.failed and state.message:
-        return f"Engine: {state.message[0].lower()}{state.message[1:]}", "ERROR"
-    if engine_python():
-        torch = next((d for item, ok, d, _n in (state.rows or []) if item == "torch and device" and ok), "")
-        return "Engine: ready" + (f" ({torch})" if torch else ""), "CHECKMARK"
-    return "Engine: not set up (Preferences > Add-ons > Wav2Lip Lip Sync > Set Up Engine)", "ERROR"
 
 
 classes = (WAV2LIP_OT_setup_engine, WAV2LIP_OT_setup_engine_cancel, WAV2LIP_OT_engine_status)

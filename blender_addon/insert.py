@@ -12,7 +12,7 @@ import bpy
 
 from . import capture, compat
 from .compat import StripLike
-from .jobs import PREVIEW_SUFFIX, PREVIEW_TAG, RESULT_TAG, Job, strip_state
+from .sync_batch import PREVIEW_SUFFIX, PREVIEW_TAG, RESULT_TAG, Job, strip_state
 from .snapshot import SnapshotError, first_free_channel
 
 
@@ -129,7 +129,7 @@ def insert_result(job: Job) -> StripLike:
 
 def _unique_strip_name(ed: Any, wanted: str, own: StripLike) -> str:
     """`wanted`, else `wanted.001`, ... (Blender's own renaming drops the suffix). The file's name
-    was chosen free of strip names (jobs.unique_output): this is for a strip named since."""
+    was chosen free of strip names (sync_batch.unique_output): this is for a strip named since."""
     taken = {s.name for s in compat.all_strips(ed) if s != own}
     name, i = wanted, 1
     while name in taken:

@@ -1,6 +1,6 @@
 """`bpy.ops.sequencer.wav2lip_sync` (Sync Lips, and Preview with preview=True) and its Cancel.
 
-The jobs run on the session's warm engine (engine.py, queued by jobs.py). Interactive: the
+The jobs run on the session's warm engine (engine.py, queued by sync_batch.py). Interactive: the
 operator returns to the user (modal, with a timer) and inserts each result as it finishes, one
 undo step each ("Sync Lips: Face", "Preview Lips: Face"). Background mode (`blender -b`, bpy as
 a module), where modal operators and timers never run: the same operator waits. Either way:
@@ -18,17 +18,17 @@ import bpy
 from bpy.app.handlers import persistent
 from bpy.types import Context, Event
 
-from . import compat, engine, jobs, preferences
+from . import compat, engine, job_settings, sidebar, sync_batch
 from .insert import insert_result
-from .jobs import SUFFIX, Job, active_batch, active_job, prepare  # noqa: F401 - the add-on's API
-from .runner import CANCELLED, DONE, FAILED
+from .sync_batch import SUFFIX, Job, active_batch, active_job, prepare  # noqa: F401 - the add-on's API
+from .job_state import CANCELLED, DONE, FAILED
 from .snapshot import SnapshotError
 
 
 def cancel_active_job() -> None:
     """Cancel: stop the current job and drop the queue; a clip already complete stays for the
     operator to insert."""
-    jobs.cancel_active()
+    sync_batch.cancel_active()
 
 
 def _redraw_sequencers(context: Context) -> None:
@@ -93,22 +93,22 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
     checkpoint: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Checkpoint", default="", subtype="FILE_PATH", description="Override the preferences' checkpoint",
         options=SKIP)
-    detector: _prefs_enum("Face Detector", preferences.DETECTORS)  # type: ignore[valid-type]
+    detector: _prefs_enum("Face Detector", job_settings.DETECTORS)  # type: ignore[valid-type]
     detector_weights: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Detector Weights", default="", subtype="FILE_PATH", options=SKIP)
     box: bpy.props.IntVectorProperty(  # type: ignore[valid-type]
         name="Face Box", size=4, default=(0, 0, 0, 0), min=0, options=SKIP)
-    device: _prefs_enum("Device", preferences.DEVICES)  # type: ignore[valid-type]
-    precision: _prefs_enum("Precision", preferences.PRECISIONS)  # type: ignore[valid-type]
+    device: _prefs_enum("Device", job_settings.DEVICES)  # type: ignore[valid-type]
+    precision: _prefs_enum("Precision", job_settings.PRECISIONS)  # type: ignore[valid-type]
     engine_python: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Engine Python", default="", subtype="FILE_PATH", options=SKIP)
     output_dir: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Output Folder", default="", subtype="DIR_PATH", options=SKIP)
     mute_source: bpy.props.BoolProperty(  # type: ignore[valid-type]
         name="Mute Source", default=False, description="Mute the source strip after inserting the result", options=SKIP)
-    blend: _prefs_enum("Blend", preferences.BLENDS)  # type: ignore[valid-type]
-    silence: _prefs_enum("Silence", preferences.SILENCES)  # type: ignore[valid-type]
-    align: _prefs_enum("Align Face", preferences.ALIGNS)  # type: ignore[valid-type]
+    blend: _prefs_enum("Blend", job_settings.BLENDS)  # type: ignore[valid-type]
+    silence: _prefs_enum("Silence", job_settings.SILENCES)  # type: ignore[valid-type]
+    align: _prefs_enum("Align Face", job_settings.ALIGNS)  # type: ignore[valid-type]
     sync_offset: bpy.props.FloatProperty(  # type: ignore[valid-type]
         name="Sync Offset", default=0.0, description="Frames (set: overrides the scene's Sync Offset)", options=SKIP)
     enhance_weights: bpy.props.StringProperty(  # type: ignore[valid-type]
@@ -148,7 +148,7 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
 
     def _execute(self, context: Context) -> Set[str]:
         try:
-            batch = jobs.prepare_batch(context, self, self.preview)
+            batch = sync_batch.prepare_batch(context, self, self.preview)
         except SnapshotError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -161,14 +161,14 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
             while True:
                 job = active_job()
                 if job is None:
-                    if jobs.last_batch() is batch and any(j.cancel_requested for j in batch.jobs):
+                    if sync_batch.last_batch() is batch and any(j.cancel_requested for j in batch.jobs):
                         return self._stop(context, cancelled=True)
                     return result
-                p = job.runner.wait(0.5)
+                p = job.engine_job.wait(0.5)
                 if bpy.app.background and p.text != last:
                     last = p.text
                     print(f"wav2lip: {job.request.source_name}: {last}", file=sys.stderr, flush=True)
-                if job.runner.finished:
+                if job.engine_job.finished:
                     result = self._finish_in_batch(context, job)
         except KeyboardInterrupt:
             cancel_active_job()
@@ -180,7 +180,7 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
         if bpy.app.background or context.window is None:
             return self.execute(context)
         try:
-            self._batch = jobs.prepare_batch(context, self, self.preview)
+            self._batch = sync_batch.prepare_batch(context, self, self.preview)
             job = self._batch.jobs[0]
         except SnapshotError as exc:
             self.report({"ERROR"}, str(exc))
@@ -206,15 +206,13 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
         if event.type == "ESC" and event.value == "PRESS":
             # This handler sees every Esc in the window before the keymap does: cancel only an
             # Esc aimed at the job, so stopping playback or a tool never throws the work away.
-            from . import panel  # (imported here: panel imports this module)
-
-            if panel.esc_targets_job(context, event):
+            if sidebar.esc_targets_job(context, event):
                 cancel_active_job()
                 return self._stop(context, cancelled=True)
             return {"PASS_THROUGH"}
         if event.type == "TIMER":
             _redraw_sequencers(context)
-            while job is not None and job.runner.finished:
+            while job is not None and job.engine_job.finished:
                 last = active_batch() is None or active_batch().jobs[-1] is job  # type: ignore[union-attr]
                 result = self._finish_in_batch(context, job)
                 if last:
@@ -240,7 +238,7 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
         batch = self._batch
         if cancelled and batch is not None:
             # A job that completed just before the Cancel: its clip is whole, so it goes in.
-            for job in jobs.done_but_not_handled(batch):
+            for job in sync_batch.done_but_not_handled(batch):
                 self._finish_in_batch(context, job)
         _redraw_sequencers(context)
         if cancelled:
@@ -255,8 +253,8 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
         return result
 
     def _finish(self, context: Context, job: Job) -> Set[str]:
-        jobs.mark_handled(job)
-        p = job.runner.poll()
+        sync_batch.mark_handled(job)
+        p = job.engine_job.poll()
         _redraw_sequencers(context)
         name = job.request.source_name
         if p.status == CANCELLED:
@@ -278,7 +276,7 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
         for note in job.request.notes:
             self.report({"INFO"}, note)
         job.outcome = strip.name
-        r = job.runner
+        r = job.engine_job
         began = r.submitted_at if r.submitted_at is not None else job.started
         secs = (r.ended_at if r.ended_at is not None else time.monotonic()) - began
         what = "preview synced" if job.preview else "synced"
@@ -308,7 +306,7 @@ class SEQUENCER_OT_wav2lip_cancel(bpy.types.Operator):
 def _on_load_pre(*_args: Any) -> None:
     # Another file: its jobs are gone (a complete clip too: its scene is closing), and so is the
     # engine (a later sync starts one).
-    jobs.cancel_active(drop_done=True)
+    sync_batch.cancel_active(drop_done=True)
     engine.shutdown()
 
 
@@ -323,7 +321,7 @@ def register() -> None:
 
 
 def unregister() -> None:
-    jobs.cancel_active(drop_done=True)
+    sync_batch.cancel_active(drop_done=True)
     engine.shutdown()  # disabling the add-on (or Blender's own exit path) leaves no engine running
     if _on_load_pre in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(_on_load_pre)

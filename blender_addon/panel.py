@@ -1,42 +1,33 @@
-"""Sequencer sidebar panel (tab "Lip Sync") and the Strip menu entry; what an Esc means."""
+"""Sequencer sidebar panel (tab "Lip Sync") and the Strip menu entry. It draws; the operators
+(operators.py) act, and sidebar.py says what an Esc over it means."""
 
 from __future__ import annotations
 
 import textwrap
-import time
-from typing import Any, Dict, List
+from typing import Any, List
 
 import bpy
-from bpy.types import Context, Event
+from bpy.types import Context
 
-from . import capture, compat, engine_ui, operators, preferences, studio
+from . import capture, compat, engine_draw, job_settings, operators, sidebar, studio, sync_batch
 from .snapshot import overlap
 
 
 class SEQUENCER_PT_wav2lip(bpy.types.Panel):
     bl_space_type = "SEQUENCE_EDITOR"
     bl_region_type = "UI"
-    bl_category = "Lip Sync"
+    bl_category = sidebar.CATEGORY
     bl_label = "Lip Sync"
 
     def draw(self, context: Context) -> None:
-        region = getattr(context, "region", None)
-        if region is not None:
-            _drawn_in[region.as_pointer()] = time.monotonic()
+        sidebar.note_drawn(getattr(context, "region", None))  # (an Esc over it cancels the job)
         draw_panel(self.layout, context)
-
-
-# Sidebar regions (by pointer) in which the panel's body was drawn, and when. While a job runs
-# the operator redraws every Sequencer four times a second, so a region whose entry is older
-# than DRAWN_RECENTLY no longer shows the panel (another tab, collapsed, or closed).
-_drawn_in: Dict[int, float] = {}
-DRAWN_RECENTLY = 1.5
 
 
 def draw_panel(layout: Any, context: Context) -> None:
     scene = compat.sequencer_scene(context)
-    batch = operators.active_batch()
-    job = operators.active_job()
+    batch = sync_batch.active_batch()
+    job = sync_batch.active_job()
     if batch is not None and job is not None:
         _draw_running(layout, context, batch, job)
         return
@@ -68,9 +59,9 @@ def draw_panel(layout: Any, context: Context) -> None:
         if len(pairs) > 6:
             col.label(text=f"... and {len(pairs) - 6} more")
 
-    prefs = preferences.addon_prefs(context)
+    prefs = job_settings.addon_prefs(context)
     settings = getattr(scene, "wav2lip", None) if scene is not None else None
-    text, icon = engine_ui.status_line()
+    text, icon = engine_draw.status_line()
     wrapped_label(layout.column(align=True), context, text, icon)
     if prefs is not None:
         box = layout.column()
@@ -88,10 +79,10 @@ def draw_panel(layout: Any, context: Context) -> None:
         # that install.py recorded.
         used = layout.column(align=True)
         weights = ""
-        for c in preferences.configured_now(prefs):
+        for c in job_settings.configured_now(prefs):
             wrapped_label(used, context, c.text(short=True), "INFO" if c.value else "ERROR")
             weights = c.value if c.label == "Detector Weights" else weights
-        hint = preferences.detector_hint(preferences.settings_from(context))
+        hint = job_settings.detector_hint(job_settings.settings_from(context))
         if hint and weights:  # (without weights the line above says Auto uses Haar)
             wrapped_label(used, context, hint, "INFO")
     if settings is not None:
@@ -106,7 +97,7 @@ def draw_panel(layout: Any, context: Context) -> None:
             wrapped_label(layout.column(align=True), context, "Enhance: set Restorer Weights in the preferences", "INFO")
         col.prop(settings, "mute_source", text="Mute Source")
 
-    last = operators.jobs.last_batch()
+    last = sync_batch.last_batch()
     if last is not None and len(last.jobs) > 1:
         layout.label(text=f"Last run: {last.summary()}", icon="INFO")
     ready = bool(pairs) and not any(problems)
@@ -161,45 +152,19 @@ def wrapped_label(layout: Any, context: Context, text: str, icon: str) -> None:
 
 
 def _draw_running(layout: Any, context: Context, batch: Any, job: Any) -> None:
-    p = job.runner.poll()
+    p = job.engine_job.poll()
     col = layout.column(align=True)
     n = len(batch.jobs)
     if n > 1:
         i = batch.jobs.index(job) + 1
         compat.progress_bar(col, batch.fraction(), f"Strip {i} of {n}", context, bar="batch")
-    what = "preview" if job.preview else operators.SUFFIX.lstrip(".")
+    what = "preview" if job.preview else sync_batch.SUFFIX.lstrip(".")
     col.label(text=f"{job.request.source_name} \u2192 {what}", icon="SEQUENCE")
     compat.progress_bar(col, p.fraction, p.text, context, bar="job")
     for note in p.notes[-2:]:  # e.g. which face detector the engine picked; the full text is reported at the end
         wrapped_label(col, context, note.split(";")[0], "INFO")
     col.operator(operators.SEQUENCER_OT_wav2lip_cancel.bl_idname,
                  text="Cancel" if n == 1 else "Cancel All", icon="CANCEL")
-
-
-def esc_targets_job(context: Context, event: Event) -> bool:
-    """Whether an Esc press is meant for the running job: the mouse is over a Sequencer sidebar
-    that shows this panel and nothing is playing. Anywhere else Esc keeps its usual meaning
-    (stop playback, leave a tool, ...) and the job goes on; the Cancel button always cancels."""
-    if compat.animation_playing(context):
-        return False
-    window = getattr(context, "window", None)
-    if window is None or window.screen is None:
-        return False
-    x, y = event.mouse_x, event.mouse_y
-    now = time.monotonic()
-    for area in window.screen.areas:
-        if area.type != "SEQUENCE_EDITOR":
-            continue
-        for region in area.regions:
-            if region.type != "UI" or region.width <= 1:
-                continue
-            if not (region.x <= x < region.x + region.width and region.y <= y < region.y + region.height):
-                continue
-            category = compat.sidebar_category(region)
-            if category is not None and category != SEQUENCER_PT_wav2lip.bl_category:
-                return False
-            return now - _drawn_in.get(region.as_pointer(), -1e9) <= DRAWN_RECENTLY
-    return False
 
 
 def menu_func(self: Any, context: Context) -> None:
@@ -226,4 +191,4 @@ def unregister() -> None:
     for cls in reversed(classes):
         bpy.utils.unregister_class(cls)
     compat.unregister()
-    _drawn_in.clear()
+    sidebar.forget_drawn()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Tuple
 
-from .snapshot import SnapshotError, StripInfo, SyncRequest, plan
+from .scene_time import plan
+from .snapshot import SnapshotError, StripInfo
+from .sync_request import SyncRequest
 
 PREVIEW_SECONDS = 3.0  # a preview without the scene's preview range: this long, around the playhead
 

@@ -6,7 +6,7 @@ checks, scene timing and settings), so a batch run gives the same clip; only the
 (a new file in the add-on's output folder, named like its own results) and the inline source
 times differ from what the warm engine would get. Import puts each finished clip where Sync Lips
 would have put it (insert.insert_result) and skips clips already on the timeline, so importing
-twice adds nothing. The file formats are jobs_file.py's.
+twice adds nothing. The file formats are jobs_export.py's.
 """
 
 from __future__ import annotations
@@ -20,15 +20,17 @@ import bpy
 from bpy.types import Context
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
-from . import capture, compat, jobs, preferences
+from . import capture, compat, job_settings, sync_batch
 from .insert import insert_result
-from .jobs_file import ReportError, StripRef, job_line, problem, read_report, write_jobs
-from .snapshot import SnapshotError, SyncRequest, plan
+from .jobs_export import ReportError, StripRef, job_line, problem, read_report, write_jobs
+from .scene_time import plan
+from .snapshot import SnapshotError
+from .sync_request import SyncRequest
 from .wire import protocol
 
 NOTHING_SELECTED = ("nothing to export: select the movie or image strips to sync, each over its sound strip "
                     "(or select the sound strips too)")
-_TIMES_PLACEHOLDER = "source-times.json"  # replaced by the inline list (jobs_file.job_line)
+_TIMES_PLACEHOLDER = "source-times.json"  # replaced by the inline list (jobs_export.job_line)
 
 
 @dataclass
@@ -46,9 +48,9 @@ def export_jobs(context: Context, path: str) -> Exported:
         raise SnapshotError("this scene has no sequencer strips")
     if not capture.choose_pairs(context, scene):
         raise SnapshotError(NOTHING_SELECTED)
-    pairs = jobs.pairs_to_sync(context, scene, SimpleNamespace(video_strip="", audio_strip=""), False)
-    s = preferences.settings_from(context, None, getattr(scene, "wav2lip", None))
-    jobs.check_settings(s, s.enhance)
+    pairs = sync_batch.pairs_to_sync(context, scene, SimpleNamespace(video_strip="", audio_strip=""), False)
+    s = job_settings.settings_from(context, None, getattr(scene, "wav2lip", None))
+    sync_batch.check_settings(s, s.enhance)
 
     fps, rounds = compat.scene_fps(scene), compat.frame_index_rounds()
     requests: List[SyncRequest] = []
@@ -59,7 +61,7 @@ def export_jobs(context: Context, path: str) -> Exported:
                 raise SnapshotError(f"the {what}'s file of '{req.source_name}' is missing: {file}")
         requests.append(req)
 
-    folder, warning = preferences.output_folder(s)
+    folder, warning = job_settings.output_folder(s)
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
@@ -69,11 +71,11 @@ def export_jobs(context: Context, path: str) -> Exported:
     lines = []
     try:
         for req in requests:
-            out = jobs.unique_output(folder, req.source_name)
+            out = sync_batch.unique_output(folder, req.source_name)
             open(out, "ab").close()  # claimed, so the next job gets another name; released below
             claimed.append(out)
             ref = StripRef(scene.name, req.source_name, req.insert_frame, req.used_frames)
-            lines.append(job_line(ref, jobs.engine_args(req, s, out, _TIMES_PLACEHOLDER if req.source_times is not None else None), req.source_times))
+            lines.append(job_line(ref, sync_batch.engine_args(req, s, out, _TIMES_PLACEHOLDER if req.source_times is not None else None), req.source_times))
         write_jobs(path, lines)
     except OSError as exc:
         raise SnapshotError(f"cannot write {exc.filename or path}: {exc.strerror or exc}") from exc
@@ -102,7 +104,7 @@ def _on_timeline(ed: Any, out: str) -> bool:
     return any(s.type == compat.MOVIE and _same_file(capture.strip_filepath(s), out) for s in compat.all_strips(ed))
 
 
-def _job_for(ref: StripRef, source: Any, scene: Any, out: str, mute: bool) -> jobs.Job:
+def _job_for(ref: StripRef, source: Any, scene: Any, out: str, mute: bool) -> sync_batch.Job:
     """The Sync Lips job the clip would have come from, as insert.insert_result reads it."""
     fps = compat.scene_fps(scene)
     req = SyncRequest(
@@ -115,7 +117,7 @@ def _job_for(ref: StripRef, source: Any, scene: Any, out: str, mute: bool) -> jo
     first = int(source.frame_final_start)
     state = (capture.strip_filepath(source), float(source.frame_start) - (first - ref.frame), ref.frame,
              ref.frame + ref.frames, int(getattr(source, "animation_offset_start", 0) or 0))
-    return jobs.Job(runner=cast(Any, None), request=req, scene_name=scene.name, dest=out, mute_source=mute,
+    return sync_batch.Job(engine_job=cast(Any, None), request=req, scene_name=scene.name, dest=out, mute_source=mute,
                     source_state=state)
 
 

@@ -18,6 +18,13 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT))
 import install  # noqa: E402
+import installer  # noqa: E402
+from installer import addon as installer_addon, blender as installer_blender, engine as installer_engine  # noqa: E402
+
+base = installer.addon_module("setup_base")
+config = installer.addon_module("engine_config")
+pip = installer.addon_module("setup_pip")
+weights = installer.addon_module("setup_weights")
 
 
 def _fake_blender(folder: Path, version: str) -> Path:
@@ -31,22 +38,22 @@ def _fake_blender(folder: Path, version: str) -> Path:
 
 
 def test_torch_pin_comes_from_pyproject():
-    assert install.torch_pin() == "torch==2.13.0"
+    assert installer_engine.torch_pin() == "torch==2.13.0"
 
 
 def test_finds_blender_on_path(tmp_path, monkeypatch):
     exe = _fake_blender(tmp_path / "bin", "4.2.3 LTS")
     monkeypatch.setenv("PATH", f"{exe.parent}{os.pathsep}{os.environ['PATH']}")
-    found = install.find_blender()
+    found = installer_blender.find_blender()
     assert found == (exe, (4, 2, 3))
 
 
 def test_explicit_blender_path_and_folder(tmp_path):
     exe = _fake_blender(tmp_path / "blender-5.0.1-linux-x64", "5.0.1")
-    assert install.find_blender(str(exe)) == (exe, (5, 0, 1))
-    assert install.find_blender(str(exe.parent)) == (exe, (5, 0, 1))
+    assert installer_blender.find_blender(str(exe)) == (exe, (5, 0, 1))
+    assert installer_blender.find_blender(str(exe.parent)) == (exe, (5, 0, 1))
     with pytest.raises(install.InstallError, match="not a Blender executable"):
-        install.find_blender(str(tmp_path / "nope"))
+        installer_blender.find_blender(str(tmp_path / "nope"))
 
 
 def _touch(path: Path) -> Path:
@@ -69,7 +76,7 @@ def test_blender_candidates_per_platform(tmp_path, monkeypatch, platform):
         monkeypatch.setenv("ProgramFiles(x86)", str(pf86))
         want = [_touch(pf / "Blender Foundation" / "Blender 4.5" / "blender.exe"),
                 _touch(pf86 / "Steam" / "steamapps" / "common" / "Blender" / "blender.exe")]  # Steam's default
-    found = [p for p in install.blender_candidates(platform) if str(p).startswith(str(tmp_path))]
+    found = [p for p in installer_blender.blender_candidates(platform) if str(p).startswith(str(tmp_path))]
     assert found == want
 
 
@@ -82,21 +89,21 @@ def test_find_blender_falls_back_to_usual_folders(tmp_path, monkeypatch):
         exe = exe.rename(exe.with_name("Blender"))
     else:
         exe = _fake_blender(tmp_path / "blender-4.5.2-linux-x64", "4.5.2")
-    assert install.find_blender() == (exe, (4, 5, 2))
+    assert installer_blender.find_blender() == (exe, (4, 5, 2))
 
 
 def test_record_config_merges_and_leaves_an_unchanged_file_alone(tmp_path):
     """The JSON install.py writes into the folder Blender reports (tests/blender_program checks
     which folder that is in the real program) and into the engine environment."""
     cfg_dir = tmp_path / "blender-user" / "config"
-    path = install.record_config(cfg_dir, python="/x/bin/python", checkpoint="/w/a.pth")
+    path = config.record_config(cfg_dir, python="/x/bin/python", checkpoint="/w/a.pth")
     assert path == cfg_dir / "wav2lip_lipsync.json"
-    assert install.read_config(cfg_dir) == {"python": "/x/bin/python", "checkpoint": "/w/a.pth"}
+    assert config.read_config(cfg_dir) == {"python": "/x/bin/python", "checkpoint": "/w/a.pth"}
     before = path.stat().st_mtime_ns
-    install.record_config(cfg_dir, python="/x/bin/python")  # re-running changes nothing
+    config.record_config(cfg_dir, python="/x/bin/python")  # re-running changes nothing
     assert path.stat().st_mtime_ns == before
-    install.record_config(cfg_dir, checkpoint="/w/b.pth", detector_weights="")  # merges; empty values change nothing
-    assert install.read_config(cfg_dir) == {"python": "/x/bin/python", "checkpoint": "/w/b.pth"}
+    config.record_config(cfg_dir, checkpoint="/w/b.pth", detector_weights="")  # merges; empty values change nothing
+    assert config.read_config(cfg_dir) == {"python": "/x/bin/python", "checkpoint": "/w/b.pth"}
     assert sorted(p.name for p in cfg_dir.iterdir()) == ["wav2lip_lipsync.json"]  # no temporary file left
 
 
@@ -107,18 +114,18 @@ def test_empty_data_home_counts_as_unset(monkeypatch, tmp_path):
     monkeypatch.delenv("WAV2LIP_ENGINE_VENV", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", "")
     monkeypatch.setattr(install.Path, "home", lambda: tmp_path / "home")
-    assert install.default_venv() == tmp_path / "home/.local/share/wav2lip-blender/engine"
+    assert base.default_venv() == tmp_path / "home/.local/share/wav2lip-blender/engine"
 
 
 def test_checkpoint_verification_messages(tmp_path, checkpoint):
     py = Path(sys.executable)
-    assert "Wav2Lip generator" in install.verify_checkpoint(py, checkpoint)
+    assert "Wav2Lip generator" in weights.verify_checkpoint(py, checkpoint)
     page = tmp_path / "wav2lip_gan.pth"
     page.write_text("<!DOCTYPE html><html><body>Google Drive can't scan this file for viruses</body></html>")
     with pytest.raises(install.InstallError, match="web page"):
-        install.verify_checkpoint(py, page)
+        weights.verify_checkpoint(py, page)
     with pytest.raises(install.InstallError, match="checkpoint not found.*Wav2Lip authors"):
-        install.verify_checkpoint(py, tmp_path / "missing.pth")
+        weights.verify_checkpoint(py, tmp_path / "missing.pth")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="the stand-in engines are shell scripts")
@@ -133,7 +140,7 @@ def test_checkpoint_verification_when_the_engine_fails(tmp_path, checkpoint, say
     engine.write_text(f"#!/bin/sh\n{says}\nexit 3\n")
     engine.chmod(0o755)
     with pytest.raises(install.InstallError) as e:
-        install.verify_checkpoint(engine, checkpoint)
+        weights.verify_checkpoint(engine, checkpoint)
     assert str(e.value) == f"the engine could not load the checkpoint {checkpoint}: {why}"
 
 
@@ -169,12 +176,12 @@ def test_staged_addon_is_self_contained(tmp_path, monkeypatch):
     """The built add-on: the add-on's files, the core's protocol.py beside them (wire.py loads
     that copy), no caches or dotfiles."""
     src = tmp_path / "src"
-    shutil.copytree(install.ADDON_DIR, src, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(installer.ADDON_DIR, src, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     _touch(src / "__pycache__" / "operators.cpython-311.pyc")
     _touch(src / ".DS_Store")
-    monkeypatch.setattr(install, "ADDON_DIR", src)
-    staged = install.stage_addon(tmp_path / "built" / install.ADDON_ID)
-    want = sorted(p.name for p in install.ADDON_DIR.iterdir() if p.name not in ("__pycache__", ".DS_Store", "protocol.py"))
+    monkeypatch.setattr(installer_addon, "ADDON_DIR", src)
+    staged = install.stage_addon(tmp_path / "built" / installer.ADDON_ID)
+    want = sorted(p.name for p in installer.ADDON_DIR.iterdir() if p.name not in ("__pycache__", ".DS_Store", "protocol.py"))
     assert sorted(p.name for p in staged.iterdir()) == sorted(want + ["protocol.py"])
     assert (staged / "protocol.py").read_bytes() == (ROOT / "wav2lip_core" / "protocol.py").read_bytes()
     spec = importlib.util.spec_from_file_location("staged_wire", staged / "wire.py")
@@ -184,29 +191,29 @@ def test_staged_addon_is_self_contained(tmp_path, monkeypatch):
 
 
 def test_addon_hash_follows_the_files_only(tmp_path):
-    staged = install.stage_addon(tmp_path / "a" / install.ADDON_ID)
-    digest = install.addon_hash(staged)
+    staged = install.stage_addon(tmp_path / "a" / installer.ADDON_ID)
+    digest = installer_addon.addon_hash(staged)
     _touch(staged / "__pycache__" / "x.pyc").write_text("cache")
-    (staged / install.STAMP_NAME).write_text(digest)
-    assert install.addon_hash(staged) == digest  # caches and the stamp do not count
+    (staged / installer_addon.STAMP_NAME).write_text(digest)
+    assert installer_addon.addon_hash(staged) == digest  # caches and the stamp do not count
     (staged / "panel.py").write_text((staged / "panel.py").read_text() + "\n# edited\n")
-    assert install.addon_hash(staged) != digest
+    assert installer_addon.addon_hash(staged) != digest
     (staged / "panel.py").rename(staged / "panel2.py")  # a renamed file is a change too
-    edited = install.addon_hash(staged)
-    assert edited not in (digest, install.addon_hash(install.stage_addon(tmp_path / "b" / install.ADDON_ID)))
+    edited = installer_addon.addon_hash(staged)
+    assert edited not in (digest, installer_addon.addon_hash(install.stage_addon(tmp_path / "b" / installer.ADDON_ID)))
 
 
 def test_detector_files(tmp_path, blazeface_dir):
-    assert install.detector_files(blazeface_dir / "blazeface.pth") == (blazeface_dir / "blazeface.pth", blazeface_dir / "anchors.npy")
-    assert install.detector_files(blazeface_dir / "blazefaceback.pth") == (blazeface_dir / "blazefaceback.pth",
+    assert weights.detector_files(blazeface_dir / "blazeface.pth") == (blazeface_dir / "blazeface.pth", blazeface_dir / "anchors.npy")
+    assert weights.detector_files(blazeface_dir / "blazefaceback.pth") == (blazeface_dir / "blazefaceback.pth",
                                                                            blazeface_dir / "anchorsback.npy")
-    assert install.detector_files(blazeface_dir) == (blazeface_dir / "blazeface.pth", blazeface_dir / "anchors.npy")
+    assert weights.detector_files(blazeface_dir) == (blazeface_dir / "blazeface.pth", blazeface_dir / "anchors.npy")
     s3fd = _touch(tmp_path / "s3fd-619a316812.pth")
-    assert install.detector_files(s3fd) == (s3fd, None)  # S3FD needs no anchors
+    assert weights.detector_files(s3fd) == (s3fd, None)  # S3FD needs no anchors
     with pytest.raises(install.InstallError, match="BlazeFace anchors not found: .*anchors.npy is missing"):
-        install.detector_files(_touch(tmp_path / "x" / "blazeface.pth"))
+        weights.detector_files(_touch(tmp_path / "x" / "blazeface.pth"))
     with pytest.raises(install.InstallError, match="no face detector weights in"):
-        install.detector_files(_touch(tmp_path / "empty" / "notes.txt").parent)
+        weights.detector_files(_touch(tmp_path / "empty" / "notes.txt").parent)
 
 
 def test_one_licence_for_the_code():
@@ -228,15 +235,15 @@ def test_staged_source_holds_what_pyproject_builds_from(tmp_path, monkeypatch):
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     named = {project["project"]["readme"], *project["project"]["license-files"], "pyproject.toml",
              *(p.split(".")[0] for p in project["tool"]["setuptools"]["packages"])}
-    assert named == set(install.BUILD_SOURCES)
+    assert named == set(pip.BUILD_SOURCES)
     clone = tmp_path / "clone"  # a user's clone with caches and an old build in it
     shutil.copytree(ROOT / "wav2lip_core", clone / "wav2lip_core", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy2(ROOT / name, clone / name)
     _touch(clone / "wav2lip_core" / "__pycache__" / "stale.cpython-311.pyc")
     _touch(clone / "build" / "lib" / "wav2lip_core" / "removed_module.py")
-    monkeypatch.setattr(install, "ROOT", clone)
-    staged = install.stage_source(tmp_path / "src")
+    monkeypatch.setattr(installer_engine, "ROOT", clone)
+    staged = installer_engine.stage_source(tmp_path / "src")
     assert sorted(p.name for p in staged.iterdir()) == sorted(named)
     files = {p.relative_to(staged).as_posix() for p in (staged / "wav2lip_core").rglob("*") if p.is_file()}
     assert "wav2lip_core/__init__.py" in files and any(f.startswith("wav2lip_core/media/data/") and f.endswith(".npy") for f in files)

@@ -128,7 +128,7 @@ def test_panel_draws(fresh, media):
 
 def test_panel_shows_progress_while_running(fresh, media, fake_python, dummy_checkpoint, tmp_path, monkeypatch):
     bpy, scene = fresh
-    from blender_addon import operators, runner
+    from blender_addon import job_state, operators
 
     face = add_movie(scene, "Face", media / KATIE, 2, 1)
     add_sound(scene, "Speech", media / SPEECH, 1, 1)
@@ -151,7 +151,7 @@ def test_panel_shows_progress_while_running(fresh, media, fake_python, dummy_che
         import time
 
         deadline = time.monotonic() + 20
-        while job.runner.poll().stage != "sync" and time.monotonic() < deadline:
+        while job.engine_job.poll().stage != "sync" and time.monotonic() < deadline:
             time.sleep(0.05)
         log = _draw(bpy)
         prog = [e for e in log if e[0] == "progress"]
@@ -161,8 +161,8 @@ def test_panel_shows_progress_while_running(fresh, media, fake_python, dummy_che
     finally:
         operators.cancel_active_job()
     assert operators.active_job() is None
-    assert job.runner.poll().status == runner.CANCELLED
-    assert _removed(job.runner.workdir)
+    assert job.engine_job.poll().status == job_state.CANCELLED
+    assert _removed(job.engine_job.workdir)
     assert not os.path.exists(job.dest)
 
 
@@ -263,9 +263,9 @@ def test_sound_picked_by_overlap_and_trimmed_sound_heard_only_where_it_plays(fre
 
 def test_unsaved_file_goes_to_temp_with_warning_once(fresh, media, fake_python, dummy_checkpoint, capfd, monkeypatch):
     bpy, scene = fresh
-    from blender_addon import jobs
+    from blender_addon import sync_batch
 
-    monkeypatch.setattr(jobs, "_unsaved_warned", False)  # as in a new session, whatever ran before
+    monkeypatch.setattr(sync_batch, "_unsaved_warned", False)  # as in a new session, whatever ran before
     face = selected_face_and_speech(scene, media)
     import tempfile
 
@@ -383,7 +383,7 @@ def test_modal_paths(how, fresh, media, fake_python, dummy_checkpoint, tmp_path,
         # Esc away from the Lip Sync panel (here: outside every area) keeps the job running; the
         # panel's own Esc is driven in a real window (tests/blender_window/).
         assert op.modal(bpy.context, _Event("ESC", "PRESS")) == {"PASS_THROUGH"}
-        assert operators.active_job() is job and not job.runner.finished
+        assert operators.active_job() is job and not job.engine_job.finished
         assert bpy.ops.sequencer.wav2lip_cancel() == {"FINISHED"}
         res = op.modal(bpy.context, _Event("TIMER"))
     elif how == "cancel_button":
@@ -405,7 +405,7 @@ def test_modal_paths(how, fresh, media, fake_python, dummy_checkpoint, tmp_path,
     else:
         assert res == {"CANCELLED"} and not new
         assert any("cancelled" in msg for _, msg in reports)
-        assert _removed(job.runner.workdir) and not os.path.exists(job.dest)
+        assert _removed(job.engine_job.workdir) and not os.path.exists(job.dest)
 
 
 def test_precision_preference_reaches_the_engine_and_the_operator_overrides_it(fresh, media, fake_python,
@@ -427,17 +427,17 @@ def test_precision_preference_reaches_the_engine_and_the_operator_overrides_it(f
 
 def test_empty_preferences_use_what_install_py_recorded(bpy_addon, tmp_path, monkeypatch):
     bpy, _ = bpy_addon
-    from blender_addon import preferences
+    from blender_addon import job_settings
 
     cfg = tmp_path / "config"
     cfg.mkdir()
     (cfg / "wav2lip_lipsync.json").write_text(json.dumps({"python": "/env/bin/python", "checkpoint": "/w/ck.pth"}))
     monkeypatch.setattr(bpy.utils, "user_resource", lambda kind, **kw: str(cfg))
-    s = preferences.settings_from(bpy.context)
+    s = job_settings.settings_from(bpy.context)
     assert s.engine_python == "/env/bin/python" and s.checkpoint == os.path.normpath("/w/ck.pth")
     op = type("Op", (), dict(checkpoint="/other.pth", engine_python="", detector_weights="", output_dir="",
                              detector="PREFS", device="PREFS", box=(0, 0, 0, 0)))()
-    assert preferences.settings_from(bpy.context, op).checkpoint == "/other.pth"
+    assert job_settings.settings_from(bpy.context, op).checkpoint == "/other.pth"
 
 
 def _started_job(bpy, scene, media, fake_python, dummy_checkpoint, tmp_path, **props):
@@ -472,7 +472,7 @@ def test_source_strip_changed_while_the_job_runs(change, fresh, media, fake_pyth
         face.frame_offset_start += 5
     else:
         ed.strips.remove(face) if hasattr(ed, "strips") else ed.sequences.remove(face)
-    assert job.runner.wait(60).status == "done"
+    assert job.engine_job.wait(60).status == "done"
     assert op._finish(bpy.context, job) == {"FINISHED"}
     new = next(s for s in strips(scene) if s.name == "Face.lipsync")
     assert new.frame_final_duration == 40
@@ -491,11 +491,11 @@ def test_engine_notes_are_reported(fresh, media, fake_python, dummy_checkpoint, 
     bpy, scene = fresh
     monkeypatch.setenv("FAKE_ENGINE_MODE", "note")
     face, op, reports, job = _started_job(bpy, scene, media, fake_python, dummy_checkpoint, tmp_path)
-    job.runner.wait(60)
-    assert job.runner.poll().notes  # what the panel shows while the job runs
+    job.engine_job.wait(60)
+    assert job.engine_job.poll().notes  # what the panel shows while the job runs
     assert op._finish(bpy.context, job) == {"FINISHED"}
-    assert ("INFO", job.runner.poll().notes[0]) in reports
-    assert "install.py --detector-weights" in job.runner.poll().notes[0]
+    assert ("INFO", job.engine_job.poll().notes[0]) in reports
+    assert "install.py --detector-weights" in job.engine_job.poll().notes[0]
 
 
 @pytest.mark.parametrize("mode", ["other_protocol", "old"])
@@ -513,17 +513,17 @@ def test_engine_of_another_version_is_refused(mode, fresh, media, fake_python, d
 
 
 def test_panel_hint_says_what_auto_detector_will_run(bpy_addon, tmp_path, monkeypatch):
-    from blender_addon import preferences
+    from blender_addon import job_settings
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr(preferences, "installed_config", lambda: {})  # nothing recorded by install.py
-    s = preferences.Settings(detector="auto")
-    assert preferences.detector_hint(s) == "Auto: Haar; set Detector Weights for BlazeFace"
+    monkeypatch.setattr(job_settings, "installed_config", lambda: {})  # nothing recorded by install.py
+    s = job_settings.Settings(detector="auto")
+    assert job_settings.detector_hint(s) == "Auto: Haar; set Detector Weights for BlazeFace"
     hub = tmp_path / "torch" / "hub" / "checkpoints"
     hub.mkdir(parents=True)
     (hub / "blazeface.pth").write_bytes(b"weights")
-    assert preferences.detector_hint(s) == "Auto: BlazeFace"
-    assert preferences.detector_hint(preferences.Settings(detector="haar")) == ""
+    assert job_settings.detector_hint(s) == "Auto: BlazeFace"
+    assert job_settings.detector_hint(job_settings.Settings(detector="haar")) == ""
     # The engine looks in the same place: torch's own answer for this environment.
     code = "import os, torch.hub; print(os.path.join(torch.hub.get_dir(), 'checkpoints'))"
     import subprocess
@@ -533,7 +533,7 @@ def test_panel_hint_says_what_auto_detector_will_run(bpy_addon, tmp_path, monkey
     r = subprocess.run([ENGINE_PYTHON, "-c", code], capture_output=True, text=True, timeout=120,
                        env=dict(os.environ, TORCH_HOME=str(tmp_path / "torch")))
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == preferences.torch_hub_checkpoints()
+    assert r.stdout.strip() == job_settings.torch_hub_checkpoints()
 
 
 def _protocol_version() -> int:
@@ -732,7 +732,7 @@ def test_a_job_complete_when_cancel_came_is_inserted(fresh, media, fake_python, 
     from blender_addon import operators
 
     face, op, reports, job = _started_job(bpy, scene, media, fake_python, dummy_checkpoint, tmp_path)
-    assert job.runner.wait(60).status == "done"  # finished; the operator's timer has not seen it yet
+    assert job.engine_job.wait(60).status == "done"  # finished; the operator's timer has not seen it yet
     assert bpy.ops.sequencer.wav2lip_cancel() == {"FINISHED"}
     assert op.modal(bpy.context, _Event("TIMER")) == {"CANCELLED"}
     assert operators.active_job() is None

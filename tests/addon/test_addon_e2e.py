@@ -82,7 +82,7 @@ def test_e2e_timing_click_train(fresh, media, loud_checkpoint, engine_python, tm
     click plays: the best lag between predicted and observed is 0 (+-1 frame)."""
     bpy, scene = fresh
     from blender_addon import capture, compat
-    from blender_addon.snapshot import plan
+    from blender_addon.scene_time import plan
 
     bursts = [0.3, 0.7, 1.2, 1.55, 2.05, 2.4]  # irregular: no lag matches by periodicity
     clicks = write_clicks(tmp_path / "clicks.wav", bursts=bursts)

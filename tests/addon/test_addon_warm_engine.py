@@ -76,7 +76,7 @@ def _two_shots(scene, media):
 def test_several_strips_on_one_warm_engine_then_preview_replaced_by_the_full_sync(
         fresh, media, checkpoint, engine_python, tmp_path):
     bpy, scene = fresh
-    from blender_addon import engine, jobs
+    from blender_addon import engine, sync_batch
 
     _two_shots(scene, media)
     before = {s.name for s in strips(scene)}
@@ -88,13 +88,13 @@ def test_several_strips_on_one_warm_engine_then_preview_replaced_by_the_full_syn
         s = new[name]
         assert (s.channel, s.frame_final_start, s.frame_final_duration) == (3, start, N)
         assert os.path.isfile(bpy.path.abspath(s.filepath))
-    batch = jobs.last_batch()
+    batch = sync_batch.last_batch()
     assert [j.request.sound_name for j in batch.jobs] == ["SpeechA", "SpeechB"]  # each its own sound
-    first, second = (j.runner.poll() for j in batch.jobs)
+    first, second = (j.engine_job.poll() for j in batch.jobs)
     assert first.status == second.status == "done"
     assert second.warm is True  # the model stayed loaded between the two jobs
     pid = engine.session_pid()
-    assert pid is not None and batch.jobs[0].runner.pid == batch.jobs[1].runner.pid == pid
+    assert pid is not None and batch.jobs[0].engine_job.pid == batch.jobs[1].engine_job.pid == pid
     # Only the results are left in the output folder (no work folders, no placeholders).
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ShotA.lipsync.mp4", "ShotB.lipsync.mp4"]
 
@@ -107,9 +107,9 @@ def test_several_strips_on_one_warm_engine_then_preview_replaced_by_the_full_syn
     scene.use_preview_range = True
     scene.frame_preview_start, scene.frame_preview_end = 3, 8
     assert bpy.ops.sequencer.wav2lip_sync(preview=True, **_kw(checkpoint, engine_python, tmp_path)) == {"FINISHED"}
-    previews = [s for s in strips(scene) if s.get(jobs.PREVIEW_TAG) == "ShotA"]
+    previews = [s for s in strips(scene) if s.get(sync_batch.PREVIEW_TAG) == "ShotA"]
     assert [(s.name, s.frame_final_start, s.frame_final_duration) for s in previews] == [("ShotA.preview", 3, 6)]
-    assert jobs.last_batch().jobs[0].runner.poll().warm is True and engine.session_pid() == pid
+    assert sync_batch.last_batch().jobs[0].engine_job.poll().warm is True and engine.session_pid() == pid
 
     # The source stays selected and active (the preview strip is not): preview again at once.
     assert scene.sequence_editor.active_strip == shot_a and shot_a.select and not previews[0].select
@@ -117,7 +117,7 @@ def test_several_strips_on_one_warm_engine_then_preview_replaced_by_the_full_syn
     scene.use_preview_range = False
     scene.frame_current = 5
     assert bpy.ops.sequencer.wav2lip_sync(preview=True, **_kw(checkpoint, engine_python, tmp_path)) == {"FINISHED"}
-    previews = [s for s in strips(scene) if s.get(jobs.PREVIEW_TAG) == "ShotA"]
+    previews = [s for s in strips(scene) if s.get(sync_batch.PREVIEW_TAG) == "ShotA"]
     assert [(s.frame_final_start, s.frame_final_duration) for s in previews] == [(1, N)]
 
     # The full sync replaces the preview.
@@ -125,7 +125,7 @@ def test_several_strips_on_one_warm_engine_then_preview_replaced_by_the_full_syn
     shot_a.select = True
     scene.sequence_editor.active_strip = shot_a
     assert bpy.ops.sequencer.wav2lip_sync(**_kw(checkpoint, engine_python, tmp_path)) == {"FINISHED"}
-    assert not [s for s in strips(scene) if s.get(jobs.PREVIEW_TAG)]
+    assert not [s for s in strips(scene) if s.get(sync_batch.PREVIEW_TAG)]
     assert engine.session_pid() == pid  # one engine for the whole session so far
 
 
@@ -161,19 +161,19 @@ def _finish_op(bpy):
 def test_engine_killed_mid_job_fails_that_job_and_the_next_runs_on_a_fresh_engine(
         fresh, media, checkpoint, engine_python, tmp_path):
     bpy, scene = fresh
-    from blender_addon import engine, jobs
+    from blender_addon import engine, sync_batch
 
     _two_shots(scene, media)
     before = {s.name for s in strips(scene)}
-    batch = jobs.prepare_batch(bpy.context, _Op(**_kw(checkpoint, engine_python, tmp_path)))
+    batch = sync_batch.prepare_batch(bpy.context, _Op(**_kw(checkpoint, engine_python, tmp_path)))
     first, second = batch.jobs
     deadline = time.monotonic() + 120
-    while first.runner.first_progress_at is None and not first.runner.finished and time.monotonic() < deadline:
+    while first.engine_job.first_progress_at is None and not first.engine_job.finished and time.monotonic() < deadline:
         time.sleep(0.02)
     pid = engine.session_pid()
-    assert pid is not None and not first.runner.finished
+    assert pid is not None and not first.engine_job.finished
     os.kill(pid, signal.SIGKILL)
-    p = first.runner.wait(30)
+    p = first.engine_job.wait(30)
     assert p.status == "failed"
     assert p.message == ("the lip-sync engine stopped unexpectedly (killed by SIGKILL); "
                          "the next sync starts a fresh one")
@@ -182,12 +182,12 @@ def test_engine_killed_mid_job_fails_that_job_and_the_next_runs_on_a_fresh_engin
     assert reports == [("ERROR", f"Lip sync of 'ShotA' failed: {p.message}")]
 
     # The queued job goes to a fresh engine and is inserted.
-    q = second.runner.wait(180)
+    q = second.engine_job.wait(180)
     assert q.status == "done", q.message
     assert q.warm is False  # a new process: the model was loaded again
-    assert second.runner.pid != pid and not _alive(pid)
+    assert second.engine_job.pid != pid and not _alive(pid)
     assert op._finish_in_batch(bpy.context, second) == {"FINISHED"}
-    assert jobs.active_batch() is None
+    assert sync_batch.active_batch() is None
     assert {s.name for s in strips(scene)} - before == {"ShotB.lipsync"}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ShotB.lipsync.mp4"]
 
@@ -195,19 +195,19 @@ def test_engine_killed_mid_job_fails_that_job_and_the_next_runs_on_a_fresh_engin
 def test_cancel_stops_the_job_and_drops_the_queue_and_the_engine_stays_warm(
         fresh, media, checkpoint, engine_python, tmp_path):
     bpy, scene = fresh
-    from blender_addon import engine, jobs, operators
+    from blender_addon import engine, operators, sync_batch
 
     _two_shots(scene, media)
-    batch = jobs.prepare_batch(bpy.context, _Op(**_kw(checkpoint, engine_python, tmp_path)))
+    batch = sync_batch.prepare_batch(bpy.context, _Op(**_kw(checkpoint, engine_python, tmp_path)))
     first, second = batch.jobs
     deadline = time.monotonic() + 120
-    while first.runner.poll().stage != "sync" and not first.runner.finished and time.monotonic() < deadline:
+    while first.engine_job.poll().stage != "sync" and not first.engine_job.finished and time.monotonic() < deadline:
         time.sleep(0.02)
     pid = engine.session_pid()
     t0 = time.monotonic()
     operators.cancel_active_job()
     answered = time.monotonic() - t0
-    assert first.runner.poll().status == second.runner.poll().status == "cancelled"
+    assert first.engine_job.poll().status == second.engine_job.poll().status == "cancelled"
     assert answered < 1.0, answered  # a cancel request, not a wait for the engine
     assert operators.active_job() is None
     out = tmp_path / "out"
@@ -221,7 +221,7 @@ def test_cancel_stops_the_job_and_drops_the_queue_and_the_engine_stays_warm(
     scene.sequence_editor.active_strip = None
     res = bpy.ops.sequencer.wav2lip_sync(video_strip="ShotA", **_kw(checkpoint, engine_python, tmp_path))
     assert res == {"FINISHED"}
-    assert engine.session_pid() == pid and jobs.last_batch().jobs[0].runner.poll().warm is True
+    assert engine.session_pid() == pid and sync_batch.last_batch().jobs[0].engine_job.poll().warm is True
 
 
 def test_no_engine_after_unregister_or_a_file_load(bpy_addon, fresh, media, checkpoint, engine_python, tmp_path):

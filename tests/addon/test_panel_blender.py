@@ -246,7 +246,7 @@ def test_below_4_each_bar_shows_its_own_value(fresh, prefs, media, fake_python, 
         job = _start(bpy, scene, media, 2, "slow", monkeypatch, fake_python, dummy_checkpoint, tmp_path)
         try:
             deadline = time.monotonic() + 20
-            while job.runner.poll().fraction < 0.02 and time.monotonic() < deadline:
+            while job.engine_job.poll().fraction < 0.02 and time.monotonic() < deadline:
                 time.sleep(0.05)
             log = draw(bpy)
             # What each slider shows once the panel is drawn: its property's value now.
@@ -272,9 +272,9 @@ def test_notes_wrap_between_words_to_the_region_width(fresh, prefs, media, fake_
     job = _start(bpy, scene, media, 1, "note", monkeypatch, fake_python, dummy_checkpoint, tmp_path)
     try:
         deadline = time.monotonic() + 20
-        while not job.runner.poll().notes and time.monotonic() < deadline:
+        while not job.engine_job.poll().notes and time.monotonic() < deadline:
             time.sleep(0.05)
-        note = job.runner.poll().notes[0].split(";")[0]
+        note = job.engine_job.poll().notes[0].split(";")[0]
         assert len(note) > 40
 
         def note_lines(width):
@@ -317,19 +317,19 @@ def test_unsaved_files_use_a_private_folder_of_this_user(fresh, tmp_path, monkey
     bpy, scene = fresh
     import tempfile
 
-    from blender_addon import preferences
+    from blender_addon import job_settings
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     assert not bpy.data.filepath
     mine = tmp_path / f"wav2lip_lipsync-{os.getuid()}"
-    folder, warning = preferences.output_folder(preferences.Settings())
+    folder, warning = job_settings.output_folder(job_settings.Settings())
     assert folder == str(mine) and str(mine) in warning
     st = os.lstat(folder)
     assert stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) == 0o700
-    assert preferences.output_folder(preferences.Settings())[0] == folder  # the same one next time
+    assert job_settings.output_folder(job_settings.Settings())[0] == folder  # the same one next time
 
     mine.chmod(0o777)  # ours, but opened up: made private again
-    assert preferences.output_folder(preferences.Settings())[0] == folder
+    assert job_settings.output_folder(job_settings.Settings())[0] == folder
     assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
 
 
@@ -337,13 +337,13 @@ def test_a_planted_temp_folder_is_never_used(fresh, tmp_path, monkeypatch):
     bpy, scene = fresh
     import tempfile
 
-    from blender_addon import preferences
+    from blender_addon import job_settings
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     elsewhere = tmp_path / "theirs"
     elsewhere.mkdir(mode=0o777)
     (tmp_path / f"wav2lip_lipsync-{os.getuid()}").symlink_to(elsewhere)
-    folder, warning = preferences.output_folder(preferences.Settings())
+    folder, warning = job_settings.output_folder(job_settings.Settings())
     assert os.path.realpath(folder) != str(elsewhere) and folder in warning
     st = os.lstat(folder)
     assert stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) == 0o700
@@ -356,7 +356,7 @@ def test_a_planted_temp_folder_is_never_used(fresh, tmp_path, monkeypatch):
     theirs = other / "wav2lip_lipsync-0"
     theirs.mkdir(mode=0o700)
     os.chown(theirs, 65534, 65534)
-    folder = preferences.output_folder(preferences.Settings())[0]
+    folder = job_settings.output_folder(job_settings.Settings())[0]
     assert folder != str(theirs) and os.stat(folder).st_uid == 0
 
 

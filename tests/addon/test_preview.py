@@ -8,6 +8,7 @@ import pytest
 from ._load import load
 
 snap = load("snapshot")
+timing = load("scene_time")
 preview = load("preview")
 
 FPS = 24.0
@@ -50,7 +51,7 @@ def test_the_scenes_preview_range_wins_clipped_to_the_strip():
 
 def test_a_preview_is_the_full_syncs_frames_for_its_range():
     video, sound = _video(), _sound(start=30, end=400)
-    full = snap.plan(video, sound, FPS)
+    full = timing.plan(video, sound, FPS)
     part = preview.plan_preview(video, sound, FPS, 100)
     f0, f1 = 64, 136
     assert (part.insert_frame, part.used_frames) == (f0, f1 - f0)

@@ -29,9 +29,9 @@ def setup_env(bpy_addon, tmp_path, monkeypatch):
 
 def test_preferences_offer_every_optional_part_and_a_torch_index(setup_env):
     bpy, mod, prefs = setup_env
-    from blender_addon import engine_setup
+    from blender_addon import setup_base
 
-    for name in engine_setup.OPTIONAL_EXTRAS:
+    for name in setup_base.OPTIONAL_EXTRAS:
         assert hasattr(prefs, f"setup_{name}")
     assert hasattr(prefs, "torch_index_url") and hasattr(prefs, "wheels_dir")
     assert hasattr(bpy.types, "WAV2LIP_OT_setup_engine")
@@ -48,9 +48,9 @@ def test_no_python_that_can_make_the_engine_cancels_with_one_line(setup_env, tmp
     if Path("/etc/debian_version").exists():
         assert "sudo apt install python3-venv" in msg
     assert not (tmp_path / "config" / "wav2lip_blender.json").exists()
-    from blender_addon import engine_ui
+    from blender_addon import engine_draw
 
-    assert engine_ui.status_line()[1] == "ERROR"
+    assert engine_draw.status_line()[1] == "ERROR"
 
 
 def test_online_access_off_asks_for_a_wheels_folder(setup_env, tmp_path):

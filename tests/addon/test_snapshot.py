@@ -6,8 +6,8 @@ import pytest
 
 from ._load import load
 
-snap = load("snapshot")
-StripInfo, plan, SnapshotError = snap.StripInfo, snap.plan, snap.SnapshotError
+snap, timing, request = load("snapshot"), load("scene_time"), load("sync_request")
+StripInfo, plan, SnapshotError = snap.StripInfo, timing.plan, snap.SnapshotError
 
 
 def movie(**kw):
@@ -36,7 +36,7 @@ def test_aligned_strips():
     assert req.audio_start == 0.0 and req.duration == pytest.approx(125 / 24)
     assert req.audible is None  # the sound just ends: silence after it, as in Blender
     a = _args(req, detector="blazeface", detector_weights="/w/bf.pth", source_times_path="/t/times.json")
-    assert a["--fps"] == "24" and a["--source-times"] == "/t/times.json" and a["--protocol"] == str(snap.protocol.PROTOCOL_VERSION)
+    assert a["--fps"] == "24" and a["--source-times"] == "/t/times.json" and a["--protocol"] == str(request.protocol.PROTOCOL_VERSION)
     assert "--start-frame" not in a  # the times say which frames
     # A 25 fps clip in a 24 fps scene, playback rate not adjusted: one clip frame per scene frame.
     assert req.source_times == pytest.approx([k / 25 for k in range(125)])
@@ -141,8 +141,8 @@ def test_adjusted_playback_rate_matches_blender(scene_fps, seen, rounds):
     # 90 frames at 30 fps; "adjust playback rate" on makes the strip 90 * scene / 30 frames long.
     n = int(90 * scene_fps / 30)
     v = movie(frame_start=1.0, final_start=1, final_end=1 + n, frame_duration=n, media_fps=30.0, media_frames=90)
-    assert snap.playback_rate(v, scene_fps) == pytest.approx(30 / scene_fps)
-    times = snap.source_times(v, scene_fps, rounds)
+    assert timing.playback_rate(v, scene_fps) == pytest.approx(30 / scene_fps)
+    times = timing.source_times(v, scene_fps, rounds)
     assert len(times) == n
     assert _cfr_frames(times[:len(seen)]) == seen
     assert _cfr_frames(times[-1:]) == [89 if rounds else int((n - 1) * 30 / scene_fps)]
@@ -150,8 +150,8 @@ def test_adjusted_playback_rate_matches_blender(scene_fps, seen, rounds):
 
 def test_not_adjusted_plays_one_clip_frame_per_scene_frame():
     v = movie(frame_start=1.0, final_start=1, final_end=91, frame_duration=90, media_fps=30.0, media_frames=90)
-    assert snap.playback_rate(v, 25.0) == 1.0
-    assert _cfr_frames(snap.source_times(v, 25.0)) == list(range(90))
+    assert timing.playback_rate(v, 25.0) == 1.0
+    assert _cfr_frames(timing.source_times(v, 25.0)) == list(range(90))
 
 
 def test_hard_trim_adjusted_and_held_ends():
@@ -159,10 +159,10 @@ def test_hard_trim_adjusted_and_held_ends():
     # show 7, 8, 9, 11, 12, 13, 14, 15, 17, 18.
     v = movie(frame_start=10.0, final_start=10, final_end=79, frame_duration=69, media_fps=30.0, media_frames=90,
               animation_offset_start=7)
-    assert _cfr_frames(snap.source_times(v, 25.0)[:10]) == [7, 8, 9, 11, 12, 13, 14, 15, 17, 18]
+    assert _cfr_frames(timing.source_times(v, 25.0)[:10]) == [7, 8, 9, 11, 12, 13, 14, 15, 17, 18]
     # Measured: handles pulled 3 frames before and 5 after the content hold the first and last frame.
     v = movie(frame_start=10.0, final_start=7, final_end=90, frame_duration=75, media_fps=30.0, media_frames=90)
-    times = snap.source_times(v, 25.0)
+    times = timing.source_times(v, 25.0)
     assert _cfr_frames(times[:6]) == [0, 0, 0, 0, 1, 2]
     assert _cfr_frames(times[-10:]) == [84, 85, 86, 88, 89, 89, 89, 89, 89, 89]  # scene frames 80..89
     req = plan(v, sound(frame_start=7.0, final_start=7, final_end=90), 25.0)
@@ -173,7 +173,7 @@ def test_variable_rate_clip_is_mapped_by_time():
     # vretalk_face1: Blender counts 183 frames at 30 fps (the file has 135); in a 30 fps scene
     # scene frame k shows the frame on screen at k / 30 s.
     v = movie(frame_start=1.0, final_start=1, final_end=184, frame_duration=183, media_fps=30.0, media_frames=183)
-    times = snap.source_times(v, 30.0)
+    times = timing.source_times(v, 30.0)
     assert times == pytest.approx([k / 30 for k in range(183)])
     a = _args(plan(v, sound(frame_start=1.0, final_start=1, final_end=184), 30.0))
     assert "--frames" not in a and "--start-frame" not in a
@@ -223,7 +223,7 @@ def _is_number(text):
     (1e16, 2.0, None),
 ])
 def test_the_engine_parses_every_number_the_addon_writes(audio_start, duration, audible):
-    req = snap.SyncRequest(
+    req = request.SyncRequest(
         source_name="Face", source_channel=2, face_path="/m/face.mp4", is_image=False, scene_fps=24000 / 1001,
         insert_frame=10, used_frames=3, start_frame=4, audio_path="/m/speech.wav", audio_start=audio_start,
         duration=duration, audible=audible)

@@ -1,4 +1,4 @@
-"""The studio round trip (blender_addon/studio.py, jobs_file.py): export the selected strips as a
+"""The studio round trip (blender_addon/studio.py, jobs_export.py): export the selected strips as a
 JOBS file, run the real `wav2lip batch` on it, import its report back as strips.
 
 Clips are 1 s (24 frames of the 512x512 Katie clip) with a fixed face box, so the real batch
@@ -26,7 +26,7 @@ KATIE_BOX = (150, 460, 130, 410)
 # --- the file formats, without Blender ------------------------------------------------------------
 
 def test_job_ids_name_scene_strip_and_range_exactly():
-    jf = load("jobs_file")
+    jf = load("jobs_export")
     for scene, strip, frame in [("Scene", "Face", 9), ("a/b@c", "50% @ 2/3", -12), ("%2F", "x@1+2", 0)]:
         ref = jf.StripRef(scene, strip, frame, 30)
         text = jf.job_id(ref)
@@ -39,7 +39,7 @@ def test_job_ids_name_scene_strip_and_range_exactly():
 def test_job_line_holds_the_engine_arguments_and_inline_times(tmp_path):
     """What `wav2lip batch` makes of a JOBS line (protocol.job_args, as the runner calls it) is
     the argument list the add-on built, but for --progress; the times file holds the list."""
-    jf, snap = load("jobs_file"), load("snapshot")
+    jf, snap = load("jobs_export"), load("sync_request")
     P = jf.P
     req = snap.SyncRequest(
         source_name="Face", source_channel=2, face_path="/clips/face.mp4", is_image=False, scene_fps=24.0,
@@ -69,7 +69,7 @@ def test_a_jobs_line_with_tiny_numbers_reads_back_through_the_real_parser():
     the CLI's own parser): a tiny negative audio start must stay a value, not look like an option."""
     from wav2lip_core.jobs import cli
 
-    jf, snap = load("jobs_file"), load("snapshot")
+    jf, snap = load("jobs_export"), load("sync_request")
     req = snap.SyncRequest(
         source_name="Face", source_channel=2, face_path="/clips/face.mp4", is_image=True, scene_fps=24.0,
         insert_frame=9, used_frames=3, start_frame=None, audio_path="/clips/speech.wav", audio_start=-3.3e-05,
@@ -84,7 +84,7 @@ def test_a_jobs_line_with_tiny_numbers_reads_back_through_the_real_parser():
 
 
 def test_exported_jobs_files_get_the_users_normal_permissions(tmp_path):
-    jf = load("jobs_file")
+    jf = load("jobs_export")
     old = os.umask(0o027)
     try:
         jf.write_jobs(str(tmp_path / "jobs.jsonl"), [{"id": "a"}])
@@ -95,7 +95,7 @@ def test_exported_jobs_files_get_the_users_normal_permissions(tmp_path):
 
 
 def test_report_read_back(tmp_path):
-    jf = load("jobs_file")
+    jf = load("jobs_export")
     report = tmp_path / "r.jsonl"
     lines = [
         {"id": "Scene/Face@9+30", "line": 1, "status": "ok", "seconds": 3.0, "out": "/o/a.mp4"},

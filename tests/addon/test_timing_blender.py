@@ -55,7 +55,7 @@ def onsets(path, threshold=2000):
 def test_audio_mapping_matches_blender_mixdown(fresh, media, tmp_path, sound_start, trim, anim, offset):
     bpy, scene = fresh
     from blender_addon import capture, compat
-    from blender_addon.snapshot import plan
+    from blender_addon.scene_time import plan
 
     clicks = write_clicks(tmp_path / "clicks.wav")
     face = add_movie(scene, "Face", media / "sadtalker_WDA_KatieHill_000.mp4", 2, 1)
@@ -91,7 +91,7 @@ def test_trimmed_sound_window_matches_blender_mixdown(fresh, media, tmp_path):
     inside its --audible window are exactly the clicks Blender plays, at the same times."""
     bpy, scene = fresh
     from blender_addon import capture, compat
-    from blender_addon.snapshot import plan
+    from blender_addon.scene_time import plan
 
     clicks = write_clicks(tmp_path / "clicks.wav")
     face = add_movie(scene, "Face", media / "sadtalker_WDA_KatieHill_000.mp4", 2, 1)
@@ -132,7 +132,7 @@ def _gray_clip(path, n=60, fps=25):
 def test_video_mapping_matches_blender_render(fresh, tmp_path):
     bpy, scene = fresh
     from blender_addon import capture, compat
-    from blender_addon.snapshot import plan
+    from blender_addon.scene_time import plan
 
     clip = _gray_clip(tmp_path / "gray.mp4")  # frame k has gray level 16 + 3k; 25 fps
     face = add_movie(scene, "Face", clip, 2, 5)
@@ -221,7 +221,7 @@ def test_picture_mapping_matches_blender_render(clip, scene_fps, adjust, trims, 
     screen at its source time) is the one Blender renders there."""
     bpy, scene = fresh
     from blender_addon import capture, compat
-    from blender_addon.snapshot import plan
+    from blender_addon.scene_time import plan
 
     from .numbered_clip import SIZE, clip_frame_times, read_number, render_sequencer
 
@@ -252,7 +252,7 @@ def test_variable_rate_phone_clip_matches_blender_render(fresh, media, tmp_path)
     for this face (it repeats poses); holds are exact. The numbered variable-rate clip above pins
     the absolute frame."""
     from blender_addon import capture, compat
-    from blender_addon.snapshot import plan
+    from blender_addon.scene_time import plan
 
     from .numbered_clip import clip_frame_times, render_sequencer
 

@@ -16,6 +16,7 @@ from .conftest import ROOT, blender_version, run_blender, run_install, user_env
 
 sys.path.insert(0, str(ROOT))
 import install  # noqa: E402
+from installer import blender as installer_blender  # noqa: E402
 
 ADDON = install.ADDON_ID
 OTHER_ADDON = "development_iskeyfree"  # one of Blender's bundled add-ons, standing for the user's own
@@ -81,14 +82,14 @@ def test_install_twice_keeps_user_preferences_and_enables_addon(blender_exe, eng
     assert ADDON in after["addons"] and after["operator"], after
     # The engine is recorded where the add-on reads it (Blender's own config folder).
     assert after["config"].startswith(str(tmp_path / "home"))
-    recorded = json.loads((Path(after["config"]) / install.CONFIG_NAME).read_text())
-    assert recorded[install.CONFIG_PYTHON] == str(engine_env / "bin" / "python")
-    assert recorded[install.CONFIG_DETECTOR_WEIGHTS] == str(weights)
+    recorded = json.loads((Path(after["config"]) / install.config.CONFIG_NAME).read_text())
+    assert recorded[install.config.CONFIG_PYTHON] == str(engine_env / "bin" / "python")
+    assert recorded[install.config.CONFIG_DETECTOR_WEIGHTS] == str(weights)
 
     # The add-on's files change (a new version of the project): the next install replaces them.
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    info = install.probe_blender(blender_exe, blender_exe_version(blender_exe))
+    info = installer_blender.probe_blender(blender_exe, blender_exe_version(blender_exe))
     assert info.addon_dir.is_dir() and str(info.addon_dir).startswith(str(tmp_path / "home"))
     staged = install.stage_addon(tmp_path / "staged" / ADDON)
     assert install.install_addon(info, staged) == "up to date"
@@ -110,7 +111,7 @@ def test_install_twice_keeps_user_preferences_and_enables_addon(blender_exe, eng
 
 
 def blender_exe_version(exe) -> tuple[int, int, int]:
-    found = install.find_blender(str(exe))
+    found = installer_blender.find_blender(str(exe))
     assert found is not None
     return found[1]
 
@@ -136,8 +137,8 @@ def test_addon_and_preferences_go_where_blender_reads_them(blender_exe, engine_e
     if (major, minor) < (4, 2):  # a legacy add-on: a folder in the user's scripts/addons
         assert (addons / ADDON / "__init__.py").is_file() and (addons / ADDON / "protocol.py").is_file()
         assert f"add-on installed as a legacy add-on and enabled: {addons / ADDON}" in res.stdout, res.stdout
-    assert json.loads((config / install.CONFIG_NAME).read_text()) == {install.CONFIG_PYTHON: str(engine_env / "bin" / "python")}
-    assert f"preferences recorded in {config / install.CONFIG_NAME}" in res.stdout
+    assert json.loads((config / install.config.CONFIG_NAME).read_text()) == {install.config.CONFIG_PYTHON: str(engine_env / "bin" / "python")}
+    assert f"preferences recorded in {config / install.config.CONFIG_NAME}" in res.stdout
     if folders != "default":
         assert not (home / ".config" / "blender").exists()  # nothing in the default folders
     after = prefs(blender_exe, env)
@@ -181,7 +182,7 @@ def test_users_engine_is_a_plain_pip_install_that_the_addon_syncs_with(blender_e
     made = blender(blender_exe, env, "--python-exit-code", "1", "--python-expr", MAKE_SCENE, "--",
                    str(FACE), str(SPEECH), str(blend))
     assert made.returncode == 0 and blend.is_file(), made.stdout[-2000:] + made.stderr[-2000:]
-    info = install.probe_blender(blender_exe, blender_exe_version(blender_exe))
+    info = installer_blender.probe_blender(blender_exe, blender_exe_version(blender_exe))
     headless = home / ".config" / "blender" / vstr(info.version[:2]) / "scripts" / "addons" / ADDON / "headless.py"
     sync = subprocess.run([str(blender_exe), "-b", str(blend), "--python-exit-code", "1", "--python", str(headless), "--",
                            "--video-strip", "Face", "--audio-strip", "Dialogue", "--detector", "haar", "--save"],

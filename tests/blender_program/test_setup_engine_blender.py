@@ -67,8 +67,8 @@ def test_set_up_engine_in_background_mode_makes_a_working_engine(blender_exe, tm
     # The engine is where install.py puts it by default, and recorded where the add-on reads it.
     engine = home / ".local" / "share" / "wav2lip-blender" / "engine"
     py = engine / "bin" / "python"
-    recorded = json.loads((tmp_path / "config" / install.CONFIG_NAME).read_text())
-    assert recorded[install.CONFIG_PYTHON] == str(py)
+    recorded = json.loads((tmp_path / "config" / install.config.CONFIG_NAME).read_text())
+    assert recorded[install.config.CONFIG_PYTHON] == str(py)
     where = subprocess.run([str(py), "-c", LOCATE], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert where.returncode == 0, where.stderr
     found = json.loads(where.stdout)
@@ -99,4 +99,4 @@ def test_set_up_engine_says_what_to_install_when_no_python_can_make_it(blender_e
     errors = [ln for ln in res.stdout.splitlines() if ln.startswith("ERROR ")]
     assert res.returncode == 3 and len(errors) == 1, res.stdout[-3000:] + res.stderr[-3000:]
     assert "sudo apt install python3-venv" in errors[0], errors
-    assert not (tmp_path / "config" / install.CONFIG_NAME).exists()
+    assert not (tmp_path / "config" / install.config.CONFIG_NAME).exists()

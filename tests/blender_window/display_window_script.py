@@ -64,7 +64,7 @@ _last_drawn: list = [-1.0, []]  # when the panel was last drawn, and what it dre
 
 
 def watch_panel() -> None:
-    panel = addon_module("panel")
+    sidebar = addon_module("sidebar")
     real = panel.draw_panel
 
     def draw_panel(layout, context):
@@ -110,7 +110,7 @@ def copy_bars(batch, job):
         bpy.context.window_manager.clipboard = "-"
         xdo("key", "ctrl+c")
         yield 0.25
-        p = job.runner.poll()
+        p = job.engine_job.poll()
         copies.append([dy, bpy.context.window_manager.clipboard, batch.fraction(), p.fraction])
 
 
@@ -144,7 +144,7 @@ def scenario():
 
     ui = region_of(seq_area(), "UI")
     results["sidebar"] = {"x": ui.x, "y": ui.y, "width": ui.width, "height": ui.height}
-    panel = addon_module("panel")
+    sidebar = addon_module("sidebar")
     if hasattr(ui, "active_panel_category"):
         ui.active_panel_category = "Lip Sync"
         ui.tag_redraw()
@@ -152,11 +152,11 @@ def scenario():
     mouse_to(ui.x + ui.width - 8, ui.y + ui.height - 150)  # over the tab column
     yield 0.2
     for attempt in range(24):
-        if panel._drawn_in.get(ui.as_pointer(), -1) > time.monotonic() - 0.6:
+        if sidebar._drawn_in.get(ui.as_pointer(), -1) > time.monotonic() - 0.6:
             break
         xdo("click", "5" if attempt < 12 else "4")  # wheel down (next tab), then back up
         yield 0.4
-    results["tab_shown"] = panel._drawn_in.get(ui.as_pointer(), -1) > time.monotonic() - 1.0
+    results["tab_shown"] = sidebar._drawn_in.get(ui.as_pointer(), -1) > time.monotonic() - 1.0
     log("lip sync tab", shown=results["tab_shown"], attempts=attempt)
 
     # 1. What the idle panel shows: settings with their names, the values a job will use.
@@ -181,7 +181,7 @@ def scenario():
     batch, job = operators.active_batch(), operators.active_job()
     log("invoke", result=sorted(res), jobs=len(batch.jobs) if batch is not None else 0)
     end = time.monotonic() + 30
-    while job is not None and job.runner.poll().fraction < 0.05 and time.monotonic() < end:
+    while job is not None and job.engine_job.poll().fraction < 0.05 and time.monotonic() < end:
         yield 0.2
     if batch is not None and job is not None:
         yield from read_panel("running")

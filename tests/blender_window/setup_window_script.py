@@ -91,7 +91,8 @@ def scenario():
     mod = addon_utils.enable(ADDON, default_set=True)
     import importlib
 
-    compat, engine_setup, engine_ui = (importlib.import_module(f"{ADDON}.{m}") for m in ("compat", "engine_setup", "engine_ui"))
+    compat, engine_config, engine_draw, engine_ui, setup_base = (
+        importlib.import_module(f"{ADDON}.{m}") for m in ("compat", "engine_config", "engine_draw", "engine_ui", "setup_base"))
 
     log("enabled", module=mod.__file__)
     real_bar = compat.progress_bar
@@ -120,17 +121,17 @@ def scenario():
     yield from click("wav2lip.setup_engine")
     log("press", running=engine_ui.setting_up())
     while not any("log" in e for e in engine_ui.state.task.events):
-        results["status"].append([now(), engine_ui.status_line()[0]])
+        results["status"].append([now(), engine_draw.status_line()[0]])
         yield 0.2
     for _ in range(5):
-        results["status"].append([now(), engine_ui.status_line()[0]])
+        results["status"].append([now(), engine_draw.status_line()[0]])
         yield 0.2
     yield from click("wav2lip.setup_engine_cancel")
     log("cancel")
     results["after_cancel"] = {
-        "installed": engine_setup.installed(env), "stamp": (env / engine_setup.STAMP_FILE).exists(),
-        "config": engine_setup.read_config(cfg), "message": engine_ui.state.message,
-        "status": engine_ui.status_line()[0], "running": engine_ui.setting_up()}
+        "installed": setup_base.installed(env), "stamp": (env / setup_base.STAMP_FILE).exists(),
+        "config": engine_config.read_config(cfg), "message": engine_ui.state.message,
+        "status": engine_draw.status_line()[0], "running": engine_ui.setting_up()}
     yield 1.0
 
     # 2. Pressed again and left to finish.
@@ -138,7 +139,7 @@ def scenario():
     start = now()
     log("press", running=engine_ui.setting_up())
     while engine_ui.setting_up() or engine_ui.state.task is not None:
-        results["status"].append([now(), engine_ui.status_line()[0]])
+        results["status"].append([now(), engine_draw.status_line()[0]])
         if now() - start > CONFIG["limit"]:
             raise RuntimeError("the set-up did not finish in time")
         yield 0.25
@@ -146,9 +147,9 @@ def scenario():
     while engine_ui.state.rows is None or engine_ui.state.check is not None:
         yield 0.25
     results["after_setup"] = {
-        "installed": engine_setup.installed(env), "config": engine_setup.read_config(cfg),
+        "installed": setup_base.installed(env), "config": engine_config.read_config(cfg),
         "message": engine_ui.state.message, "failed": engine_ui.state.failed, "rows": engine_ui.state.rows,
-        "status": engine_ui.status_line()[0], "python": str(engine_setup.venv_python(env))}
+        "status": engine_draw.status_line()[0], "python": str(setup_base.venv_python(env))}
     yield 0.5
     try:
         with bpy.context.temp_override(window=win, screen=win.screen, area=area):

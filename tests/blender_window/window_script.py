@@ -199,9 +199,9 @@ def start_job(mode: str) -> object:
 
 
 def job_state(job) -> dict:
-    p = job.runner.poll()
+    p = job.engine_job.poll()
     active = addon_module("operators").active_job()
-    return {"active": active is job, "status": p.status, "finished": job.runner.finished,
+    return {"active": active is job, "status": p.status, "finished": job.engine_job.finished,
             "fraction": p.fraction, "text": p.text}
 
 
@@ -282,7 +282,7 @@ def scenario():
     results["sidebar"] = rect(ui)
     results["regions"] = {r.type: rect(r) for r in area.regions}
     results["outliner"] = rect(region_of(next(a for a in window().screen.areas if a.type == "OUTLINER"), "WINDOW"))
-    panel = addon_module("panel")
+    sidebar = addon_module("sidebar")
     bpy.utils.register_class(TEST_OT_event_probe)
     with override():
         bpy.ops.wm.test_event_probe("INVOKE_DEFAULT")
@@ -296,11 +296,11 @@ def scenario():
     mouse_over_tabs()
     yield 0.2
     for attempt in range(24):
-        if panel._drawn_in.get(ui.as_pointer(), -1) > time.monotonic() - 0.6:
+        if sidebar._drawn_in.get(ui.as_pointer(), -1) > time.monotonic() - 0.6:
             break
         xdo("click", "5" if attempt < 12 else "4")  # wheel down (next tab), then back up
         yield 0.4
-    shown = panel._drawn_in.get(ui.as_pointer(), -1) > time.monotonic() - 1.0
+    shown = sidebar._drawn_in.get(ui.as_pointer(), -1) > time.monotonic() - 1.0
     log("lip sync tab", shown=shown, attempts=attempt)
     results["tab_shown"] = shown
     yield 0.5
@@ -356,7 +356,7 @@ def scenario():
         res = bpy.ops.sequencer.wav2lip_cancel() if ready else {"NOT RUN: no job"}
     yield 1.0
     results["cancel_button"] = dict(job_state(job), result=sorted(res), strips=strip_names(),
-                                    files=lipsync_files(), workdir_exists=job.runner.workdir.exists())
+                                    files=lipsync_files(), workdir_exists=job.engine_job.workdir.exists())
     log("cancel button", **results["cancel_button"])
 
     # 3. Esc with the mouse over the Lip Sync panel and nothing playing: cancels.
@@ -367,7 +367,7 @@ def scenario():
     results["esc_over_panel_pressed_at"] = round(time.monotonic() - T0, 3)
     yield from press_escape(job)
     results["esc_over_panel"] = dict(job_state(job), strips=strip_names(), files=lipsync_files(),
-                                     workdir_exists=job.runner.workdir.exists())
+                                     workdir_exists=job.engine_job.workdir.exists())
     log("esc over the panel", **results["esc_over_panel"])
 
     # 4. Two shots at once: both movie strips selected (each finds the sound under it), one
@@ -400,8 +400,8 @@ def scenario():
     multi = results["multi"] = {
         "started": multi_started, "jobs": len(batch.jobs) if batch is not None else 0,
         "sounds": [j.request.sound_name for j in batch.jobs] if batch is not None else [],
-        "warm": [j.runner.poll().warm for j in batch.jobs] if batch is not None else [],
-        "pids": [j.runner.pid for j in batch.jobs] if batch is not None else [],
+        "warm": [j.engine_job.poll().warm for j in batch.jobs] if batch is not None else [],
+        "pids": [j.engine_job.pid for j in batch.jobs] if batch is not None else [],
         "inserted_over_time": seen, "strips": strip_names(), "files": lipsync_files(),
         "face2": {"start": face2_span[0], "frames": face2_span[1]}}
     scene = bpy.context.scene
@@ -457,28 +457,28 @@ def scenario():
     with override():
         bpy.ops.ed.undo_push(message="Two shots selected")
     yield 0.5
-    jobs = addon_module("jobs")
+    sync_batch = addon_module("sync_batch")
     cancel_all = results["cancel_all"] = {"strips_before": strip_table()}
     clicked = yield from click_button("sync", is_sync)
     batch = None
     end = time.monotonic() + 10
     while clicked and batch is None and time.monotonic() < end:
-        batch = jobs.active_batch()
+        batch = sync_batch.active_batch()
         yield 0.05
     if batch is not None:
         yield from find_button_while_running(batch)
         end = time.monotonic() + 60
-        while jobs.active_batch() is batch and not batch.jobs[0].outcome and time.monotonic() < end:
+        while sync_batch.active_batch() is batch and not batch.jobs[0].outcome and time.monotonic() < end:
             yield 0.1
         cancel_all["first_inserted_before_cancel"] = bool(batch.jobs[0].outcome)
-        cancel_all["second_running"] = len(batch.jobs) > 1 and not batch.jobs[1].runner.finished
+        cancel_all["second_running"] = len(batch.jobs) > 1 and not batch.jobs[1].engine_job.finished
         cancel_all["cancel_clicked"] = yield from click_button("cancel", is_cancel)
         end = time.monotonic() + 10
-        while jobs.active_batch() is batch and time.monotonic() < end:
+        while sync_batch.active_batch() is batch and time.monotonic() < end:
             yield 0.1
         yield 0.5
         cancel_all.update(jobs=len(batch.jobs), outcomes=[j.outcome for j in batch.jobs],
-                          statuses=[j.runner.poll().status for j in batch.jobs])
+                          statuses=[j.engine_job.poll().status for j in batch.jobs])
     cancel_all.update(clicked=clicked, strips=strip_table(), files=lipsync_files())
     log("cancel all", **{k: cancel_all.get(k) for k in ("clicked", "cancel_clicked", "outcomes", "statuses")})
     os.environ["FAKE_ENGINE_PACE"] = str(CONFIG.get("pace", 0.08))
@@ -508,15 +508,15 @@ def strip_table() -> dict:
 
 def run_clicked(name: str, want):
     """Click a button that starts a batch, and wait for the batch to end; the batch (or None)."""
-    jobs = addon_module("jobs")
-    last = jobs.last_batch()
+    sync_batch = addon_module("sync_batch")
+    last = sync_batch.last_batch()
     clicked = yield from click_button(name, want)
     batch = None
     end = time.monotonic() + 60
     while clicked and time.monotonic() < end:
-        batch = jobs.active_batch() or batch
-        if jobs.active_batch() is None and jobs.last_batch() is not last:
-            batch = jobs.last_batch()
+        batch = sync_batch.active_batch() or batch
+        if sync_batch.active_batch() is None and sync_batch.last_batch() is not last:
+            batch = sync_batch.last_batch()
             break
         yield 0.1
     yield 0.5
@@ -530,7 +530,7 @@ def after_click(batch) -> dict:
         pairs = capture.choose_pairs(bpy.context, scene)
     return {"clicked": batch is not None, "preview": batch.preview if batch is not None else None,
             "jobs": [[j.request.source_name, j.request.insert_frame, j.request.used_frames, os.path.basename(j.dest),
-                      j.runner.poll().status] for j in batch.jobs] if batch is not None else [],
+                      j.engine_job.poll().status] for j in batch.jobs] if batch is not None else [],
             "strips": strip_table(), "files": lipsync_files(),
             "pairs": [[v.name, a.name if a is not None else None] for v, a in pairs]}
 

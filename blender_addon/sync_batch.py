@@ -12,13 +12,15 @@ from typing import Any, Collection, List, Optional, Set, Tuple
 import bpy
 from bpy.types import Context
 
-from . import capture, compat, engine, preferences
+from . import capture, compat, engine, job_settings
 from .compat import StripLike
-from .jobqueue import EngineJob, JobQueue
+from .engine_jobs import EngineJob, JobQueue
 from .engine_python import engine_env
 from .preview import plan_preview
-from .runner import DONE
-from .snapshot import SnapshotError, SyncRequest, plan
+from .job_state import DONE
+from .scene_time import plan
+from .snapshot import SnapshotError
+from .sync_request import SyncRequest
 from .wire import protocol
 
 SUFFIX = ".lipsync"
@@ -29,7 +31,7 @@ RESULT_TAG = capture.RESULT_TAG
 
 @dataclass
 class Job:
-    runner: EngineJob
+    engine_job: EngineJob  # the job on the engine (its progress, its files)
     request: SyncRequest
     scene_name: str
     dest: str
@@ -101,9 +103,9 @@ def mark_handled(job: Job) -> bool:
 def done_but_not_handled(batch: Batch) -> List[Job]:
     """The batch's jobs whose clip is complete but not reported (inserted) yet."""
     for j in batch.jobs:
-        if j.runner.delivering:  # a Cancel that raced the engine's done: let the rename finish
-            j.runner.wait(2.0)
-    return [j for i, j in enumerate(batch.jobs) if i not in batch.handled and j.runner.poll().status == DONE]
+        if j.engine_job.delivering:  # a Cancel that raced the engine's done: let the rename finish
+            j.engine_job.wait(2.0)
+    return [j for i, j in enumerate(batch.jobs) if i not in batch.handled and j.engine_job.poll().status == DONE]
 
 
 def cancel_active(drop_done: bool = False) -> None:
@@ -175,7 +177,7 @@ def pairs_to_sync(context: Context, scene: Any, op: Any, preview: bool) -> List[
     return pairs  # type: ignore[return-value]
 
 
-def check_settings(s: preferences.Settings, enhance: bool) -> None:
+def check_settings(s: job_settings.Settings, enhance: bool) -> None:
     if not s.checkpoint:
         raise SnapshotError("no Wav2Lip checkpoint: set it in the add-on preferences (Lip Sync)")
     if not os.path.isfile(s.checkpoint):
@@ -191,14 +193,14 @@ def check_settings(s: preferences.Settings, enhance: bool) -> None:
         raise SnapshotError(f"restorer weights not found: {s.enhance_weights}")
 
 
-def engine_args(req: SyncRequest, s: preferences.Settings, out: str, source_times_path: Optional[str]) -> List[str]:
+def engine_args(req: SyncRequest, s: job_settings.Settings, out: str, source_times_path: Optional[str]) -> List[str]:
     """The engine's arguments for one Sync Lips job (a JOBS file export uses the same)."""
     box = s.detector == protocol.DETECTOR_BOX
     return req.engine_args(
         checkpoint=s.checkpoint, out=out, source_times_path=source_times_path,
         detector="" if box else s.detector, detector_weights=s.detector_weights,
         box=s.box if box else None, device=s.device, precision=s.precision,
-        extra=tuple(preferences.quality_args(s)))
+        extra=tuple(job_settings.quality_args(s)))
 
 
 def prepare_batch(context: Context, op: Any, preview: bool = False) -> Batch:
@@ -211,7 +213,7 @@ def prepare_batch(context: Context, op: Any, preview: bool = False) -> Batch:
         raise SnapshotError("this scene has no sequencer strips")
     pairs = pairs_to_sync(context, scene, op, preview)
     settings = getattr(scene, "wav2lip", None)
-    s = preferences.settings_from(context, op, settings)
+    s = job_settings.settings_from(context, op, settings)
     check_settings(s, s.enhance)
 
     fps, rounds = compat.scene_fps(scene), compat.frame_index_rounds()
@@ -229,7 +231,7 @@ def prepare_batch(context: Context, op: Any, preview: bool = False) -> Batch:
             raise SnapshotError(f"the sound's file is missing: {req.audio_path}")
         requests.append((video, req))
 
-    folder, warning = preferences.output_folder(s)
+    folder, warning = job_settings.output_folder(s)
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
@@ -247,23 +249,23 @@ def prepare_batch(context: Context, op: Any, preview: bool = False) -> Batch:
     try:
         for video, req in requests:
             dest = unique_output(folder, req.source_name, suffix=PREVIEW_SUFFIX if preview else SUFFIX, taken=taken)
-            try:  # the work folder is a hidden folder inside the output folder (runner.make_workdir)
-                runner = EngineJob(dest=dest, label=req.source_name)
+            try:  # the work folder is a hidden folder inside the output folder (job_state.make_workdir)
+                engine_job = EngineJob(dest=dest, label=req.source_name)
             except OSError as exc:
                 raise SnapshotError(f"cannot write into the output folder {folder}: {exc.strerror or exc}") from exc
             open(dest, "ab").close()  # claim the name, so the next job of this batch gets another
-            job = Job(runner=runner, request=req, scene_name=scene.name, dest=dest, mute_source=mute and not preview,
+            job = Job(engine_job=engine_job, request=req, scene_name=scene.name, dest=dest, mute_source=mute and not preview,
                       preview=preview, of_many=len(requests) > 1, warnings=warnings if not jobs else [], source_state=strip_state(video))
             jobs.append(job)
             times_path = None
             if req.source_times is not None:
-                times_path = str(runner.workdir / "source_times.json")
+                times_path = str(engine_job.workdir / "source_times.json")
                 with open(times_path, "w", encoding="utf-8") as f:
                     f.write(req.source_times_json())
-            runner.args = engine_args(req, s, str(runner.work_out), times_path)
+            engine_job.args = engine_args(req, s, str(engine_job.work_out), times_path)
     except BaseException:
         for job in jobs:
-            job.runner.cleanup()
+            job.engine_job.cleanup()
         raise
     finally:
         for job in jobs:  # the placeholders go: the result is moved in only when it exists
@@ -273,7 +275,7 @@ def prepare_batch(context: Context, op: Any, preview: bool = False) -> Batch:
                 pass
 
     env = engine_env()
-    queue = JobQueue([j.runner for j in jobs], lambda: engine.session_engine_for(s.engine_python, env))
+    queue = JobQueue([j.engine_job for j in jobs], lambda: engine.session_engine_for(s.engine_python, env))
     batch = Batch(jobs=jobs, queue=queue, preview=preview)
     _batch = batch
     queue.start()

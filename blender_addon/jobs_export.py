@@ -11,13 +11,12 @@ again and to tell whether it moved or changed since. `/`, `@` and `%` inside nam
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 from urllib.parse import unquote
 
+from .atomic_file import write_atomic
 from .wire import protocol
 
 P = protocol
@@ -90,29 +89,9 @@ def job_line(ref: StripRef, engine_args: Sequence[str], source_times: Optional[S
 
 
 def write_jobs(path: str, jobs: Sequence[dict]) -> None:
-    """One JSON line per job, written through a temp file: never half a JOBS file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for job in jobs:
-                f.write(json.dumps(job) + "\n")
-        # mkstemp's 0600 would hide the file from the farm's other users; 0o666 less the umask is
-        # what any other file the user writes gets (the core's jobfile writer does the same).
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    """One JSON line per job, written whole or not at all (atomic_file): never half a JOBS file,
+    with the user's normal permissions (the farm's other users read it)."""
+    write_atomic(path, "".join(json.dumps(job) + "\n" for job in jobs).encode("utf-8"))
 
 
 @dataclass(frozen=True)

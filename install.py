@@ -252,9 +252,10 @@ _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "pyrightconfig*.jso
 
 def stage_addon(dest: Path) -> Path:
     """The add-on as it is installed, in `dest` (created; must not exist): blender_addon/ plus the
-    core's protocol.py as protocol.py (blender_addon/wire.py loads it), without caches."""
+    core's files it loads by path (protocol.ADDON_FILES: blender_addon/wire.py), without caches."""
     shutil.copytree(ADDON_DIR, dest, ignore=_SKIP)
-    shutil.copy2(ROOT / "wav2lip_core" / "protocol.py", dest / "protocol.py")
+    for name in protocol.ADDON_FILES:
+        shutil.copy2(ROOT / "wav2lip_core" / name, dest / name)
     return dest
 
 

@@ -21,16 +21,16 @@ bl_info = {
 if "bpy" in locals():  # reload (F3 > Reload Scripts): re-import the submodules
     import importlib
 
-    for _name in ("wire", "compat", "snapshot", "preview", "engine_python", "engine_setup", "runner", "engine",
-                  "jobqueue", "capture", "preferences", "engine_ui", "jobs", "insert", "operators", "jobs_file",
+    for _name in ("wire", "compat", "snapshot", "preview", "engine_python", "engine_setup", "job_state", "engine",
+                  "engine_jobs", "capture", "preferences", "engine_ui", "jobs", "insert", "operators", "jobs_file",
                   "studio", "panel"):
         if _name in locals():
             importlib.reload(locals()[_name])
 
 import bpy  # noqa: E402,F401
 
-from . import (capture, compat, engine, engine_python, engine_setup, engine_ui, insert, jobqueue, jobs,  # noqa: E402,F401
-               jobs_file, operators, panel, preferences, preview, runner, snapshot, studio, wire)
+from . import (capture, compat, engine, engine_jobs, engine_python, engine_setup, engine_ui, insert,  # noqa: E402,F401
+               job_state, jobs, jobs_file, operators, panel, preferences, preview, snapshot, studio, wire)
 
 _modules = (preferences, operators, studio, panel)
 _registered = False

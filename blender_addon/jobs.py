@@ -14,10 +14,10 @@ from bpy.types import Context
 
 from . import capture, compat, engine, preferences
 from .compat import StripLike
-from .jobqueue import EngineJob, JobQueue
+from .engine_jobs import EngineJob, JobQueue
 from .engine_python import engine_env
 from .preview import plan_preview
-from .runner import DONE
+from .job_state import DONE
 from .snapshot import SnapshotError, SyncRequest, plan
 from .wire import protocol
 

@@ -21,7 +21,7 @@ from bpy.types import Context, Event
 from . import compat, engine, jobs, preferences
 from .insert import insert_result
 from .jobs import SUFFIX, Job, active_batch, active_job, prepare  # noqa: F401 - the add-on's API
-from .runner import CANCELLED, DONE, FAILED
+from .job_state import CANCELLED, DONE, FAILED
 from .snapshot import SnapshotError
 
 

@@ -128,7 +128,7 @@ def test_panel_draws(fresh, media):
 
 def test_panel_shows_progress_while_running(fresh, media, fake_python, dummy_checkpoint, tmp_path, monkeypatch):
     bpy, scene = fresh
-    from blender_addon import operators, runner
+    from blender_addon import job_state, operators
 
     face = add_movie(scene, "Face", media / KATIE, 2, 1)
     add_sound(scene, "Speech", media / SPEECH, 1, 1)
@@ -161,7 +161,7 @@ def test_panel_shows_progress_while_running(fresh, media, fake_python, dummy_che
     finally:
         operators.cancel_active_job()
     assert operators.active_job() is None
-    assert job.runner.poll().status == runner.CANCELLED
+    assert job.runner.poll().status == job_state.CANCELLED
     assert _removed(job.runner.workdir)
     assert not os.path.exists(job.dest)
 

@@ -37,8 +37,8 @@ events go to stdout. A line that is no message of this protocol raises ProtocolE
 side does not know ride along in `extra`. JOBS files: batch_format.py; the client: serve_client.py.
 """
 
-from __future__ import annotations
-
+# (No `from __future__ import annotations`: the dataclasses below then build even when this file is
+# loaded by path without a sys.modules entry, as blender_addon/engine_setup.py loads it.)
 import json
 import math
 from dataclasses import MISSING, dataclass, field, fields

@@ -22,8 +22,6 @@ The rules:
   seconds apart, in a thread: the caller never waits for the process unless it asks to.
 """
 
-from __future__ import annotations
-
 import os
 import re
 import signal

@@ -4,7 +4,7 @@ One zip for every Blender from 3.4: Edit > Preferences > Add-ons > Install (3.4-
 add-on: bl_info) or Install from Disk (4.2+, an extension: blender_manifest.toml). Its layout:
 
     wav2lip_lipsync/                  the add-on, as install.py stages it (installer/addon.py)
-        blender_manifest.toml, __init__.py, headless.py, protocol.py, ...
+        blender_manifest.toml, __init__.py, headless.py, protocol.py, serve_client.py, ...
         engine_src/                   what the engine's wheel is built from (BUILD_SOURCES):
             pyproject.toml, README.md, LICENSE, wav2lip_core/
                                       `pip install <add-on folder>/engine_src[extras]`

@@ -14,7 +14,6 @@ the checkpoint read/compile and the job itself, not the one-time OpenVINO conver
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -34,36 +33,35 @@ class Engine:
         self.t_start = time.perf_counter()
         self.proc = subprocess.Popen([sys.executable, "-m", "wav2lip_core", P.SERVE_COMMAND], cwd=ROOT, env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-        hello = json.loads(self.proc.stdout.readline())
-        assert hello[P.KEY_EVENT] == P.EVENT_HELLO, hello
+        hello = P.parse_event(self.proc.stdout.readline())
+        assert isinstance(hello, P.Hello), hello
         self.hello_s = time.perf_counter() - self.t_start
 
     def job(self, job_id: str, args: list[str]) -> dict:
         """Times (s, from the request) of the first progress, load done, first sync frames, done."""
         t0 = time.perf_counter()
-        self.proc.stdin.write(P.request(P.OP_JOB, job_id, args) + "\n")
+        self.proc.stdin.write(P.JobRequest(id=job_id, args=args).to_json() + "\n")
         self.proc.stdin.flush()
         times: dict = {}
         for line in self.proc.stdout:
-            e = json.loads(line)
+            e = P.parse_event(line)
             now = time.perf_counter() - t0
-            kind = e[P.KEY_EVENT]
-            if kind == P.EVENT_PROGRESS:
+            if isinstance(e, P.Progress):
                 times.setdefault("first progress", now)
-                if e[P.KEY_STAGE] == P.STAGE_LOAD and e[P.KEY_DONE] == e[P.KEY_TOTAL]:
+                if e.stage == P.STAGE_LOAD and e.done == e.total:
                     times.setdefault("model ready", now)
-                if e[P.KEY_STAGE] == P.STAGE_SYNC and e[P.KEY_DONE] > 0:
+                if e.stage == P.STAGE_SYNC and e.done > 0:
                     times.setdefault("first frames", now)
-            elif kind == P.EVENT_DONE:
+            elif isinstance(e, P.Done):
                 times["done"] = now
-                times["warm"] = e[P.KEY_WARM]
+                times["warm"] = e.warm
                 return times
-            elif kind in (P.EVENT_ERROR, P.EVENT_CANCELLED):
+            elif isinstance(e, (P.Error, P.Cancelled)):
                 raise SystemExit(f"job {job_id}: {e}")
         raise SystemExit("the engine stopped")
 
     def quit(self) -> None:
-        self.proc.stdin.write(P.request(P.OP_QUIT) + "\n")
+        self.proc.stdin.write(P.QuitRequest().to_json() + "\n")
         self.proc.stdin.flush()
         self.proc.wait(timeout=60)
 

@@ -1,6 +1,6 @@
 """JOBS files for `wav2lip batch` as the add-on writes them, and batch reports as it reads them
 back (the studio round trip, studio.py). No bpy here: tests load it without Blender. The keys
-and statuses are protocol.py's ("JOBS files").
+and statuses are batch_format.py's.
 
 A job's "id" names its source strip and the scene range it was made for, e.g.
 `Scene/Face@9+30` (scene `Scene`, strip `Face`, frames 9 to 38): enough to find the strip
@@ -17,9 +17,10 @@ from typing import Dict, List, Optional, Sequence
 from urllib.parse import unquote
 
 from .atomic_file import write_atomic
-from .wire import protocol
+from .wire import batch_format, protocol
 
 P = protocol
+J = batch_format
 
 # How the one-shot CLI prints progress: no part of the result, and batch runs jobs on its own
 # engines, so a JOBS line leaves it out. Every other argument is the add-on's own.
@@ -79,8 +80,8 @@ def job_line(ref: StripRef, engine_args: Sequence[str], source_times: Optional[S
             skip = True  # the option and its value
         else:
             args.append(str(a))
-    job: dict = {P.JOB_ID: job_id(ref)}
-    job.update(P.job_from_args(args))
+    job: dict = {J.JOB_ID: job_id(ref)}
+    job.update(J.job_from_args(args))
     if source_times is not None:
         job[_TIMES_KEY] = [float(t) for t in source_times]
     elif _TIMES_KEY in job:
@@ -128,14 +129,14 @@ def read_report(path: str) -> List[ReportEntry]:
             obj = json.loads(raw) if raw.strip() else None
         except ValueError:
             obj = None
-        if not isinstance(obj, dict) or not isinstance(obj.get(P.REPORT_STATUS), str):
+        if not isinstance(obj, dict) or not isinstance(obj.get(J.REPORT_STATUS), str):
             continue  # not a report line: the report is read for what it says about jobs
-        line = obj.get(P.REPORT_LINE)
+        line = obj.get(J.REPORT_LINE)
         entry = ReportEntry(
-            id=str(obj.get(P.REPORT_ID, line)),
-            status=str(obj[P.REPORT_STATUS]),
-            out=str(obj.get(P.REPORT_OUT) or ""),
-            error=" ".join(str(obj.get(P.REPORT_ERROR) or "").split()),
+            id=str(obj.get(J.REPORT_ID, line)),
+            status=str(obj[J.REPORT_STATUS]),
+            out=str(obj.get(J.REPORT_OUT) or ""),
+            error=" ".join(str(obj.get(J.REPORT_ERROR) or "").split()),
             line=line if isinstance(line, int) else None,
         )
         by_id.pop(entry.id, None)
@@ -147,10 +148,10 @@ def read_report(path: str) -> List[ReportEntry]:
 
 def problem(entry: ReportEntry) -> str:
     """One line for a job whose clip is not to be inserted, '' for an ok or skipped one."""
-    if entry.status in (P.STATUS_OK, P.STATUS_SKIPPED):
+    if entry.status in (J.STATUS_OK, J.STATUS_SKIPPED):
         return ""
-    if entry.status == P.STATUS_FAILED:
+    if entry.status == J.STATUS_FAILED:
         return f"{entry.label}: the batch job failed: {entry.error or 'no message'}"
-    if entry.status == P.STATUS_CANCELLED:
+    if entry.status == J.STATUS_CANCELLED:
         return f"{entry.label}: the batch job was cancelled; run the batch again to finish it"
     return f"{entry.label}: unknown status '{entry.status}' in the report; nothing inserted"

@@ -1,4 +1,4 @@
-"""The add-on as it is installed (blender_addon/ plus the core's protocol.py, no caches), and its
+"""The add-on as it is installed (blender_addon/ plus the core's files it loads by path, no caches), and its
 install into a Blender program: an extension from 4.2 (Blender's own builder and installer), a
 legacy add-on folder below; a stamp of what was installed makes a re-run with the same files a
 no-op.
@@ -17,6 +17,8 @@ from . import ADDON_DIR, ADDON_ID, ROOT, addon_module
 from .blender import BlenderInfo, vstr
 
 base = addon_module("setup_base")
+# The core's standard-library files the add-on loads by path (blender_addon/wire.py), listed once.
+ADDON_FILES = tuple(addon_module("wire").protocol.ADDON_FILES)
 
 # Written into the installed add-on: the hash of the files it was built from. Not a dotfile:
 # Blender's extension builder leaves those out.
@@ -26,9 +28,10 @@ _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "pyrightconfig*.jso
 
 def stage_addon(dest: Path) -> Path:
     """The add-on as it is installed, in `dest` (created; must not exist): blender_addon/ plus the
-    core's protocol.py as protocol.py (blender_addon/wire.py loads it), without caches."""
+    core's files it loads by path (ADDON_FILES, see blender_addon/wire.py), without caches."""
     shutil.copytree(ADDON_DIR, dest, ignore=_SKIP)
-    shutil.copy2(ROOT / "wav2lip_core" / "protocol.py", dest / "protocol.py")
+    for name in ADDON_FILES:
+        shutil.copy2(ROOT / "wav2lip_core" / name, dest / name)
     return dest
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from conftest import ROOT, heavy_imports
 from test_cli import BOX, FACE2, SPEECH16K, count_frames
-from wav2lip_core import protocol as P
+from wav2lip_core import batch_format as J
 
 BOX_LIST = [int(v) for v in BOX]
 
@@ -58,24 +58,24 @@ def frames_of(path: Path) -> list[np.ndarray]:
         return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
 
 
-# --- the JOBS format (protocol.py: what the add-on and the engine agree on) -------------------
+# --- the JOBS format (batch_format.py: what the add-on and the engine agree on) -------------------
 
 def test_job_args_and_back():
     j = {"id": "s1", "face": "/a b/face.mp4", "box": [1, 2, 3, 4], "no_smooth": True, "audio-start": -0.5,
          "fps": 29.97, "duration": 2, "crf": "007", "face-at": None, "no-cache": False}
-    args = P.job_args(j)
+    args = J.job_args(j)
     assert args == ["--face", "/a b/face.mp4", "--box", "1", "2", "3", "4", "--no-smooth",
                     "--audio-start", "-0.5", "--fps", "29.97", "--duration", "2", "--crf", "007"]
-    back = P.job_from_args(args)
+    back = J.job_from_args(args)
     assert back == {"face": "/a b/face.mp4", "box": [1, 2, 3, 4], "no-smooth": True, "audio-start": -0.5,
                     "fps": 29.97, "duration": 2, "crf": "007"}
-    assert P.job_args(back) == args
+    assert J.job_args(back) == args
 
 
 def test_inline_source_times_need_a_file_writer(tmp_path):
     j = {"source-times": [0.0, 0.04, 0.5]}
     with pytest.raises(ValueError, match="source-times"):
-        P.job_args(j)
+        J.job_args(j)
     written = {}
 
     def list_file(opt, values):
@@ -84,11 +84,11 @@ def test_inline_source_times_need_a_file_writer(tmp_path):
         p.write_text(json.dumps(values))
         return str(p)
 
-    assert P.job_args(j, list_file) == ["--source-times", str(tmp_path / "t.json")]
+    assert J.job_args(j, list_file) == ["--source-times", str(tmp_path / "t.json")]
     assert written == {"--source-times": [0.0, 0.04, 0.5]}
-    assert P.job_from_args(["--source-times", str(tmp_path / "t.json")], inline_lists=True) == j
+    assert J.job_from_args(["--source-times", str(tmp_path / "t.json")], inline_lists=True) == j
     with pytest.raises(ValueError, match="box"):
-        P.job_args({"box": [1, {"x": 2}]})
+        J.job_args({"box": [1, {"x": 2}]})
 
 
 # --- running jobs -------------------------------------------------------------------------------
@@ -236,7 +236,7 @@ def test_an_engine_that_dies_fails_its_job_and_the_next_job_runs_on_a_new_one(ch
             proc.kill()
     assert proc.returncode == 1, err
     report = by_line(read_report(tmp_path / "jobs.report.jsonl"))
-    assert report[1]["status"] == "failed" and report[1]["error"].startswith("the engine stopped (exit code -9)")
+    assert report[1]["status"] == "failed" and report[1]["error"] == "the lip-sync engine stopped unexpectedly (killed by SIGKILL)"
     assert report[2]["status"] == "ok" and count_frames(outs / "next.mp4") == 5
     assert not (outs / "dies.mp4").exists()
 
@@ -249,7 +249,7 @@ def test_ray_option_without_ray_says_how_to_get_it(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "error: --ray needs Ray, which is not installed: pip install 'wav2lip-blender[ray]' (or: pip install ray==2.60.0)"]
+        'error: --ray needs Ray, which is not installed: pip install "wav2lip-blender[ray]"']
     assert not (tmp_path / "jobs.report.jsonl").exists()
 
 

@@ -20,7 +20,7 @@ import pytest
 
 import wav2lip_core
 from conftest import CONFORMANCE, MEDIA, ROOT, heavy_imports
-from wav2lip_core import protocol
+from wav2lip_core import batch_format, protocol
 
 FACE2 = MEDIA / "vretalk_face2.mp4"
 SPEECH16K = CONFORMANCE / "speech_16k.wav"  # 16 kHz: no resampling in the short runs
@@ -87,7 +87,7 @@ def test_another_protocol_version_is_refused_with_exit_3(tmp_path):
 
 def test_help_and_argument_errors_do_not_import_torch():
     """`--help` answers at once: building the parser imports none of the heavy libraries."""
-    assert heavy_imports("from wav2lip_core.jobs import cli; cli.build_parser()") == []
+    assert heavy_imports("from wav2lip_core.jobs import cli, request; request.build_parser()") == []
 
 
 def test_sigterm_cancels_cleanly(checkpoint, tmp_path):
@@ -210,7 +210,7 @@ def test_preset_and_crf_reach_the_written_file(checkpoint, tmp_path):
 def test_a_negative_number_with_an_exponent_is_a_value_for_every_number_option(option, value):
     """argparse takes `-3.3e-05` for an option; the CLI (and serve, batch) read it as the value.
     (Range checks come later: here only that the value arrives.)"""
-    from wav2lip_core.jobs.cli import parse_args
+    from wav2lip_core.jobs.request import parse_args
 
     args = parse_args(["--face", "f.mp4", "--audio", "a.wav", "--checkpoint", "c.pth", "--out", "o.mp4",
                        option, value, "--progress", "json"])
@@ -219,8 +219,8 @@ def test_a_negative_number_with_an_exponent_is_a_value_for_every_number_option(o
 
 def test_job_args_write_numbers_without_an_exponent():
     """What `wav2lip batch` passes for a JOBS file's numbers is plain decimal, read back exactly."""
-    args = protocol.job_args({"audio-start": -3.3e-05, "audible": [1e-05, 2.5], "duration": 1e16, "fps": 29.97})
+    args = batch_format.job_args({"audio-start": -3.3e-05, "audible": [1e-05, 2.5], "duration": 1e16, "fps": 29.97})
     assert args == ["--audio-start", "-0.000033", "--audible", "0.00001", "2.5", "--duration", "10000000000000000",
                     "--fps", "29.97"]
-    assert protocol.job_from_args(args) == {"audio-start": -3.3e-05, "audible": [1e-05, 2.5], "duration": 1e16,
+    assert batch_format.job_from_args(args) == {"audio-start": -3.3e-05, "audible": [1e-05, 2.5], "duration": 1e16,
                                             "fps": 29.97}

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from wav2lip_core.protocol import ADDON_FILES
+
 ROOT = Path(__file__).resolve().parents[1]
 TOP = "wav2lip_lipsync/"
 
@@ -49,10 +51,12 @@ def test_zip_holds_one_folder_with_the_addon_its_manifest_and_the_engine_sources
     assert names == sorted(names) and all(n.startswith(TOP) for n in names)
     files = {n[len(TOP):] for n in names if not n.endswith("/")}
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or "/." in n]
-    # The add-on as install.py installs it: its own files plus the core's protocol.py.
-    addon = checkout_files(ROOT / "blender_addon") - {"protocol.py"}  # (an ignored copy a checkout run may leave)
-    assert {n for n in files if not n.startswith("engine_src/")} == addon | {"protocol.py"}
-    assert z.read(TOP + "protocol.py") == (ROOT / "wav2lip_core" / "protocol.py").read_bytes()
+    # The add-on as install.py installs it: its own files plus the core's files it loads by path.
+    copied = set(ADDON_FILES)
+    addon = checkout_files(ROOT / "blender_addon") - copied  # (ignored copies a checkout run may leave)
+    assert {n for n in files if not n.startswith("engine_src/")} == addon | copied
+    for name in copied:
+        assert z.read(TOP + name) == (ROOT / "wav2lip_core" / name).read_bytes()
     assert z.read(TOP + "blender_manifest.toml") == (ROOT / "blender_addon" / "blender_manifest.toml").read_bytes()
     # What the engine's wheel is built from, the core's data files included.
     core = {"engine_src/wav2lip_core/" + n for n in checkout_files(ROOT / "wav2lip_core")}

@@ -272,7 +272,7 @@ def test_cli_audio_with_no_speech_keeps_the_source_and_says_so(checkpoint, tmp_p
                        timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     events = [json.loads(line) for line in r.stdout.splitlines()]
-    notes = [e[protocol.KEY_MESSAGE] for e in events if e.get("event") == "note"]
+    notes = [e["message"] for e in events if e.get("event") == "note"]
     assert any("silent throughout" in m for m in notes), notes
     got, src = decoded(out), decoded(FACE2)
     assert len(got) == FPS

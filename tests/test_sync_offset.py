@@ -185,7 +185,7 @@ def test_click_train_centroid_moves_by_the_offset(loud_checkpoint, tmp_path):
 @pytest.mark.parametrize("value, expected", [("-1e0", -1.0), ("-1e-1", -0.1), ("-.5e1", -5.0), ("-1.5", -1.5),
                                              ("2", 2.0)])
 def test_negative_offsets_in_any_float_spelling_are_values(value, expected):
-    from wav2lip_core.jobs.cli import parse_args
+    from wav2lip_core.jobs.request import parse_args
 
     args = parse_args(["--face", "f.mp4", "--audio", "a.wav", "--checkpoint", "c.pth", "--out", "o.mp4",
                        "--sync-offset", value])
@@ -193,7 +193,7 @@ def test_negative_offsets_in_any_float_spelling_are_values(value, expected):
 
 
 def test_an_option_after_sync_offset_is_still_an_option(capsys):
-    from wav2lip_core.jobs.cli import parse_args
+    from wav2lip_core.jobs.request import parse_args
 
     with pytest.raises(SystemExit):
         parse_args(["--face", "f.mp4", "--audio", "a.wav", "--checkpoint", "c.pth", "--out", "o.mp4", "--sync-offset",
@@ -202,8 +202,7 @@ def test_an_option_after_sync_offset_is_still_an_option(capsys):
 
 
 def test_engine_jobs_take_the_same_spellings():
-    from wav2lip_core.jobs.serve import _Job, parse_job
+    from wav2lip_core.jobs.request import parse_job
 
-    job = _Job(id="j", args=["--face", "f.mp4", "--audio", "a.wav", "--checkpoint", "c.pth", "--out", "o.mp4",
-                             "--sync-offset", "-2.5e-1"], protocol=None)
-    assert parse_job(job).sync_offset == -0.25
+    args = ["--face", "f.mp4", "--audio", "a.wav", "--checkpoint", "c.pth", "--out", "o.mp4", "--sync-offset", "-2.5e-1"]
+    assert parse_job(args).sync_offset == -0.25

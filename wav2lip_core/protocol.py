@@ -5,10 +5,10 @@ file inside Blender's own Python (an installed add-on carries a copy that instal
 it at build time; a checkout imports it from here), and `wav2lip --help` reads the choice lists
 from it without importing torch.
 
-The engine speaks JSON lines on stdout with `--progress json`:
+The engine speaks JSON lines on stdout with `--progress json`, one event per line (the classes
+Hello, Note, Progress, Done below; `to_json` writes one, `parse_event` reads one):
 
     {"event": "hello", "protocol": 2, "version": "0.1.0"}              first line, always
-    {"event": "note", "message": "..."}                                   something to tell the user
     {"event": "progress", "stage": "detect", "done": 12, "total": 90}
     {"event": "done", "out": "...", "frames": 90, "seconds": 4.2, ...}  the last line on success
 
@@ -16,45 +16,42 @@ Errors go to stderr as one line starting `error: ` (exit code 1; 2 for bad argum
 cancelled). The add-on passes `--protocol N`; an engine that speaks another version exits with
 code 3 and a message that says to re-run install.py.
 
-`wav2lip serve` is the same engine kept warm for many jobs (wav2lip_core/serve.py). It writes
-the hello line first, then reads one JSON request per line on stdin:
+`wav2lip serve` (jobs/serve.py) keeps the engine warm for many jobs: hello, then one request per
+stdin line (JobRequest, CancelRequest, QuitRequest; `parse_request`):
 
-    {"op": "job", "id": "shot-12", "args": ["--face", "f.mp4", "--audio", "a.wav", ...]}
+    {"op": "job", "id": "shot-12", "args": ["--face", "f.mp4", ...], "protocol": 3}
     {"op": "cancel", "id": "shot-12"}     running: stopped; queued: dropped; unknown: ignored
     {"op": "quit"}                        (or EOF on stdin, or SIGTERM) cancel, drop the queue, exit 0
 
-`args` are exactly the one-shot CLI's arguments (`--progress` is ignored: events are always
-JSON). A job may carry "protocol": N (or `--protocol N` in its args); another version than the
-engine's is refused with an error event. Jobs run one at a time in arrival order, and every
-event about a job names it under "job":
+`args` are exactly the one-shot CLI's (`--progress` is ignored). A job of another protocol version
+(its "protocol" or `--protocol N`) is refused with an error event. Jobs run one at a time in
+arrival order; every event about one names it under "job" (Error and Cancelled are serve's own):
 
     {"event": "progress", "job": "shot-12", "stage": "sync", "done": 16, "total": 50}
-    {"event": "note", "job": "shot-12", "message": "..."}
-    {"event": "done", "job": "shot-12", "out": "...", ..., "warm": true}   as the CLI's done, plus
-                                            "warm": the model was already loaded by an earlier job
+    {"event": "done", "job": "shot-12", "out": "...", ..., "warm": true}
     {"event": "error", "job": "shot-12", "message": "one line"}   the job failed; the engine goes on
     {"event": "cancelled", "job": "shot-12"}                       no output was written
 
-A request line the engine cannot read gets an error event with "job": null (or the id it gave).
-Nothing but events is ever written on stdout.
+A request the engine cannot read gets an error event with "job": null (or the id it gave). Only
+events go to stdout. A line that is no message of this protocol raises ProtocolError; keys a
+side does not know ride along in `extra`. JOBS files: batch_format.py; the client: serve_client.py.
 """
 
-from __future__ import annotations
-
+# (No `from __future__ import annotations`: the dataclasses below then build even when this file is
+# loaded by path without a sys.modules entry, as blender_addon/engine_setup.py loads it.)
 import json
 import math
+from dataclasses import MISSING, dataclass, field, fields
 from decimal import Decimal
-from typing import Dict, Optional, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Tuple, Type, TypeVar, Union
 
+# The core's files the add-on loads by path (blender_addon/wire.py); install.py copies them into it.
+ADDON_FILES: Tuple[str, ...] = ("protocol.py", "batch_format.py", "serve_client.py")
 # Bump when an event, key, stage or option below changes meaning or disappears.
 PROTOCOL_VERSION = 3
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_PROTOCOL = 3
-EXIT_CANCELLED = 130
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PROTOCOL, EXIT_CANCELLED = 0, 1, 2, 3, 130
 
-# --- events and their keys ------------------------------------------------------------------
+# --- the kind of each line and the job it is about (the other keys: the dataclasses' fields) ---
 KEY_EVENT = "event"
 EVENT_HELLO = "hello"
 EVENT_NOTE = "note"
@@ -62,26 +59,9 @@ EVENT_PROGRESS = "progress"
 EVENT_DONE = "done"
 EVENT_ERROR = "error"  # serve only: a job failed (the one-shot CLI says it on stderr)
 EVENT_CANCELLED = "cancelled"  # serve only
-
-KEY_PROTOCOL = "protocol"
-KEY_VERSION = "version"
-KEY_MESSAGE = "message"
-KEY_STAGE = "stage"
-KEY_DONE = "done"
-KEY_TOTAL = "total"
-KEY_OUT = "out"
-KEY_FRAMES = "frames"
-KEY_SECONDS = "seconds"
-KEY_CACHE_HIT = "cache_hit"
-KEY_FRAMES_WITH_FACE = "frames_with_face"
-KEY_DETECTOR = "detector"
 KEY_JOB = "job"  # serve: the request's id, on every event about that job
-KEY_WARM = "warm"  # serve's done: the model was reused from an earlier job
-
-# --- serve's requests (one JSON object per stdin line) ----------------------------------------
-KEY_OP = "op"
+KEY_OP = "op"  # serve's requests (one JSON object per stdin line)
 KEY_ID = "id"
-KEY_ARGS = "args"
 OP_JOB = "job"
 OP_CANCEL = "cancel"
 OP_QUIT = "quit"
@@ -219,7 +199,6 @@ OPT_PROGRESS = "--progress"
 OPT_PROTOCOL = "--protocol"
 PROGRESS_JSON = "json"
 
-
 # Detector weight files as face-alignment names them in torch's hub cache (the core looks there,
 # install.py checks what --detector-weights points at, the panel says what Auto will find). A
 # BlazeFace model needs its anchors file beside it.
@@ -229,7 +208,6 @@ BLAZEFACE_FILES: Dict[str, Tuple[str, str]] = {
     "blazeface-back": ("blazefaceback.pth", "anchorsback.npy"),
 }
 
-
 # --- what install.py records (JSON, in Blender's config folder and in the engine venv's root) --
 CONFIG_NAME = "wav2lip_lipsync.json"
 CONFIG_PYTHON = "python"  # the engine's interpreter
@@ -237,178 +215,185 @@ CONFIG_CHECKPOINT = "checkpoint"
 CONFIG_DETECTOR_WEIGHTS = "detector_weights"  # BlazeFace/S3FD weights (--detector-weights)
 
 
-# --- encoding and decoding events -----------------------------------------------------------
+# --- events and requests as dataclasses --------------------------------------------------------
 
-def event(kind: str, **fields: object) -> str:
-    """One JSON line (without the newline)."""
-    return json.dumps({KEY_EVENT: kind, **fields})
+class ProtocolError(ValueError):
+    """A line that is not an event or request of this protocol. One line; `job`: the id it named."""
 
-
-def hello(version: str) -> str:
-    return event(EVENT_HELLO, **{KEY_PROTOCOL: PROTOCOL_VERSION, KEY_VERSION: version})
-
-
-def progress(stage: str, done: int, total: int, **fields: object) -> str:
-    """A progress line; `fields`: more keys (serve adds the job's id)."""
-    return event(EVENT_PROGRESS, **{KEY_STAGE: stage, KEY_DONE: int(done), KEY_TOTAL: int(total)}, **fields)
+    def __init__(self, message: str, job: Optional[str] = None) -> None:
+        super().__init__(" ".join(str(message).split()))
+        self.job = job
 
 
-def note(message: str, **fields: object) -> str:
-    return event(EVENT_NOTE, **{KEY_MESSAGE: message}, **fields)
+def _key(types: Optional[tuple], what: str = "", **kw: Any) -> Any:
+    # A field's JSON types (None: any), their name for the error; `always`: written even when None.
+    return field(metadata={"types": types, "what": what, "always": kw.pop("always", False)}, **kw)
 
 
-def parse_event(line: str) -> Optional[dict]:
-    """One stdout line as an event dict, or None for anything else (stray prints)."""
-    line = line.strip()
-    if not line.startswith("{"):
-        return None
+_STR, _INT, _NUM, _BOOL = ((str,), "a string"), ((int,), "a whole number"), ((int, float), "a number"), ((bool,), "true or false")
+M = TypeVar("M", bound="Message")
+
+
+@dataclass(kw_only=True)
+class Message:
+    """One JSON line: its kind under KIND_KEY, then its fields (None: left out), then `extra`."""
+
+    KIND_KEY: ClassVar[str] = KEY_EVENT
+    WHAT: ClassVar[str] = "event"
+    KIND: ClassVar[str] = ""
+    extra: Dict[str, Any] = field(default_factory=dict)  # keys this side does not know, as they came
+
+    def to_json(self) -> str:  # one line, without the newline
+        obj: Dict[str, Any] = {self.KIND_KEY: self.KIND}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "extra" and (value is not None or f.metadata["always"]):
+                obj[f.name] = value
+        obj.update((k, v) for k, v in self.extra.items() if k not in obj)
+        return json.dumps(obj)
+
+    @classmethod
+    def from_json(cls: Type[M], line: str) -> M:  # ProtocolError for another kind or a malformed one
+        return _parse(line, cls.KIND_KEY, {cls.KIND: cls})  # type: ignore[return-value]
+
+    @classmethod
+    def from_dict(cls: Type[M], obj: Dict[str, Any], job: Optional[str] = None) -> M:
+        values: Dict[str, Any] = {}
+        for f in [f for f in fields(cls) if f.name != "extra"]:
+            value, types = obj.get(f.name), f.metadata["types"]
+            required = f.default is MISSING and f.default_factory is MISSING
+            if value is None and not required:  # absent or null: None, not the default (a hello
+                values[f.name] = None           # without "protocol" speaks no version of ours)
+                continue
+            if value is None or (types is not None and not _is(value, types)):
+                raise ProtocolError(f'a "{cls.KIND}" {cls.WHAT} needs "{f.name}" ({f.metadata["what"]}), '
+                                    f'not {json.dumps(value)[:40]}', job)
+            values[f.name] = value
+        names = {f.name for f in fields(cls)} | {cls.KIND_KEY}
+        return cls(**values, extra={k: v for k, v in obj.items() if k not in names})
+
+
+def _is(value: object, types: tuple) -> bool:
+    if isinstance(value, bool) and bool not in types:  # JSON's true is not a number
+        return False
+    if list in types:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return isinstance(value, types)
+
+
+@dataclass(kw_only=True)
+class Hello(Message):
+    KIND: ClassVar[str] = EVENT_HELLO  # the engine's first line
+    protocol: Any = _key(None, default=PROTOCOL_VERSION)  # any value: the caller says what it wanted
+    version: Optional[str] = _key(*_STR, default=None)
+
+
+@dataclass(kw_only=True)
+class Note(Message):
+    KIND: ClassVar[str] = EVENT_NOTE
+    message: str = _key(*_STR)
+    job: Optional[str] = _key(*_STR, default=None)  # serve: the job it is about
+
+
+@dataclass(kw_only=True)
+class Progress(Message):
+    KIND: ClassVar[str] = EVENT_PROGRESS
+    stage: str = _key(*_STR)
+    done: int = _key(*_INT)
+    total: int = _key(*_INT)
+    job: Optional[str] = _key(*_STR, default=None)
+
+
+@dataclass(kw_only=True)
+class Done(Message):
+    """The last line on success; serve adds `warm`: the model was loaded by an earlier job."""
+    KIND: ClassVar[str] = EVENT_DONE
+    job: Optional[str] = _key(*_STR, default=None)
+    out: str = _key(*_STR)
+    frames: int = _key(*_INT)
+    seconds: float = _key(*_NUM)
+    cache_hit: Optional[bool] = _key(*_BOOL, default=None)
+    frames_with_face: Optional[int] = _key(*_INT, default=None)
+    detector: Optional[str] = _key(*_STR, default=None)
+    warm: Optional[bool] = _key(*_BOOL, default=None)
+
+
+@dataclass(kw_only=True)
+class Error(Message):
+    KIND: ClassVar[str] = EVENT_ERROR  # serve: a job failed (or a request could not be read: `job` None)
+    job: Optional[str] = _key(*_STR, default=None, always=True)
+    message: str = _key(*_STR)
+
+
+@dataclass(kw_only=True)
+class Cancelled(Message):
+    KIND: ClassVar[str] = EVENT_CANCELLED  # serve: the job stopped (or left the queue), no output written
+    job: Optional[str] = _key(*_STR, default=None)
+
+
+@dataclass(kw_only=True)
+class Request(Message):
+    KIND_KEY: ClassVar[str] = KEY_OP
+    WHAT: ClassVar[str] = "request"
+
+
+@dataclass(kw_only=True)
+class JobRequest(Request):
+    """serve: run the one-shot CLI's `args` as job `id`, stamped with the caller's protocol."""
+    KIND: ClassVar[str] = OP_JOB
+    id: str = _key(*_STR)
+    args: List[str] = _key((list,), "a list of strings")
+    protocol: Any = _key(None, default=PROTOCOL_VERSION)
+
+
+@dataclass(kw_only=True)
+class CancelRequest(Request):
+    KIND: ClassVar[str] = OP_CANCEL
+    id: str = _key(*_STR)
+
+
+@dataclass(kw_only=True)
+class QuitRequest(Request):
+    KIND: ClassVar[str] = OP_QUIT
+
+
+Event = Union[Hello, Note, Progress, Done, Error, Cancelled]
+EVENTS: Dict[str, Type[Message]] = {c.KIND: c for c in (Hello, Note, Progress, Done, Error, Cancelled)}
+REQUESTS: Dict[str, Type[Message]] = {c.KIND: c for c in (JobRequest, CancelRequest, QuitRequest)}
+
+
+def parse_event(line: str) -> Event:
+    """One stdout line of the engine as its event; ProtocolError for anything else."""
+    return _parse(line, KEY_EVENT, EVENTS)  # type: ignore[return-value]
+
+
+def parse_request(line: str) -> Union[JobRequest, CancelRequest, QuitRequest]:
+    """One stdin line of `serve` as its request; ProtocolError (naming the job, if any) otherwise."""
+    return _parse(line, KEY_OP, REQUESTS)  # type: ignore[return-value]
+
+
+def _parse(line: str, kind_key: str, kinds: Dict[str, Type[Message]]) -> Message:
+    what = next(iter(kinds.values())).WHAT
+    text = line.strip()
     try:
-        obj = json.loads(line)
+        obj = json.loads(text)
     except ValueError:
-        return None
-    if not isinstance(obj, dict) or not isinstance(obj.get(KEY_EVENT), str):
-        return None
-    return obj
-
-
-def request(op: str, job_id: str | None = None, args: list[str] | None = None) -> str:
-    """One serve request line (without the newline), stamped with this side's protocol version."""
-    fields: dict = {KEY_OP: op}
-    if job_id is not None:
-        fields[KEY_ID] = job_id
-    if args is not None:
-        fields[KEY_ARGS] = [str(a) for a in args]
-        fields[KEY_PROTOCOL] = PROTOCOL_VERSION
-    return json.dumps(fields)
-
-
-def caller_mismatch_message(caller_protocol: object) -> str:
-    """What the engine says to a caller speaking another version."""
-    return (f"this engine speaks protocol {PROTOCOL_VERSION}, the caller {caller_protocol}: "
-            "the add-on and the engine come from different versions; re-run install.py from the same download")
-
-
-def mismatch_message(engine_protocol: object) -> str:
-    return (f"the lip-sync engine speaks protocol {engine_protocol}, this add-on {PROTOCOL_VERSION}: "
-            "the engine and the add-on come from different versions; re-run install.py from the same download")
-
-
-# --- JOBS files ---------------------------------------------------------------------------------
-# `wav2lip batch JOBS` reads one job per line: a JSON object whose keys are the one-shot CLI's long
-# options without the dashes ("audio-start" and "audio_start" both work). A value is a string or a
-# number; a list for an option taking several values (box, pads, face-at, audible); true for a
-# flag (no-smooth, no-cache); false or null: not given. "source-times" may be an inline list of
-# seconds instead of a file. "id" names the job in the report (default: its line number).
-# Relative paths are relative to the JOBS file's folder. The add-on writes and reads these files.
-JOB_ID = "id"
-# Options that may hold an inline JSON list in a job; the CLI wants a file, so the runner writes one.
-JOB_INLINE_LISTS: Tuple[str, ...] = (OPT_SOURCE_TIMES,)
-# Options naming files or folders (resolved against the JOBS file's folder).
-JOB_PATHS: Tuple[str, ...] = (OPT_FACE, OPT_AUDIO, OPT_CHECKPOINT, OPT_OUT, OPT_DETECTOR_WEIGHTS, OPT_SOURCE_TIMES,
-                              OPT_ENHANCE, "--cache-dir")
-# Of those, the files a result is made from (resume re-runs a job when one of them changed).
-JOB_INPUTS: Tuple[str, ...] = (OPT_FACE, OPT_AUDIO, OPT_CHECKPOINT, OPT_DETECTOR_WEIGHTS, OPT_SOURCE_TIMES, OPT_ENHANCE)
-
-# The report (`--report R.jsonl`): one JSON object per job.
-REPORT_ID = "id"
-REPORT_LINE = "line"  # the job's line number in JOBS (1-based)
-REPORT_STATUS = "status"
-REPORT_SECONDS = "seconds"
-REPORT_OUT = "out"  # absolute path of the output
-REPORT_FRAMES = "frames"
-REPORT_ERROR = "error"  # one line, for failed jobs
-REPORT_FINGERPRINT = "fingerprint"  # the request (options and its inputs' size/mtime): resume's key
-REPORT_OUT_SIZE = "out_size"
-REPORT_OUT_MTIME_NS = "out_mtime_ns"
-STATUS_OK = "ok"
-STATUS_FAILED = "failed"
-STATUS_SKIPPED = "skipped"  # done by an earlier run from the same request, output unchanged
-STATUS_CANCELLED = "cancelled"
-JOB_STATUSES: Tuple[str, ...] = (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED, STATUS_CANCELLED)
-
-
-def job_option(key: str) -> str:
-    """A job key as the CLI's option: "audio_start" -> "--audio-start"."""
-    return "--" + str(key).strip().lstrip("-").replace("_", "-")
-
-
-def job_args(job: dict, list_file=None) -> list:
-    """The CLI arguments for a job (its "id" left out). `list_file(option, values) -> path` writes
-    an inline list (JOB_INLINE_LISTS) to a file; without it such a list is refused. ValueError
-    with a one-line message for a value that cannot be an argument."""
-    args: list = []
-    for key, value in job.items():
-        if key == JOB_ID or value is None or value is False:
-            continue
-        opt = job_option(key)
-        if value is True:
-            args.append(opt)
-        elif isinstance(value, list) and opt in JOB_INLINE_LISTS:
-            if list_file is None:
-                raise ValueError(f'"{key}": give a file name here, not a list')
-            args += [opt, str(list_file(opt, value))]
-        elif isinstance(value, list):
-            if not all(_scalar(v) for v in value):
-                raise ValueError(f'"{key}": a list may hold only strings and numbers')
-            args += [opt, *(_arg(v) for v in value)]
-        elif _scalar(value):
-            args += [opt, _arg(value)]
-        else:
-            raise ValueError(f'"{key}": give a string, a number, a list or true, not {type(value).__name__}')
-    return args
-
-
-def job_from_args(args: list, inline_lists: bool = False) -> dict:
-    """A job for CLI arguments (job_args' inverse): numbers as numbers where they read back the
-    same, several values as a list, a flag as true. `inline_lists`: read the files named by
-    JOB_INLINE_LISTS options into the job, so it does not depend on a temporary file."""
-    job: dict = {}
-    key = None
-    for token in [str(a) for a in args]:
-        if token.startswith("--") and len(token) > 2:
-            key = token[2:]
-            job[key] = True
-        elif key is None:
-            raise ValueError(f"{token!r} is not an option's value: options start with --")
-        else:
-            value = _number(token)
-            held = job[key]
-            job[key] = value if held is True else (held + [value] if isinstance(held, list) else [held, value])
-    if inline_lists:
-        for opt in JOB_INLINE_LISTS:
-            path = job.get(opt[2:])
-            if isinstance(path, str):
-                with open(path, encoding="utf-8") as f:
-                    job[opt[2:]] = json.load(f)
-    return job
-
-
-def _scalar(value: object) -> bool:
-    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
-
-
-def _arg(value: object) -> str:
-    if isinstance(value, float):
-        return plain_number(value)
-    return value if isinstance(value, str) else json.dumps(value)
+        raise ProtocolError(f"not a JSON {what}: {text[:80]}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"each {what} must be a JSON object, not: {text[:80]}")
+    job = obj.get(KEY_JOB if kind_key == KEY_EVENT else KEY_ID)
+    job = job if isinstance(job, str) else None
+    kind = obj.get(kind_key)
+    cls = kinds.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ProtocolError(f'unknown {what} "{kind_key}": {json.dumps(kind)[:40]} (known: {", ".join(kinds)})', job)
+    return cls.from_dict(obj, job)
 
 
 def plain_number(x: float) -> str:
-    """A float as a command-line value: its shortest exact digits, never with an exponent.
-    argparse takes a value like `-3.3e-05` for an option (only `-N` and `-N.N` look like
-    negative numbers to it), so `--audio-start -3.3e-05` would be refused; `-0.000033` reads
-    back as the same float."""
+    """A float as a command-line value: its shortest exact digits, never with an exponent (argparse
+    takes `-3.3e-05` for an option, not a value; `-0.000033` reads back as the same float)."""
     x = float(x)
     if not math.isfinite(x):
         return json.dumps(x)
     return format(Decimal(repr(x)), "f")
-
-
-def _number(token: str):
-    for kind in (int, float):
-        try:
-            value = kind(token)
-        except ValueError:
-            continue
-        return value if _arg(value) == token else token
-    return token

@@ -1,4 +1,4 @@
-"""Load the add-on's bpy-free modules (runner, engine_python, snapshot, wire) without running the package's
+"""Load the add-on's bpy-free modules (job_state, engine_python, snapshot, wire) without running the package's
 __init__ (which needs bpy): a stand-in package over the same folder, so their relative imports
 (`from .wire import protocol`) work as inside Blender."""
 

@@ -1,7 +1,7 @@
 """A stand-in for `python -m wav2lip_core` for the add-on's tests: the same command line and the
-same protocol, taken from the engine's own modules (wav2lip_core/cli.py's parser and
-wav2lip_core/protocol.py, neither of which imports torch), so the two cannot drift apart: an
-argument list the engine would refuse is refused here too.
+same protocol, taken from the engine's own modules (wav2lip_core/jobs/request.py's parser and
+wav2lip_core/protocol.py's events and requests, neither of which imports torch), so the two cannot
+drift apart: an argument list the engine would refuse is refused here too.
 
 It writes a real (tiny) H.264 file with ceil(duration * fps) frames at --fps, reports progress as
 the core does with `--progress json`, and logs its arguments to $FAKE_ENGINE_LOG (JSON: the
@@ -32,25 +32,29 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-# The checkout's core, whatever the interpreter has installed (its cli and protocol modules
+# The checkout's core, whatever the interpreter has installed (its request and protocol modules
 # import nothing outside the standard library).
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from wav2lip_core.jobs import cli
 from wav2lip_core import protocol as P  # noqa: E402
+from wav2lip_core.jobs import request  # noqa: E402
 
 VERSION = "0.0.0-fake"
 DETECTOR_NOTE = "face detector: haar (BlazeFace weights not found; install.py --detector-weights PATH records them)"
 
 
-def emit(line: str) -> None:
-    print(line, flush=True)
+def emit(event: P.Message) -> None:
+    print(event.to_json(), flush=True)
+
+
+def hello(mode: str) -> P.Hello:
+    return P.Hello(protocol=P.PROTOCOL_VERSION + 1, version="9.9") if mode == "other_protocol" else P.Hello(version=VERSION)
 
 
 def parse(argv: list, mode: str):
-    """The engine's own parsing (cli.parse_args); `old` is an engine from before --protocol."""
+    """The engine's own parsing (request.parse_args); `old` is an engine from before --protocol."""
     if mode == "old" and P.OPT_PROTOCOL in argv:
-        cli.build_parser().error(f"unrecognized arguments: {P.OPT_PROTOCOL}")
-    return cli.parse_args(argv)
+        request.build_parser().error(f"unrecognized arguments: {P.OPT_PROTOCOL}")
+    return request.parse_args(argv)
 
 
 def sent(args, argv: list) -> dict:
@@ -58,7 +62,7 @@ def sent(args, argv: list) -> dict:
     parser's defaults would hide what the add-on left out)."""
     given = {a.split("=", 1)[0] for a in argv if str(a).startswith("--")}
     logged = vars(args).copy()
-    for action in cli.build_parser()._actions:
+    for action in request.build_parser()._actions:
         if action.option_strings and not given & set(action.option_strings):
             logged[action.dest] = None
     return logged
@@ -85,8 +89,7 @@ def main(argv=None) -> int:
             json.dump({"argv": sys.argv[1:], "source_times_list": times, **sent(args, argv)}, f)
     json_mode = args.progress == P.PROGRESS_JSON
     if json_mode:
-        emit(P.event(P.EVENT_HELLO, **{P.KEY_PROTOCOL: P.PROTOCOL_VERSION + 1, P.KEY_VERSION: "9.9"})
-             if mode == "other_protocol" else P.hello(VERSION))
+        emit(hello(mode))
     print("some stray output that is not JSON", flush=True)
     if mode == "error":
         print("warming up", file=sys.stderr)
@@ -102,26 +105,25 @@ def main(argv=None) -> int:
             print(f"cleanup: {junk}", file=sys.stderr)
         return P.EXIT_ERROR
     if mode == "crash":
-        emit(P.progress(P.STAGE_AUDIO, 1, 10))
+        emit(P.Progress(stage=P.STAGE_AUDIO, done=1, total=10))
         raise SystemExit("Segmentation fault (simulated)")
     if mode == "slow":
         for i in range(600):
-            emit(P.progress(P.STAGE_SYNC, i, 600))
+            emit(P.Progress(stage=P.STAGE_SYNC, done=i, total=600))
             time.sleep(0.1)
     if mode == "silent":
         return 0
     if mode == "note":
-        emit(P.note(DETECTOR_NOTE))
+        emit(P.Note(message=DETECTOR_NOTE))
     fps = args.fps or 25.0
     duration = args.duration if args.duration is not None else 1.0
     n = max(1, math.ceil(duration * fps - 1e-9))
     for stage in P.STAGES:
         for i in range(0, n + 1, max(1, n // 3)):
-            emit(P.progress(stage, min(i, n), n))
+            emit(P.Progress(stage=stage, done=min(i, n), total=n))
     write_clip(args.out, n, fps)
     if json_mode:
-        emit(P.event(P.EVENT_DONE, **{P.KEY_OUT: args.out, P.KEY_FRAMES: n, P.KEY_SECONDS: 0.1,
-                                      P.KEY_DETECTOR: "haar"}))
+        emit(P.Done(out=args.out, frames=n, seconds=0.1, detector="haar"))
     return 0
 
 
@@ -158,20 +160,19 @@ def serve(mode: str) -> int:
 
     def read() -> None:
         for line in sys.stdin:
-            req = json.loads(line)
+            req = P.parse_request(line)
             with lock:
-                if req[P.KEY_OP] == P.OP_JOB:
+                if isinstance(req, P.JobRequest):
                     queue.append(req)
-                elif req[P.KEY_OP] == P.OP_CANCEL:
-                    cancelled.add(req[P.KEY_ID])
-                elif req[P.KEY_OP] == P.OP_QUIT:
+                elif isinstance(req, P.CancelRequest):
+                    cancelled.add(req.id)
+                else:
                     state["stop"] = True
             wake.set()
         state["stop"] = True
         wake.set()
 
-    emit(P.event(P.EVENT_HELLO, **{P.KEY_PROTOCOL: P.PROTOCOL_VERSION + 1, P.KEY_VERSION: "9.9"})
-         if mode == "other_protocol" else P.hello(VERSION))
+    emit(hello(mode))
     threading.Thread(target=read, daemon=True).start()
     jobs_run = 0
     while not state["stop"]:
@@ -181,19 +182,16 @@ def serve(mode: str) -> int:
             req = queue.popleft() if queue else None
         if req is None:
             continue
-        job = req[P.KEY_ID]
-
-        def tagged(kind, **fields):
-            emit(P.event(kind, **{P.KEY_JOB: job}, **fields))
+        job = req.id
 
         def stop() -> bool:
             with lock:
                 return job in cancelled or state["stop"]
 
         try:
-            args = cli.parse_args(req[P.KEY_ARGS])
+            args = request.parse_args(req.args)
         except SystemExit:  # argparse said why on stderr; the real serve answers an error event
-            tagged(P.EVENT_ERROR, **{P.KEY_MESSAGE: "bad job arguments (see the engine's stderr)"})
+            emit(P.Error(job=job, message="bad job arguments (see the engine's stderr)"))
             continue
         log = os.environ.get("FAKE_ENGINE_LOG")
         if log:
@@ -202,46 +200,45 @@ def serve(mode: str) -> int:
                 with open(args.source_times, encoding="utf-8") as f:
                     times = json.load(f)
             with open(log, "w") as f:
-                json.dump({"argv": req[P.KEY_ARGS], "source_times_list": times, **sent(args, req[P.KEY_ARGS])}, f)
+                json.dump({"argv": req.args, "source_times_list": times, **sent(args, req.args)}, f)
         if mode == "error":
-            tagged(P.EVENT_ERROR, **{P.KEY_MESSAGE: "cannot read the checkpoint: it is not a Wav2Lip model"})
+            emit(P.Error(job=job, message="cannot read the checkpoint: it is not a Wav2Lip model"))
             continue
         if mode == "big_stderr":
             junk = "x" * 1000
             for _ in range(3000):
                 print(f"warning: {junk}", file=sys.stderr)
             print("y" * 2_000_000, file=sys.stderr)
-            tagged(P.EVENT_ERROR, **{P.KEY_MESSAGE: "the clip's audio track is damaged at 3.2 s"})
+            emit(P.Error(job=job, message="the clip's audio track is damaged at 3.2 s"))
             continue
         if mode == "crash":
-            tagged(P.EVENT_PROGRESS, **{P.KEY_STAGE: P.STAGE_AUDIO, P.KEY_DONE: 1, P.KEY_TOTAL: 10})
+            emit(P.Progress(stage=P.STAGE_AUDIO, done=1, total=10, job=job))
             print("Segmentation fault (simulated)", file=sys.stderr, flush=True)
             os._exit(1)
         if mode == "slow_load" and not state.get("loaded"):
-            tagged(P.EVENT_PROGRESS, **{P.KEY_STAGE: P.STAGE_LOAD, P.KEY_DONE: 0, P.KEY_TOTAL: 1})
+            emit(P.Progress(stage=P.STAGE_LOAD, done=0, total=1, job=job))
             time.sleep(float(os.environ.get("FAKE_ENGINE_LOAD", "3")))  # deaf to cancel, as a model load
             state["loaded"] = True
         if mode == "slow":
             for i in range(600):
                 if stop():
                     break
-                tagged(P.EVENT_PROGRESS, **{P.KEY_STAGE: P.STAGE_SYNC, P.KEY_DONE: i, P.KEY_TOTAL: 600})
+                emit(P.Progress(stage=P.STAGE_SYNC, done=i, total=600, job=job))
                 time.sleep(0.1)
         if stop():
-            tagged(P.EVENT_CANCELLED)
+            emit(P.Cancelled(job=job))
             continue
         fps = args.fps or 25.0
         duration = args.duration if args.duration is not None else 1.0
         n = max(1, math.ceil(duration * fps - 1e-9))
         if mode == "note":
-            tagged(P.EVENT_NOTE, **{P.KEY_MESSAGE: DETECTOR_NOTE})
+            emit(P.Note(message=DETECTOR_NOTE, job=job))
         for stage in P.STAGES:
             for i in range(0, n + 1, max(1, n // 3)):
-                tagged(P.EVENT_PROGRESS, **{P.KEY_STAGE: stage, P.KEY_DONE: min(i, n), P.KEY_TOTAL: n})
+                emit(P.Progress(stage=stage, done=min(i, n), total=n, job=job))
         if mode != "silent":
             write_clip(args.out, n, fps)
-        tagged(P.EVENT_DONE, **{P.KEY_OUT: args.out, P.KEY_FRAMES: n, P.KEY_SECONDS: 0.1,
-                                P.KEY_DETECTOR: "haar", P.KEY_WARM: jobs_run > 0})
+        emit(P.Done(job=job, out=args.out, frames=n, seconds=0.1, detector="haar", warm=jobs_run > 0))
         jobs_run += 1
     return 0
 

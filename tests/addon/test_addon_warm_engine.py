@@ -256,12 +256,12 @@ _BLENDER_SESSION = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     import bpy, addon_utils
     addon_utils.enable("blender_addon", default_set=True, handle_error=None)
-    from blender_addon import engine, engine_python, jobqueue
+    from blender_addon import engine, engine_python, engine_jobs
     eng = engine.session_engine({python!r}, engine_python.engine_env())
-    job = jobqueue.EngineJob(dest={dest!r})
+    job = engine_jobs.EngineJob(dest={dest!r})
     job.args = ["--face", {face!r}, "--audio", {audio!r}, "--checkpoint", {ckpt!r}, "--out", str(job.work_out),
                 "--box", "150", "460", "130", "410", "--duration", "4", "--device", "cpu"]
-    jobqueue.JobQueue([job], lambda: eng).start()
+    engine_jobs.JobQueue([job], lambda: eng).start()
     while job.first_progress_at is None and not job.finished:
         time.sleep(0.02)
     print("PID", eng.pid, flush=True)
@@ -291,7 +291,7 @@ def test_no_engine_outlives_blender(hard, media, checkpoint, engine_python, tmp_
         assert len(leftovers) == 1 and leftovers[0].startswith(".wav2lip-job-"), leftovers
         from ._load import load
 
-        load("jobqueue").EngineJob(dest=tmp_path / "out" / "y.mp4").cleanup()
+        load("engine_jobs").EngineJob(dest=tmp_path / "out" / "y.mp4").cleanup()
         assert not any((tmp_path / "out").iterdir())
     else:
         assert leftovers == [], leftovers

@@ -1,4 +1,4 @@
-"""The add-on's warm-engine client outside Blender (engine.py over runner.py's shared pieces),
+"""The add-on's warm-engine client outside Blender (engine.py over the core's serve_client.py),
 with the stand-in engine speaking `serve` (fake_engine.py): events, errors, crashes, cancel, the
 protocol check, the work folder and the final rename. The same promises with the real engine
 run in test_addon_warm_engine.py."""
@@ -15,11 +15,12 @@ import pytest
 
 from ._load import load
 
-runner = load("runner")
+job_state = load("job_state")
 engine = load("engine")
-jobqueue = load("jobqueue")
+engine_jobs = load("engine_jobs")
 engine_python = load("engine_python")
 protocol = load("wire").protocol
+serve_client = load("wire").serve_client
 FAKE = Path(__file__).with_name("fake_engine.py")
 
 
@@ -27,16 +28,16 @@ def _env(mode: str, **more: str) -> dict:
     return dict(os.environ, FAKE_ENGINE_MODE=mode, **more)
 
 
-def _job(tmp_path: Path, name: str = "x.mp4", **kw) -> "jobqueue.EngineJob":
-    job = jobqueue.EngineJob(dest=tmp_path / name, **kw)
+def _job(tmp_path: Path, name: str = "x.mp4", **kw) -> "engine_jobs.EngineJob":
+    job = engine_jobs.EngineJob(dest=tmp_path / name, **kw)
     job.args = ["--face", "f.mp4", "--audio", "a.wav", "--checkpoint", "c.pth", "--out", str(job.work_out),
                 "--fps", "24", "--duration", "0.5", "--protocol", str(protocol.PROTOCOL_VERSION)]
     return job
 
 
 def _run(fake_python: str, env: dict, *jobs):
-    eng = engine.Engine(fake_python, env).start()
-    jobqueue.JobQueue(list(jobs), lambda: eng).start()
+    eng = engine.WarmEngine(fake_python, env).start()
+    engine_jobs.JobQueue(list(jobs), lambda: eng).start()
     return eng
 
 
@@ -52,7 +53,7 @@ def test_the_stand_in_engine_uses_the_engines_protocol_module():
     spec = importlib.util.spec_from_file_location("_fake_engine_under_test", FAKE)
     fake = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fake)
-    real = Path(runner.__file__).resolve().parents[1] / "wav2lip_core" / "protocol.py"
+    real = Path(job_state.__file__).resolve().parents[1] / "wav2lip_core" / "protocol.py"
     assert Path(fake.P.__file__).resolve() == real.resolve() == Path(protocol.__file__).resolve()
 
 
@@ -76,15 +77,15 @@ def test_the_stand_in_engine_parses_with_the_engines_own_parser(tmp_path, fake_p
 
 
 def test_error_from_stderr():
-    assert runner.error_from_stderr(["x", "error: no face in frame 3", ""], 2) == "no face in frame 3"
-    assert "Traceback" not in runner.error_from_stderr(["Traceback (most recent call last):", "  File x", "KeyError: 'a'"], 1)
-    assert "KeyError: 'a'" in runner.error_from_stderr(["Traceback (most recent call last):", "KeyError: 'a'"], 1)
-    assert "exit code -9" in runner.error_from_stderr([], -9)
+    assert serve_client.error_from_stderr(["x", "error: no face in frame 3", ""], 2) == "no face in frame 3"
+    assert "Traceback" not in serve_client.error_from_stderr(["Traceback (most recent call last):", "  File x", "KeyError: 'a'"], 1)
+    assert "KeyError: 'a'" in serve_client.error_from_stderr(["Traceback (most recent call last):", "KeyError: 'a'"], 1)
+    assert "exit code -9" in serve_client.error_from_stderr([], -9)
 
 
 def test_overall_fraction_is_monotonic_over_stages():
     seq = [(st, d, 10) for st in protocol.STAGES for d in (0, 5, 10)]
-    fr = [runner._overall_fraction(s, d, t) for s, d, t in seq]
+    fr = [job_state._overall_fraction(s, d, t) for s, d, t in seq]
     assert fr == sorted(fr) and fr[0] == 0 and fr[-1] == pytest.approx(1.0)
 
 
@@ -92,10 +93,10 @@ def test_jobs_run_in_turn_on_one_engine_and_results_move_into_place(tmp_path, fa
     a, b = _job(tmp_path, "out/A.mp4"), _job(tmp_path, "out/B.mp4")
     # The engine writes into a hidden folder beside the destination (same file system: the final
     # step is a rename, never a copy).
-    assert a.workdir.parent == tmp_path / "out" and a.workdir.name.startswith(f".wav2lip-job-{runner._host_tag()}-{os.getpid()}-")
+    assert a.workdir.parent == tmp_path / "out" and a.workdir.name.startswith(f".wav2lip-job-{job_state._host_tag()}-{os.getpid()}-")
     eng = _run(fake_python, _env("ok"), a, b)
     pa, pb = a.wait(30), b.wait(30)
-    assert pa.status == pb.status == runner.DONE, (pa.message, pb.message)
+    assert pa.status == pb.status == job_state.DONE, (pa.message, pb.message)
     assert (pa.warm, pb.warm) == (False, True)  # what the engine said: the second found it loaded
     assert a.pid == b.pid == eng.pid and eng.alive
     assert pa.out == str(tmp_path / "out" / "A.mp4") and os.path.getsize(pa.out) > 0
@@ -112,8 +113,8 @@ def test_jobs_run_in_turn_on_one_engine_and_results_move_into_place(tmp_path, fa
 def test_a_failed_job_reports_the_engines_line_and_the_engine_goes_on(mode, message, tmp_path, fake_python):
     a, b = _job(tmp_path, "A.mp4"), _job(tmp_path, "B.mp4")
     eng = _run(fake_python, _env(mode), a, b)
-    assert a.wait(60).message == message and a.poll().status == runner.FAILED
-    assert b.wait(60).status == runner.FAILED and eng.alive  # one bad job does not stop the engine
+    assert a.wait(60).message == message and a.poll().status == job_state.FAILED
+    assert b.wait(60).status == job_state.FAILED and eng.alive  # one bad job does not stop the engine
     assert os.listdir(tmp_path) == []
 
 
@@ -126,12 +127,12 @@ def test_a_crash_fails_the_running_job_in_one_line_and_the_next_job_gets_a_fresh
         started.append(engine.session_engine(fake_python, env))
         return started[-1]
 
-    jobqueue.JobQueue([a, b], engine_for).start()
+    engine_jobs.JobQueue([a, b], engine_for).start()
     p = a.wait(30)
-    assert p.status == runner.FAILED
+    assert p.status == job_state.FAILED
     assert p.message == ("the lip-sync engine stopped unexpectedly (exit code 1: Segmentation fault (simulated)); "
                          "the next sync starts a fresh one")
-    assert b.wait(30).status == runner.FAILED  # (this stand-in crashes on every job)
+    assert b.wait(30).status == job_state.FAILED  # (this stand-in crashes on every job)
     assert len(started) == 2 and started[0].pid != started[1].pid
     assert os.listdir(tmp_path) == []
 
@@ -144,7 +145,7 @@ def test_killed_engine(tmp_path, fake_python):
         time.sleep(0.02)
     os.kill(eng.pid, signal.SIGKILL)
     p = a.wait(10)
-    assert p.status == runner.FAILED and "killed by SIGKILL" in p.message and not eng.alive
+    assert p.status == job_state.FAILED and "killed by SIGKILL" in p.message and not eng.alive
     assert os.listdir(tmp_path) == []
 
 
@@ -152,7 +153,7 @@ def test_bad_interpreter(tmp_path):
     a = _job(tmp_path)
     _run(str(tmp_path / "nope" / "python"), None, a)
     p = a.wait(5)
-    assert a.finished and p.status == runner.FAILED
+    assert a.finished and p.status == job_state.FAILED
     assert p.message.startswith(f"cannot start the lip-sync engine '{tmp_path / 'nope' / 'python'}'")
     assert not a.workdir.exists()
 
@@ -160,8 +161,8 @@ def test_bad_interpreter(tmp_path):
 def test_cancel_answers_at_once_drops_the_queue_and_keeps_the_engine(tmp_path, fake_python):
     a, b = _job(tmp_path, "A.mp4"), _job(tmp_path, "B.mp4")
     (a.workdir / "source_times.json").write_text("[]")  # the add-on's own file in the work folder
-    eng = engine.Engine(fake_python, _env("slow")).start()
-    q = jobqueue.JobQueue([a, b], lambda: eng).start()
+    eng = engine.WarmEngine(fake_python, _env("slow")).start()
+    q = engine_jobs.JobQueue([a, b], lambda: eng).start()
     deadline = time.monotonic() + 20
     while a.poll().stage != protocol.STAGE_SYNC and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -170,7 +171,7 @@ def test_cancel_answers_at_once_drops_the_queue_and_keeps_the_engine(tmp_path, f
     t0 = time.monotonic()
     q.cancel()
     assert time.monotonic() - t0 < 1.0
-    assert a.poll().status == b.poll().status == runner.CANCELLED and q.finished
+    assert a.poll().status == b.poll().status == job_state.CANCELLED and q.finished
     end = time.monotonic() + 5
     while a.workdir.exists() and time.monotonic() < end:
         time.sleep(0.05)
@@ -196,7 +197,7 @@ def test_cancel_stops_an_engine_that_does_not_answer(tmp_path):
         time.sleep(0.02)
     t0 = time.monotonic()
     a.cancel(grace=0.5)
-    assert a.poll().status == runner.CANCELLED and time.monotonic() - t0 < 1.0
+    assert a.poll().status == job_state.CANCELLED and time.monotonic() - t0 < 1.0
     end = time.monotonic() + 10
     while (eng.alive or a.workdir.exists()) and time.monotonic() < end:
         time.sleep(0.05)
@@ -207,7 +208,7 @@ def test_notes_are_collected(tmp_path, fake_python):
     a = _job(tmp_path)
     _run(fake_python, _env("note"), a)
     p = a.wait(30)
-    assert p.status == runner.DONE, p.message
+    assert p.status == job_state.DONE, p.message
     assert p.notes and p.notes[0].startswith("face detector: haar") and "install.py" in p.notes[0]
 
 
@@ -215,7 +216,7 @@ def test_exit_zero_without_file_fails(tmp_path, fake_python):
     a = _job(tmp_path)
     _run(fake_python, _env("silent"), a)
     p = a.wait(30)
-    assert p.status == runner.FAILED and "wrote no file" in p.message
+    assert p.status == job_state.FAILED and "wrote no file" in p.message
     assert os.listdir(tmp_path) == []
 
 
@@ -226,7 +227,7 @@ def test_engine_of_another_protocol_version_is_refused(mode, speaks, tmp_path, f
     a = _job(tmp_path)
     eng = _run(fake_python, _env(mode), a)
     p = a.wait(30)
-    assert p.status == runner.FAILED
+    assert p.status == job_state.FAILED
     assert p.message.startswith(f"the lip-sync engine speaks protocol {speaks}")
     assert "re-run install.py" in p.message and "\n" not in p.message
     assert os.listdir(tmp_path) == []  # nothing written
@@ -284,7 +285,7 @@ def test_a_failed_final_rename_reports_and_leaves_nothing(blocker, tmp_path, fak
         dest.mkdir()
     _run(fake_python, _env("ok"), a)
     p = a.wait(30)
-    assert p.status == runner.FAILED
+    assert p.status == job_state.FAILED
     assert p.message.startswith(f"cannot save the result as {dest}") and "nothing was overwritten" in p.message
     assert os.listdir(tmp_path) == [dest.name]
     if blocker == "file":
@@ -296,14 +297,14 @@ def test_work_folders_of_a_gone_blender_are_removed(tmp_path):
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
-    stale = tmp_path / f"{runner.WORK_PREFIX}{runner._host_tag()}-{gone}-abc"
+    stale = tmp_path / f"{job_state.WORK_PREFIX}{job_state._host_tag()}-{gone}-abc"
     stale.mkdir()
     (stale / "result.mp4").write_bytes(b"half")
-    mine = runner.make_workdir(tmp_path / "x.mp4")
+    mine = job_state.make_workdir(tmp_path / "x.mp4")
     assert not stale.exists() and mine.exists()
-    other = tmp_path / f"{runner.WORK_PREFIX}{runner._host_tag()}-1-abc"  # pid 1 is alive: not ours to remove
+    other = tmp_path / f"{job_state.WORK_PREFIX}{job_state._host_tag()}-1-abc"  # pid 1 is alive: not ours to remove
     other.mkdir()
-    runner.make_workdir(tmp_path / "y.mp4")
+    job_state.make_workdir(tmp_path / "y.mp4")
     assert other.exists()
 
 
@@ -316,11 +317,11 @@ def test_move_into_place_without_hard_links(tmp_path, monkeypatch):
     src = tmp_path / "a"
     src.write_text("new")
     dest = tmp_path / "b"
-    runner.move_into_place(src, dest)
+    job_state.move_into_place(src, dest)
     assert dest.read_text() == "new" and not src.exists()
     src.write_text("newer")
     with pytest.raises(FileExistsError):
-        runner.move_into_place(src, dest)
+        job_state.move_into_place(src, dest)
     assert dest.read_text() == "new"
 
 
@@ -333,7 +334,7 @@ def test_find_engine_python(tmp_path, monkeypatch):
     assert not engine_python.can_import_core(str(tmp_path / "nope"))
     env = engine_python.engine_env({"PYTHONHOME": "/blender/python", "PATH": "/bin"})
     assert "PYTHONHOME" not in env
-    assert str(Path(runner.__file__).resolve().parents[1]) in env["PYTHONPATH"].split(os.pathsep)
+    assert str(Path(job_state.__file__).resolve().parents[1]) in env["PYTHONPATH"].split(os.pathsep)
 
 
 def test_engine_python_by_bare_name(tmp_path, monkeypatch):
@@ -369,14 +370,14 @@ def test_sync_again_right_after_a_cancel_during_the_load_gets_a_fresh_engine(tmp
         return engines[-1]
 
     a = _job(tmp_path, "A.mp4")
-    jobqueue.JobQueue([a], engine_for).start()
+    engine_jobs.JobQueue([a], engine_for).start()
     assert _wait_for(lambda: a.poll().stage == protocol.STAGE_LOAD)
     a.cancel(grace=1.0)  # (the add-on waits 10 s; the stand-in's load outlasts this grace as a real one outlasts 10 s)
-    assert a.poll().status == runner.CANCELLED
+    assert a.poll().status == job_state.CANCELLED
     b = _job(tmp_path, "B.mp4")
-    jobqueue.JobQueue([b], engine_for).start()
+    engine_jobs.JobQueue([b], engine_for).start()
     p = b.wait(30)
-    assert p.status == runner.DONE, p.message
+    assert p.status == job_state.DONE, p.message
     assert engines[0] is not engines[-1] and b.pid != a.pid
     assert _wait_for(lambda: not engines[0].alive, 10) and engines[-1].alive
     assert sorted(os.listdir(tmp_path)) == ["B.mp4"]
@@ -387,7 +388,7 @@ def test_an_engine_that_let_go_of_a_cancelled_job_is_kept(tmp_path, fake_python)
     env = _env("slow")
     a = _job(tmp_path, "A.mp4")
     first = engine.session_engine(fake_python, env)
-    jobqueue.JobQueue([a], lambda: engine.session_engine(fake_python, env)).start()
+    engine_jobs.JobQueue([a], lambda: engine.session_engine(fake_python, env)).start()
     assert _wait_for(lambda: a.poll().stage == protocol.STAGE_SYNC)
     a.cancel()
     assert _wait_for(lambda: not a.workdir.exists())
@@ -400,14 +401,14 @@ def test_a_cancel_that_races_the_delivery_keeps_the_finished_clip(tmp_path, fake
     import threading
 
     delivering, go = threading.Event(), threading.Event()
-    real_deliver = jobqueue.deliver
+    real_deliver = engine_jobs.deliver
 
     def paused_deliver(produced, dest):
         delivering.set()
         go.wait(10)
         return real_deliver(produced, dest)
 
-    monkeypatch.setattr(jobqueue, "deliver", paused_deliver)
+    monkeypatch.setattr(engine_jobs, "deliver", paused_deliver)
     a = _job(tmp_path, "A.mp4")
     _run(fake_python, _env("ok"), a)
     assert delivering.wait(30)
@@ -415,7 +416,7 @@ def test_a_cancel_that_races_the_delivery_keeps_the_finished_clip(tmp_path, fake
     assert not go.is_set()
     go.set()
     p = a.wait(10)
-    assert p.status == runner.DONE, p.message  # ... and the clip counts
+    assert p.status == job_state.DONE, p.message  # ... and the clip counts
     assert p.out == str(tmp_path / "A.mp4") and os.path.getsize(p.out) > 0
 
 
@@ -423,13 +424,13 @@ def test_a_bug_in_the_reader_thread_fails_the_job_and_retires_the_engine(tmp_pat
     def broken(p, obj):
         raise KeyError("stage")
 
-    monkeypatch.setattr(jobqueue, "apply_event", broken)
+    monkeypatch.setattr(engine_jobs, "apply_event", broken)
     a = _job(tmp_path)
     eng = _run(fake_python, _env("ok"), a)
     p = a.wait(10)
-    assert a.finished and p.status == runner.FAILED  # not a bar frozen forever
+    assert a.finished and p.status == job_state.FAILED  # not a bar frozen forever
     assert "\n" not in p.message and "KeyError" in p.message and "next sync starts a fresh" in p.message
-    assert _wait_for(lambda: not eng.alive and eng.pid is not None and eng._proc.poll() is not None, 10)
+    assert _wait_for(lambda: not eng.alive and eng.pid is not None and eng.client.proc.poll() is not None, 10)
 
 
 def _deaf_python(tmp_path: Path, ignore_term: bool = True) -> str:
@@ -449,13 +450,13 @@ def _deaf_python(tmp_path: Path, ignore_term: bool = True) -> str:
 def test_stop_returns_before_a_slow_engine_exits(tmp_path):
     """Stopping an engine never waits on the UI thread: the escalation (SIGTERM, then SIGKILL)
     goes on in the background."""
-    eng = engine.Engine(_deaf_python(tmp_path)).start()
-    assert _wait_for(lambda: eng._hello)
+    eng = engine.WarmEngine(_deaf_python(tmp_path)).start()
+    assert _wait_for(lambda: eng.client.hello)
     eng.stop(grace=1.0)
-    assert eng._proc.poll() is None  # returned while the engine still runs ...
+    assert eng.client.proc.poll() is None  # returned while the engine still runs ...
     assert not eng.alive  # ... and takes no job any more
-    assert _wait_for(lambda: eng._proc.poll() is not None, 10)  # then killed: SIGTERM is ignored
-    assert eng._proc.returncode == -signal.SIGKILL
+    assert _wait_for(lambda: eng.client.proc.poll() is not None, 10)  # then killed: SIGTERM is ignored
+    assert eng.client.proc.returncode == -signal.SIGKILL
 
 
 def test_the_interpreter_probe_does_not_run_on_the_calling_thread(tmp_path, monkeypatch, fake_python):
@@ -475,12 +476,12 @@ def test_the_interpreter_probe_does_not_run_on_the_calling_thread(tmp_path, monk
     monkeypatch.setenv("WAV2LIP_PYTHON", str(slow))
     env = _env("ok")
     a = _job(tmp_path, "A.mp4")
-    q = jobqueue.JobQueue([a], lambda: engine.session_engine(engine_python.find_engine_python(""), env))
+    q = engine_jobs.JobQueue([a], lambda: engine.session_engine(engine_python.find_engine_python(""), env))
     q.start()
     assert not probed.exists()  # start() returned while the probe still waits
     gate.write_text("")
     p = a.wait(30)
-    assert p.status == runner.DONE, p.message
+    assert p.status == job_state.DONE, p.message
     assert probed.exists() and a.pid is not None
 
 
@@ -492,21 +493,21 @@ def test_work_folders_carry_the_host_and_only_this_hosts_are_swept(tmp_path):
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
-    mine = runner.make_workdir(tmp_path / "x.mp4")
-    host = runner._host_tag()
+    mine = job_state.make_workdir(tmp_path / "x.mp4")
+    host = job_state._host_tag()
     assert host and socket.gethostname().split(".")[0][:8].lower() in mine.name.lower()
-    assert mine.name.startswith(f"{runner.WORK_PREFIX}{host}-{os.getpid()}-")
-    dead_here = tmp_path / f"{runner.WORK_PREFIX}{host}-{gone}-abc"
-    elsewhere = tmp_path / f"{runner.WORK_PREFIX}otherbox-{gone}-abc"  # that pid may be running there
-    old_style = tmp_path / f"{runner.WORK_PREFIX}{gone}-abc"  # an older add-on's name: any host's
-    old_and_untouched = tmp_path / f"{runner.WORK_PREFIX}{gone}-def"
+    assert mine.name.startswith(f"{job_state.WORK_PREFIX}{host}-{os.getpid()}-")
+    dead_here = tmp_path / f"{job_state.WORK_PREFIX}{host}-{gone}-abc"
+    elsewhere = tmp_path / f"{job_state.WORK_PREFIX}otherbox-{gone}-abc"  # that pid may be running there
+    old_style = tmp_path / f"{job_state.WORK_PREFIX}{gone}-abc"  # an older add-on's name: any host's
+    old_and_untouched = tmp_path / f"{job_state.WORK_PREFIX}{gone}-def"
     for d in (dead_here, elsewhere, old_style, old_and_untouched):
         d.mkdir()
         (d / "result.mp4").write_bytes(b"half")
     day_ago = time.time() - 2 * 86400
     for p in (old_and_untouched / "result.mp4", old_and_untouched):
         os.utime(p, (day_ago, day_ago))
-    runner.make_workdir(tmp_path / "y.mp4")
+    job_state.make_workdir(tmp_path / "y.mp4")
     assert not dead_here.exists() and mine.exists()
     assert elsewhere.exists() and old_style.exists()
     assert not old_and_untouched.exists()  # nothing written for a day: no job runs there

@@ -201,11 +201,11 @@ def test_fractional_fps_is_passed_exactly():
 
 
 def _real_parser():
-    """The engine's own argument parser (wav2lip_core/cli.py: torch-free), strict: as argparse
-    reads a command line, without the CLI's joining of `--opt -1e-5` pairs."""
-    from wav2lip_core.jobs import cli
+    """The engine's own argument parser (wav2lip_core/jobs/request.py: torch-free), strict: as
+    argparse reads a command line, without the CLI's joining of `--opt -1e-5` pairs."""
+    from wav2lip_core.jobs import request
 
-    return cli.build_parser()
+    return request.build_parser()
 
 
 def _is_number(text):

@@ -37,7 +37,7 @@ def test_job_ids_name_scene_strip_and_range_exactly():
 
 
 def test_job_line_holds_the_engine_arguments_and_inline_times(tmp_path):
-    """What `wav2lip batch` makes of a JOBS line (protocol.job_args, as the runner calls it) is
+    """What `wav2lip batch` makes of a JOBS line (batch_format.job_args, as the runner calls it) is
     the argument list the add-on built, but for --progress; the times file holds the list."""
     jf, snap = load("jobs_export"), load("sync_request")
     P = jf.P
@@ -60,14 +60,14 @@ def test_job_line_holds_the_engine_arguments_and_inline_times(tmp_path):
     expected = list(args)
     i = expected.index(P.OPT_PROGRESS)
     del expected[i:i + 2]
-    assert P.job_args(job, list_file) == expected
+    assert jf.J.job_args(job, list_file) == expected
     assert written == {P.OPT_SOURCE_TIMES: [0.32, 0.36, 1 / 3]}
 
 
 def test_a_jobs_line_with_tiny_numbers_reads_back_through_the_real_parser():
-    """The export's numbers as `wav2lip batch` hands them to the engine (protocol.job_args, then
+    """The export's numbers as `wav2lip batch` hands them to the engine (batch_format.job_args, then
     the CLI's own parser): a tiny negative audio start must stay a value, not look like an option."""
-    from wav2lip_core.jobs import cli
+    from wav2lip_core.jobs import request
 
     jf, snap = load("jobs_export"), load("sync_request")
     req = snap.SyncRequest(
@@ -78,7 +78,7 @@ def test_a_jobs_line_with_tiny_numbers_reads_back_through_the_real_parser():
                            extra=("--sync-offset", "-0.5", "--enhance-fidelity", "0.00001"))
     job = jf.job_line(jf.StripRef("Scene", "Face", 9, 3), args, None)
     assert job["audio-start"] == -3.3e-05 and job["audible"] == [1e-05, 0.1]  # numbers in the file
-    parsed = cli.build_parser().parse_args(jf.P.job_args(job))
+    parsed = request.build_parser().parse_args(jf.J.job_args(job))
     assert (parsed.audio_start, parsed.audible, parsed.duration) == (-3.3e-05, [1e-05, 0.1], 0.125)
     assert (parsed.sync_offset, parsed.enhance_fidelity) == (-0.5, 1e-05)
 
@@ -207,8 +207,9 @@ def test_export_sends_what_sync_lips_sends(fresh, studio, prefs, media, fake_pyt
         for opt in ("--out", "--progress", "--source-times"):
             i = argv.index(opt)
             del argv[i:i + 2]
-        P = studio.protocol
-        exported = P.job_args({k: v for k, v in job.items() if k not in ("out", "source-times")})
+        from wav2lip_core.batch_format import job_args
+
+        exported = job_args({k: v for k, v in job.items() if k not in ("out", "source-times")})
         assert exported == argv
         assert job["source-times"] == sent["source_times_list"] and len(job["source-times"]) == 24
         assert "--sync-offset" in argv
@@ -289,7 +290,8 @@ def test_a_sound_a_hair_late_syncs_and_exports_for_the_real_parser(fresh, studio
     """A sound strip delayed by 33 microseconds (Blender 5.0's sound offset) gives the engine an
     audio start of -3.3e-05 s. Sync Lips (the stand-in parses with the engine's own parser) and
     the exported JOBS line (read back as `wav2lip batch` does) both get it as a value."""
-    from wav2lip_core.jobs import cli
+    from wav2lip_core.batch_format import job_args
+    from wav2lip_core.jobs import request
 
     bpy, scene = fresh
     face = add_movie(scene, "Face", media / KATIE, 2, 1)
@@ -310,6 +312,6 @@ def test_a_sound_a_hair_late_syncs_and_exports_for_the_real_parser(fresh, studio
     assert bpy.ops.sequencer.wav2lip_export_jobs(filepath=str(jobs_path)) == {"FINISHED"}
     job = _read_jobs(jobs_path)[0]
     assert job["audio-start"] == -speech.sound_offset
-    parsed = cli.build_parser().parse_args(studio.protocol.job_args(
+    parsed = request.build_parser().parse_args(job_args(
         {k: v for k, v in job.items() if k not in ("id", "source-times")}))
     assert parsed.audio_start == job["audio-start"]

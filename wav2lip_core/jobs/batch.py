@@ -1,7 +1,6 @@
 """`wav2lip batch JOBS`: many lip-sync jobs from a JSON-lines file, on this machine (N warm
 engines, `wav2lip serve` subprocesses, one job at a time each: batch_local.py) or as tasks on a
-Ray cluster (batch_ray.py). The file format and the report's keys are in protocol.py ("JOBS
-files"); reading jobs, the resume rule and the report file are in jobfile.py.
+Ray cluster (batch_ray.py). The file format and the report's keys are in batch_format.py; reading jobs, the resume rule and the report file are in jobfile.py.
 
 One bad job never stops the others; the exit code is 0 only when every job succeeded or was
 skipped as already done. Ctrl+C (or SIGTERM) cancels the running jobs, which leave no output.
@@ -20,10 +19,10 @@ from collections import Counter
 from pathlib import Path
 
 from . import jobfile
-from .. import protocol as P
+from .. import batch_format as J, protocol as P
 from ..errors import Wav2LipError
 
-RAY_HINT = "pip install 'wav2lip-blender[ray]' (or: pip install ray==2.60.0)"
+RAY_HINT = 'pip install "wav2lip-blender[ray]"'  # the version pin lives in pyproject.toml only
 
 EPILOG = f"""\
 JOBS holds one job per line, a JSON object whose keys are the options of `wav2lip` without the
@@ -35,7 +34,7 @@ seconds; relative paths are relative to the JOBS file's folder; blank lines and 
 with # are ignored. A line that is not a valid job fails alone.
 
 The report (default: JOBS's name with .report.jsonl, beside it) gets one JSON line per job: id,
-line, status ({', '.join(P.JOB_STATUSES)}), seconds, out, frames, and a one-line error. Running the
+line, status ({', '.join(J.JOB_STATUSES)}), seconds, out, frames, and a one-line error. Running the
 same command again resumes: a job is skipped when the report says it succeeded from the same
 request (the same options, engine version and input files' sizes and modification times) and
 its output is still the file that run wrote (same size and time). Delete the report, or pass
@@ -55,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="R.jsonl", help="report file (default: JOBS.report.jsonl beside JOBS)")
     p.add_argument("--no-resume", action="store_true", help="run every job, even those the report says are done")
     p.add_argument("--progress", choices=("bar", "none"), default="bar", help="an overall tqdm bar on stderr (default) or nothing")
-    r = p.add_argument_group("Ray (pip install 'wav2lip-blender[ray]')")
+    r = p.add_argument_group(f"Ray ({RAY_HINT})")
     r.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                    help="run each job as a Ray task: on the cluster at ADDRESS, else at $RAY_ADDRESS, else the one "
                         "`ray start` began on this machine, else a new local one for this batch")
@@ -87,7 +86,7 @@ class Tally:
 
         self._report = report
         self._lock = threading.Lock()
-        self.counts: Counter = Counter({P.STATUS_SKIPPED: done_before})
+        self.counts: Counter = Counter({J.STATUS_SKIPPED: done_before})
         self.frames = 0
         self._t0 = time.perf_counter()
         self._bar = tqdm(total=total, initial=done_before, unit="job", desc="batch", disable=not bar,
@@ -108,14 +107,14 @@ class Tally:
             self.finished.add(job.line)
             self._report.add(jobfile.entry(job, status, seconds, error, frames))
             self.counts[status] += 1
-            if status == P.STATUS_FAILED and self._show:
+            if status == J.STATUS_FAILED and self._show:
                 self._bar.write(f"line {job.line} ({job.id}): failed: {' '.join(str(error).split())}", file=sys.stderr)
             self._bar.update(1)
             self._postfix()
 
     def _postfix(self) -> None:
         rate = self.frames / max(time.perf_counter() - self._t0, 1e-6)
-        failed = self.counts[P.STATUS_FAILED]
+        failed = self.counts[J.STATUS_FAILED]
         self._bar.set_postfix_str(f"{self.frames} frames, {rate:.1f} frames/s" + (f", {failed} failed" if failed else ""))
 
     def close(self) -> None:
@@ -153,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     for job in jobs:
         before = jobfile.still_done(job, done)
         if before is not None:
-            skipped.append(jobfile.entry(job, P.STATUS_SKIPPED, frames=before.get(P.REPORT_FRAMES)))
+            skipped.append(jobfile.entry(job, J.STATUS_SKIPPED, frames=before.get(J.REPORT_FRAMES)))
         elif job.error is not None:
             bad.append(job)
         else:
@@ -165,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         return P.EXIT_ERROR
     tally = Tally(report, len(jobs), len(skipped), bar=args.progress == "bar")
     for job in bad:
-        tally.finish(job, P.STATUS_FAILED, error=job.error)
+        tally.finish(job, J.STATUS_FAILED, error=job.error)
     tmp = Path(tempfile.mkdtemp(prefix="wav2lip-batch-"))
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -183,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             interrupted = run_local(todo, args.workers, tally, tmp)
     except Wav2LipError as exc:  # the cluster could not be reached: the jobs did not run
         for job in todo:
-            tally.finish(job, P.STATUS_FAILED, error=str(exc))
+            tally.finish(job, J.STATUS_FAILED, error=str(exc))
         tally.close()
         report.close()
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
@@ -194,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     tally.close()
     report.close()
     c = tally.counts
-    print(f"{len(jobs)} jobs: {c[P.STATUS_OK]} ok, {c[P.STATUS_SKIPPED]} skipped, {c[P.STATUS_FAILED]} failed, "
-          f"{c[P.STATUS_CANCELLED]} cancelled; report: {report_path}", file=sys.stderr)
+    print(f"{len(jobs)} jobs: {c[J.STATUS_OK]} ok, {c[J.STATUS_SKIPPED]} skipped, {c[J.STATUS_FAILED]} failed, "
+          f"{c[J.STATUS_CANCELLED]} cancelled; report: {report_path}", file=sys.stderr)
     if interrupted:
         return P.EXIT_CANCELLED
-    return P.EXIT_OK if c[P.STATUS_OK] + c[P.STATUS_SKIPPED] == len(jobs) else P.EXIT_ERROR
+    return P.EXIT_OK if c[J.STATUS_OK] + c[J.STATUS_SKIPPED] == len(jobs) else P.EXIT_ERROR

@@ -1,13 +1,13 @@
-"""`wav2lip batch JOBS` on this machine: N warm engines (`wav2lip serve` subprocesses), each
-running one job at a time from a shared queue. An engine that dies fails its job with its last
-words and is started again for the next one; Ctrl+C cancels the running jobs through the
-engines' own cancel (no output is left) and stops them.
+"""`wav2lip batch JOBS` on this machine: N warm engines (`wav2lip serve` subprocesses, each a
+ServeClient), each running one job at a time from a shared queue. An engine that dies fails its
+job with its last words (serve_client's rules) and is started again for the next one; Ctrl+C
+cancels the running jobs through the engines' own cancel (no output is left) and stops them.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
+import queue
 import sys
 import threading
 import time
@@ -17,125 +17,53 @@ from pathlib import Path
 import wav2lip_core
 
 from . import jobfile
-from .. import protocol as P
+from .. import batch_format as J, protocol as P
+from ..serve_client import EngineExit, ServeClient
 
 _ENGINE_STOP_S = 20  # a quitting engine finishes cancelling within this, else it is killed
 
 
-class EngineError(Exception):
-    """The engine could not start or speaks another protocol."""
+class _Engine:
+    """A ServeClient whose events go to a queue, read by the one worker thread that owns it."""
 
-
-class Engine:
-    """One `python -m wav2lip_core serve` subprocess in its own session (a terminal's Ctrl+C
-    reaches only the batch, which cancels jobs in order), its stderr in a log file."""
-
-    def __init__(self, python: str, log_path: Path, threads: int | None = None):
-        self._log = open(log_path, "w+", encoding="utf-8", errors="replace")
+    def __init__(self, threads: int | None):
         root = str(Path(wav2lip_core.__file__).resolve().parents[1])
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
         if threads is not None:  # torch and OpenVINO (runtime.compile_config) read it
             env["OMP_NUM_THREADS"] = str(threads)
-        self.proc = subprocess.Popen([python, "-m", "wav2lip_core", P.SERVE_COMMAND], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self._log, text=True, bufsize=1, env=env,
-                                     start_new_session=True)
-        self._write_lock = threading.Lock()
-        self.cancelling = False
-        hello = self._next()
-        if hello is None or hello.get(P.KEY_EVENT) != P.EVENT_HELLO:
-            why = self.why()
-            self.close()
-            raise EngineError(f"the engine did not start: {why}")
-        if hello.get(P.KEY_PROTOCOL) != P.PROTOCOL_VERSION:
-            self.close()
-            raise EngineError(P.mismatch_message(hello.get(P.KEY_PROTOCOL)))
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None and not self.cancelling
-
-    def _next(self) -> dict | None:
-        while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                return None
-            event = P.parse_event(line)
-            if event is not None:
-                return event
-
-    def _send(self, line: str) -> None:
-        with self._write_lock:
-            try:
-                self.proc.stdin.write(line + "\n")
-                self.proc.stdin.flush()
-            except (OSError, ValueError):
-                pass  # it is gone: the reader sees the end of its output
-
-    def why(self) -> str:
-        try:
-            code = self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            code = None
-        self._log.flush()
-        self._log.seek(0)
-        lines = [line.strip() for line in self._log.read().splitlines() if line.strip()]
-        return f"the engine stopped (exit code {code})" + (f": {lines[-1]}" if lines else "")
+        self.events: queue.Queue = queue.Queue()
+        self.client = ServeClient(sys.executable, on_event=self.events.put, on_exit=self.events.put, env=env).start()
 
     def run(self, job_id: str, args: list[str], on_frames) -> tuple[str, float, str | None, int | None]:
         """(status, seconds, error, frames) of one job; `on_frames(n)` as sync frames get done."""
         t0 = time.perf_counter()
-        self._send(P.request(P.OP_JOB, job_id, args))
+        self.client.send(P.JobRequest(id=job_id, args=args))
         synced = 0
         while True:
-            e = self._next()
-            if e is None:
-                if self.cancelling:
-                    return P.STATUS_CANCELLED, time.perf_counter() - t0, None, None
-                return P.STATUS_FAILED, time.perf_counter() - t0, self.why(), None
-            if e.get(P.KEY_JOB) != job_id:
+            e = self.events.get()
+            if isinstance(e, EngineExit):
+                if e.stopped:
+                    return J.STATUS_CANCELLED, time.perf_counter() - t0, None, None
+                return J.STATUS_FAILED, time.perf_counter() - t0, e.reason, None
+            if getattr(e, "job", None) != job_id:
                 continue
-            kind = e.get(P.KEY_EVENT)
-            if kind == P.EVENT_PROGRESS and e.get(P.KEY_STAGE) == P.STAGE_SYNC:
-                done = int(e.get(P.KEY_DONE, 0))
-                if done > synced:
-                    on_frames(done - synced)
-                synced = done
-            elif kind == P.EVENT_DONE:
-                return P.STATUS_OK, time.perf_counter() - t0, None, e.get(P.KEY_FRAMES)
-            elif kind == P.EVENT_ERROR:
-                return P.STATUS_FAILED, time.perf_counter() - t0, str(e.get(P.KEY_MESSAGE)), None
-            elif kind == P.EVENT_CANCELLED:
-                return P.STATUS_CANCELLED, time.perf_counter() - t0, None, None
+            if isinstance(e, P.Progress) and e.stage == P.STAGE_SYNC:
+                if e.done > synced:
+                    on_frames(e.done - synced)
+                synced = e.done
+            elif isinstance(e, P.Done):
+                return J.STATUS_OK, time.perf_counter() - t0, None, e.frames
+            elif isinstance(e, P.Error):
+                return J.STATUS_FAILED, time.perf_counter() - t0, e.message, None
+            elif isinstance(e, P.Cancelled):
+                return J.STATUS_CANCELLED, time.perf_counter() - t0, None, None
 
     def cancel(self, job_id: str | None) -> None:
         """Stop the running job (it leaves no output) and the engine: cancel, then quit, which
         also covers a job request the engine has not read yet."""
-        self.cancelling = True
         if job_id is not None:
-            self._send(P.request(P.OP_CANCEL, job_id))
-        self._send(P.request(P.OP_QUIT))
-
-    def close(self) -> None:
-        self._send(P.request(P.OP_QUIT))
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(_ENGINE_STOP_S)
-        except subprocess.TimeoutExpired:
-            self.proc.terminate()  # serve cancels on SIGTERM too
-            try:
-                self.proc.wait(_ENGINE_STOP_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stdout.close()
-        self._log.close()
-
-    def terminate(self) -> None:
-        self.cancelling = True
-        if self.proc.poll() is None:
-            self.proc.terminate()
+            self.client.send(P.CancelRequest(id=job_id))
+        self.client.stop(grace=_ENGINE_STOP_S)
 
 
 def run_local(jobs: list[jobfile.Job], workers: int, tally, tmp: Path) -> bool:
@@ -149,8 +77,8 @@ def run_local(jobs: list[jobfile.Job], workers: int, tally, tmp: Path) -> bool:
     stop = threading.Event()
     all_done = threading.Event()  # set by the last worker to finish
     lock = threading.Lock()
-    running: dict[int, tuple[Engine, jobfile.Job]] = {}
-    engines: dict[int, Engine] = {}
+    running: dict[int, tuple[_Engine, jobfile.Job]] = {}
+    engines: dict[int, _Engine] = {}
 
     def work(k: int) -> None:
         engine = None
@@ -163,23 +91,23 @@ def run_local(jobs: list[jobfile.Job], workers: int, tally, tmp: Path) -> bool:
                 try:
                     args = job.args(jobfile.list_writer(tmp, job.line))
                 except (ValueError, OSError) as exc:
-                    tally.finish(job, P.STATUS_FAILED, error=f"bad job: {exc}")
+                    tally.finish(job, J.STATUS_FAILED, error=f"bad job: {exc}")
                     continue
-                if engine is None or not engine.alive():
+                if engine is None or not engine.client.alive:
                     if engine is not None:
-                        engine.close()
-                    try:
-                        engine = Engine(sys.executable, tmp / f"engine{k}.log", cores_each)
-                    except (EngineError, OSError) as exc:
+                        engine.client.stop(_ENGINE_STOP_S, wait=True)
+                    engine = _Engine(cores_each)
+                    if not engine.client.wait_hello():
+                        tally.finish(job, J.STATUS_FAILED, error=engine.client.unusable)
+                        engine.client.stop(_ENGINE_STOP_S, wait=True)
                         engine = None
-                        tally.finish(job, P.STATUS_FAILED, error=str(exc))
                         continue
                 with lock:
                     engines[k] = engine
                     running[k] = (engine, job)
                     stopped = stop.is_set()
                 if stopped:
-                    status, seconds, error, frames = P.STATUS_CANCELLED, 0.0, None, None
+                    status, seconds, error, frames = J.STATUS_CANCELLED, 0.0, None, None
                 else:
                     status, seconds, error, frames = engine.run(str(job.line), args, tally.add_frames)
                 with lock:
@@ -187,7 +115,7 @@ def run_local(jobs: list[jobfile.Job], workers: int, tally, tmp: Path) -> bool:
                 tally.finish(job, status, seconds, error, frames)
         finally:
             if engine is not None:
-                engine.close()
+                engine.client.stop(_ENGINE_STOP_S, wait=True)
             with lock:
                 left[0] -= 1
                 if left[0] == 0:
@@ -221,8 +149,8 @@ def run_local(jobs: list[jobfile.Job], workers: int, tally, tmp: Path) -> bool:
     except KeyboardInterrupt:  # a second Ctrl+C: no more waiting for a clean cancel
         with lock:
             for engine in engines.values():
-                engine.terminate()
+                engine.client.terminate()
         all_done.wait(_ENGINE_STOP_S)
     for job in jobs:
-        tally.finish(job, P.STATUS_CANCELLED)  # the not yet started (finish ignores finished ones)
+        tally.finish(job, J.STATUS_CANCELLED)  # the not yet started (finish ignores finished ones)
     return True

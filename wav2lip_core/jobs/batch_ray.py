@@ -1,7 +1,7 @@
 """`wav2lip batch JOBS --ray [ADDRESS]`: each job a Ray task on a cluster.
 
-The task runs the pipeline in the worker process itself (the CLI's parser and request, as serve
-does), keeping the loaded model in that process for its next job: Ray reuses a worker for tasks
+The task runs the pipeline in the worker process itself (request.py's parser and request, as
+serve does), keeping the loaded model in that process for its next job: Ray reuses a worker for tasks
 of the same function, so a worker is a warm engine. Every node needs the same wav2lip-blender
 installed (and the job's inputs at the same paths: a shared file system).
 
@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 
 from . import jobfile
-from .. import protocol as P
+from .. import batch_format as J, protocol as P
 from ..errors import Wav2LipError, reason
 from ..files import write_atomic
 
@@ -48,8 +48,7 @@ def wav2lip_job(line: int, options: dict, fetch: bool) -> dict:
     """One job inside a Ray worker: {"status": ok|failed, "seconds", "frames" | "error", and with
     `fetch` the output's bytes under "data"}."""
     global _RUNNERS, _RESTORERS
-    from . import cli
-    from .serve import _BadJob, _Job, parse_job
+    from .request import BadJob, make_request, parse_job
 
     _set_threads()
     t0 = time.perf_counter()
@@ -58,8 +57,8 @@ def wav2lip_job(line: int, options: dict, fetch: bool) -> dict:
         if fetch:  # written in the worker's own temp folder, sent back as bytes
             options[P.OPT_OUT] = os.path.join(tmp, "out" + os.path.splitext(str(options.get(P.OPT_OUT)))[1])
         try:
-            args = P.job_args({k[2:]: v for k, v in options.items()}, jobfile.list_writer(tmp, line))
-            request = cli.make_request(parse_job(_Job(str(line), args)))
+            args = J.job_args({k[2:]: v for k, v in options.items()}, jobfile.list_writer(tmp, line))
+            request = make_request(parse_job(args))
             from ..quality.enhance import Restorers
             from ..sync.pipeline import run
             from ..model.runtime import Runners
@@ -67,9 +66,9 @@ def wav2lip_job(line: int, options: dict, fetch: bool) -> dict:
             if _RUNNERS is None:
                 _RUNNERS, _RESTORERS = Runners(keep=2), Restorers(keep=1)
             result = run(request, runners=_RUNNERS, restorers=_RESTORERS)
-        except (Wav2LipError, _BadJob, ValueError) as exc:
-            return {"status": P.STATUS_FAILED, "seconds": time.perf_counter() - t0, "error": str(exc)}
-        done = {"status": P.STATUS_OK, "seconds": time.perf_counter() - t0, "frames": result.frames,
+        except (Wav2LipError, BadJob, ValueError) as exc:
+            return {"status": J.STATUS_FAILED, "seconds": time.perf_counter() - t0, "error": str(exc)}
+        done = {"status": J.STATUS_OK, "seconds": time.perf_counter() - t0, "frames": result.frames,
                 "node": socket.gethostname(), "pid": os.getpid()}
         if fetch:
             with open(result.out, "rb") as f:
@@ -152,7 +151,7 @@ def run_ray(jobs: list, settings: RaySettings, tally) -> bool:
         for job in jobs:
             why = jobfile.check_out(job) if settings.fetch else None
             if why is not None:
-                tally.finish(job, P.STATUS_FAILED, error=why)
+                tally.finish(job, J.STATUS_FAILED, error=why)
             else:
                 refs[task.remote(job.line, job.options, settings.fetch)] = job
         pending = list(refs)
@@ -171,7 +170,7 @@ def run_ray(jobs: list, settings: RaySettings, tally) -> bool:
             except KeyboardInterrupt:
                 pass
             for job in jobs:
-                tally.finish(job, P.STATUS_CANCELLED)  # only those not finished yet
+                tally.finish(job, J.STATUS_CANCELLED)  # only those not finished yet
             return True
     finally:
         ray.shutdown()
@@ -181,28 +180,28 @@ def _collect(ray, ref, job, settings: RaySettings, tally) -> None:
     try:
         res = ray.get(ref, timeout=settings.get_timeout_s)
     except ray.exceptions.TaskCancelledError:
-        tally.finish(job, P.STATUS_CANCELLED)
+        tally.finish(job, J.STATUS_CANCELLED)
         return
     except ray.exceptions.RayTaskError as exc:  # a bug in the task: not retried, one line here
         cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-        tally.finish(job, P.STATUS_FAILED, error=f"internal error in the Ray task ({type(cause).__name__}: {reason(cause, 200)})")
+        tally.finish(job, J.STATUS_FAILED, error=f"internal error in the Ray task ({type(cause).__name__}: {reason(cause, 200)})")
         return
     except ray.exceptions.GetTimeoutError:
-        tally.finish(job, P.STATUS_FAILED, error=f"the result did not arrive within {settings.get_timeout_s:g} s")
+        tally.finish(job, J.STATUS_FAILED, error=f"the result did not arrive within {settings.get_timeout_s:g} s")
         return
     except ray.exceptions.RayError as exc:  # the worker or node died more often than --retries
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        tally.finish(job, P.STATUS_FAILED, error=f"Ray lost the job after {settings.retries} retries: {first}")
+        tally.finish(job, J.STATUS_FAILED, error=f"Ray lost the job after {settings.retries} retries: {first}")
         return
-    if res["status"] != P.STATUS_OK:
-        tally.finish(job, P.STATUS_FAILED, res["seconds"], res.get("error"))
+    if res["status"] != J.STATUS_OK:
+        tally.finish(job, J.STATUS_FAILED, res["seconds"], res.get("error"))
         return
     if settings.fetch:
         try:
             write_atomic(job.out, res["data"])
         except OSError as exc:
-            tally.finish(job, P.STATUS_FAILED, res["seconds"], f"cannot write {job.out}: {reason(exc)}")
+            tally.finish(job, J.STATUS_FAILED, res["seconds"], f"cannot write {job.out}: {reason(exc)}")
             return
     tally.add_frames(int(res.get("frames") or 0))
-    tally.finish(job, P.STATUS_OK, res["seconds"], frames=res.get("frames"))
+    tally.finish(job, J.STATUS_OK, res["seconds"], frames=res.get("frames"))
 

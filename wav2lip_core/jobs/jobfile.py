@@ -1,6 +1,6 @@
 """JOBS files and batch reports: reading jobs, what makes two runs "the same request", and the
 report that lets `wav2lip batch` resume. Standard library only (the batch driver never needs
-torch; the key names are in protocol.py's "JOBS files" section).
+torch; the key names are in batch_format.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import __version__, protocol as P
+from .. import __version__, batch_format as J, protocol as P
 from ..errors import Wav2LipError
 from ..files import write_atomic
 
@@ -30,8 +30,8 @@ class Job:
         return out if isinstance(out, str) else None
 
     def args(self, list_file=None) -> list[str]:
-        """The CLI arguments; `list_file` as protocol.job_args takes it (inline source times)."""
-        return P.job_args({k[2:]: v for k, v in self.options.items()}, list_file)
+        """The CLI arguments; `list_file` as batch_format.job_args takes it (inline source times)."""
+        return J.job_args({k[2:]: v for k, v in self.options.items()}, list_file)
 
 
 def read_jobs(path: str | os.PathLike) -> list[Job]:
@@ -68,18 +68,18 @@ def parse_job(line_no: int, line: str, base: Path) -> Job:
         return Job(line_no, str(line_no), error=f"not a JSON object ({exc.msg} at column {exc.colno})")
     if not isinstance(obj, dict):
         return Job(line_no, str(line_no), error="a job must be a JSON object of options, e.g. {\"face\": ..., \"out\": ...}")
-    job_id = obj.get(P.JOB_ID)
+    job_id = obj.get(J.JOB_ID)
     job = Job(line_no, str(job_id) if job_id not in (None, "") else str(line_no))
     try:
-        P.job_args(obj, lambda opt, values: "-")  # the values' types, before anything runs
+        J.job_args(obj, lambda opt, values: "-")  # the values' types, before anything runs
     except ValueError as exc:
         job.error = str(exc)
         return job
     for key, value in obj.items():
-        if key == P.JOB_ID:
+        if key == J.JOB_ID:
             continue
-        opt = P.job_option(key)
-        if opt in P.JOB_PATHS and isinstance(value, str) and value:
+        opt = J.job_option(key)
+        if opt in J.JOB_PATHS and isinstance(value, str) and value:
             value = str(base / os.path.expanduser(value))  # an absolute value stays as it is
             value = os.path.normpath(value)
         job.options[opt] = value
@@ -92,7 +92,7 @@ def fingerprint(options: dict) -> str:
     file's size and modification time (not its content: hashing every clip on each resume would
     cost as much as reading it)."""
     inputs = {}
-    for opt in P.JOB_INPUTS:
+    for opt in J.JOB_INPUTS:
         value = options.get(opt)
         if isinstance(value, str):
             try:
@@ -133,8 +133,8 @@ def read_done(report: str | os.PathLike) -> dict[str, dict]:
             entry = json.loads(line)
         except ValueError:
             continue
-        if isinstance(entry, dict) and entry.get(P.REPORT_STATUS) in (P.STATUS_OK, P.STATUS_SKIPPED):
-            done[str(entry.get(P.REPORT_FINGERPRINT))] = entry
+        if isinstance(entry, dict) and entry.get(J.REPORT_STATUS) in (J.STATUS_OK, J.STATUS_SKIPPED):
+            done[str(entry.get(J.REPORT_FINGERPRINT))] = entry
     return done
 
 
@@ -142,10 +142,10 @@ def still_done(job: Job, done: dict[str, dict]) -> dict | None:
     """The earlier entry when `job` was done from the same request and its output is the file
     that run wrote (same size and time); else None."""
     entry = done.get(job.fingerprint) if job.error is None else None
-    if entry is None or entry.get(P.REPORT_OUT) != job.out:
+    if entry is None or entry.get(J.REPORT_OUT) != job.out:
         return None
     state = out_state(job.out)
-    if state is None or [entry.get(P.REPORT_OUT_SIZE), entry.get(P.REPORT_OUT_MTIME_NS)] != list(state):
+    if state is None or [entry.get(J.REPORT_OUT_SIZE), entry.get(J.REPORT_OUT_MTIME_NS)] != list(state):
         return None
     return entry
 
@@ -170,17 +170,17 @@ class Report:
 def entry(job: Job, status: str, seconds: float = 0.0, error: str | None = None,
           frames: int | None = None) -> dict:
     """One report line; an ok job's line records its output's size and time for resume."""
-    e = {P.REPORT_ID: job.id, P.REPORT_LINE: job.line, P.REPORT_STATUS: status,
-         P.REPORT_SECONDS: round(seconds, 3), P.REPORT_OUT: job.out}
+    e = {J.REPORT_ID: job.id, J.REPORT_LINE: job.line, J.REPORT_STATUS: status,
+         J.REPORT_SECONDS: round(seconds, 3), J.REPORT_OUT: job.out}
     if frames is not None:
-        e[P.REPORT_FRAMES] = frames
+        e[J.REPORT_FRAMES] = frames
     if error:
-        e[P.REPORT_ERROR] = " ".join(str(error).split())
-    if status in (P.STATUS_OK, P.STATUS_SKIPPED):
+        e[J.REPORT_ERROR] = " ".join(str(error).split())
+    if status in (J.STATUS_OK, J.STATUS_SKIPPED):
         state = out_state(job.out)
-        e[P.REPORT_FINGERPRINT] = job.fingerprint
+        e[J.REPORT_FINGERPRINT] = job.fingerprint
         if state is not None:
-            e[P.REPORT_OUT_SIZE], e[P.REPORT_OUT_MTIME_NS] = state
+            e[J.REPORT_OUT_SIZE], e[J.REPORT_OUT_MTIME_NS] = state
     return e
 
 
@@ -192,7 +192,7 @@ def check_out(job: Job) -> str | None:
         return f"the job has no \"{P.OPT_OUT[2:]}\""
     if not os.path.isdir(os.path.dirname(out)):
         return f"{os.path.dirname(out)}: output folder does not exist; create it or choose another {P.OPT_OUT}"
-    for opt in P.JOB_INPUTS:
+    for opt in J.JOB_INPUTS:
         src = job.options.get(opt)
         if isinstance(src, str) and os.path.exists(out) and os.path.exists(src) and os.path.samefile(src, out):
             return f"{out}: refusing to overwrite the input {src}; choose another {P.OPT_OUT}"
@@ -200,7 +200,7 @@ def check_out(job: Job) -> str | None:
 
 
 def list_writer(folder: str | os.PathLike, line: int):
-    """protocol.job_args' list_file: an inline list (source times) as a JSON file in `folder`."""
+    """batch_format.job_args' list_file: an inline list (source times) as a JSON file in `folder`."""
 
     def write(opt: str, values: list) -> str:
         path = Path(folder) / f"line{line}{opt.replace('-', '_')}.json"

@@ -1,7 +1,7 @@
 """Jobs for the warm engine (engine.py) and the queue that feeds them to it. Pure Python, no bpy.
 
 `EngineJob` is one job as the UI sees it (poll, finished, wait, cancel) with its work folder
-(runner.py's rule: only a finished result is moved into place, never over a file). `JobQueue`
+(job_state.py's rule: only a finished result is moved into place, never over a file). `JobQueue`
 hands its jobs to the session's engine one after another, each when the one before has
 finished, so an engine that crashes costs only the job it was running. The first job is handed
 over in a thread of its own: finding and starting the engine (engine_python's interpreter
@@ -20,14 +20,12 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Union
+from typing import Any, Callable, List, Optional, Sequence, Union
 
+from .engine import WarmEngine
 from .engine_python import EngineNotFound
-from .runner import CANCELLED, DONE, FAILED, RUNNING, Progress, apply_event, deliver, make_workdir
+from .job_state import CANCELLED, DONE, FAILED, RUNNING, Progress, apply_event, deliver, make_workdir
 from .wire import protocol
-
-if TYPE_CHECKING:
-    from .engine import Engine
 
 P = protocol
 QUEUED = "queued"  # the stage a job shows before the engine starts it
@@ -50,38 +48,54 @@ class EngineJob:
         self._finished = threading.Event()
         self._released = threading.Event()  # the engine is done with it (it may write until then)
         self._on_finish: List[Callable[["EngineJob"], None]] = []
-        self._engine: Optional["Engine"] = None  # set (under _lock) when an engine takes the job
+        self._engine: Optional[WarmEngine] = None  # set (under _lock) when an engine takes the job
         self._delivering = False  # the engine said done: the result is being moved into place
         self.submitted_at: Optional[float] = None
         self.first_progress_at: Optional[float] = None  # first progress event (request-to-work latency)
         self.ended_at: Optional[float] = None
 
-    # -- engine side (its reader threads) -------------------------------------------------------
-    def _event(self, obj: dict) -> None:
-        kind = obj[P.KEY_EVENT]
-        if kind == P.EVENT_ERROR:
-            self._finish(FAILED, str(obj.get(P.KEY_MESSAGE) or "the lip-sync engine failed without a message"))
+    # -- engine side (engine.EngineJobLike: its reader threads) ----------------------------------
+    def hand_to(self, engine: WarmEngine) -> None:
+        """Give the job to `engine`; under the job's lock, so a cancel either comes first (the job
+        is never sent) or finds the engine set and asks it to stop the job, after its request."""
+        with self._lock:
+            if self._progress.status != RUNNING:  # cancelled before it was handed over
+                return
+            self._engine = engine
+            self.submitted_at = time.monotonic()
+            dead = engine.take(self)
+        if dead is not None:
+            self._finish(FAILED, dead)
+
+    def engine_event(self, event: Any) -> None:
+        if isinstance(event, P.Error):
+            self._finish(FAILED, event.message or "the lip-sync engine failed without a message")
             return
-        if kind == P.EVENT_CANCELLED:
+        if isinstance(event, P.Cancelled):
             self._finish(CANCELLED, "cancelled")
             return
+        done = isinstance(event, P.Done)
         with self._lock:
             if self._progress.status != RUNNING:
                 return
-            if kind == P.EVENT_PROGRESS and self.first_progress_at is None:
+            if isinstance(event, P.Progress) and self.first_progress_at is None:
                 self.first_progress_at = time.monotonic()
-            apply_event(self._progress, obj)
+            apply_event(self._progress, event)
             reported = self._progress.out
-            if kind == P.EVENT_DONE:
+            if done:
                 self._delivering = True
-        if kind == P.EVENT_DONE:
+        if done:
             status, message, produced = deliver(Path(reported) if reported else self.work_out, self.dest)
             if status == DONE:
                 with self._lock:
                     self._progress.out = str(produced)
             self._finish(status, message)
 
-    def _release(self) -> None:
+    def engine_ended(self, status: str, message: str) -> None:
+        """The engine ended without a final event about the job (it died, or was stopped)."""
+        self._finish(status, message)
+
+    def engine_released(self) -> None:
         """The engine has let go of the job (its last event, or its exit): the work folder goes."""
         self._released.set()
         if self.finished:
@@ -162,7 +176,7 @@ class EngineJob:
             return
         threading.Thread(target=self._settle, args=(engine, grace), name="wav2lip-cancel", daemon=True).start()
 
-    def _settle(self, engine: "Engine", grace: float) -> None:
+    def _settle(self, engine: WarmEngine, grace: float) -> None:
         if not self._released.wait(grace):
             engine.stop(grace=0.5)
         self.cleanup()
@@ -179,7 +193,7 @@ class JobQueue:
     """Jobs for the session's engine, one after another. `engine_for()` gives the engine for the
     next job (the session's warm one, restarted when it died)."""
 
-    def __init__(self, jobs: Sequence[EngineJob], engine_for: Callable[[], Engine]) -> None:
+    def __init__(self, jobs: Sequence[EngineJob], engine_for: Callable[[], WarmEngine]) -> None:
         self.jobs = list(jobs)
         self._engine_for = engine_for
         self._next = 0
@@ -209,7 +223,7 @@ class JobQueue:
         except Exception as exc:  # noqa: BLE001 - reported on the job, never lost in a thread
             job._finish(FAILED, f"cannot start the lip-sync engine: {exc}")
             return
-        engine.submit(job)
+        job.hand_to(engine)
 
     @property
     def current(self) -> Optional[EngineJob]:

@@ -1,6 +1,6 @@
-"""What every lip-sync job of the add-on shares, whatever runs it (engine.py's warm engine):
-its progress as the UI shows it, the engine's events folded into it, the engine's one-line
-errors, and the work folder rule. No bpy here.
+"""The state of one lip-sync job of the add-on, whatever runs it (engine.py's warm engine): its
+progress as the UI shows it, the engine's events folded into it, and the work folder rule. No bpy
+here. (Why an engine stopped, in one line, is serve_client.py's, shared with `wav2lip batch`.)
 
 A job owns a work folder: a hidden folder inside the destination's folder (same file system),
 where the engine writes; only a finished result is renamed to its destination, never over an
@@ -19,14 +19,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, List, Optional
 
 from .wire import protocol
 
@@ -37,7 +35,6 @@ CANCELLED = "cancelled"
 
 WORK_PREFIX = ".wav2lip-job-"  # hidden work folders inside the output folder: + HOST-PID-random
 FOREIGN_STALE_AFTER = 24 * 3600.0  # seconds without a write before another host's folder counts as left over
-_MAX_LINE = 4000  # characters of one stderr line kept (a runaway line must not fill memory)
 
 
 @dataclass
@@ -79,36 +76,6 @@ def _overall_fraction(stage: str, done: int, total: int) -> float:
     order = list(protocol.STAGES)
     finished = sum(weights.get(s, 0.0) for s in order[: order.index(stage)])
     return min(1.0, finished + weights[stage] * part)
-
-
-def error_from_stderr(lines: Sequence[str], returncode: Optional[int], error_line: str = "") -> str:
-    """The engine's one-line `error: ...` message, else the last stderr line, else the exit code."""
-    if error_line:
-        return error_line
-    for line in reversed(lines):
-        text = line.strip()
-        if text.startswith("error:"):
-            return text[len("error:"):].strip()
-    for line in reversed(lines):
-        text = line.strip()
-        if text:
-            return f"the lip-sync engine failed (exit code {returncode}): {text}"
-    return f"the lip-sync engine failed (exit code {returncode}) without a message"
-
-
-_ENGINE_SPEAKS = re.compile(r"engine speaks protocol (\d+)")
-
-
-def protocol_refusal(lines: Sequence[str], returncode: Optional[int]) -> Optional[str]:
-    """The add-on's message when the engine refused our protocol (exit 3), or is older than the
-    `--protocol` option (argparse's "unrecognized arguments"); None otherwise."""
-    text = "\n".join(lines)
-    if returncode == protocol.EXIT_PROTOCOL:
-        m = _ENGINE_SPEAKS.search(text)
-        return protocol.mismatch_message(m.group(1) if m else "another")
-    if returncode == protocol.EXIT_USAGE and "unrecognized arguments" in text and protocol.OPT_PROTOCOL in text:
-        return protocol.mismatch_message(f"older than {protocol.PROTOCOL_VERSION}")
-    return None
 
 
 def _host_tag() -> str:
@@ -168,27 +135,24 @@ def _untouched_for(path: Path, seconds: float) -> bool:
     return True
 
 
-def apply_event(p: Progress, obj: dict) -> None:
-    """Fold one engine event (note, progress, done) into `p` (the caller holds its lock)."""
+def apply_event(p: Progress, event: Any) -> None:
+    """Fold one engine event (protocol.Note, Progress, Done) into `p` (the caller holds its lock)."""
     P = protocol
-    kind = obj[P.KEY_EVENT]
-    if kind == P.EVENT_NOTE:
-        message = str(obj.get(P.KEY_MESSAGE) or "").strip()
+    if isinstance(event, P.Note):
+        message = event.message.strip()
         if message:
             p.notes.append(message)
-    elif kind == P.EVENT_DONE:
-        p.out = str(obj.get(P.KEY_OUT) or "") or None
-        p.frames = _as_int(obj.get(P.KEY_FRAMES))
-        p.seconds = _as_float(obj.get(P.KEY_SECONDS))
-        p.detector = str(obj.get(P.KEY_DETECTOR) or "") or None
-        warm = obj.get(P.KEY_WARM)
-        p.warm = warm if isinstance(warm, bool) else None
-    elif kind == P.EVENT_PROGRESS and isinstance(obj.get(P.KEY_STAGE), str):
-        stage = obj[P.KEY_STAGE]
-        p.stage = stage
-        p.done = _as_int(obj.get(P.KEY_DONE)) or 0
-        p.total = _as_int(obj.get(P.KEY_TOTAL)) or 0
-        p.fraction = max(p.fraction, _overall_fraction(stage, p.done, p.total))
+    elif isinstance(event, P.Done):
+        p.out = event.out or None
+        p.frames = event.frames
+        p.seconds = float(event.seconds)
+        p.detector = event.detector or None
+        p.warm = event.warm
+    elif isinstance(event, P.Progress):
+        p.stage = event.stage
+        p.done = event.done
+        p.total = event.total
+        p.fraction = max(p.fraction, _overall_fraction(event.stage, p.done, p.total))
 
 
 def deliver(produced: Path, dest: Optional[Path]) -> "tuple[str, str, Path]":
@@ -208,23 +172,6 @@ def deliver(produced: Path, dest: Optional[Path]) -> "tuple[str, str, Path]":
     return DONE, "", dest
 
 
-def engine_popen_kwargs(env: Optional[Dict[str, str]]) -> dict:
-    """Popen settings for an engine process: UTF-8 pipes whatever the system's code page, no
-    Blender Python home, its own process group (a signal reaches its children too)."""
-    env = dict(os.environ if env is None else env)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    env["PYTHONUTF8"] = "1"
-    env["PYTHONIOENCODING"] = "utf-8"
-    env.pop("PYTHONHOME", None)
-    kwargs: dict = dict(env=env, text=True, encoding="utf-8", errors="replace", bufsize=1)
-    if os.name == "posix":
-        kwargs["start_new_session"] = True
-    else:  # pragma: no cover - Windows
-        kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0) | getattr(
-            subprocess, "CREATE_NO_WINDOW", 0)
-    return kwargs
-
-
 def move_into_place(src: Path, dest: Path) -> None:
     """Rename `src` to `dest` in one step, never replacing an existing `dest` (FileExistsError).
     A hard link claims the name atomically where the file system has them; elsewhere (FAT,
@@ -242,34 +189,3 @@ def move_into_place(src: Path, dest: Path) -> None:
         os.unlink(src)
     except OSError:
         pass  # the work folder goes anyway
-
-
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        if os.name == "posix":
-            os.killpg(proc.pid, sig)
-        elif sig == signal.SIGTERM:  # pragma: no cover - Windows
-            proc.terminate()
-        else:  # pragma: no cover
-            proc.kill()
-    except (ProcessLookupError, PermissionError, OSError):
-        try:
-            proc.kill()
-        except OSError:
-            pass
-
-
-def _as_int(v: object) -> Optional[int]:
-    try:
-        return int(v)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-
-
-def _as_float(v: object) -> Optional[float]:
-    try:
-        return float(v)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None

@@ -1,5 +1,5 @@
 """The core's files the add-on shares with the engine, loaded by their path: `protocol` (stage
-names, events and requests, option names, choice lists, version), `batch_format` (JOBS files and
+names, events and requests, version; with `options`: option names, choice lists), `batch_format` (JOBS files and
 reports) and `serve_client` (the one client of the warm engine). They are defined once, in the
 core's `wav2lip_core/` (standard library only); install.py copies them (protocol.ADDON_FILES) into
 the add-on it builds, and an add-on run from a checkout loads them from the core beside it. The
@@ -29,7 +29,7 @@ def _load_all() -> Dict[str, ModuleType]:
     folder = _folder()
     package = f"{__name__}_engine"
     pkg = types.ModuleType(package)
-    pkg.__path__ = []  # type: ignore[attr-defined]  # a package: its modules are the ones set below
+    pkg.__path__ = [folder]  # type: ignore[attr-defined]  # a package of that folder: `from .options import` works
     sys.modules[package] = pkg
     loaded: Dict[str, ModuleType] = {}
     for filename in _load(package, folder, "protocol.py", loaded).ADDON_FILES[1:]:
@@ -39,6 +39,9 @@ def _load_all() -> Dict[str, ModuleType]:
 
 def _load(package: str, folder: str, filename: str, loaded: Dict[str, ModuleType]) -> ModuleType:
     stem = filename[:-len(".py")]
+    if f"{package}.{stem}" in sys.modules:  # imported already by one loaded before (protocol's options)
+        loaded[stem] = sys.modules[f"{package}.{stem}"]
+        return loaded[stem]
     path = os.path.join(folder, filename)
     spec = importlib.util.spec_from_file_location(f"{package}.{stem}", path)
     if not os.path.isfile(path) or spec is None or spec.loader is None:

@@ -247,19 +247,19 @@ def test_command_error_is_one_line(server, tmp_path, capsys):
 
 def test_command_runs_standalone_with_json_progress(server, tmp_path, engine_python):
     env = {**os.environ, ENV_FETCH_CACHE: str(tmp_path / "cache")}  # the default folder, redirected
-    run = subprocess.run([engine_python, "-m", "wav2lip_core.jobs.fetch_command", server.url("/clip.mp4"),
+    # Through the `wav2lip` dispatcher, as a user or the add-on runs it.
+    run = subprocess.run([engine_python, "-m", "wav2lip_core", P.FETCH_COMMAND, server.url("/clip.mp4"),
                           "--from", "1", "--to", "2", "--progress", "json"],
                          capture_output=True, text=True, timeout=120, env=env)
     assert run.returncode == 0, run.stderr
-    events = [P.parse_event(line) for line in run.stdout.splitlines()]
-    assert all(events), run.stdout  # nothing but events on stdout
-    assert events[0][P.KEY_EVENT] == P.EVENT_HELLO
-    assert any(e[P.KEY_EVENT] == P.EVENT_PROGRESS and e[P.KEY_STAGE] == fetch_command.STAGE_FETCH for e in events)
+    events = [P.parse_event(line) for line in run.stdout.splitlines()]  # ProtocolError on anything else
+    assert isinstance(events[0], P.Hello)
+    assert any(isinstance(e, P.Progress) and e.stage == P.STAGE_FETCH for e in events)
     done = events[-1]
-    assert done[P.KEY_EVENT] == P.EVENT_DONE and done[P.KEY_CACHE_HIT] is False
-    out = Path(done[P.KEY_OUT])
-    assert out.parent == tmp_path / "cache" and out.is_file() and Path(done["sidecar"]).is_file()
-    assert abs(done["duration"] - 1.0) <= 1 / FPS + 1e-6
+    assert isinstance(done, P.Done) and done.cache_hit is False and done.frames is None
+    out = Path(done.out)
+    assert out.parent == tmp_path / "cache" and out.is_file() and Path(done.extra["sidecar"]).is_file()
+    assert abs(done.extra["duration"] - 1.0) <= 1 / FPS + 1e-6
 
 
 def test_server_answers_ranges(server):

@@ -46,7 +46,7 @@ from decimal import Decimal
 from typing import Any, ClassVar, Dict, List, Optional, Tuple, Type, TypeVar, Union
 
 # The core's files the add-on loads by path (blender_addon/wire.py); install.py copies them into it.
-ADDON_FILES: Tuple[str, ...] = ("protocol.py", "batch_format.py", "serve_client.py")
+ADDON_FILES: Tuple[str, ...] = ("protocol.py", "options.py", "batch_format.py", "serve_client.py")
 # Bump when an event, key, stage or option below changes meaning or disappears.
 PROTOCOL_VERSION = 3
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PROTOCOL, EXIT_CANCELLED = 0, 1, 2, 3, 130
@@ -67,6 +67,8 @@ OP_CANCEL = "cancel"
 OP_QUIT = "quit"
 SERVE_COMMAND = "serve"  # `wav2lip serve`
 BATCH_COMMAND = "batch"  # `wav2lip batch JOBS`
+FETCH_COMMAND = "fetch"  # `wav2lip fetch URL`: a clip or a sound from the web (media/fetch.py)
+METER_COMMAND = "meter"  # `wav2lip meter VIDEO`: how far the mouth lags its sound (quality/meter.py)
 
 # --- stages, in the order a run goes through them -------------------------------------------
 STAGE_AUDIO = "audio"  # probe the clip, read the audio, plan the output
@@ -74,6 +76,7 @@ STAGE_LOAD = "load"  # model weights
 STAGE_DETECT = "detect"
 STAGE_SYNC = "sync"  # decode, crop, model, blend and encode, streamed together
 STAGES: Tuple[str, ...] = (STAGE_AUDIO, STAGE_LOAD, STAGE_DETECT, STAGE_SYNC)
+STAGE_FETCH = "fetch"  # `wav2lip fetch`: bytes downloaded (done/total; total 0 while unknown)
 STAGE_LABELS: Dict[str, str] = {
     STAGE_AUDIO: "Reading audio",
     STAGE_LOAD: "Loading model",
@@ -84,135 +87,9 @@ STAGE_LABELS: Dict[str, str] = {
 # progress bar can cover the whole run.
 STAGE_WEIGHTS: Dict[str, float] = {STAGE_AUDIO: 0.02, STAGE_LOAD: 0.03, STAGE_DETECT: 0.25, STAGE_SYNC: 0.70}
 
-# --- choices: (name, label, description); the first is the default --------------------------
-DETECTOR_AUTO = "auto"
-DETECTOR_BOX = "box"  # no detection: a fixed box given with --box
-DETECTORS: Tuple[Tuple[str, str, str], ...] = (
-    (DETECTOR_AUTO, "Auto", "BlazeFace when its weights are found, else OpenCV's Haar cascade"),
-    ("blazeface", "BlazeFace", "Fast front-camera face detector (needs blazeface.pth + anchors.npy)"),
-    ("blazeface-back", "BlazeFace (back camera)", "BlazeFace model for smaller, farther faces"),
-    ("s3fd", "S3FD", "The original Wav2Lip detector: slowest, most robust (needs its weights)"),
-    ("haar", "Haar (OpenCV)", "OpenCV's bundled frontal-face detector: needs no weights file"),
-)
-DEVICES: Tuple[Tuple[str, str, str], ...] = (
-    ("auto", "Auto", "CUDA or Apple GPU when available, else CPU"),
-    ("cuda", "CUDA", "NVIDIA GPU"),
-    ("mps", "Apple GPU", "Apple silicon (MPS)"),
-    ("cpu", "CPU", "Processor only"),
-)
-PRECISIONS: Tuple[Tuple[str, str, str], ...] = (
-    ("auto", "Auto", "fp16 on CUDA, bf16 on CPUs with native bf16, else fp32"),
-    ("fp32", "fp32", "Exact"),
-    ("fp16", "fp16", "Half precision (GPU)"),
-    ("bf16", "bf16", "bfloat16 (GPU, or CPUs with AVX512-BF16/AMX)"),
-    ("int8", "int8", "Quantized, calibrated on the job's own frames (OpenVINO on CPU; opt-in, accuracy unverified)"),
-)
-RUNTIMES: Tuple[Tuple[str, str, str], ...] = (
-    ("auto", "Auto", "OpenVINO on a CPU when it is installed, torch on a GPU"),
-    ("torch", "PyTorch", "Any device"),
-    ("openvino", "OpenVINO", "CPU only: faster than torch there; needed for int8"),
-)
-BLENDS: Tuple[Tuple[str, str, str], ...] = (
-    ("feather", "Feather", "Soft-masked lower face"),
-    ("hard", "Hard", "The original's square paste"),
-    ("mouth", "Mouth", "Only the mouth, from dlib's 68 landmarks (landmarks extra); feather where they fail"),
-)
-SILENCE_HOLD = "hold"
-SILENCE_SYNC = "sync"
-SILENCES: Tuple[Tuple[str, str, str], ...] = (
-    (SILENCE_HOLD, "Hold", "Keep the source mouth where the audio is silent (fading in and out)"),
-    (SILENCE_SYNC, "Sync", "The original: the model drives every frame, silent or not"),
-)
-ALIGN_AUTO = "auto"
-ALIGNS: Tuple[Tuple[str, str, str], ...] = (
-    (ALIGN_AUTO, "Auto", "Level tilted heads before the model when landmarks are available (landmarks extra)"),
-    ("off", "Off", "Never rotate the face crop (the original)"),
-)
-# --sync-offset is a nudge: beyond this many frames (10 s at 25 fps) it is a wrong value, not a sync
-SYNC_OFFSET_MAX = 250.0
-# --enhance-fidelity: CodeFormer's w, 0 (most restored) to 1 (closest to the input)
-ENHANCE_FIDELITY_DEFAULT = 0.5
-ENCODER_AUTO = "auto"
-ENCODER_X264 = "libx264"
-ENCODER_NVENC = "h264_nvenc"
-ENCODERS: Tuple[Tuple[str, str, str], ...] = (
-    (ENCODER_AUTO, "Auto", "NVIDIA's NVENC when the model runs on CUDA and NVENC works, else x264"),
-    (ENCODER_X264, "x264", "CPU H.264 encoder; --preset trades speed for file size"),
-    (ENCODER_NVENC, "NVENC", "NVIDIA GPU H.264 encoder (falls back to x264 with a note when it cannot start)"),
-)
-# H.264's quality scale for --crf (x264's CRF, NVENC's CQ): 0 lossless, 51 smallest.
-CRF_RANGE: Tuple[int, int] = (0, 51)
-CRF_DEFAULT = 18
-# x264's own preset names, fastest first (x264's `placebo` is left out: far slower for ~1% size).
-# Here the default is not the first: it was picked from a measured speed/size table (see
-# wav2lip_core/encoders.py). They apply to x264 only; NVENC runs its own p4 preset.
-PRESET_DEFAULT = "veryfast"
-PRESETS: Tuple[Tuple[str, str, str], ...] = (
-    ("ultrafast", "Ultrafast", "Fastest (1/4 to 1/2 of veryfast's CPU time); files 1.9-2.8x medium's"),
-    ("superfast", "Superfast", "1/2 to 3/4 of veryfast's CPU time; files 1.1-1.7x medium's"),
-    ("veryfast", "Veryfast", "Default: 1/3 to 1/2 of medium's CPU time; files no larger than medium's at the same CRF"),
-    ("faster", "Faster", "1.3-2x veryfast's CPU time; files ~10% smaller than veryfast's at equal quality"),
-    ("fast", "Fast", "2-2.5x veryfast's CPU time"),
-    ("medium", "Medium", "x264's own default: 2.3-3.4x veryfast's CPU time"),
-    ("slow", "Slow", "Smaller files, slower (not measured here)"),
-    ("slower", "Slower", "Smaller still, much slower (not measured here)"),
-    ("veryslow", "Veryslow", "Smallest files, slowest (not measured here)"),
-)
-
-
-def names(choices: Tuple[Tuple[str, str, str], ...]) -> Tuple[str, ...]:
-    return tuple(c[0] for c in choices)
-
-
-# --- command-line options the add-on passes (the CLI defines them with these names) ---------
-OPT_FACE = "--face"
-OPT_AUDIO = "--audio"
-OPT_CHECKPOINT = "--checkpoint"
-OPT_OUT = "--out"
-OPT_DETECTOR = "--detector"
-OPT_DETECTOR_WEIGHTS = "--detector-weights"
-OPT_BOX = "--box"
-OPT_DEVICE = "--device"
-OPT_PRECISION = "--precision"
-OPT_RUNTIME = "--runtime"
-OPT_ENCODER = "--encoder"
-OPT_PRESET = "--preset"
-OPT_FPS = "--fps"
-OPT_START_FRAME = "--start-frame"
-OPT_FRAMES = "--frames"
-# A JSON file with one clip time (seconds from the clip's first frame) per output frame: output
-# frame k shows the clip frame on screen at that time, as Blender shows it; past the clip's end
-# the last frame is held. The add-on's timing mapping; the CLI's --start-frame/--frames remain.
-OPT_SOURCE_TIMES = "--source-times"
-OPT_AUDIO_START = "--audio-start"
-# Two output times (s): the sound is heard only between them, silence elsewhere (a sound strip
-# trimmed inside the clip's range). The engine cuts it, so Blender needs no audio module for it.
-OPT_AUDIBLE = "--audible"
-OPT_DURATION = "--duration"
-OPT_BLEND = "--blend"
-OPT_SILENCE = "--silence"
-OPT_SYNC_OFFSET = "--sync-offset"
-OPT_ENHANCE = "--enhance"
-OPT_ENHANCE_FIDELITY = "--enhance-fidelity"
-OPT_ALIGN = "--align"
-OPT_PROGRESS = "--progress"
-OPT_PROTOCOL = "--protocol"
-PROGRESS_JSON = "json"
-
-# Detector weight files as face-alignment names them in torch's hub cache (the core looks there,
-# install.py checks what --detector-weights points at, the panel says what Auto will find). A
-# BlazeFace model needs its anchors file beside it.
-S3FD_FILE = "s3fd-619a316812.pth"
-BLAZEFACE_FILES: Dict[str, Tuple[str, str]] = {
-    "blazeface": ("blazeface.pth", "anchors.npy"),
-    "blazeface-back": ("blazefaceback.pth", "anchorsback.npy"),
-}
-
-# --- what install.py records (JSON, in Blender's config folder and in the engine venv's root) --
-CONFIG_NAME = "wav2lip_lipsync.json"
-CONFIG_PYTHON = "python"  # the engine's interpreter
-CONFIG_CHECKPOINT = "checkpoint"
-CONFIG_DETECTOR_WEIGHTS = "detector_weights"  # BlazeFace/S3FD weights (--detector-weights)
+# The option names and choice lists live in options.py (one source, part of this protocol);
+# every caller reads them as protocol.X.
+from .options import *  # noqa: E402,F401,F403
 
 
 # --- events and requests as dataclasses --------------------------------------------------------
@@ -310,7 +187,7 @@ class Done(Message):
     KIND: ClassVar[str] = EVENT_DONE
     job: Optional[str] = _key(*_STR, default=None)
     out: str = _key(*_STR)
-    frames: int = _key(*_INT)
+    frames: Optional[int] = _key(*_INT, default=None)  # a sync's frames (a fetch has none)
     seconds: float = _key(*_NUM)
     cache_hit: Optional[bool] = _key(*_BOOL, default=None)
     frames_with_face: Optional[int] = _key(*_INT, default=None)

@@ -74,6 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         from .batch import main as batch_main
 
         return batch_main(argv[1:])
+    if argv[:1] == [P.FETCH_COMMAND]:
+        from .fetch_command import main as fetch_main
+
+        return fetch_main(argv[1:])
+    if argv[:1] == [P.METER_COMMAND]:
+        from .meter_command import main as meter_main
+
+        return meter_main(argv[1:])
     args = parse_args(argv)
     if args.protocol is not None and args.protocol != P.PROTOCOL_VERSION:
         print(f"error: {caller_mismatch_message(args.protocol)}", file=sys.stderr)

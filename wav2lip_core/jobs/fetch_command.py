@@ -21,16 +21,15 @@ import time
 
 from .. import __version__, protocol as P
 from ..errors import Cancelled, Wav2LipError
+from .request import caller_mismatch_message
 
-FETCH_COMMAND = "fetch"  # `wav2lip fetch URL`
-STAGE_FETCH = "fetch"  # progress events of a fetch: bytes
 # Progress lines at most this often (yt-dlp reports every block it writes).
 JSON_PROGRESS_EVERY_S = 0.2
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=f"wav2lip {FETCH_COMMAND}",
+        prog=f"wav2lip {P.FETCH_COMMAND}",
         description="Download a video (or only a time range of it) from a web page or a link, with yt-dlp "
                     "(the url extra: pip install \"wav2lip-blender[url]\"). Prints the file's path last.",
         epilog="A second fetch of the same URL, range and height finds the file without going online. "
@@ -47,11 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def done_fields(result) -> dict:
-    """The done event's keys for a FetchResult."""
-    return {P.KEY_OUT: str(result.path), "sidecar": str(result.sidecar), "title": result.title,
-            "duration": round(result.duration, 3), "bytes": result.size, P.KEY_CACHE_HIT: result.cache_hit,
-            P.KEY_SECONDS: round(result.seconds, 3)}
+def done_event(result) -> P.Done:
+    """The done event for a FetchResult: `out`, `seconds`, `cache_hit`, and what the add-on shows
+    or credits (sidecar, title, duration, bytes) beside them."""
+    return P.Done(out=str(result.path), seconds=round(result.seconds, 3), cache_hit=result.cache_hit,
+                  extra={"sidecar": str(result.sidecar), "title": result.title,
+                         "duration": round(result.duration, 3), "bytes": result.size})
 
 
 class _JsonProgress:
@@ -64,7 +64,7 @@ class _JsonProgress:
         now = time.monotonic()
         if now - self._last >= JSON_PROGRESS_EVERY_S or (total and done >= total):
             self._last = now
-            _emit(P.progress(STAGE_FETCH, done, total or 0))
+            _emit(P.Progress(stage=P.STAGE_FETCH, done=int(done), total=int(total or 0)).to_json())
 
 
 class _ByteBar:
@@ -100,11 +100,11 @@ def _on_sigterm(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     if args.protocol is not None and args.protocol != P.PROTOCOL_VERSION:
-        print(f"error: {P.caller_mismatch_message(args.protocol)}", file=sys.stderr)
+        print(f"error: {caller_mismatch_message(args.protocol)}", file=sys.stderr)
         return P.EXIT_PROTOCOL
     json_mode = args.progress == P.PROGRESS_JSON
     if json_mode:
-        _emit(P.hello(__version__))
+        _emit(P.Hello(version=__version__).to_json())
     bar = _ByteBar() if args.progress == "bar" else None
     progress = _JsonProgress() if json_mode else bar
     # Signal handlers belong to the main thread; called from another (a test, a warm engine's
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {failed[0]}", file=sys.stderr)
         return failed[1]
     if json_mode:
-        _emit(P.event(P.EVENT_DONE, **done_fields(result)))
+        _emit(done_event(result).to_json())
     else:
         if args.progress == "bar":
             how = "from the cache" if result.cache_hit else f"{result.size / 1e6:.1f} MB in {result.seconds:.1f} s"

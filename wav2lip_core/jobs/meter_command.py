@@ -10,13 +10,14 @@ import argparse
 import json
 import sys
 
+from .. import protocol as P
 from ..errors import Wav2LipError
 from ..quality import meter
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="wav2lip meter",
+        prog=f"wav2lip {P.METER_COMMAND}",
         description="Measure how far the mouth moves later (+) or earlier (-) than its sound, in frames and ms.")
     p.add_argument("video", help="the clip to measure (its own sound unless --audio is given)")
     p.add_argument("--audio", help="measure against this sound instead, heard from the video's time 0")

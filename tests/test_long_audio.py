@@ -159,17 +159,17 @@ def test_a_job_from_minute_eight_reads_its_window_and_writes_its_sound(ten_minut
     """The real pipeline, model loaded beforehand and a first job run on a short file: what a
     job reads once per process (the model, the landmark predictor) is not counted."""
     from wav2lip_core.sync.pipeline import LipSyncRequest, run
-    from wav2lip_core.model.runtime import load_runner
+    from wav2lip_core.model.runtime import load_executor
 
-    runner = load_runner(str(checkpoint), runtime="openvino", device="cpu", precision="fp32")
+    executor = load_executor(str(checkpoint), runtime="openvino", device="cpu", precision="fp32")
     out = tmp_path / "out.mp4"
     req = LipSyncRequest(face=str(FACE2), audio=str(ten_minute_wav), checkpoint=str(checkpoint), out=str(out),
                          box=(225, 608, 192, 565), audio_start=480.0, duration=2.0, frames=50, device="cpu",
                          runtime="openvino", cache=False)
     run(LipSyncRequest(**{**req.__dict__, "audio": str(MEDIA / "vretalk_audio1.wav"), "audio_start": 1.0,
-                          "out": str(tmp_path / "warm.mp4")}), runner=runner)
+                          "out": str(tmp_path / "warm.mp4")}), executor=executor)
     before = bytes_read()
-    result = run(req, runner=runner)
+    result = run(req, executor=executor)
     read = bytes_read() - before
     size = os.path.getsize(ten_minute_wav)
     face = os.path.getsize(FACE2)

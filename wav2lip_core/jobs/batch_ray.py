@@ -62,11 +62,11 @@ def wav2lip_job(line: int, options: dict, fetch: bool) -> dict:
             request = cli.make_request(parse_job(_Job(str(line), args)))
             from ..quality.enhance import Restorers
             from ..sync.pipeline import run
-            from ..model.runtime import Runners
+            from ..model.runtime import Executors
 
             if _RUNNERS is None:
-                _RUNNERS, _RESTORERS = Runners(keep=2), Restorers(keep=1)
-            result = run(request, runners=_RUNNERS, restorers=_RESTORERS)
+                _RUNNERS, _RESTORERS = Executors(keep=2), Restorers(keep=1)
+            result = run(request, executors=_RUNNERS, restorers=_RESTORERS)
         except (Wav2LipError, _BadJob, ValueError) as exc:
             return {"status": P.STATUS_FAILED, "seconds": time.perf_counter() - t0, "error": str(exc)}
         done = {"status": P.STATUS_OK, "seconds": time.perf_counter() - t0, "frames": result.frames,

@@ -181,11 +181,11 @@ class Engine:
 
             if self._runners is None:
                 from ..quality.enhance import Restorers
-                from ..model.runtime import Runners
+                from ..model.runtime import Executors
 
-                self._runners = Runners(keep=self._runners_keep)
+                self._runners = Executors(keep=self._runners_keep)
                 self._restorers = Restorers(keep=1)
-            result = run(cli.make_request(args), progress=progress, cancel=cancel, note=note, runners=self._runners,
+            result = run(cli.make_request(args), progress=progress, cancel=cancel, note=note, executors=self._runners,
                          restorers=self._restorers)
         except Cancelled:
             self.emit(P.EVENT_CANCELLED, job.id)

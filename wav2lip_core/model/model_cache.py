@@ -54,7 +54,7 @@ STALE_TEMP_S = 3600
 LOCK_POLL_S = 0.1
 LOCKS = ".locks"
 INT8_NEEDS = ("--precision int8 needs NNCF: install the int8 extra "
-              "(pip install 'wav2lip-blender[int8]') or use --precision fp32")
+              '(pip install "wav2lip-blender[int8]") or use --precision fp32')
 
 
 def default_model_folder() -> Path:

@@ -141,7 +141,7 @@ def load_restorer(path: str | os.PathLike, device="cpu", fidelity: float = 0.5) 
 
 class Restorers:
     """Loaded restorers kept for the next job in a long-lived process (the warm engine), as
-    runtime.Runners keeps Wav2Lip models: a file is loaded once per device and handed back
+    runtime.Executors keeps Wav2Lip models: a file is loaded once per device and handed back
     until it changes on disk (size, mtime, inode). Keeps the `keep` most recently used (a
     full GFPGAN holds ~330 MB)."""
 

@@ -1,10 +1,10 @@
-"""The core's one entry point: `run(request, progress, cancel, note, runner=, runners=,
+"""The core's one entry point: `run(request, progress, cancel, note, executor=, executors=,
 restorers=) -> LipSyncResult`.
 
 Before any frame: the plan (plan.py) probes the clip and decodes only the window of the sound
 file the output hears (a seek, not the whole file), and the model is loaded (OpenVINO on a CPU,
 converted once per checkpoint in a child process and cached; torch on a GPU) or taken from a
-long-lived engine's `runners`. Then two streaming passes over the source, so memory grows with
+long-lived engine's `executors`. Then two streaming passes over the source, so memory grows with
 neither the clip's nor the sound file's length:
   1. detect: decode the used frames once and find one face box per frame, or take the boxes
      from the detection cache; a fixed --box decodes nothing here;
@@ -190,12 +190,12 @@ def _never() -> bool:
 
 
 def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-        note: NoteFn | None = None, runner=None, runners=None, restorers=None) -> LipSyncResult:
+        note: NoteFn | None = None, executor=None, executors=None, restorers=None) -> LipSyncResult:
     """Lip-sync `request.face` to `request.audio` into `request.out`. Raises Wav2LipError
     subclasses (Cancelled when `cancel()` returned True); on any failure no output is left.
     `note` receives lines worth telling the user (which detector ran, a smaller batch, ...).
-    `runner`: a model already loaded with runtime.load_runner for this request's checkpoint,
-    device, precision and runtime; or `runners`: a runtime.Runners that a process serving several
+    `executor`: a model already loaded with runtime.load_executor for this request's checkpoint,
+    device, precision and runtime; or `executors`: a runtime.Executors that a process serving several
     jobs keeps, asked for the model once the device, precision and runtime are resolved; and
     `restorers`: an enhance.Restorers such a process keeps for --enhance."""
     from ..model import runtime as runtime_mod
@@ -231,14 +231,14 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
                              cuda=device.type == "cuda", size=(info.width, info.height))
     if encoder.note:
         tell(encoder.note)
-    warm = runner is not None
-    if runner is None and runners is not None:
-        warm = runners.has(request.checkpoint, runtime=runtime, device=device, precision=precision)
-        runner = runners.get(request.checkpoint, runtime=runtime, device=device, precision=precision, stop=cancel)
-    if runner is None:
-        runner = runtime_mod.load_runner(request.checkpoint, runtime=runtime, device=device, precision=precision,
+    warm = executor is not None
+    if executor is None and executors is not None:
+        warm = executors.has(request.checkpoint, runtime=runtime, device=device, precision=precision)
+        executor = executors.get(request.checkpoint, runtime=runtime, device=device, precision=precision, stop=cancel)
+    if executor is None:
+        executor = runtime_mod.load_executor(request.checkpoint, runtime=runtime, device=device, precision=precision,
                                          stop=cancel)
-    precision = runner.precision
+    precision = executor.precision
     restorer = None
     if request.enhance:  # loaded before detection, so a wrong file fails in seconds, not minutes
         from ..quality import enhance
@@ -264,9 +264,9 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
     track = find_faces(plan, settings, cache_dir=request.cache_dir, use_cache=request.cache, progress=progress,
                        cancel=cancel)
     t = watch.add("detect", t)
-    if getattr(runner, "needs_calibration", False):
+    if getattr(executor, "needs_calibration", False):
         tell("calibrating int8 on this clip's faces (once per checkpoint)")
-        runner.calibrate(calibration_batches(plan, track, batch, cancel, runtime_mod.CALIBRATION_BATCHES), cancel)
+        executor.calibrate(calibration_batches(plan, track, batch, cancel, runtime_mod.CALIBRATION_BATCHES), cancel)
         t = watch.add("load", t)
 
     n_out = len(plan.sources)
@@ -282,7 +282,7 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
                      audio_start=request.audio_start, duration=plan.duration, encoder=encoder,
                      source_paths=(request.face, request.audio), colour=info.colour,
                      audible=request.audible) as writer, \
-            sync_stages(plan, track, runner, limit, watch, poll, predictor=predictor, blend=request.blend,
+            sync_stages(plan, track, executor, limit, watch, poll, predictor=predictor, blend=request.blend,
                         align=request.align, restorer=restorer) as stages:
         progress(protocol.STAGE_SYNC, 0, n_out)
         for group, _ in stages:
@@ -304,5 +304,5 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
         frames_with_face=int(sum(bool(track.has_face[r]) for r in rel_used)),
         detected_frames=track.detected_frames, cache_hit=track.from_cache, device=str(device),
         precision=precision, batch_size=limit.size, seconds=time.perf_counter() - t0, stage_seconds=watch.seconds,
-        detector=settings.kind, notes=notes, runtime=runner.name, warm=warm,
+        detector=settings.kind, notes=notes, runtime=executor.name, warm=warm,
     )

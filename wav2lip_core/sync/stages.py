@@ -123,7 +123,7 @@ class BatchLimit:
             self._note(f"the GPU ran out of memory: continuing with batch size {self.size}")
 
 
-def sync_stages(plan: Plan, track: FaceTrack, runner, limit: BatchLimit, watch: Stopwatch,
+def sync_stages(plan: Plan, track: FaceTrack, executor, limit: BatchLimit, watch: Stopwatch,
                 poll: Callable[[], None], *, pictures: bool = True, predictor=None, blend: str = "feather",
                 align: str = "off", restorer=None) -> Overlap:
     """The sync pass's decode+crop, model, (with a `restorer`, enhance.Restorer) enhance and
@@ -159,7 +159,7 @@ def sync_stages(plan: Plan, track: FaceTrack, runner, limit: BatchLimit, watch: 
             return group, faced
         t = time.perf_counter()
         # `stop`: a cancelled job does not wait for the batch in the model (~1 s on a 2-core CPU).
-        preds = runner.forward(*inputs, limit, stop=lambda: overlap.stopping)
+        preds = executor.forward(*inputs, limit, stop=lambda: overlap.stopping)
         for g, p in zip(faced, preds, strict=True):
             g.face = prediction_to_uint8(p)
         watch.add("model", t)
@@ -233,15 +233,15 @@ def synthesize(plan: Plan, track: FaceTrack, model, *, device, precision: str, b
                blend: str, cancel: CancelFn, watch: Stopwatch | None = None,
                pictures: bool = False, predictor=None, align: str = "off") -> Iterator[tuple[int, object]]:
     """(output index, finished BGR frame) in output order: the frames before encoding. `model` is
-    a runtime.Runner, or a torch module (run with torch on `device` in `precision`). Decoding and
+    a runtime.Executor, or a torch module (run with torch on `device` in `precision`). Decoding and
     the model run in threads of their own while the caller consumes; close the generator (or
     exhaust it) to stop them."""
-    from ..model.runtime import as_runner
+    from ..model.runtime import as_executor
 
-    runner = as_runner(model, device, precision)
+    executor = as_executor(model, device, precision)
     limit = batch if isinstance(batch, BatchLimit) else BatchLimit(batch)
     watch = watch or Stopwatch()
-    with sync_stages(plan, track, runner, limit, watch, cancel_check(cancel), pictures=pictures,
+    with sync_stages(plan, track, executor, limit, watch, cancel_check(cancel), pictures=pictures,
                      predictor=predictor, blend=blend, align=align) as stages:
         for group, _ in stages:
             for item in group:

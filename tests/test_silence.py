@@ -22,7 +22,8 @@ from wav2lip_core import protocol
 from wav2lip_core.quality import silence
 from wav2lip_core.media.audio import load_audio
 from wav2lip_core.errors import Wav2LipError
-from wav2lip_core.sync.pipeline import LipSyncRequest, _check_inputs, run
+from wav2lip_core.sync.pipeline import LipSyncRequest, run
+from wav2lip_core.sync.request import check_request
 from wav2lip_core.sync.plan import make_plan
 from wav2lip_core.media.probe import probe_video
 from wav2lip_core.model.runtime import load_executor
@@ -184,7 +185,7 @@ def test_bad_silence_and_offset_values_are_one_line_errors(tmp_path):
     audio = speech_with_gap(tmp_path / "a.wav")
     for kw, what in (({"silence": "mute"}, "--silence"), ({"sync_offset": float("nan")}, "--sync-offset")):
         with pytest.raises(Wav2LipError, match=what):
-            _check_inputs(LipSyncRequest(face=str(FACE2), audio=audio, checkpoint=str(audio), out=str(tmp_path / "o.mp4"), **kw))
+            check_request(LipSyncRequest(face=str(FACE2), audio=audio, checkpoint=str(audio), out=str(tmp_path / "o.mp4"), **kw))
 
 
 # ---------------------------------------------------------------------------------------------

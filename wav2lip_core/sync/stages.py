@@ -19,21 +19,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from ..faces.align import Leveller, applies
-from .blend import PLAIN, FaceEdit, crop_face, face_edit, model_inputs, paste, prediction_to_uint8, region_bgr
+from .blend import (PLAIN, FaceEdit, crop_face, face_edit, model_inputs, paste, prediction_to_uint8, region_bgr,
+                    restore_pasted)
 from ..media.decode import read_frames
 from ..errors import Cancelled, Wav2LipError
 from ..faces.tracking import FaceTrack
 from .overlap import Overlap
 from ..media.picture import Picture
-
-if TYPE_CHECKING:
-    from .pipeline import Plan
+from .plan import Plan
 
 CancelFn = Callable[[], bool]
 NoteFn = Callable[[str], None]
@@ -168,8 +166,6 @@ def sync_stages(plan: Plan, track: FaceTrack, executor, limit: BatchLimit, watch
     def enhance(item: tuple) -> tuple:
         # Its own thread: a restorer costs seconds per face on a CPU, so the model goes on with
         # the next batches meanwhile. Frames are only read here; blend_group writes them later.
-        from ..quality.enhance import restore_pasted
-
         group, faced = item
         if faced:
             t = time.perf_counter()

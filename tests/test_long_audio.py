@@ -15,7 +15,7 @@ import soxr
 
 from conftest import MEDIA
 from wav2lip_core.media import audio as audio_mod
-from wav2lip_core.media.encode import _AudioSource
+from wav2lip_core.media.soundtrack import Soundtrack
 
 FACE2 = MEDIA / "vretalk_face2.mp4"
 
@@ -117,7 +117,7 @@ def test_window_samples_and_mel_equal_the_full_decode_slice(three_minutes, ext, 
 def test_writer_sound_equals_the_full_decode_slice(three_minutes, ext, start):
     path = three_minutes[ext]
     whole, rate = full_decode(path)
-    src = _AudioSource(str(path), start, 2.0)
+    src = Soundtrack(str(path), start, 2.0)
     try:
         assert src.rate == rate
         blocks = []
@@ -143,7 +143,7 @@ def test_a_window_from_minute_eight_reads_the_window_not_the_file(ten_minute_wav
     assert got.size == 32000 and np.abs(got).max() > 0.1
     assert read < 4_000_000 < size, f"read {read / 1e6:.1f} MB of a {size / 1e6:.0f} MB file for 2 s"
 
-    src = _AudioSource(str(ten_minute_wav), 480.0, 2.0)
+    src = Soundtrack(str(ten_minute_wav), 480.0, 2.0)
     before = bytes_read()
     try:
         while src.read(None) is not None:

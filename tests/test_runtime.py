@@ -360,7 +360,7 @@ def test_auto_detector_falling_back_to_haar_runs_without_torch(ov_executor, chec
 def test_detector_weights_folder_is_torch_hubs_without_torch(tmp_path, env):
     """Where face_alignment's weights are looked for, worked out without torch, is the folder
     torch.hub.get_dir() names."""
-    code = ("import sys; from wav2lip_core.faces.detectors import _hub_dir; ours = _hub_dir(); "
+    code = ("import sys; from wav2lip_core.faces.detectors import torch_hub_checkpoints; ours = torch_hub_checkpoints(); "
             "assert 'torch' not in sys.modules; import torch.hub, os; "
             "print(ours == __import__('pathlib').Path(torch.hub.get_dir()) / 'checkpoints', ours)")
     full_env = {k: v for k, v in os.environ.items() if k not in ("TORCH_HOME", "XDG_CACHE_HOME")}

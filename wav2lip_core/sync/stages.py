@@ -23,14 +23,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..errors import Cancelled, Wav2LipError
 from ..faces.align import Leveller, applies
+from ..faces.tracking import FaceTrack
+from ..media.decode import read_frames
+from ..media.picture import Picture
 from .blend import (PLAIN, FaceEdit, crop_face, face_edit, model_inputs, paste, prediction_to_uint8, region_bgr,
                     restore_pasted)
-from ..media.decode import read_frames
-from ..errors import Cancelled, Wav2LipError
-from ..faces.tracking import FaceTrack
 from .overlap import Overlap
-from ..media.picture import Picture
 from .plan import Plan
 
 CancelFn = Callable[[], bool]

@@ -114,7 +114,7 @@ def bench_fade(repeats: int) -> None:
     import av
 
     from wav2lip_core.sync.blend import paste
-    from wav2lip_core.sync.stages import _faded_paste
+    from wav2lip_core.sync.stages import faded_paste
 
     with av.open(str(SHARED / "media" / "sadtalker_WDA_KatieHill_000.mp4")) as c:
         face = next(c.decode(video=0)).to_ndarray(format="bgr24")
@@ -128,7 +128,7 @@ def bench_fade(repeats: int) -> None:
     print("--silence hold fades: blend per frame, 384x384 box in a 1080p BGR frame")
     for blend in ("feather", "hard"):
         t_paste = best(lambda: [paste(f, pred, box, blend) for f in frames], repeats) / len(frames)
-        t_fade = best(lambda: [_faded_paste(f, pred, box, blend, 0.5) for f in frames], repeats) / len(frames)
+        t_fade = best(lambda: [faded_paste(f, pred, box, blend, 0.5) for f in frames], repeats) / len(frames)
         print(f"  {blend:8s} paste {t_paste * 1e3:6.2f} ms   fade {t_fade * 1e3:6.2f} ms (only the ~6 frames around each hold)")
 
 

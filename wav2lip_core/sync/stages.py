@@ -198,11 +198,11 @@ def blend_group(faced: list[FrameItem], blend: str, watch: Stopwatch) -> None:
         if g.weight >= 1.0:
             paste(g.frame, g.face, g.box, blend, **options)
         else:
-            _faded_paste(g.frame, g.face, g.box, blend, g.weight, **options)
+            faded_paste(g.frame, g.face, g.box, blend, g.weight, **options)
     watch.add("blend", t)
 
 
-def _faded_paste(frame, pred_u8: np.ndarray, box: tuple[int, int, int, int], blend: str, weight: float,
+def faded_paste(frame, pred_u8: np.ndarray, box: tuple[int, int, int, int], blend: str, weight: float,
                  **paste_options) -> None:
     """paste() shown at `weight` over the source: pasted as usual (with whatever mask or rotation
     paste takes), then mixed with the box as it was, so a fade never bypasses the blend."""

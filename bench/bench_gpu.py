@@ -8,7 +8,7 @@ Builds a 16:9 copy of the clip `--height` lines high (1080p25 from the default 2
 PyAV) in a temporary folder, then runs the pipeline in fresh processes with --box:
   - torch on the GPU at the auto precision (fp16 on CUDA), encoder auto (NVENC where PyAV has
     it and it opens, else x264) and x264 forced;
-  - the free-model stand-in (bench_pipeline.FreeRunner): what the CPU stages allow by themselves;
+  - the free-model stand-in (bench_pipeline.FreeExecutor): what the CPU stages allow by themselves;
   - with --batch-sizes, the default encoder at those batch sizes;
   - the original's --box path on the same device (bench/original_box.py --device);
 and times the bare fp16 forward at batch 64. Per stage: frames / busy seconds in it,

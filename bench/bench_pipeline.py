@@ -13,7 +13,7 @@ no landmarks, and there --align auto does nothing either):
   - this project with --runtime torch (fp32), OpenVINO fp32 and OpenVINO int8, each first on an
     empty model cache (the one-off conversion / calibration) and then cached (every later run);
   - with the landmarks extra installed, OpenVINO fp32 with --align auto (its levelling's cost);
-  - a "free model" (FreeRunner, a stand-in that costs nothing, passed as run(..., runner=)): the
+  - a "free model" (FreeExecutor, a stand-in that costs nothing, passed as run(..., executor=)): the
     ceiling the other stages set, on the clip and on copies scaled to 720p and 1080p.
 With --repeats N the cached runs and the original go round N times, interleaved; each row shows
 its median run, its best and its spread, and the speed-up median/median (best/best).
@@ -53,7 +53,7 @@ SKIPPABLE = ("original", "torch", "int8", "align", "free", "bare")
 ORIGINAL = "original inference.py --box (torch fp32, batch 128)"
 
 
-class FreeRunner:
+class FreeExecutor:
     """A model that costs nothing (benchmark only): it hands back the unmasked reference crop it
     was given, so the rest of the pipeline (paste, encode) has real pixels to work on."""
 
@@ -81,7 +81,7 @@ def _child(spec_json: str) -> None:
         key = f"{stage}:{'start' if done == 0 else 'first' if done < total else 'end'}"
         marks.setdefault(key, time.time())
 
-    res = run(LipSyncRequest(**spec["request"]), progress=progress, runner=FreeRunner() if spec.get("free") else None)
+    res = run(LipSyncRequest(**spec["request"]), progress=progress, executor=FreeExecutor() if spec.get("free") else None)
     print(json.dumps({"frames": res.frames, "seconds": res.seconds, "stages": res.stage_seconds,
                       "runtime": res.runtime, "precision": res.precision, "batch": res.batch_size,
                       "notes": res.notes, "rss_mb": _peak_rss_mb(), "torch": "torch" in sys.modules,
@@ -193,17 +193,17 @@ batches = clip_inputs(a["face"], a["audio"], a["box"], 3 * a["batch"])
 mel, face = np.concatenate([m for m, _ in batches])[:a["batch"]], np.concatenate([f for _, f in batches])[:a["batch"]]
 from wav2lip_core.model.model_cache import ModelCache
 cache = ModelCache(a["cache"])
-runners = {"torch": R.TorchRunner(load_checkpoint(a["checkpoint"]), "cpu", "fp32"),
-           "openvino fp32": R.OpenVINORunner(a["checkpoint"], precision="fp32", cache=cache)}
+executors = {"torch": R.TorchExecutor(load_checkpoint(a["checkpoint"]), "cpu", "fp32"),
+             "openvino fp32": R.OpenVINOExecutor(a["checkpoint"], precision="fp32", cache=cache)}
 if a["int8"]:
-    q = R.OpenVINORunner(a["checkpoint"], precision="int8", cache=cache)
+    q = R.OpenVINOExecutor(a["checkpoint"], precision="int8", cache=cache)
     if not q.needs_calibration:
-        runners["openvino int8"] = q
-best = {k: float("inf") for k in runners}
-for r in runners.values():
+        executors["openvino int8"] = q
+best = {k: float("inf") for k in executors}
+for r in executors.values():
     r.forward(mel, face)
 for _ in range(a["repeats"]):
-    for k, r in runners.items():
+    for k, r in executors.items():
         t = time.perf_counter(); r.forward(mel, face); best[k] = min(best[k], time.perf_counter() - t)
 print(json.dumps({k: 1000 * v / len(face) for k, v in best.items()}))
 """

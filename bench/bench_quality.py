@@ -114,7 +114,7 @@ def bench_fade(repeats: int) -> None:
     import av
 
     from wav2lip_core.sync.blend import paste
-    from wav2lip_core.sync.stages import _faded_paste
+    from wav2lip_core.sync.stages import faded_paste
 
     with av.open(str(SHARED / "media" / "sadtalker_WDA_KatieHill_000.mp4")) as c:
         face = next(c.decode(video=0)).to_ndarray(format="bgr24")
@@ -128,7 +128,7 @@ def bench_fade(repeats: int) -> None:
     print("--silence hold fades: blend per frame, 384x384 box in a 1080p BGR frame")
     for blend in ("feather", "hard"):
         t_paste = best(lambda: [paste(f, pred, box, blend) for f in frames], repeats) / len(frames)
-        t_fade = best(lambda: [_faded_paste(f, pred, box, blend, 0.5) for f in frames], repeats) / len(frames)
+        t_fade = best(lambda: [faded_paste(f, pred, box, blend, 0.5) for f in frames], repeats) / len(frames)
         print(f"  {blend:8s} paste {t_paste * 1e3:6.2f} ms   fade {t_fade * 1e3:6.2f} ms (only the ~6 frames around each hold)")
 
 
@@ -184,7 +184,7 @@ def bench_options(args) -> None:
 
         checkpoint = args.checkpoint or _checkpoint(folder)
         restorer = write_checkpoint("restoreformer", folder / "restoreformer_small_random.pth", small=True)
-        runners, restorers = runtime.Runners(), enhance.Restorers()
+        executors, restorers = runtime.Executors(), enhance.Restorers()
         paused = _paused_speech(folder / "paused.wav", args.seconds)
         print(f"Quality options: whole runs of {args.seconds:g} s of each clip, best of {args.runs} "
               f"(after one untimed run loading the model), {os.cpu_count()} CPUs shared, "
@@ -215,7 +215,7 @@ def bench_options(args) -> None:
                                       duration=args.seconds, cache=False, device="cpu", **kw)
 
             out = str(folder / "out.mp4")
-            run(request({}, False, out), runners=runners)  # loads (and converts) the model once
+            run(request({}, False, out), executors=executors)  # loads (and converts) the model once
             print(f"\n  {clip}: {src.name} {info.width}x{info.height} {info.fps:g} fps, box {faces[False][1]}, "
                   f"turned clip's box {faces[True][1]}")
             print(f"  {'option':62s} {'frames':>6s} {'wall s':>7s} {'wall ms':>8s} {'cpu ms':>8s} "
@@ -237,7 +237,7 @@ def bench_options(args) -> None:
                 # A restorer on a CPU costs seconds per face: one run says enough.
                 for _ in range(1 if fields.get("enhance") else args.runs):
                     c = time.process_time()
-                    result = run(req, runners=runners, restorers=restorers)
+                    result = run(req, executors=executors, restorers=restorers)
                     cpu = time.process_time() - c
                     if best_result is None or result.seconds < best_result.seconds:
                         best_result = result

@@ -59,12 +59,12 @@ def clip_inputs(face: str, audio: str, box, frames: int) -> list[tuple[np.ndarra
     return calibration_batches(plan, track, 16, lambda: False, count=10 ** 6)
 
 
-def bare_forward(runners: dict, mel: np.ndarray, face: np.ndarray, repeats: int) -> dict[str, float]:
-    best = {name: float("inf") for name in runners}
-    for r in runners.values():
+def bare_forward(executors: dict, mel: np.ndarray, face: np.ndarray, repeats: int) -> dict[str, float]:
+    best = {name: float("inf") for name in executors}
+    for r in executors.values():
         r(mel, face)  # warm-up (and OpenVINO's compile for this batch size)
     for _ in range(repeats):
-        for name, r in runners.items():
+        for name, r in executors.items():
             t = time.perf_counter()
             r(mel, face)
             best[name] = min(best[name], time.perf_counter() - t)
@@ -186,10 +186,10 @@ def main() -> None:
 
     cache = ModelCache(tmp / "models")
     t = time.perf_counter()
-    ov32 = R.OpenVINORunner(ckpt, precision="fp32", cache=cache)
+    ov32 = R.OpenVINOExecutor(ckpt, precision="fp32", cache=cache)
     convert_s = time.perf_counter() - t
     t = time.perf_counter()
-    R.OpenVINORunner(ckpt, precision="fp32", cache=cache)
+    R.OpenVINOExecutor(ckpt, precision="fp32", cache=cache)
     cached_s = time.perf_counter() - t
     print(f"OpenVINO fp32 load: {convert_s:.1f} s converting (empty cache), {cached_s:.2f} s from the cache")
 
@@ -197,29 +197,29 @@ def main() -> None:
     int8 = None
     try:
         t = time.perf_counter()
-        int8 = R.OpenVINORunner(ckpt, precision="int8", cache=cache, calibration=batches[:R.CALIBRATION_BATCHES])
+        int8 = R.OpenVINOExecutor(ckpt, precision="int8", cache=cache, calibration=batches[:R.CALIBRATION_BATCHES])
         print(f"OpenVINO int8 calibration ({min(len(batches), R.CALIBRATION_BATCHES)} batches of the clip): "
               f"{time.perf_counter() - t:.1f} s")
     except Exception as e:  # nncf missing: the rest still runs
         print(f"int8 skipped: {e}")
 
-    torch_runner = R.TorchRunner(load_checkpoint(ckpt), "cpu", "fp32")
-    runners = {"torch fp32": torch_runner.forward, "OpenVINO fp32": ov32.forward}
+    torch_executor = R.TorchExecutor(load_checkpoint(ckpt), "cpu", "fp32")
+    executors = {"torch fp32": torch_executor.forward, "OpenVINO fp32": ov32.forward}
     if int8 is not None:
-        runners["OpenVINO int8"] = int8.forward
+        executors["OpenVINO int8"] = int8.forward
 
     mel = np.concatenate([m for m, _ in batches])[:a.batch]
     face = np.concatenate([f for _, f in batches])[:a.batch]
-    ms = bare_forward(runners, mel, face, a.repeats)
+    ms = bare_forward(executors, mel, face, a.repeats)
     if a.configs:
         compare_configs(cache.load(ov32.core, cache.key(ckpt, "fp32")), ov32.core, mel, face, a.repeats)
 
     io = np.load(SHARED / "conformance" / "model_io.npz")
-    ref = torch_runner.forward(io["mel"], io["face"])
+    ref = torch_executor.forward(io["mel"], io["face"])
     print(f"\n## bare forward, batch {len(face)}, best of {a.repeats} (conformance inputs for the diff columns)")
     print("| runtime | ms/frame | vs torch fp32 | max abs diff vs torch fp32 | PSNR vs torch fp32 |")
     print("|---|---|---|---|---|")
-    for name, r in runners.items():
+    for name, r in executors.items():
         out = np.asarray(r(io["mel"], io["face"]), np.float32)
         d = "-" if name == "torch fp32" else f"{np.abs(out - ref).max():.1e}"
         p = "-" if name == "torch fp32" else f"{psnr(out, ref, 1.0):.1f} dB"

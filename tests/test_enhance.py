@@ -20,8 +20,8 @@ import pytest
 from conftest import ROOT
 from restorer_checkpoints import build_model, write_checkpoint
 from wav2lip_core.faces.align import Rotation
-from wav2lip_core.sync.blend import FaceEdit, paste
-from wav2lip_core.quality.enhance import EnhanceError, Restorers, composite, load_restorer, restore_pasted
+from wav2lip_core.sync.blend import FaceEdit, composite, paste, restore_pasted
+from wav2lip_core.quality.enhance import EnhanceError, Restorers, load_restorer
 from wav2lip_core.errors import Cancelled, Wav2LipError
 from wav2lip_core.quality.restorer_file import import_spandrel
 

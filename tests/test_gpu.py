@@ -36,10 +36,10 @@ def psnr(a, b, peak: float = 1.0) -> float:
 
 
 def test_fp16_batches_stay_close_to_fp32(cuda_model, io):
-    from wav2lip_core.model.runtime import TorchRunner
+    from wav2lip_core.model.runtime import TorchExecutor
 
-    fp32 = TorchRunner(cuda_model, "cuda", "fp32").forward(io["mel"], io["face"])
-    fp16 = TorchRunner(cuda_model, "cuda", "fp16").forward(io["mel"], io["face"])
+    fp32 = TorchExecutor(cuda_model, "cuda", "fp32").forward(io["mel"], io["face"])
+    fp16 = TorchExecutor(cuda_model, "cuda", "fp16").forward(io["mel"], io["face"])
     assert fp16.shape == fp32.shape == (8, 3, 96, 96) and fp16.dtype == np.float32
     # fp32 on the GPU is the reference's model (cuDNN may use TF32 for convolutions: ~1e-3).
     assert np.abs(fp32 - io["expected"]).max() < 5e-3
@@ -50,14 +50,14 @@ def test_fp16_batches_stay_close_to_fp32(cuda_model, io):
 
 def _peak_reserved(model, batch: int) -> int:
     """Bytes the caching allocator holds at the peak of one fp16 forward of `batch` frames."""
-    from wav2lip_core.model.runtime import TorchRunner
+    from wav2lip_core.model.runtime import TorchExecutor
 
     mel = np.zeros((batch, 1, 80, 16), np.float32)
     face = np.zeros((batch, 6, 96, 96), np.float32)
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
-    TorchRunner(model, "cuda", "fp16").forward(mel, face)
+    TorchExecutor(model, "cuda", "fp16").forward(mel, face)
     torch.cuda.synchronize()
     return torch.cuda.max_memory_reserved()
 
@@ -66,7 +66,7 @@ def test_out_of_memory_halves_the_batch_and_the_run_completes(cuda_model, checkp
     """GPU memory capped between what batch 16 and batch 32 need: batch 64 fails for real, the
     pipeline's BatchLimit halves it to 16, and every frame is still made."""
     from wav2lip_core.sync.pipeline import LipSyncRequest, run
-    from wav2lip_core.model.runtime import TorchRunner
+    from wav2lip_core.model.runtime import TorchExecutor
 
     need16, need32 = _peak_reserved(cuda_model, 16), _peak_reserved(cuda_model, 32)
     assert need32 > need16
@@ -78,7 +78,7 @@ def test_out_of_memory_halves_the_batch_and_the_run_completes(cuda_model, checkp
         res = run(LipSyncRequest(face=str(FACE2), audio=str(SPEECH16K), checkpoint=str(checkpoint),
                                  out=str(tmp_path / "oom.mp4"), box=BOX, duration=4.0, batch_size=64, device="cuda",
                                  runtime="torch", precision="fp16", cache=False),
-                  note=notes.append, runner=TorchRunner(cuda_model, "cuda", "fp16"))
+                  note=notes.append, executor=TorchExecutor(cuda_model, "cuda", "fp16"))
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
         torch.cuda.empty_cache()

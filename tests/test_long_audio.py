@@ -15,7 +15,7 @@ import soxr
 
 from conftest import MEDIA
 from wav2lip_core.media import audio as audio_mod
-from wav2lip_core.media.encode import _AudioSource
+from wav2lip_core.media.soundtrack import Soundtrack
 
 FACE2 = MEDIA / "vretalk_face2.mp4"
 
@@ -117,7 +117,7 @@ def test_window_samples_and_mel_equal_the_full_decode_slice(three_minutes, ext, 
 def test_writer_sound_equals_the_full_decode_slice(three_minutes, ext, start):
     path = three_minutes[ext]
     whole, rate = full_decode(path)
-    src = _AudioSource(str(path), start, 2.0)
+    src = Soundtrack(str(path), start, 2.0)
     try:
         assert src.rate == rate
         blocks = []
@@ -143,7 +143,7 @@ def test_a_window_from_minute_eight_reads_the_window_not_the_file(ten_minute_wav
     assert got.size == 32000 and np.abs(got).max() > 0.1
     assert read < 4_000_000 < size, f"read {read / 1e6:.1f} MB of a {size / 1e6:.0f} MB file for 2 s"
 
-    src = _AudioSource(str(ten_minute_wav), 480.0, 2.0)
+    src = Soundtrack(str(ten_minute_wav), 480.0, 2.0)
     before = bytes_read()
     try:
         while src.read(None) is not None:
@@ -159,17 +159,17 @@ def test_a_job_from_minute_eight_reads_its_window_and_writes_its_sound(ten_minut
     """The real pipeline, model loaded beforehand and a first job run on a short file: what a
     job reads once per process (the model, the landmark predictor) is not counted."""
     from wav2lip_core.sync.pipeline import LipSyncRequest, run
-    from wav2lip_core.model.runtime import load_runner
+    from wav2lip_core.model.runtime import load_executor
 
-    runner = load_runner(str(checkpoint), runtime="openvino", device="cpu", precision="fp32")
+    executor = load_executor(str(checkpoint), runtime="openvino", device="cpu", precision="fp32")
     out = tmp_path / "out.mp4"
     req = LipSyncRequest(face=str(FACE2), audio=str(ten_minute_wav), checkpoint=str(checkpoint), out=str(out),
                          box=(225, 608, 192, 565), audio_start=480.0, duration=2.0, frames=50, device="cpu",
                          runtime="openvino", cache=False)
     run(LipSyncRequest(**{**req.__dict__, "audio": str(MEDIA / "vretalk_audio1.wav"), "audio_start": 1.0,
-                          "out": str(tmp_path / "warm.mp4")}), runner=runner)
+                          "out": str(tmp_path / "warm.mp4")}), executor=executor)
     before = bytes_read()
-    result = run(req, runner=runner)
+    result = run(req, executor=executor)
     read = bytes_read() - before
     size = os.path.getsize(ten_minute_wav)
     face = os.path.getsize(FACE2)

@@ -102,14 +102,14 @@ _LOAD = """
 import json, os, sys
 import numpy as np
 from wav2lip_core.model.model_cache import ModelCache
-from wav2lip_core.model.runtime import OpenVINORunner
+from wav2lip_core.model.runtime import OpenVINOExecutor
 checkpoint, folder, io_path = sys.argv[1:4]
-runner = OpenVINORunner(checkpoint, precision="fp32", cache=ModelCache(folder))
+executor = OpenVINOExecutor(checkpoint, precision="fp32", cache=ModelCache(folder))
 io = np.load(io_path)
 cache = ModelCache(folder)
 entry = cache.path(cache.key(checkpoint, "fp32"))
-print(json.dumps({"converted": runner.converted, "inode": os.stat(entry / "model.bin").st_ino,
-                  "diff": float(np.abs(runner.forward(io["mel"], io["face"]) - io["expected"]).max()),
+print(json.dumps({"converted": executor.converted, "inode": os.stat(entry / "model.bin").st_ino,
+                  "diff": float(np.abs(executor.forward(io["mel"], io["face"]) - io["expected"]).max()),
                   "torch": "torch" in sys.modules}))
 """
 

@@ -2,8 +2,8 @@
 output as the stages run one after another, bounded frames in flight, cancel and errors from any
 stage ending the run cleanly (one error, no output, no thread left), callbacks on one thread.
 
-Where a test needs a model that is slow or fails on purpose it passes a stand-in runner to
-run(..., runner=...): the runner is not what these tests check.
+Where a test needs a model that is slow or fails on purpose it passes a stand-in executor to
+run(..., executor=...): the executor is not what these tests check.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from wav2lip_core.sync.plan import make_plan
 from wav2lip_core.sync.stages import synthesize
 from wav2lip_core.media.probe import probe_video
 from wav2lip_core.protocol import STAGE_SYNC
-from wav2lip_core.model.runtime import load_runner
+from wav2lip_core.model.runtime import load_executor
 
 KATIE = MEDIA / "sadtalker_WDA_KatieHill_000.mp4"  # 512x512, 25 fps
 AUDIO1 = MEDIA / "vretalk_audio1.wav"  # 5 s of speech
@@ -37,11 +37,11 @@ BOX = (60, 330, 150, 370)  # Katie's face: top, bottom, left, right
 
 
 class ModelBroke(Wav2LipError):
-    """A stand-in runner's failure, so the test can tell it from anything else."""
+    """A stand-in executor's failure, so the test can tell it from anything else."""
 
 
 class StandIn:
-    """A runner that takes `delay` seconds per call and 'generates' the unmasked crop; it fails
+    """An executor that takes `delay` seconds per call and 'generates' the unmasked crop; it fails
     on call `fail_on`, or halves the batch limit on call `halve_on` (a GPU out-of-memory)."""
 
     name, precision, device = "stand-in", "fp32", "cpu"
@@ -90,8 +90,8 @@ class Callbacks:
 
 
 @pytest.fixture(scope="module")
-def torch_runner(checkpoint):
-    return load_runner(checkpoint, runtime="torch", device=torch.device("cpu"), precision="fp32")
+def torch_executor(checkpoint):
+    return load_executor(checkpoint, runtime="torch", device=torch.device("cpu"), precision="fp32")
 
 
 @pytest.fixture
@@ -150,13 +150,13 @@ def assert_clean(req: LipSyncRequest, calls: Callbacks, threads_left) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_output_is_the_stages_run_one_after_another(request_for, torch_runner, tmp_path, threads_left):
+def test_output_is_the_stages_run_one_after_another(request_for, torch_executor, tmp_path, threads_left):
     """A 6-frame clip played ping-pong for 0.6 s (15 frames) in batches of 4: the overlapped run
     writes exactly the frames a plain sequential loop over the same public steps writes."""
     batch = 4
     req = request_for(frames=6, duration=0.6, batch_size=batch, blend="feather")
     calls = Callbacks()
-    res = run(req, progress=calls.progress, cancel=calls.cancel, note=calls.note, runner=torch_runner)
+    res = run(req, progress=calls.progress, cancel=calls.cancel, note=calls.note, executor=torch_executor)
     assert res.frames == 15
     assert threads_left() == [] and calls.threads == {threading.get_ident()}
     assert {"decode", "crop", "model", "blend", "encode", "sync"} <= set(res.stage_seconds)
@@ -172,7 +172,7 @@ def test_output_is_the_stages_run_one_after_another(request_for, torch_runner, t
             ks = range(b0, min(b0 + batch, len(frames)))
             faces = model_inputs(np.stack([crop_face(frames[k], BOX) for k in ks]))
             mels = np.stack([plan.mel[:, plan.mel_starts[k]: plan.mel_starts[k] + 16] for k in ks])[:, None]
-            preds = torch_runner.forward(np.ascontiguousarray(mels), faces)
+            preds = torch_executor.forward(np.ascontiguousarray(mels), faces)
             for k, p in zip(ks, preds):
                 paste(frames[k], prediction_to_uint8(p), BOX, "feather")
                 w.write(frames[k], plan.times[k])
@@ -190,9 +190,9 @@ def test_frames_in_flight_stay_bounded_and_decoding_runs_ahead(request_for, coun
     """With a slow model the decoder runs ahead of it, but never more than SYNC_IN_FLIGHT
     batches ahead of the encoder, however long the clip."""
     batch = 4
-    runner = StandIn(delay=0.1)
+    executor = StandIn(delay=0.1)
     req = request_for(duration=2.0, batch_size=batch)  # 50 frames, 13 batches
-    res = run(req, runner=runner)
+    res = run(req, executor=executor)
     assert res.frames == counted["written"] == counted["decoded"] == 50
     assert counted["most_ahead"] <= sync.SYNC_IN_FLIGHT * batch
     # Sequentially a batch is written before the next is decoded (at most `batch` ahead).
@@ -201,14 +201,14 @@ def test_frames_in_flight_stay_bounded_and_decoding_runs_ahead(request_for, coun
 
 
 @pytest.fixture(scope="module")
-def openvino_runner(checkpoint):
-    return load_runner(checkpoint, runtime="openvino", device="cpu", precision="fp32")
+def openvino_executor(checkpoint):
+    return load_executor(checkpoint, runtime="openvino", device="cpu", precision="fp32")
 
 
-def test_cancel_during_a_long_openvino_inference_returns_within_a_second(request_for, openvino_runner, threads_left):
+def test_cancel_during_a_long_openvino_inference_returns_within_a_second(request_for, openvino_executor, threads_left):
     """A batch of 64 frames takes several seconds on this CPU; cancelling while the model is inside
     it still returns within a second (the inference itself is cancelled), with no output."""
-    runner = openvino_runner
+    executor = openvino_executor
     req = request_for(runtime="openvino", batch_size=64, duration=3.0)
     marks: dict[str, float] = {}
 
@@ -223,25 +223,25 @@ def test_cancel_during_a_long_openvino_inference_returns_within_a_second(request
         return False
 
     with pytest.raises(Cancelled):
-        run(req, progress=progress, cancel=cancel, runner=runner)
+        run(req, progress=progress, cancel=cancel, executor=executor)
     elapsed = time.perf_counter() - marks["cancel"]
     assert elapsed < 1.0, f"cancel took {elapsed:.2f} s"
     assert not os.path.exists(req.out) and not os.listdir(os.path.dirname(req.out))
     assert threads_left() == []
-    # The runner still works for the next job after its inference was cancelled.
+    # The executor still works for the next job after its inference was cancelled.
     z = np.zeros((2, 1, 80, 16), np.float32), np.zeros((2, 6, 96, 96), np.float32)
-    assert runner.forward(*z).shape == (2, 3, 96, 96)
+    assert executor.forward(*z).shape == (2, 3, 96, 96)
 
 
 def test_cancel_while_stages_wait_returns_within_a_second(request_for, counted, threads_left):
     """The model is slow, so the decoder waits for a free slot and the encoder for the model's
     next batch when cancel turns true: run() raises Cancelled within a second, leaves no output
     and no thread."""
-    runner = StandIn(delay=0.25)
+    executor = StandIn(delay=0.25)
     req = request_for(duration=4.0, batch_size=4)  # 100 frames: ~6 s of stand-in model
     calls = Callbacks(cancel_at=8)
     with pytest.raises(Cancelled):
-        run(req, progress=calls.progress, cancel=calls.cancel, note=calls.note, runner=runner)
+        run(req, progress=calls.progress, cancel=calls.cancel, note=calls.note, executor=executor)
     elapsed = time.perf_counter() - calls.cancelled_at
     assert elapsed < 1.0, f"cancel took {elapsed:.2f} s"
     assert counted["decoded"] > counted["written"], "premise: the decoder was ahead (waiting) at cancel"
@@ -250,13 +250,13 @@ def test_cancel_while_stages_wait_returns_within_a_second(request_for, counted, 
 
 
 def test_model_error_stops_every_stage(request_for, counted, threads_left):
-    runner = StandIn(fail_on=3)
+    executor = StandIn(fail_on=3)
     req = request_for(duration=2.0, batch_size=4)
     calls = Callbacks()
     with pytest.raises(ModelBroke) as e:
-        run(req, progress=calls.progress, cancel=calls.cancel, note=calls.note, runner=runner)
+        run(req, progress=calls.progress, cancel=calls.cancel, note=calls.note, executor=executor)
     assert type(e.value) is ModelBroke and str(e.value) == "stand-in model failed on call 3"
-    assert len(runner.sizes) == 3, "the model kept running after its error"
+    assert len(executor.sizes) == 3, "the model kept running after its error"
     # Never more than the two batches before the failure, whole batches only (the second may
     # still be in the blend stage when the error stops every stage).
     assert counted["written"] in (0, 4, 8)
@@ -274,13 +274,13 @@ def test_decode_error_stops_every_stage(request_for, monkeypatch, threads_left):
             yield item
 
     monkeypatch.setattr(sync, "read_frames", damaged)
-    runner = StandIn()
+    executor = StandIn()
     req = request_for(duration=2.0, batch_size=4)
     calls = Callbacks()
     with pytest.raises(MediaError) as e:
-        run(req, progress=calls.progress, cancel=calls.cancel, note=calls.note, runner=runner)
+        run(req, progress=calls.progress, cancel=calls.cancel, note=calls.note, executor=executor)
     assert type(e.value) is MediaError and str(e.value) == message
-    assert len(runner.sizes) <= 2  # batches 0-3 and 4-7 at most; 8-11 never completed
+    assert len(executor.sizes) <= 2  # batches 0-3 and 4-7 at most; 8-11 never completed
     assert_clean(req, calls, threads_left)
 
 
@@ -296,11 +296,11 @@ def test_encode_error_stops_every_stage(request_for, monkeypatch, counted, threa
         written.append(t)
 
     monkeypatch.setattr(VideoWriter, "write", full_disk)
-    runner = StandIn(delay=0.02)
+    executor = StandIn(delay=0.02)
     req = request_for(duration=4.0, batch_size=4)
     calls = Callbacks()
     with pytest.raises(MediaError) as e:
-        run(req, progress=calls.progress, cancel=calls.cancel, note=calls.note, runner=runner)
+        run(req, progress=calls.progress, cancel=calls.cancel, note=calls.note, executor=executor)
     assert type(e.value) is MediaError and str(e.value) == message
     assert counted["decoded"] <= 6 + sync.SYNC_IN_FLIGHT * 4, "decoding went on after the encoder failed"
     assert_clean(req, calls, threads_left)
@@ -309,28 +309,28 @@ def test_encode_error_stops_every_stage(request_for, monkeypatch, counted, threa
 def test_out_of_memory_halving_in_the_model_thread(request_for, threads_left):
     """The batch limit halves inside the model's thread: batches built afterwards are smaller,
     the note reaches the caller's thread, the run completes."""
-    runner = StandIn(delay=0.05, halve_on=1)
+    executor = StandIn(delay=0.05, halve_on=1)
     req = request_for(duration=2.0, batch_size=8)
     calls = Callbacks()
-    res = run(req, progress=calls.progress, cancel=calls.cancel, note=calls.note, runner=runner)
+    res = run(req, progress=calls.progress, cancel=calls.cancel, note=calls.note, executor=executor)
     assert res.frames == 50 and res.batch_size == 4
     assert any("continuing with batch size 4" in line for line in calls.notes)
     assert any("continuing with batch size 4" in line for line in res.notes)
     assert calls.threads == {threading.get_ident()}
-    # Batches already decoded keep their 8 frames (a real runner splits them); at most
+    # Batches already decoded keep their 8 frames (a real executor splits them); at most
     # SYNC_IN_FLIGHT of them, so the last three were built at the new size.
-    assert runner.sizes[0] == 8 and max(runner.sizes[-3:]) <= 4
-    assert sum(runner.sizes) == 50
+    assert executor.sizes[0] == 8 and max(executor.sizes[-3:]) <= 4
+    assert sum(executor.sizes) == 50
     assert threads_left() == []
 
 
-def test_synthesize_closed_early_leaves_no_thread(request_for, torch_runner, threads_left):
+def test_synthesize_closed_early_leaves_no_thread(request_for, torch_executor, threads_left):
     req = request_for(duration=2.0, batch_size=4)
     info = probe_video(str(KATIE))
     plan = make_plan(req, info, load_audio(str(AUDIO1)))
     track = pipeline.find_faces(plan, pipeline.detection_settings(req, "cpu")[0], cache_dir=None, use_cache=False,
                                 progress=lambda *a: None, cancel=lambda: False)
-    gen = synthesize(plan, track, torch_runner, device="cpu", precision="fp32", batch=4, blend="feather",
+    gen = synthesize(plan, track, torch_executor, device="cpu", precision="fp32", batch=4, blend="feather",
                      cancel=lambda: False)
     assert [k for k, _ in (next(gen) for _ in range(5))] == [0, 1, 2, 3, 4]
     gen.close()

@@ -30,11 +30,11 @@ from wav2lip_core.errors import AudioError, Cancelled, DetectorError, MediaError
 from wav2lip_core.model.checkpoint import load_checkpoint
 from wav2lip_core.sync.pipeline import (
     LipSyncRequest,
-    _check_inputs,
     detection_settings,
     find_faces,
     run,
 )
+from wav2lip_core.sync.request import check_request
 from wav2lip_core.sync.plan import make_plan
 from wav2lip_core.sync.stages import synthesize
 
@@ -679,7 +679,7 @@ def test_audible_window_silences_the_sound_outside_it(make_request, tmp_path):
     assert np.array_equal(cut.mel[:, inside], full.mel[:, inside])
     assert not np.array_equal(full.mel[:, inside], silent.mel[:, inside])  # the window is not silence anyway
     with pytest.raises(Wav2LipError, match="--audible"):
-        _check_inputs(make_request(FACE2, AUDIO1, audible=(2.0, 1.0)))
+        check_request(make_request(FACE2, AUDIO1, audible=(2.0, 1.0)))
 
 
 def test_audible_window_in_the_encoded_sound(make_request, tmp_path):

@@ -2,7 +2,7 @@
 the converted-model cache (model_cache.py), int8 quantization (when NNCF is installed), the CLI's
 --runtime, and the warm start (a run on a cached model never imports torch).
 
-One conversion per test session: every OpenVINO runner here (and the engines run as subprocesses)
+One conversion per test session: every OpenVINO executor here (and the engines run as subprocesses)
 uses the session's model cache (conftest sets WAV2LIP_MODEL_CACHE), filled by the first load."""
 
 from __future__ import annotations
@@ -48,34 +48,34 @@ def model_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ov_runner(checkpoint, model_cache):
+def ov_executor(checkpoint, model_cache):
     """The conformance checkpoint through OpenVINO fp32 (converted by the session's first load)."""
-    return R.OpenVINORunner(checkpoint, precision="fp32", cache=M.ModelCache(model_cache))
+    return R.OpenVINOExecutor(checkpoint, precision="fp32", cache=M.ModelCache(model_cache))
 
 
 @pytest.fixture(scope="session")
 def torch_out(checkpoint, io):
     from wav2lip_core.model.checkpoint import load_checkpoint
 
-    return R.TorchRunner(load_checkpoint(checkpoint), "cpu", "fp32").forward(io["mel"], io["face"])
+    return R.TorchExecutor(load_checkpoint(checkpoint), "cpu", "fp32").forward(io["mel"], io["face"])
 
 
-def test_openvino_fp32_matches_the_reference_and_torch(ov_runner, torch_out, io):
-    out = ov_runner.forward(io["mel"], io["face"])
+def test_openvino_fp32_matches_the_reference_and_torch(ov_executor, torch_out, io):
+    out = ov_executor.forward(io["mel"], io["face"])
     assert out.shape == (8, 3, 96, 96) and out.dtype == np.float32
     assert np.abs(out - io["expected"]).max() < 1e-4
     assert np.abs(out - torch_out).max() < 1e-4
     # Any batch size runs on the one compiled model (dynamic batch) and gives the same numbers.
-    part = ov_runner.forward(io["mel"][:3], io["face"][:3])
+    part = ov_executor.forward(io["mel"][:3], io["face"][:3])
     assert part.shape == (3, 3, 96, 96)
     assert np.abs(part - out[:3]).max() < 1e-5
 
 
-def test_second_load_reads_the_cache_instead_of_converting(ov_runner, checkpoint, model_cache, io):
+def test_second_load_reads_the_cache_instead_of_converting(ov_executor, checkpoint, model_cache, io):
     cache = M.ModelCache(model_cache)
     key = cache.key(checkpoint, "fp32")
     assert (cache.path(key) / "model.xml").is_file() and (cache.path(key) / "model.bin").is_file()
-    again = R.OpenVINORunner(checkpoint, precision="fp32", cache=cache)
+    again = R.OpenVINOExecutor(checkpoint, precision="fp32", cache=cache)
     assert not again.converted
     # ...and loads the compiled model OpenVINO cached in the entry instead of compiling again.
     assert again._compiled.get_property("LOADED_FROM_CACHE")
@@ -89,7 +89,7 @@ def test_second_load_reads_the_cache_instead_of_converting(ov_runner, checkpoint
 
 
 @pytest.mark.parametrize("damage", ["bin_byte", "bin_truncated", "xml_garbage", "meta_missing"])
-def test_a_damaged_cache_entry_is_a_miss_and_is_replaced(ov_runner, checkpoint, model_cache, tmp_path, damage, io):
+def test_a_damaged_cache_entry_is_a_miss_and_is_replaced(ov_executor, checkpoint, model_cache, tmp_path, damage, io):
     key = M.ModelCache(model_cache).key(checkpoint, "fp32")
     folder = tmp_path / "models"
     shutil.copytree(model_cache / key, folder / key)
@@ -112,14 +112,14 @@ def test_a_damaged_cache_entry_is_a_miss_and_is_replaced(ov_runner, checkpoint, 
     else:
         (entry / "meta.json").unlink()
     assert cache.load(core, key) is None
-    # Saving over the bad entry (what a runner does after converting again) makes it good.
+    # Saving over the bad entry (what an executor does after converting again) makes it good.
     cache.save(good, key)
     reread = cache.load(core, key)
     assert reread is not None
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_a_damaged_compiled_blob_is_compiled_again(ov_runner, checkpoint, model_cache, tmp_path, io):
+def test_a_damaged_compiled_blob_is_compiled_again(ov_executor, checkpoint, model_cache, tmp_path, io):
     key = M.ModelCache(model_cache).key(checkpoint, "fp32")
     shutil.copytree(model_cache / key, tmp_path / "models" / key)
     cache = M.ModelCache(tmp_path / "models")
@@ -127,28 +127,28 @@ def test_a_damaged_compiled_blob_is_compiled_again(ov_runner, checkpoint, model_
     assert blobs
     for blob in blobs:
         blob.write_bytes(os.urandom(4096))
-    runner = R.OpenVINORunner(checkpoint, precision="fp32", cache=cache)
-    assert not runner.converted and not runner._compiled.get_property("LOADED_FROM_CACHE")
-    assert np.abs(runner.forward(io["mel"], io["face"]) - io["expected"]).max() < 1e-4
-    assert R.OpenVINORunner(checkpoint, precision="fp32", cache=cache)._compiled.get_property("LOADED_FROM_CACHE")
+    executor = R.OpenVINOExecutor(checkpoint, precision="fp32", cache=cache)
+    assert not executor.converted and not executor._compiled.get_property("LOADED_FROM_CACHE")
+    assert np.abs(executor.forward(io["mel"], io["face"]) - io["expected"]).max() < 1e-4
+    assert R.OpenVINOExecutor(checkpoint, precision="fp32", cache=cache)._compiled.get_property("LOADED_FROM_CACHE")
 
 
 _UNWRITABLE = """
 import json, sys
 import numpy as np
 from wav2lip_core.model.model_cache import ModelCache
-from wav2lip_core.model.runtime import OpenVINORunner
+from wav2lip_core.model.runtime import OpenVINOExecutor
 checkpoint, folder, io_path = sys.argv[1:4]
-runner = OpenVINORunner(checkpoint, precision="fp32", cache=ModelCache(folder))
+executor = OpenVINOExecutor(checkpoint, precision="fp32", cache=ModelCache(folder))
 io = np.load(io_path)
-print(json.dumps({"diff": float(np.abs(runner.forward(io["mel"], io["face"]) - io["expected"]).max()),
+print(json.dumps({"diff": float(np.abs(executor.forward(io["mel"], io["face"]) - io["expected"]).max()),
                   "torch": "torch" in sys.modules}))
 """
 
 
 def test_an_unwritable_cache_still_gives_the_right_model_and_writes_nothing(checkpoint, tmp_path):
     """A cache folder that cannot be made (its parent is a file): the run warns once and still
-    gives the reference numbers, converted in a child (torch never loads in the runner's
+    gives the reference numbers, converted in a child (torch never loads in the executor's
     process), and nothing is left in the cache's place or in the temp folder."""
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -197,13 +197,13 @@ def _is_quantized(model) -> bool:
 
 
 @pytest.mark.skipif(not _has_nncf(), reason="int8 needs the int8 extra (nncf)")
-def test_int8_is_quantized_close_to_fp32_and_cached(checkpoint, ov_runner, model_cache, io):
+def test_int8_is_quantized_close_to_fp32_and_cached(checkpoint, ov_executor, model_cache, io):
     cal = [(io["mel"][:4], io["face"][:4]), (io["mel"][4:], io["face"][4:])]
-    q = R.OpenVINORunner(checkpoint, precision="int8", cache=M.ModelCache(model_cache))
+    q = R.OpenVINOExecutor(checkpoint, precision="int8", cache=M.ModelCache(model_cache))
     assert q.needs_calibration
     q.calibrate(cal)
     assert q.quantized_now
-    fp32 = ov_runner.forward(io["mel"], io["face"])
+    fp32 = ov_executor.forward(io["mel"], io["face"])
     i8 = q.forward(io["mel"], io["face"])
     diff = np.abs(i8 - fp32).max()
     quality = psnr(i8, fp32)
@@ -217,7 +217,7 @@ def test_int8_is_quantized_close_to_fp32_and_cached(checkpoint, ov_runner, model
     assert _is_quantized(cache.load(core, cache.key(checkpoint, "int8")))
     assert not _is_quantized(cache.load(core, cache.key(checkpoint, "fp32")))
     # The second load takes the quantized model from the cache: no calibration wanted.
-    again = R.OpenVINORunner(checkpoint, precision="int8", cache=M.ModelCache(model_cache))
+    again = R.OpenVINOExecutor(checkpoint, precision="int8", cache=M.ModelCache(model_cache))
     assert not again.needs_calibration
     assert np.array_equal(again.forward(io["mel"], io["face"]), i8)
 
@@ -225,7 +225,7 @@ def test_int8_is_quantized_close_to_fp32_and_cached(checkpoint, ov_runner, model
 def test_int8_without_nncf_is_one_clear_line(monkeypatch, checkpoint):
     monkeypatch.setitem(sys.modules, "nncf", None)  # what `import nncf` sees where it is not installed
     with pytest.raises(Wav2LipError, match=r"int8 needs NNCF: install the int8 extra") as e:
-        R.OpenVINORunner(checkpoint, precision="int8")
+        R.OpenVINOExecutor(checkpoint, precision="int8")
     assert "\n" not in str(e.value)
 
 
@@ -242,7 +242,7 @@ def test_resolve_runtime_choices_and_errors():
         with pytest.raises(Wav2LipError, match=msg):
             R.resolve_runtime(*args)
     with pytest.raises(Wav2LipError, match="not supported with --runtime openvino"):
-        R.OpenVINORunner("unused.pth", precision="fp16")
+        R.OpenVINOExecutor("unused.pth", precision="fp16")
 
 
 # --- the engine as a user runs it -------------------------------------------------------------
@@ -263,7 +263,7 @@ def _events(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines()]  # every stdout line is JSON
 
 
-def test_cli_openvino_end_to_end_matches_torch(ov_runner, checkpoint, model_cache, tmp_path):
+def test_cli_openvino_end_to_end_matches_torch(ov_executor, checkpoint, model_cache, tmp_path):
     common = ["--face", FACE2, "--audio", SPEECH16K, "--checkpoint", checkpoint, "--box", *BOX, "--blend", "hard",
               "--duration", "0.4", "--cache-dir", tmp_path / "faces", "--device", "cpu", "--precision", "fp32"]
     outs = {}
@@ -283,10 +283,10 @@ def test_cli_openvino_end_to_end_matches_torch(ov_runner, checkpoint, model_cach
 
 
 @pytest.mark.skipif(not _has_nncf(), reason="int8 needs the int8 extra (nncf)")
-def test_cli_int8_calibrates_on_the_clip_once(ov_runner, checkpoint, tmp_path):
-    key = ov_runner.cache.key(checkpoint, "fp32")
+def test_cli_int8_calibrates_on_the_clip_once(ov_executor, checkpoint, tmp_path):
+    key = ov_executor.cache.key(checkpoint, "fp32")
     cache = tmp_path / "models"
-    shutil.copytree(ov_runner.cache.folder / key, cache / key)  # fp32 converted already; no int8 yet
+    shutil.copytree(ov_executor.cache.folder / key, cache / key)  # fp32 converted already; no int8 yet
     args = ["--face", FACE2, "--audio", SPEECH16K, "--checkpoint", checkpoint, "--box", *BOX, "--duration", "0.4",
             "--cache-dir", tmp_path / "faces", "--device", "cpu", "--precision", "int8", "--progress", "json"]
     first = wav2lip(cache, *args, "--out", tmp_path / "a.mp4")
@@ -330,7 +330,7 @@ def engine_modules(model_cache: Path, *args, env: dict | None = None) -> tuple[s
     return r, json.loads(lines[-1][len("MODULES "):]) if lines else None
 
 
-def test_a_run_on_a_cached_model_never_imports_torch(ov_runner, checkpoint, model_cache, tmp_path):
+def test_a_run_on_a_cached_model_never_imports_torch(ov_executor, checkpoint, model_cache, tmp_path):
     """--box with the model already converted: the whole run (device choice, runtime, audio,
     decode, blend, encode) without torch, whose import alone costs 2-3 s per process."""
     out = tmp_path / "warm.mp4"
@@ -342,7 +342,7 @@ def test_a_run_on_a_cached_model_never_imports_torch(ov_runner, checkpoint, mode
     assert loaded == [], f"a warm run imported {loaded}"
 
 
-def test_auto_detector_falling_back_to_haar_runs_without_torch(ov_runner, checkpoint, model_cache, tmp_path):
+def test_auto_detector_falling_back_to_haar_runs_without_torch(ov_executor, checkpoint, model_cache, tmp_path):
     """Choosing the detector (auto: are BlazeFace's weights in torch hub's folder?) and running
     OpenCV's Haar cascade need no torch."""
     r, loaded = engine_modules(model_cache, "--face", FACE2, "--audio", SPEECH16K, "--checkpoint", checkpoint,
@@ -360,7 +360,7 @@ def test_auto_detector_falling_back_to_haar_runs_without_torch(ov_runner, checkp
 def test_detector_weights_folder_is_torch_hubs_without_torch(tmp_path, env):
     """Where face_alignment's weights are looked for, worked out without torch, is the folder
     torch.hub.get_dir() names."""
-    code = ("import sys; from wav2lip_core.faces.detectors import _hub_dir; ours = _hub_dir(); "
+    code = ("import sys; from wav2lip_core.faces.detectors import torch_hub_checkpoints; ours = torch_hub_checkpoints(); "
             "assert 'torch' not in sys.modules; import torch.hub, os; "
             "print(ours == __import__('pathlib').Path(torch.hub.get_dir()) / 'checkpoints', ours)")
     full_env = {k: v for k, v in os.environ.items() if k not in ("TORCH_HOME", "XDG_CACHE_HOME")}
@@ -371,10 +371,10 @@ def test_detector_weights_folder_is_torch_hubs_without_torch(tmp_path, env):
 
 
 @pytest.mark.skipif(not _has_nncf(), reason="int8 needs the int8 extra (nncf)")
-def test_int8_runs_import_neither_nncf_nor_torch(ov_runner, checkpoint, tmp_path):
-    key = ov_runner.cache.key(checkpoint, "fp32")
+def test_int8_runs_import_neither_nncf_nor_torch(ov_executor, checkpoint, tmp_path):
+    key = ov_executor.cache.key(checkpoint, "fp32")
     cache = tmp_path / "models"
-    shutil.copytree(ov_runner.cache.folder / key, cache / key)
+    shutil.copytree(ov_executor.cache.folder / key, cache / key)
     args = ["--face", FACE2, "--audio", SPEECH16K, "--checkpoint", checkpoint, "--box", *BOX, "--duration", "0.4",
             "--precision", "int8", "--progress", "json"]
     first, loaded = engine_modules(cache, *args, "--out", tmp_path / "a.mp4")
@@ -386,16 +386,16 @@ def test_int8_runs_import_neither_nncf_nor_torch(ov_runner, checkpoint, tmp_path
     assert loaded == [], f"a warm int8 run imported {loaded}"
 
 
-def test_runners_are_kept_for_the_next_job_until_the_checkpoint_changes(ov_runner, checkpoint, model_cache, tmp_path):
+def test_executors_are_kept_for_the_next_job_until_the_checkpoint_changes(ov_executor, checkpoint, model_cache, tmp_path):
     copy = tmp_path / "c.pth"
     shutil.copyfile(checkpoint, copy)
-    runners = R.Runners(keep=2, cache_dir=model_cache)
-    first = runners.get(copy, runtime="openvino", device="cpu", precision="fp32")
-    assert runners.get(copy, runtime="openvino", device="cpu", precision="fp32") is first
+    executors = R.Executors(keep=2, cache_dir=model_cache)
+    first = executors.get(copy, runtime="openvino", device="cpu", precision="fp32")
+    assert executors.get(copy, runtime="openvino", device="cpu", precision="fp32") is first
     os.utime(copy, (1, 1))  # the file was replaced (same content here): load it again
-    second = runners.get(copy, runtime="openvino", device="cpu", precision="fp32")
+    second = executors.get(copy, runtime="openvino", device="cpu", precision="fp32")
     assert second is not first and not second.converted
-    assert runners.get(copy, runtime="openvino", device="cpu", precision="fp32") is second
+    assert executors.get(copy, runtime="openvino", device="cpu", precision="fp32") is second
 
 
 def test_the_first_run_converts_in_a_child_and_never_loads_torch_itself(checkpoint, tmp_path):

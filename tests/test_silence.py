@@ -22,10 +22,11 @@ from wav2lip_core import protocol
 from wav2lip_core.quality import silence
 from wav2lip_core.media.audio import load_audio
 from wav2lip_core.errors import Wav2LipError
-from wav2lip_core.sync.pipeline import LipSyncRequest, _check_inputs, run
+from wav2lip_core.sync.pipeline import LipSyncRequest, run
+from wav2lip_core.sync.request import check_request
 from wav2lip_core.sync.plan import make_plan
 from wav2lip_core.media.probe import probe_video
-from wav2lip_core.model.runtime import load_runner
+from wav2lip_core.model.runtime import load_executor
 
 FACE2 = MEDIA / "vretalk_face2.mp4"  # 844x844, 25 fps
 SPEECH16K = CONFORMANCE / "speech_16k.wav"  # 16 kHz mono real speech, no pause longer than ~0.1 s
@@ -75,9 +76,9 @@ def mouth(frame: np.ndarray) -> np.ndarray:
     return frame[(y1 + y2) // 2: y2, x1:x2].astype(np.float32)
 
 
-class CountingRunner:
-    """A real runner whose forward calls are counted (frames per call); everything else is the
-    runner's own."""
+class CountingExecutor:
+    """A real executor whose forward calls are counted (frames per call); everything else is the
+    executor's own."""
 
     def __init__(self, inner):
         self.inner = inner
@@ -93,7 +94,7 @@ class CountingRunner:
 
 @pytest.fixture(scope="module")
 def torch_model(checkpoint):
-    return load_runner(checkpoint, runtime="torch", device=torch.device("cpu"), precision="fp32")
+    return load_executor(checkpoint, runtime="torch", device=torch.device("cpu"), precision="fp32")
 
 
 def request(checkpoint, audio, out, **kw) -> LipSyncRequest:
@@ -184,7 +185,7 @@ def test_bad_silence_and_offset_values_are_one_line_errors(tmp_path):
     audio = speech_with_gap(tmp_path / "a.wav")
     for kw, what in (({"silence": "mute"}, "--silence"), ({"sync_offset": float("nan")}, "--sync-offset")):
         with pytest.raises(Wav2LipError, match=what):
-            _check_inputs(LipSyncRequest(face=str(FACE2), audio=audio, checkpoint=str(audio), out=str(tmp_path / "o.mp4"), **kw))
+            check_request(LipSyncRequest(face=str(FACE2), audio=audio, checkpoint=str(audio), out=str(tmp_path / "o.mp4"), **kw))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,10 +199,10 @@ def test_held_frames_are_the_source_and_skip_the_model(checkpoint, torch_model, 
 
     runs = {}
     for mode in (protocol.SILENCE_SYNC, protocol.SILENCE_HOLD):
-        runner = CountingRunner(torch_model)
-        res = run(request(checkpoint, audio, tmp_path / f"{mode}.mp4", silence=mode, batch_size=8), runner=runner)
+        executor = CountingExecutor(torch_model)
+        res = run(request(checkpoint, audio, tmp_path / f"{mode}.mp4", silence=mode, batch_size=8), executor=executor)
         assert res.frames == n and res.frames_with_face == n
-        runs[mode] = (decoded(res.out), runner.calls)
+        runs[mode] = (decoded(res.out), executor.calls)
     (sync_out, sync_calls), (hold_out, hold_calls) = runs["sync"], runs["hold"]
     assert sum(sync_calls) == n  # the original: every frame with a face goes through the model
 
@@ -251,10 +252,10 @@ def test_hold_without_silence_writes_the_originals_file(checkpoint, torch_model,
     audio = str(SPEECH16K)
     outs = {}
     for mode in (protocol.SILENCE_SYNC, protocol.SILENCE_HOLD):
-        runner = CountingRunner(torch_model)
+        executor = CountingExecutor(torch_model)
         res = run(request(checkpoint, audio, tmp_path / f"{mode}.mp4", silence=mode, duration=0.6, crf=0),
-                  runner=runner)
-        outs[mode] = (decoded(res.out), sum(runner.calls))
+                  executor=executor)
+        outs[mode] = (decoded(res.out), sum(executor.calls))
     assert outs["sync"][1] == outs["hold"][1] == 15
     assert all(np.array_equal(a, b) for a, b in zip(outs["sync"][0], outs["hold"][0]))
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from ..files import write_atomic
 from .detectors import DetectorSettings
 from .tracking import FaceTrack
 
@@ -85,26 +85,15 @@ class FaceCache:
         return FaceTrack(boxes=boxes, has_face=has_face, detected_frames=0, from_cache=True)
 
     def save(self, key: str, track: FaceTrack) -> None:
-        """Write atomically (temp file + rename) so a crash or a concurrent reader never sees a
-        partial file. Failing to write is a warning: the cache only saves time."""
-        tmp = None
+        """Write atomically (files.write_atomic: temp file + rename) so a crash or a concurrent
+        reader never sees a partial file. Failing to write is a warning: the cache only saves
+        time."""
+        def arrays(f) -> None:
+            np.savez(f, version=np.int64(CACHE_VERSION), boxes=np.asarray(track.boxes, np.int32),
+                     has_face=np.asarray(track.has_face, bool))
+
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.folder)
-            with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    version=np.int64(CACHE_VERSION),
-                    boxes=np.asarray(track.boxes, np.int32),
-                    has_face=np.asarray(track.has_face, bool),
-                )
-            os.replace(tmp, self.path(key))
-            tmp = None
+            write_atomic(self.path(key), arrays)
         except OSError as exc:
             warnings.warn(f"face cache not written to {self.folder}: {exc}", stacklevel=2)
-        finally:
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass

@@ -1,7 +1,7 @@
 """Face detectors: which one runs (settings, "auto"), where its weights are, and the detectors
 themselves (S3FD and BlazeFace through face-alignment, OpenCV's Haar cascade, a fixed box).
 Weights are only ever read from local files; nothing is downloaded. Tracking, padding and
-smoothing of the boxes over time live in faces.py.
+smoothing of the boxes over time live in tracking.py.
 """
 
 from __future__ import annotations
@@ -22,10 +22,6 @@ FACES_VERSION = 1
 # What DetectorSettings runs: the protocol's detectors (but "auto", which resolve_detector turns
 # into one of them) and the fixed box.
 KINDS = tuple(k for k in protocol.names(protocol.DETECTORS) if k != protocol.DETECTOR_AUTO) + (protocol.DETECTOR_BOX,)
-
-# File names face_alignment uses in the torch hub cache (`<hub>/checkpoints/`).
-S3FD_FILE = protocol.S3FD_FILE
-BLAZE_FILES = protocol.BLAZEFACE_FILES
 
 
 @dataclass(frozen=True)
@@ -67,12 +63,12 @@ class DetectorSettings:
     def weight_paths(self) -> tuple[Path, Path | None]:
         """(weights, anchors or None) this setting loads; nothing is checked or downloaded."""
         if self.kind == "s3fd":
-            return (Path(self.weights) if self.weights else _hub_dir() / S3FD_FILE), None
+            return (Path(self.weights) if self.weights else torch_hub_checkpoints() / protocol.S3FD_FILE), None
         if self.kind == "haar":
             return (Path(self.weights) if self.weights else _haar_default()), None
-        if self.kind in BLAZE_FILES:
-            wname, aname = BLAZE_FILES[self.kind]
-            w = Path(self.weights) if self.weights else _hub_dir() / wname
+        if self.kind in protocol.BLAZEFACE_FILES:
+            wname, aname = protocol.BLAZEFACE_FILES[self.kind]
+            w = Path(self.weights) if self.weights else torch_hub_checkpoints() / wname
             return w, w.with_name(aname)
         raise DetectorError("detector 'box' has no weights")
 
@@ -104,10 +100,11 @@ class Detector(Protocol):
         """(K, 5) float rows [x1, y1, x2, y2, score] in the given image's pixels."""
 
 
-def _hub_dir() -> Path:
-    """torch.hub.get_dir()/checkpoints, where face_alignment keeps its weights. Worked out from
-    the same variables torch reads (TORCH_HOME, XDG_CACHE_HOME) unless torch is already loaded:
-    choosing the detector must not import torch (2-3 s) for Haar or --box runs."""
+def torch_hub_checkpoints() -> Path:
+    """torch.hub.get_dir()/checkpoints, where face_alignment keeps its weights (under the names
+    protocol.S3FD_FILE and protocol.BLAZEFACE_FILES give). The core's one rule for that folder.
+    Worked out from the same variables torch reads (TORCH_HOME, XDG_CACHE_HOME) unless torch is
+    already loaded: choosing the detector must not import torch (2-3 s) for Haar or --box runs."""
     import os
     import sys
 
@@ -296,7 +293,7 @@ def resolve_detector(kind: str, weights: str | None) -> tuple[str, str | None, s
         if _usable(cand_kind, cand):
             w, _ = DetectorSettings(kind=cand_kind, weights=str(cand) if cand else None).weight_paths()
             return cand_kind, str(w), f"face detector: {cand_kind} ({w})"
-    hub = _hub_dir()
+    hub = torch_hub_checkpoints()
     return "haar", None, ("face detector: Haar (OpenCV's, bundled); for steadier boxes put BlazeFace's "
                           f"blazeface.pth + anchors.npy (face-alignment, Apache-2.0) in {hub}, or record them with "
                           "`python3 install.py --detector-weights PATH`")

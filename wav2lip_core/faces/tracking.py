@@ -221,81 +221,127 @@ def track_faces(
     `source` names the video in errors; `detector` reuses an already built one."""
     n = int(n_frames)
     if settings.kind == "box":
-        y1, y2, x1, x2 = settings.box
-        boxes = np.tile(np.array([[y1, y2, x1, x2]], np.int32), (n, 1))
-        if progress is not None:
-            progress(n, n)
-        return FaceTrack(boxes=boxes, has_face=np.ones(n, bool), detected_frames=0)
-
+        return fixed_box_track(settings.box, n, progress)
     name = os.fspath(source) if source is not None else "the video"
-    if detector is None:
-        detector = make_detector(settings)
-    k = settings.keyframe_interval
-    tr: _Tracker | None = None
-    height = width = 0
-    runs = np.zeros(n, np.int64)
-    seen = np.zeros(n, bool)
-    a = -1  # last keyframe, resolved up to here
-    prev_i, prev_thumb = -1, None
-
-    def close(b: int) -> None:
-        nonlocal a
-        if b == a:
-            return
-        tr.keyframe(b)
-        if a >= 0:
-            tr.fill(a, b)
-        for j in [j for j in tr.small if j < b]:
-            del tr.small[j]
-        a = b
-        if progress is not None:
-            progress(b + 1, n)
-
+    sweep = _Sweep(detector if detector is not None else make_detector(settings), settings, n, progress, cancel)
     for i, bgr in frames:
-        if cancel is not None and cancel():
-            raise Cancelled("face detection cancelled")
-        i = int(i)
-        if i <= prev_i or i >= n:
-            raise ValueError(f"frame index {i} out of order or beyond n_frames={n}")
-        if tr is None:
-            height, width = bgr.shape[:2]
-            scale = min(1.0, settings.max_side / max(height, width))
-            tr = _Tracker(detector, scale, cancel, settings.face_at)
-        small = bgr
-        if tr.scale < 1.0:
-            size = (max(1, round(width * tr.scale)), max(1, round(height * tr.scale)))
-            small = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
-        small = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
-        thumb = _thumb(small)
-        tr.small[i] = small
-        seen[i] = True
-        cut = prev_thumb is not None and (i != prev_i + 1 or float(np.abs(thumb - prev_thumb).mean()) > CUT_THRESHOLD)
-        if cut:
-            close(prev_i)
-            runs[i:] += 1
-            close(i)
-        elif a < 0 or i - a >= k:
-            close(i)
-        prev_i, prev_thumb = i, thumb
-    if tr is None:
+        sweep.add(int(i), bgr)
+    if sweep.tracker is None:
         raise DetectorError(f"no frames to detect faces in {name}: check that the video decodes")
-    close(prev_i)
-
-    has_face = np.zeros(n, bool)
-    raw = np.zeros((n, 4), np.float64)
-    for i, box in tr.det.items():
-        if box is not None and seen[i]:
-            has_face[i] = True
-            raw[i] = box
+    sweep.finish()
+    raw, has_face = sweep.detections()
     if not has_face.any():
         raise DetectorError(
-            f"no face found in {name} ({tr.detected} frames checked with {settings.kind}): "
+            f"no face found in {name} ({sweep.tracker.detected} frames checked with {settings.kind}): "
             "use --box TOP BOTTOM LEFT RIGHT or another --detector"
         )
+    return finished_track(raw, has_face, sweep.runs, settings, sweep.height, sweep.width, sweep.tracker.detected)
+
+
+def fixed_box_track(box: tuple[int, int, int, int], n: int,
+                    progress: Callable[[int, int], None] | None = None) -> FaceTrack:
+    """The same (y1, y2, x1, x2) box on all `n` frames: --box, nothing detected."""
+    y1, y2, x1, x2 = box
+    boxes = np.tile(np.array([[y1, y2, x1, x2]], np.int32), (n, 1))
+    if progress is not None:
+        progress(n, n)
+    return FaceTrack(boxes=boxes, has_face=np.ones(n, bool), detected_frames=0)
+
+
+def finished_track(raw: np.ndarray, has_face: np.ndarray, runs: np.ndarray, settings: DetectorSettings,
+                   height: int, width: int, detected: int) -> FaceTrack:
+    """The track from the detected boxes (float x1 y1 x2 y2 rows): padded, smoothed within each
+    shot (`runs`) when the settings ask for it, and turned into whole-pixel (y1, y2, x1, x2)."""
     padded = pad_boxes(raw, settings.pads, height, width)
     if settings.smooth:
         padded = smooth_boxes(padded, has_face, runs)
-    return FaceTrack(boxes=_to_yyxx(padded, has_face, height, width), has_face=has_face, detected_frames=tr.detected)
+    return FaceTrack(boxes=_to_yyxx(padded, has_face, height, width), has_face=has_face, detected_frames=detected)
+
+
+class _Sweep:
+    """The one pass over the frames: each frame downscaled once (only those since the last
+    keyframe are kept), keyframes every `keyframe_interval` frames and on both sides of a cut,
+    and the frames between two keyframes resolved (_Tracker.fill) as soon as the second is
+    detected. `runs` numbers the shots (a cut starts the next)."""
+
+    def __init__(self, detector: Detector, settings: DetectorSettings, n: int,
+                 progress: Callable[[int, int], None] | None, cancel: Callable[[], bool] | None):
+        self.detector = detector
+        self.settings = settings
+        self.n = n
+        self.progress = progress
+        self.cancel = cancel
+        self.tracker: _Tracker | None = None  # made on the first frame, which gives the size
+        self.height = self.width = 0
+        self.runs = np.zeros(n, np.int64)
+        self.seen = np.zeros(n, bool)
+        self.keyframe = -1  # the last keyframe: frames up to it are resolved
+        self.prev_i, self.prev_thumb = -1, None
+
+    def add(self, i: int, bgr: np.ndarray) -> None:
+        if self.cancel is not None and self.cancel():
+            raise Cancelled("face detection cancelled")
+        if i <= self.prev_i or i >= self.n:
+            raise ValueError(f"frame index {i} out of order or beyond n_frames={self.n}")
+        if self.tracker is None:
+            self.height, self.width = bgr.shape[:2]
+            scale = min(1.0, self.settings.max_side / max(self.height, self.width))
+            self.tracker = _Tracker(self.detector, scale, self.cancel, self.settings.face_at)
+        small = _small_rgb(bgr, self.tracker.scale, self.width, self.height)
+        thumb = _thumb(small)
+        self.tracker.small[i] = small
+        self.seen[i] = True
+        if self._is_cut(i, thumb):
+            self._close(self.prev_i)
+            self.runs[i:] += 1
+            self._close(i)
+        elif self.keyframe < 0 or i - self.keyframe >= self.settings.keyframe_interval:
+            self._close(i)
+        self.prev_i, self.prev_thumb = i, thumb
+
+    def _is_cut(self, i: int, thumb: np.ndarray) -> bool:
+        """A skipped frame or a jump in the picture (CUT_THRESHOLD) since the previous frame."""
+        if self.prev_thumb is None:
+            return False
+        return i != self.prev_i + 1 or float(np.abs(thumb - self.prev_thumb).mean()) > CUT_THRESHOLD
+
+    def _close(self, b: int) -> None:
+        """Make frame `b` a keyframe and resolve the frames since the last one."""
+        if b == self.keyframe:
+            return
+        tr = self.tracker
+        tr.keyframe(b)
+        if self.keyframe >= 0:
+            tr.fill(self.keyframe, b)
+        for j in [j for j in tr.small if j < b]:
+            del tr.small[j]
+        self.keyframe = b
+        if self.progress is not None:
+            self.progress(b + 1, self.n)
+
+    def finish(self) -> None:
+        """The last frame seen is a keyframe too: everything is resolved."""
+        self._close(self.prev_i)
+
+    def detections(self) -> tuple[np.ndarray, np.ndarray]:
+        """(raw boxes as float x1 y1 x2 y2 rows, has_face) for the frames seen."""
+        has_face = np.zeros(self.n, bool)
+        raw = np.zeros((self.n, 4), np.float64)
+        for i, box in self.tracker.det.items():
+            if box is not None and self.seen[i]:
+                has_face[i] = True
+                raw[i] = box
+        return raw, has_face
+
+
+def _small_rgb(bgr: np.ndarray, scale: float, width: int, height: int) -> np.ndarray:
+    """The frame (of the clip's `width` x `height`) as RGB at `scale` (area-averaged), as the
+    detectors take it."""
+    small = bgr
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        small = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
 
 
 def _to_yyxx(boxes: np.ndarray, has_face: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -31,7 +31,7 @@ CONNECT_TIMEOUT_S = 10.0
 _POLL_S = 0.5  # how often the driver looks up from ray.wait (Ctrl+C answers within this)
 _CANCEL_WAIT_S = 30.0  # for cancelled tasks to unwind (their writers remove their temp files)
 
-_RUNNERS = None  # in a worker process: the models its earlier jobs loaded
+_EXECUTORS = None  # in a worker process: the models its earlier jobs loaded
 _RESTORERS = None  # and the face restorers (--enhance)
 
 
@@ -47,7 +47,7 @@ class RaySettings:
 def wav2lip_job(line: int, options: dict, fetch: bool) -> dict:
     """One job inside a Ray worker: {"status": ok|failed, "seconds", "frames" | "error", and with
     `fetch` the output's bytes under "data"}."""
-    global _RUNNERS, _RESTORERS
+    global _EXECUTORS, _RESTORERS
     from .request import BadJob, make_request, parse_job
 
     _set_threads()
@@ -61,11 +61,11 @@ def wav2lip_job(line: int, options: dict, fetch: bool) -> dict:
             request = make_request(parse_job(args))
             from ..quality.enhance import Restorers
             from ..sync.pipeline import run
-            from ..model.runtime import Runners
+            from ..model.runtime import Executors
 
-            if _RUNNERS is None:
-                _RUNNERS, _RESTORERS = Runners(keep=2), Restorers(keep=1)
-            result = run(request, runners=_RUNNERS, restorers=_RESTORERS)
+            if _EXECUTORS is None:
+                _EXECUTORS, _RESTORERS = Executors(keep=2), Restorers(keep=1)
+            result = run(request, executors=_EXECUTORS, restorers=_RESTORERS)
         except (Wav2LipError, BadJob, ValueError) as exc:
             return {"status": J.STATUS_FAILED, "seconds": time.perf_counter() - t0, "error": str(exc)}
         done = {"status": J.STATUS_OK, "seconds": time.perf_counter() - t0, "frames": result.frames,

@@ -44,7 +44,7 @@ class _Job:
 class ServeLoop:
     """The warm engine's state: the queue, the running job, and the one writer of events."""
 
-    def __init__(self, events, runners_keep: int = 2):
+    def __init__(self, events, executors_keep: int = 2):
         self._events = events  # a text file: the original stdout
         self._write_lock = threading.Lock()
         self._lock = threading.Lock()  # the queue and the running job
@@ -52,9 +52,9 @@ class ServeLoop:
         self._running: _Job | None = None
         self._wake = threading.Event()
         self._stop = False  # plain flag: set from the SIGTERM handler too
-        self._runners = None  # made on the first job: importing them costs ~0.5 s
+        self._executors = None  # made on the first job: importing them costs ~0.5 s
         self._restorers = None
-        self._runners_keep = runners_keep
+        self._executors_keep = executors_keep
 
     # --- output ----------------------------------------------------------------------------
     def write(self, event: P.Message) -> None:
@@ -161,13 +161,13 @@ class ServeLoop:
             args = parse_job(job.args, job.protocol)
             from ..sync.pipeline import run
 
-            if self._runners is None:
+            if self._executors is None:
                 from ..quality.enhance import Restorers
-                from ..model.runtime import Runners
+                from ..model.runtime import Executors
 
-                self._runners = Runners(keep=self._runners_keep)
+                self._executors = Executors(keep=self._executors_keep)
                 self._restorers = Restorers(keep=1)
-            result = run(make_request(args), progress=progress, cancel=cancel, note=note, runners=self._runners,
+            result = run(make_request(args), progress=progress, cancel=cancel, note=note, executors=self._executors,
                          restorers=self._restorers)
         except Cancelled:
             self.write(P.Cancelled(job=job.id))

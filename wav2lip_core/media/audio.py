@@ -102,7 +102,9 @@ def _counted(head, frames):
         index += frame.samples
 
 
-def _mono(frame) -> np.ndarray:
+def mono_samples(frame) -> np.ndarray:
+    """An av.AudioFrame's samples as float32 mono: the mean of its channels, as librosa.to_mono
+    downmixes (also the output's sound for channels of unknown order: soundtrack.py)."""
     data = frame.to_ndarray()
     if data.ndim == 1:
         data = data[None, :]
@@ -129,7 +131,7 @@ def _decode_mono(path, first: int, stop: int | None) -> tuple[np.ndarray, int, i
                 if end <= first:
                     at = end
                     continue
-                mono = _mono(frame)
+                mono = mono_samples(frame)
                 chunks.append(mono[max(first - index, 0): None if stop is None else stop - index])
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
         raise AudioError(f"cannot read audio from {path} ({reason(e)}). Is it an audio or video file?") from None

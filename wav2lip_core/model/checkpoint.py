@@ -1,7 +1,7 @@
 """Loading the Wav2Lip generator (network.py) from the released checkpoints unchanged, and the
 model's input sizes.
 
-torch is imported only inside the functions that need it: the pipeline reads IMG_SIZE/MEL_STEP
+torch is imported only inside the functions that need it: the pipeline reads IMG_SIZE/MEL_SHAPE
 from here on every run, also when OpenVINO runs the model and torch is never loaded. `Wav2Lip`
 is still importable from here (it loads network.py, and with it torch, on first use).
 """
@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import CheckpointError, reason
+# The mel window's size is the audio features' (media.audio owns it); the model takes it as is.
+from ..media.audio import MEL_STEP, NUM_MELS
 
 if TYPE_CHECKING:
     import torch
@@ -23,10 +25,9 @@ if TYPE_CHECKING:
     from .network import Wav2Lip
 
 IMG_SIZE = 96
-MEL_STEP = 16  # mel columns per video frame window (0.2 s)
 # One frame's inputs as the model takes them: mel (1, 80, 16), face (6, 96, 96) = the masked and
 # the unmasked crop, channel-wise.
-MEL_SHAPE = (1, 80, MEL_STEP)
+MEL_SHAPE = (1, NUM_MELS, MEL_STEP)
 FACE_SHAPE = (6, IMG_SIZE, IMG_SIZE)
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import Cancelled, Wav2LipError
+from ..files import write_atomic
 from .checkpoint import FACE_SHAPE, MEL_SHAPE
 
 T = TypeVar("T")
@@ -54,7 +55,7 @@ STALE_TEMP_S = 3600
 LOCK_POLL_S = 0.1
 LOCKS = ".locks"
 INT8_NEEDS = ("--precision int8 needs NNCF: install the int8 extra "
-              "(pip install 'wav2lip-blender[int8]') or use --precision fp32")
+              '(pip install "wav2lip-blender[int8]") or use --precision fp32')
 
 
 def default_model_folder() -> Path:
@@ -172,10 +173,7 @@ class ModelCache:
         index = {p: e for p, e in index.items() if os.path.exists(p)}
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".tmp", dir=self.folder)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(index, f)
-            os.replace(tmp, self.folder / self.INDEX)
+            write_atomic(self.folder / self.INDEX, json.dumps(index).encode("utf-8"))
         except OSError:
             pass  # only a speed-up: the next run hashes the file again
 
@@ -339,7 +337,8 @@ def write_entry(ov_model, folder: Path) -> None:
     meta = {}
     for name in ("bin", "xml"):
         meta[f"{name}_size"], meta[f"{name}_crc32"] = file_crc32(folder / f"model.{name}")
-    (folder / "meta.json").write_text(json.dumps(meta))
+    # Written last and whole: an entry whose meta.json reads back has all its files (_intact).
+    write_atomic(folder / "meta.json", json.dumps(meta).encode("utf-8"))
 
 
 if sys.platform == "win32":

@@ -1,7 +1,7 @@
-"""Making the OpenVINO models a runner loads: a checkpoint converted to an ov.Model (fp32), and
+"""Making the OpenVINO models an executor loads: a checkpoint converted to an ov.Model (fp32), and
 that model quantized to int8 on real inputs, both written into the model cache (model_cache.py).
 
-Both need torch (NNCF imports it too), so runtime.OpenVINORunner has them done in a child
+Both need torch (NNCF imports it too), so runtime.OpenVINOExecutor has them done in a child
 process (build_in_child; build_private without a usable cache) and only reads the result: the
 engine itself never loads torch on the OpenVINO path, which keeps a first run's peak memory near
 a cached run's and leaves a long-lived engine without torch's ~450 MB. The child is killed when

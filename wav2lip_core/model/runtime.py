@@ -1,8 +1,8 @@
 """What runs the model on a batch: torch (any device, autocast precisions) or OpenVINO (CPU).
 
-The pipeline only sees `Runner.forward(mel, face) -> np.ndarray` (inputs as the model takes them:
-mel (B,1,80,16), face (B,6,96,96), float32). A runner holds the loaded/compiled model and nothing
-about a job, so one process can load it once and reuse it for many jobs (`Runners` keeps them).
+The pipeline only sees `Executor.forward(mel, face) -> np.ndarray` (inputs as the model takes them:
+mel (B,1,80,16), face (B,6,96,96), float32). An executor holds the loaded/compiled model and nothing
+about a job, so one process can load it once and reuse it for many jobs (`Executors` keeps them).
 
 OpenVINO: the torch module is converted once per checkpoint (`ov.convert_model`, ~10-25 s on a
 2-core CPU) and kept in the disk cache of model_cache.py, so later runs only read and compile it
@@ -14,7 +14,7 @@ calibrates for the others.
 
 `import torch` happens only for the torch runtime; converting and quantizing (ov_build.py) run
 in a child process, so an OpenVINO run never loads torch or NNCF, even the first on a checkpoint.
-`import openvino` happens only when an OpenVINO runner is loaded.
+`import openvino` happens only when an OpenVINO executor is loaded.
 """
 
 from __future__ import annotations
@@ -41,14 +41,14 @@ _STOP_POLL_MS = 50
 
 
 class Limit(Protocol):
-    """How many frames one forward may take (pipeline.BatchLimit: halves on GPU out-of-memory)."""
+    """How many frames one forward may take (sync.stages.BatchLimit: halves on a GPU out-of-memory)."""
 
     size: int
 
     def halve(self) -> None: ...
 
 
-class Runner(Protocol):
+class Executor(Protocol):
     name: str  # "torch" or "openvino"
     precision: str  # what actually runs: fp32, fp16, bf16, int8
     device: str
@@ -86,49 +86,49 @@ def resolve_runtime(runtime: str, device_type: str, precision: str) -> str:
                                f"for {device_type}")
         if not openvino_available():
             raise Wav2LipError("--runtime openvino needs the openvino package: re-run install.py "
-                               "(or pip install openvino), or use --runtime torch")
+                               '(or pip install "wav2lip-blender", which brings it), or use --runtime torch')
     if precision == "int8" and runtime != "openvino":
         raise Wav2LipError("--precision int8 runs with OpenVINO on the CPU only: use --device cpu "
                            "--runtime openvino (or auto)")
     return runtime
 
 
-def load_runner(checkpoint: str | os.PathLike, *, runtime: str, device, precision: str,
-                cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
-                stop: Callable[[], bool] | None = None) -> Runner:
-    """A runner for a resolved runtime/device/precision (see resolve_runtime). `stop`: the job's
+def load_executor(checkpoint: str | os.PathLike, *, runtime: str, device, precision: str,
+                  cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
+                  stop: Callable[[], bool] | None = None) -> Executor:
+    """An executor for a resolved runtime/device/precision (see resolve_runtime). `stop`: the job's
     cancel check; a conversion under way when it turns true is killed (Cancelled)."""
     if runtime == "torch":
         from .checkpoint import load_checkpoint
 
-        return TorchRunner(load_checkpoint(checkpoint, device=str(device)), device, precision)
-    return OpenVINORunner(checkpoint, precision=precision, cache=ModelCache(cache_dir) if use_cache else None,
+        return TorchExecutor(load_checkpoint(checkpoint, device=str(device)), device, precision)
+    return OpenVINOExecutor(checkpoint, precision=precision, cache=ModelCache(cache_dir) if use_cache else None,
                           stop=stop)
 
 
-class Runners:
-    """Loaded runners kept for the next job in a long-lived process (an engine serving several
-    jobs): `get` loads a checkpoint once per runtime/device/precision and hands the same runner
+class Executors:
+    """Loaded executors kept for the next job in a long-lived process (an engine serving several
+    jobs): `get` loads a checkpoint once per runtime/device/precision and hands the same executor
     back until the file changes. Keeps the `keep` most recently used (each holds the weights,
     ~150 MB fp32)."""
 
     def __init__(self, keep: int = 2, **load_options):
-        self._load_options = load_options  # cache_dir, use_cache: as load_runner takes them
+        self._load_options = load_options  # cache_dir, use_cache: as load_executor takes them
         self._loaded = LoadedFiles(keep)
 
     def has(self, checkpoint: str | os.PathLike, *, runtime: str, device, precision: str) -> bool:
-        """Whether `get` would hand back a runner already loaded (the file unchanged)."""
+        """Whether `get` would hand back an executor already loaded (the file unchanged)."""
         return self._loaded.has(checkpoint, runtime, str(device), precision)
 
     def get(self, checkpoint: str | os.PathLike, *, runtime: str, device, precision: str,
-            stop: Callable[[], bool] | None = None) -> Runner:
-        return self._loaded.get(checkpoint, runtime, str(device), precision, load=lambda: load_runner(
+            stop: Callable[[], bool] | None = None) -> Executor:
+        return self._loaded.get(checkpoint, runtime, str(device), precision, load=lambda: load_executor(
             checkpoint, runtime=runtime, device=device, precision=precision, stop=stop, **self._load_options))
 
 
 # --- torch ------------------------------------------------------------------------------------
 
-class TorchRunner:
+class TorchExecutor:
     name = "torch"
 
     def __init__(self, model, device, precision: str):
@@ -170,12 +170,12 @@ class TorchRunner:
         return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
 
-def as_runner(model_or_runner, device, precision: str) -> Runner:
-    """A torch module wrapped in a TorchRunner; anything else (a Runner) as it is."""
+def as_executor(model_or_executor, device, precision: str) -> Executor:
+    """A torch module wrapped in a TorchExecutor; anything else (an Executor) as it is."""
     torch = sys.modules.get("torch")  # a torch module exists only where torch was imported
-    if torch is not None and isinstance(model_or_runner, torch.nn.Module):
-        return TorchRunner(model_or_runner, device, precision)
-    return model_or_runner
+    if torch is not None and isinstance(model_or_executor, torch.nn.Module):
+        return TorchExecutor(model_or_executor, device, precision)
+    return model_or_executor
 
 
 # --- OpenVINO ---------------------------------------------------------------------------------
@@ -196,7 +196,7 @@ def compile_config(precision: str) -> dict:
     return config
 
 
-class OpenVINORunner:
+class OpenVINOExecutor:
     """The converted (and for int8, quantized) model, compiled once when loaded, with the batch
     left dynamic: a batch fixed at 16 ran 1% faster per frame (30 paired rounds: median ratio
     0.988, best 55.2 vs 57.0 ms/frame), but every other size (the last partial batch) compiles
@@ -298,7 +298,7 @@ class OpenVINORunner:
 
     def forward(self, mel: np.ndarray, face: np.ndarray, limit: Limit | None = None,
                 stop: Callable[[], bool] | None = None) -> np.ndarray:
-        """One inference on the whole batch (any size). Not for two threads at once: a runner has
+        """One inference on the whole batch (any size). Not for two threads at once: an executor has
         one infer request (the pipeline calls it from its one model stage). With `stop`, the
         inference runs asynchronously and is cancelled within _STOP_POLL_MS of `stop()` turning
         true (a batch of 16 takes about a second on a 2-core CPU)."""

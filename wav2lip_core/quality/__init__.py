@@ -1,8 +1,10 @@
 """quality: optional treatments of a sync, each behind its own option.
 
-Owns: holding a still mouth through pauses in the sound (silence), and face restoration after
-the paste (enhance, with the restorer file check in restorer_file).
+Owns: holding a still mouth through pauses in the sound (silence), and the face restorer that
+--enhance runs (enhance: loading, keeping and calling it; restorer_file: reading the file with
+spandrel). Restoring a pasted face is the sync pass's step (sync.blend.restore_pasted), since
+the paste is sync's: this package hands it a Restorer and never imports `sync`.
 
-May import: `wav2lip_core.protocol`, `wav2lip_core.errors`, `media`, `faces` and `model`.
+May import: `wav2lip_core.protocol`, `wav2lip_core.errors`, `media`, `model` and `faces`.
 Never `sync` or a front end.
 """

@@ -13,11 +13,14 @@ The models are called the way their own projects' inference does it (RGB in [-1,
 CodeFormer with its fidelity weight w), not through spandrel's generic call, which feeds
 GFPGAN and CodeFormer [0, 1] images. A GPU restores a batch at once; the CPU goes face by face
 (a batch only adds memory there).
+
+Only the restorer lives here. The sync pass's enhance step (paste the generated face into a copy
+of the box, restore that, blend it back: sync.blend.restore_pasted) belongs to the sync pass,
+which owns the paste; this module never imports `sync`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -31,7 +34,7 @@ from ..model.model_cache import LoadedFiles
 from .restorer_file import ENHANCE_NEEDS, SUPPORTED, EnhanceError, available, read_descriptor
 
 __all__ = ["ENHANCE_NEEDS", "SUPPORTED", "EnhanceError", "available", "Restorer", "RestorerInfo", "Restorers",
-           "load_restorer", "composite", "restore_pasted"]
+           "load_restorer"]
 
 # The input every supported restorer was trained at.
 RESTORE_SIZE = 512
@@ -141,7 +144,7 @@ def load_restorer(path: str | os.PathLike, device="cpu", fidelity: float = 0.5) 
 
 class Restorers:
     """Loaded restorers kept for the next job in a long-lived process (the warm engine), as
-    runtime.Runners keeps Wav2Lip models: a file is loaded once per device and handed back
+    runtime.Executors keeps Wav2Lip models: a file is loaded once per device and handed back
     until it changes on disk (size, mtime, inode). Keeps the `keep` most recently used (a
     full GFPGAN holds ~330 MB)."""
 
@@ -150,32 +153,3 @@ class Restorers:
 
     def get(self, path: str | os.PathLike, device="cpu", fidelity: float = 0.5) -> Restorer:
         return self._loaded.get(path, str(device), load=lambda: load_restorer(path, device)).with_fidelity(fidelity)
-
-
-def composite(region: np.ndarray, face96: np.ndarray, blend: str, edit=None) -> np.ndarray:
-    """A copy of a box's source `region` with the generated 96x96 face pasted in as the sync
-    pass pastes it into the frame (blend.paste with the face's blend.FaceEdit: mouth mask,
-    levelling rotation), so the restorer sees the source's sharp eyes and skin around the
-    generated mouth, as the forks that restore after pasting do."""
-    from ..sync.blend import paste
-
-    c = np.array(region, dtype=np.uint8, copy=True)
-    h, w = c.shape[:2]
-    mask = getattr(edit, "mask", None)
-    rotation = getattr(edit, "rotation", None)
-    if rotation is not None:  # the same turn about the box centre, in the region's own pixels
-        rotation = dataclasses.replace(rotation, box=(0, h, 0, w))
-    paste(c, face96, (0, h, 0, w), blend, mask=mask, rotation=rotation)
-    return c
-
-
-def restore_pasted(restorer: Restorer, regions: Sequence[np.ndarray], faces96: Sequence[np.ndarray],
-                   blend: str, edits: Sequence | None = None,
-                   stop: Callable[[], bool] | None = None) -> list[np.ndarray]:
-    """The sync pass's enhance step: for each face, its `composite` restored at the box's size,
-    in the frame's orientation. Blend each result into the frame through the same mask as the
-    plain paste (blend.paste with the box-sized face, the face's mask and no resizing or
-    turning), so pixels the lip-sync leaves alone stay the source's."""
-    edits = list(edits) if edits is not None else [None] * len(regions)
-    composites = [composite(r, f, blend, e) for r, f, e in zip(regions, faces96, edits, strict=True)]
-    return restorer.restore(composites, stop=stop)

@@ -1,9 +1,14 @@
 """sync: one lip-sync pass over a clip.
 
-Owns: the request and its plan (which frames, which mel windows: plan), cropping and pasting a
-face (blend), the streamed, overlapped decode -> model -> blend -> encode stages (stages,
-overlap) and the entry point `pipeline.run(request, progress, cancel)`.
+Owns: the request and result types and the request's check (request), what the output shows
+(plan: which frames, which mel windows), cropping and pasting a face, and the --enhance step
+that restores the pasted face (blend), the streamed, overlapped decode -> model -> blend ->
+encode stages (stages, overlap) and the entry point `pipeline.run(request, progress, cancel)`,
+a list of named steps.
 
-May import: everything below it (`media`, `faces`, `model`, `quality`, `protocol`, `errors`).
-Never a front end.
+Inside: pipeline imports request, plan and stages; stages imports plan and blend; request
+imports blend. plan and stages take the fields they need and never import pipeline.
+
+May import: everything below it (`media`, `model`, `faces`, `quality`, `protocol`, `errors`,
+`files`). Never a front end.
 """

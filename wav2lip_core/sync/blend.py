@@ -14,12 +14,20 @@ the box's corners uncovered, and a mouth near them would get black). `hard` is n
 
 Frames are BGR arrays or picture.Picture objects; a Picture converts just the box (and writes
 back just what changed), with the same BGR in the box as the array path.
+
+--enhance restores after the paste (restore_pasted): the generated face is pasted into a copy of
+its box (composite), the restorer (quality.enhance) sharpens that, and the stage's blend puts it
+back through the same mask. It lives here, beside the paste it repeats, so that quality never
+imports sync.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -29,6 +37,9 @@ from .. import protocol
 from ..faces.mouth_mask import mouth_mask
 from ..model.checkpoint import IMG_SIZE
 from ..media.picture import Picture
+
+if TYPE_CHECKING:
+    from ..quality.enhance import Restorer
 
 BLENDS = protocol.names(protocol.BLENDS)
 
@@ -205,3 +216,30 @@ def _turned_feather(rotation: align.Rotation) -> np.ndarray:
     y1, y2, x1, x2 = rotation.box
     h, w = y2 - y1, x2 - x1
     return _turned(_feather_mask96(), rotation) * align.border_taper(h, w, 0.04 * max(h, w))
+
+
+def composite(region: np.ndarray, face96: np.ndarray, blend: str, edit=None) -> np.ndarray:
+    """A copy of a box's source `region` with the generated 96x96 face pasted in as the sync
+    pass pastes it into the frame (`paste` with the face's FaceEdit: mouth mask, levelling
+    rotation), so the restorer sees the source's sharp eyes and skin around the
+    generated mouth, as the forks that restore after pasting do."""
+    c = np.array(region, dtype=np.uint8, copy=True)
+    h, w = c.shape[:2]
+    mask = getattr(edit, "mask", None)
+    rotation = getattr(edit, "rotation", None)
+    if rotation is not None:  # the same turn about the box centre, in the region's own pixels
+        rotation = dataclasses.replace(rotation, box=(0, h, 0, w))
+    paste(c, face96, (0, h, 0, w), blend, mask=mask, rotation=rotation)
+    return c
+
+
+def restore_pasted(restorer: Restorer, regions: Sequence[np.ndarray], faces96: Sequence[np.ndarray],
+                   blend: str, edits: Sequence | None = None,
+                   stop: Callable[[], bool] | None = None) -> list[np.ndarray]:
+    """The sync pass's enhance step: for each face, its `composite` restored at the box's size,
+    in the frame's orientation (`restorer`: a quality.enhance.Restorer). Blend each result into
+    the frame through the same mask as the plain paste (`paste` with the box-sized face, the face's mask and no resizing or
+    turning), so pixels the lip-sync leaves alone stay the source's."""
+    edits = list(edits) if edits is not None else [None] * len(regions)
+    composites = [composite(r, f, blend, e) for r, f, e in zip(regions, faces96, edits, strict=True)]
+    return restorer.restore(composites, stop=stop)

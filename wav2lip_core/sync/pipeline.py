@@ -1,18 +1,22 @@
-"""The core's one entry point: `run(request, progress, cancel, note, runner=, runners=,
-restorers=) -> LipSyncResult`.
+"""The core's one entry point: `run(request, progress, cancel, note, executor=, executors=,
+restorers=) -> LipSyncResult` (the request and result types: request.py).
 
-Before any frame: the plan (plan.py) probes the clip and decodes only the window of the sound
-file the output hears (a seek, not the whole file), and the model is loaded (OpenVINO on a CPU,
-converted once per checkpoint in a child process and cached; torch on a GPU) or taken from a
-long-lived engine's `runners`. Then two streaming passes over the source, so memory grows with
-neither the clip's nor the sound file's length:
-  1. detect: decode the used frames once and find one face box per frame, or take the boxes
-     from the detection cache; a fixed --box decodes nothing here;
-  2. sync (sync.py): decode again in output order (ping-pong when the audio outlasts the
-     video), crop, run the model in batches, blend, and encode straight into the output file
-     (encode.py, which reads the same sound window again, by seeking).
-Only per-frame boxes (a few bytes each), the window's 16 kHz samples and its mel spectrogram
-are held whole.
+`run` is a list of named steps, in order:
+  1. check_request (request.py): the inputs exist, the options are in range;
+  2. plan_output: probe the clip and decide every output frame; only the window of the sound
+     file the output hears is decoded (a seek, not the whole file) (plan.py);
+  3. load: device, precision, encoder, the model (OpenVINO on a CPU, converted once per
+     checkpoint in a child process and cached; torch on a GPU; or taken from a long-lived
+     engine's `executors`), the face restorer and the landmarks predictor;
+  4. detect_faces: decode the used frames once and find one face box per frame, or take the
+     boxes from the detection cache; a fixed --box decodes nothing here;
+  5. calibrate_int8: for an int8 model not yet quantized, on this clip's own faces;
+  6. sync_into_file (stages.py): decode again in output order (ping-pong when the audio
+     outlasts the video), crop, run the model in batches, blend, and encode straight into the
+     output file (encode.py, which reads the same sound window again, by seeking).
+Two streaming passes over the source, so memory grows with neither the clip's nor the sound
+file's length: only per-frame boxes (a few bytes each), the window's 16 kHz samples and its mel
+spectrogram are held whole.
 
 Decode+crop, the model and blend run as overlapping stages in threads of their own; encoding
 and the callbacks (progress, note, cancel) run only in the caller's thread.
@@ -20,26 +24,23 @@ and the callbacks (progress, note, cancel) run only in the caller's thread.
 
 from __future__ import annotations
 
-import math
 import queue
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-
-from ..faces import landmarks
 from .. import protocol
-from . import blend as blend_mod
-from .blend import BLENDS
-from ..media.decode import read_frames
+from ..errors import Cancelled
 from ..faces.detectors import DetectorSettings, resolve_detector
-from ..media.encode import VideoWriter, check_output
-from ..media.encoders import choose_encoder
-from ..errors import AudioError, Cancelled, MediaError, Wav2LipError
 from ..faces.tracking import FaceTrack, track_faces
-from .plan import Plan, make_plan
+from ..media.decode import read_frames
+from ..media.encode import VideoWriter
+from ..media.encoders import EncoderChoice, choose_encoder
 from ..media.probe import probe_video
+from . import blend as blend_mod
+from .plan import Plan, make_plan
+from .request import LipSyncRequest, LipSyncResult, check_request
 from .stages import BatchLimit, Stopwatch, calibration_batches, cancel_check, sync_stages
 
 __all__ = ["LipSyncRequest", "LipSyncResult", "run", "find_faces", "detection_settings"]
@@ -57,98 +58,218 @@ NoteFn = Callable[[str], None]
 DEFAULT_BATCH_CPU = 16
 DEFAULT_BATCH_CUDA = 16
 
-@dataclass
-class LipSyncRequest:
-    face: str  # video or still image of the speaker
-    audio: str  # the driving audio (any format PyAV reads)
-    checkpoint: str  # wav2lip.pth / wav2lip_gan.pth
-    out: str  # .mp4 to write (never one of the inputs)
-    detector: str = protocol.DETECTOR_AUTO  # see protocol.DETECTORS
-    detector_weights: str | None = None
-    box: tuple[int, int, int, int] | None = None  # TOP BOTTOM LEFT RIGHT: no detection
-    pads: tuple[int, int, int, int] = (0, 10, 0, 0)
-    smooth: bool = True
-    face_at: tuple[int, int] | None = None  # (x, y) on the face to follow; None: the largest
-    blend: str = "feather"
-    batch_size: int | None = None  # None: chosen for the device
-    device: str = "auto"
-    precision: str = "auto"
-    runtime: str = "auto"  # see protocol.RUNTIMES: OpenVINO on a CPU, torch on a GPU
-    fps: float | None = None  # output rate; for a video: one source frame per output frame at this rate
-    start_frame: int = 0  # first source frame used
-    frames: int | None = None  # number of source frames used (None: to the end)
-    # Per output frame, the clip time (s from its first frame) whose frame is shown, as an editor
-    # shows a clip by time; past the clip's end the last frame is held. Overrides start_frame/frames.
-    source_times: tuple[float, ...] | None = None
-    audio_start: float = 0.0  # audio-file time heard at output time 0 (negative: leading silence)
-    audible: tuple[float, float] | None = None  # output seconds where the sound plays; silence elsewhere
-    duration: float | None = None  # output seconds (None: the audio's length from audio_start)
-    cache: bool = True
-    cache_dir: str | None = None
-    crf: int = protocol.CRF_DEFAULT
-    encoder: str = protocol.ENCODER_AUTO  # see protocol.ENCODERS: NVENC on CUDA when it works, else x264
-    preset: str | None = None  # x264 preset (protocol.PRESETS); None: the measured default
-    silence: str = protocol.SILENCE_HOLD  # protocol.SILENCES: keep the source mouth in silences, or not
-    sync_offset: float = 0.0  # frames: shift of the audio window driving each frame (negative: mouth earlier)
-    enhance: str | None = None  # face restorer weights (spandrel: GFPGAN, RestoreFormer, CodeFormer)
-    enhance_fidelity: float = protocol.ENHANCE_FIDELITY_DEFAULT  # CodeFormer's w
-    align: str = protocol.ALIGN_AUTO  # protocol.ALIGNS: level tilted heads when landmarks are available
+
+class Notes:
+    """Lines worth telling the user (which detector ran, a smaller batch, ...): kept for the
+    result and handed to the caller's `note` as they come."""
+
+    def __init__(self, note: NoteFn | None):
+        self.lines: list[str] = []
+        self._note = note
+
+    def tell(self, line: str) -> None:
+        self.lines.append(line)
+        if self._note is not None:
+            self._note(line)
 
 
 @dataclass
-class LipSyncResult:
-    out: str
-    frames: int  # output frames
-    fps: float
-    duration: float  # output seconds
-    frames_with_face: int
-    detected_frames: int  # frames the detector ran on (0 on a cache hit or with --box)
-    cache_hit: bool
-    device: str
-    precision: str
-    batch_size: int  # the batch size the run ended with (smaller after a GPU out-of-memory)
-    seconds: float  # wall clock, end to end
-    detector: str = ""  # what ran ("box" for a fixed box; "auto" resolved)
-    runtime: str = ""  # what ran the model ("torch" or "openvino")
-    warm: bool = False  # the model was already loaded (given, or kept by a long-lived engine)
-    notes: list[str] = field(default_factory=list)
-    stage_seconds: dict[str, float] = field(default_factory=dict)
+class Loaded:
+    """What the load step made ready before any frame is decoded."""
+
+    device: object  # torch.device (model.device.pick_device)
+    precision: str  # what the executor runs
+    executor: object  # model.runtime.Executor
+    warm: bool  # the executor was already loaded (given, or kept by `executors`)
+    encoder: EncoderChoice
+    restorer: object | None  # quality.enhance.Restorer for --enhance
+    predictor: object | None  # faces.landmarks.Predictor for --blend mouth / --align
+    limit: BatchLimit
+    # The model's thread halves the batch on a GPU out-of-memory; its note is told from the
+    # caller's thread through this queue.
+    limit_notes: queue.SimpleQueue
 
 
-def _check_inputs(req: LipSyncRequest) -> None:
-    for what, p, error in (("face video/image", req.face, MediaError), ("audio", req.audio, AudioError)):
-        if not Path(p).expanduser().is_file():
-            raise error(f"{what} file not found: {p}. Check the path.")
-    check_output(req.out, (req.face, req.audio))  # fail before detection, not minutes later
-    if req.blend not in BLENDS:
-        raise Wav2LipError(f"unknown blend {req.blend!r}: use one of {', '.join(BLENDS)}")
-    if req.align not in protocol.names(protocol.ALIGNS):
-        raise Wav2LipError(f"unknown --align {req.align!r}: use one of {', '.join(protocol.names(protocol.ALIGNS))}")
-    if req.blend == "mouth":  # at request time, not after detection
-        landmarks.require("--blend mouth")
-    if not (math.isfinite(req.enhance_fidelity) and 0.0 <= req.enhance_fidelity <= 1.0):
-        raise Wav2LipError(f"--enhance-fidelity must be between 0 and 1, got {req.enhance_fidelity}")
-    if req.batch_size is not None and req.batch_size < 1:
-        raise Wav2LipError(f"batch size must be at least 1, got {req.batch_size}")
-    if req.fps is not None and not (0 < req.fps <= 1000):
-        raise Wav2LipError(f"--fps must be between 0 and 1000, got {req.fps}")
-    if req.duration is not None and not req.duration > 0:
-        raise Wav2LipError(f"--duration must be positive, got {req.duration}")
-    if req.start_frame < 0 or (req.frames is not None and req.frames < 1):
-        raise Wav2LipError("--start-frame must be >= 0 and --frames >= 1")
-    if req.audible is not None and not (len(req.audible) == 2 and all(math.isfinite(t) for t in req.audible)
-                                        and req.audible[0] < req.audible[1]):
-        raise Wav2LipError(f"--audible needs two output times FROM < TO in seconds, got {req.audible}")
-    if req.silence not in protocol.names(protocol.SILENCES):
-        raise Wav2LipError(f"unknown --silence {req.silence!r}: use one of {', '.join(protocol.names(protocol.SILENCES))}")
-    if not (math.isfinite(req.sync_offset) and abs(req.sync_offset) <= protocol.SYNC_OFFSET_MAX):
-        raise Wav2LipError(f"--sync-offset must be a number of frames within ±{protocol.SYNC_OFFSET_MAX:g}, "
-                           f"got {req.sync_offset}")
-    if req.source_times is not None:
-        if not req.source_times or not all(math.isfinite(t) for t in req.source_times):
-            raise Wav2LipError("--source-times needs a non-empty list of finite clip times in seconds")
-        if req.fps is None:
-            raise Wav2LipError("--source-times needs --fps (the output frame rate)")
+def _never() -> bool:
+    return False
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    pass
+
+
+def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+        note: NoteFn | None = None, executor=None, executors=None, restorers=None) -> LipSyncResult:
+    """Lip-sync `request.face` to `request.audio` into `request.out`. Raises Wav2LipError
+    subclasses (Cancelled when `cancel()` returned True); on any failure no output is left.
+    `note` receives lines worth telling the user (which detector ran, a smaller batch, ...).
+    `executor`: a model already loaded with runtime.load_executor for this request's checkpoint,
+    device, precision and runtime; or `executors`: a runtime.Executors that a process serving
+    several jobs keeps, asked for the model once the device, precision and runtime are resolved;
+    and `restorers`: an enhance.Restorers such a process keeps for --enhance."""
+    t0 = time.perf_counter()
+    progress = progress or _no_progress
+    cancel = cancel or _never
+    notes = Notes(note)
+    watch = Stopwatch()
+    check_request(request)
+
+    t = time.perf_counter()
+    plan = plan_output(request, progress, notes)
+    t = watch.add("audio", t)
+    loaded = load(request, plan, progress, cancel, notes, executor=executor, executors=executors,
+                  restorers=restorers)
+    t = watch.add("load", t)
+    if cancel():
+        raise Cancelled("cancelled")
+    settings, track = detect_faces(request, plan, loaded.device, progress, cancel, notes)
+    t = watch.add("detect", t)
+    if calibrate_int8(loaded.executor, plan, track, loaded.limit.size, cancel, notes):
+        watch.add("load", t)
+    sync_into_file(request, plan, track, loaded, watch, progress, cancel, notes)
+    return summary(request, plan, track, loaded, settings, watch, notes, t0)
+
+
+def plan_output(request: LipSyncRequest, progress: ProgressFn, notes: Notes) -> Plan:
+    """The clip probed and every output frame decided (the "audio" stage: it decodes only the
+    window of the sound file the job hears)."""
+    progress(protocol.STAGE_AUDIO, 0, 1)
+    info = probe_video(request.face, image_fps=request.fps or 25.0)
+    plan = make_plan(request, info)
+    for line in plan.notes:
+        notes.tell(line)
+    progress(protocol.STAGE_AUDIO, 1, 1)
+    return plan
+
+
+def load(request: LipSyncRequest, plan: Plan, progress: ProgressFn, cancel: CancelFn, notes: Notes, *,
+         executor=None, executors=None, restorers=None) -> Loaded:
+    """The "load" stage: device and precision, the encoder, the model, the face restorer and the
+    landmarks predictor, all before detection, so a wrong file fails in seconds, not minutes."""
+    from ..model import runtime as runtime_mod
+    from ..model.device import pick_device, resolve_precision
+
+    progress(protocol.STAGE_LOAD, 0, 1)
+    device = pick_device(request.device)
+    precision = resolve_precision(request.precision, device)
+    runtime = runtime_mod.resolve_runtime(request.runtime, device.type, precision)
+    encoder = choose_encoder(request.encoder, preset=request.preset, crf=request.crf,
+                             cuda=device.type == "cuda", size=(plan.info.width, plan.info.height))
+    if encoder.note:
+        notes.tell(encoder.note)
+    executor, warm = load_model(request.checkpoint, runtime, device, precision, cancel, executor=executor,
+                                executors=executors)
+    restorer = load_restorer(request, device, restorers, notes)
+    predictor = blend_mod.predictor_for(request.blend, request.align)  # ~1.5 s once per process
+    limit_notes: queue.SimpleQueue[str] = queue.SimpleQueue()
+    limit = BatchLimit(request.batch_size or (DEFAULT_BATCH_CUDA if device.type == "cuda" else DEFAULT_BATCH_CPU),
+                       limit_notes.put)
+    progress(protocol.STAGE_LOAD, 1, 1)
+    return Loaded(device=device, precision=executor.precision, executor=executor, warm=warm, encoder=encoder,
+                  restorer=restorer, predictor=predictor, limit=limit, limit_notes=limit_notes)
+
+
+def load_model(checkpoint: str, runtime: str, device, precision: str, cancel: CancelFn, *,
+               executor=None, executors=None) -> tuple[object, bool]:
+    """(executor, warm): the one given; else the one `executors` keeps (warm when it was loaded
+    already); else one loaded now (a conversion under way is killed when `cancel()` turns true)."""
+    from ..model import runtime as runtime_mod
+
+    if executor is not None:
+        return executor, True
+    if executors is not None:
+        warm = executors.has(checkpoint, runtime=runtime, device=device, precision=precision)
+        return executors.get(checkpoint, runtime=runtime, device=device, precision=precision, stop=cancel), warm
+    return runtime_mod.load_executor(checkpoint, runtime=runtime, device=device, precision=precision,
+                                     stop=cancel), False
+
+
+def load_restorer(request: LipSyncRequest, device, restorers, notes: Notes):
+    """The --enhance restorer on the job's device (from `restorers` when a process keeps them),
+    or None without --enhance."""
+    if not request.enhance:
+        return None
+    from ..quality import enhance
+
+    where = device.type if device.type in ("cuda", "mps") else "cpu"
+    restorer = (restorers or enhance.Restorers()).get(request.enhance, where, request.enhance_fidelity)
+    if where == "cpu":
+        notes.tell(f"face restoration ({restorer.arch}) runs on the CPU: expect seconds per frame")
+    return restorer
+
+
+def detect_faces(request: LipSyncRequest, plan: Plan, device, progress: ProgressFn, cancel: CancelFn,
+                 notes: Notes) -> tuple[DetectorSettings, FaceTrack]:
+    """The detector that runs (told to the user when "auto" chose it) and its boxes for the
+    frames the output shows (the "detect" stage)."""
+    settings, line = detection_settings(request, "cuda" if device.type == "cuda" else "cpu")
+    if line:
+        notes.tell(line)
+    track = find_faces(plan, settings, cache_dir=request.cache_dir, use_cache=request.cache, progress=progress,
+                       cancel=cancel)
+    return settings, track
+
+
+def calibrate_int8(executor, plan: Plan, track: FaceTrack, batch: int, cancel: CancelFn, notes: Notes) -> bool:
+    """Quantize an int8 model that is not in the cache yet on this clip's own faces; whether it
+    had to (its time counts as loading)."""
+    if not getattr(executor, "needs_calibration", False):
+        return False
+    from ..model.runtime import CALIBRATION_BATCHES
+
+    notes.tell("calibrating int8 on this clip's faces (once per checkpoint)")
+    executor.calibrate(calibration_batches(plan, track, batch, cancel, CALIBRATION_BATCHES), cancel)
+    return True
+
+
+def sync_into_file(request: LipSyncRequest, plan: Plan, track: FaceTrack, loaded: Loaded, watch: Stopwatch,
+                   progress: ProgressFn, cancel: CancelFn, notes: Notes) -> None:
+    """The "sync" stage: the overlapped decode+crop, model, (enhance) and blend stages, their
+    frames encoded into request.out in this thread, as they come, with progress per batch."""
+    info = plan.info
+    n_out = len(plan.sources)
+    batch = loaded.limit.size  # progress steps at the size the pass starts with
+    check_cancel = cancel_check(cancel)
+
+    def poll() -> None:
+        while not loaded.limit_notes.empty():
+            notes.tell(loaded.limit_notes.get())
+        check_cancel()
+
+    t_sync = time.perf_counter()
+    with VideoWriter(request.out, width=info.width, height=info.height, fps=plan.fps, audio_path=request.audio,
+                     audio_start=request.audio_start, duration=plan.duration, encoder=loaded.encoder,
+                     source_paths=(request.face, request.audio), colour=info.colour,
+                     audible=request.audible) as writer, \
+            sync_stages(plan, track, loaded.executor, loaded.limit, watch, poll, predictor=loaded.predictor,
+                        blend=request.blend, align=request.align, restorer=loaded.restorer) as stages:
+        progress(protocol.STAGE_SYNC, 0, n_out)
+        for group, _ in stages:
+            for item in group:
+                te = time.perf_counter()
+                writer.write(item.frame, plan.times[item.k])
+                watch.add("encode", te)
+                check_cancel()
+                if (item.k + 1) % batch == 0 or item.k + 1 == n_out:
+                    progress(protocol.STAGE_SYNC, item.k + 1, n_out)
+        poll()
+        te = time.perf_counter()
+    watch.add("encode", te)  # closing the writer flushes the encoder and finishes the sound
+    watch.add("sync", t_sync)
+
+
+def summary(request: LipSyncRequest, plan: Plan, track: FaceTrack, loaded: Loaded, settings: DetectorSettings,
+            watch: Stopwatch, notes: Notes, t0: float) -> LipSyncResult:
+    """The result of a finished run started at perf_counter() `t0`."""
+    rel_used = [s - plan.start for s in plan.sources]
+    return LipSyncResult(
+        out=str(Path(request.out).expanduser()), frames=len(plan.sources), fps=plan.fps, duration=plan.duration,
+        frames_with_face=int(sum(bool(track.has_face[r]) for r in rel_used)),
+        detected_frames=track.detected_frames, cache_hit=track.from_cache, device=str(loaded.device),
+        precision=loaded.precision, batch_size=loaded.limit.size, seconds=time.perf_counter() - t0,
+        stage_seconds=watch.seconds, detector=settings.kind, notes=notes.lines, runtime=loaded.executor.name,
+        warm=loaded.warm,
+    )
 
 
 def detection_settings(req: LipSyncRequest, device: str) -> tuple[DetectorSettings, str]:
@@ -183,126 +304,3 @@ def find_faces(plan: Plan, settings: DetectorSettings, *, cache_dir: str | None,
     if cache is not None and key is not None:
         cache.save(key, track)
     return track
-
-
-def _never() -> bool:
-    return False
-
-
-def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-        note: NoteFn | None = None, runner=None, runners=None, restorers=None) -> LipSyncResult:
-    """Lip-sync `request.face` to `request.audio` into `request.out`. Raises Wav2LipError
-    subclasses (Cancelled when `cancel()` returned True); on any failure no output is left.
-    `note` receives lines worth telling the user (which detector ran, a smaller batch, ...).
-    `runner`: a model already loaded with runtime.load_runner for this request's checkpoint,
-    device, precision and runtime; or `runners`: a runtime.Runners that a process serving several
-    jobs keeps, asked for the model once the device, precision and runtime are resolved; and
-    `restorers`: an enhance.Restorers such a process keeps for --enhance."""
-    from ..model import runtime as runtime_mod
-    from ..model.device import pick_device, resolve_precision
-
-    t0 = time.perf_counter()
-    progress = progress or (lambda stage, done, total: None)
-    cancel = cancel or _never
-    notes: list[str] = []
-
-    def tell(line: str) -> None:
-        notes.append(line)
-        if note is not None:
-            note(line)
-
-    watch = Stopwatch()
-    _check_inputs(request)
-
-    t = time.perf_counter()
-    progress(protocol.STAGE_AUDIO, 0, 1)
-    info = probe_video(request.face, image_fps=request.fps or 25.0)
-    plan = make_plan(request, info)  # decodes only the audio window the job hears
-    for line in plan.notes:
-        tell(line)
-    progress(protocol.STAGE_AUDIO, 1, 1)
-    t = watch.add("audio", t)
-
-    progress(protocol.STAGE_LOAD, 0, 1)
-    device = pick_device(request.device)
-    precision = resolve_precision(request.precision, device)
-    runtime = runtime_mod.resolve_runtime(request.runtime, device.type, precision)
-    encoder = choose_encoder(request.encoder, preset=request.preset, crf=request.crf,
-                             cuda=device.type == "cuda", size=(info.width, info.height))
-    if encoder.note:
-        tell(encoder.note)
-    warm = runner is not None
-    if runner is None and runners is not None:
-        warm = runners.has(request.checkpoint, runtime=runtime, device=device, precision=precision)
-        runner = runners.get(request.checkpoint, runtime=runtime, device=device, precision=precision, stop=cancel)
-    if runner is None:
-        runner = runtime_mod.load_runner(request.checkpoint, runtime=runtime, device=device, precision=precision,
-                                         stop=cancel)
-    precision = runner.precision
-    restorer = None
-    if request.enhance:  # loaded before detection, so a wrong file fails in seconds, not minutes
-        from ..quality import enhance
-
-        where = device.type if device.type in ("cuda", "mps") else "cpu"
-        restorer = (restorers or enhance.Restorers()).get(request.enhance, where, request.enhance_fidelity)
-        if where == "cpu":
-            tell(f"face restoration ({restorer.arch}) runs on the CPU: expect seconds per frame")
-    predictor = blend_mod.predictor_for(request.blend, request.align)  # ~1.5 s once per process
-    # The model's thread halves the batch on a GPU out-of-memory; its note is told from this one.
-    limit_notes: queue.SimpleQueue[str] = queue.SimpleQueue()
-    limit = BatchLimit(request.batch_size or (DEFAULT_BATCH_CUDA if device.type == "cuda" else DEFAULT_BATCH_CPU),
-                       limit_notes.put)
-    batch = limit.size
-    progress(protocol.STAGE_LOAD, 1, 1)
-    t = watch.add("load", t)
-    if cancel():
-        raise Cancelled("cancelled")
-
-    settings, line = detection_settings(request, "cuda" if device.type == "cuda" else "cpu")
-    if line:
-        tell(line)
-    track = find_faces(plan, settings, cache_dir=request.cache_dir, use_cache=request.cache, progress=progress,
-                       cancel=cancel)
-    t = watch.add("detect", t)
-    if getattr(runner, "needs_calibration", False):
-        tell("calibrating int8 on this clip's faces (once per checkpoint)")
-        runner.calibrate(calibration_batches(plan, track, batch, cancel, runtime_mod.CALIBRATION_BATCHES), cancel)
-        t = watch.add("load", t)
-
-    n_out = len(plan.sources)
-    check_cancel = cancel_check(cancel)
-
-    def poll() -> None:
-        while not limit_notes.empty():
-            tell(limit_notes.get())
-        check_cancel()
-
-    t_sync = time.perf_counter()
-    with VideoWriter(request.out, width=info.width, height=info.height, fps=plan.fps, audio_path=request.audio,
-                     audio_start=request.audio_start, duration=plan.duration, encoder=encoder,
-                     source_paths=(request.face, request.audio), colour=info.colour,
-                     audible=request.audible) as writer, \
-            sync_stages(plan, track, runner, limit, watch, poll, predictor=predictor, blend=request.blend,
-                        align=request.align, restorer=restorer) as stages:
-        progress(protocol.STAGE_SYNC, 0, n_out)
-        for group, _ in stages:
-            for item in group:
-                te = time.perf_counter()
-                writer.write(item.frame, plan.times[item.k])
-                watch.add("encode", te)
-                check_cancel()
-                if (item.k + 1) % batch == 0 or item.k + 1 == n_out:
-                    progress(protocol.STAGE_SYNC, item.k + 1, n_out)
-        poll()
-        te = time.perf_counter()
-    watch.add("encode", te)
-    watch.add("sync", t_sync)
-
-    rel_used = [s - plan.start for s in plan.sources]
-    return LipSyncResult(
-        out=str(Path(request.out).expanduser()), frames=n_out, fps=plan.fps, duration=plan.duration,
-        frames_with_face=int(sum(bool(track.has_face[r]) for r in rel_used)),
-        detected_frames=track.detected_frames, cache_hit=track.from_cache, device=str(device),
-        precision=precision, batch_size=limit.size, seconds=time.perf_counter() - t0, stage_seconds=watch.seconds,
-        detector=settings.kind, notes=notes, runtime=runner.name, warm=warm,
-    )

@@ -3,6 +3,9 @@ frame, its presentation time and its 16-column mel window (the original Wav2Lip'
 fixed rate; a variable-frame-rate clip keeps its own frame times; --source-times follows an
 editor's clip-by-time rule), shifted by --sync-offset, how much of the model's mouth it shows
 (--silence hold: silence.py), and the audio segment heard.
+
+make_plan reads only the request's timing fields (`PlanRequest`); a request.LipSyncRequest has
+them, and this module never needs the whole request type.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
@@ -20,8 +23,20 @@ from ..quality import silence
 from ..errors import Wav2LipError
 from ..media.probe import VideoInfo
 
-if TYPE_CHECKING:
-    from .pipeline import LipSyncRequest
+
+class PlanRequest(Protocol):
+    """The fields of a request that decide the plan (request.LipSyncRequest documents each)."""
+
+    audio: str
+    audio_start: float
+    duration: float | None
+    audible: tuple[float, float] | None
+    fps: float | None
+    start_frame: int
+    frames: int | None
+    source_times: tuple[float, ...] | None
+    sync_offset: float
+    silence: str
 
 
 @dataclass
@@ -58,8 +73,7 @@ class Plan:
         return 1.0 if self.weights is None else float(self.weights[k])
 
 
-
-def _audio_segment(req: LipSyncRequest, wav: np.ndarray | None) -> tuple[np.ndarray, float]:
+def _audio_segment(req: PlanRequest, wav: np.ndarray | None) -> tuple[np.ndarray, float]:
     """The 16 kHz samples heard during the output: starting at --audio-start in the file (zeros
     before the file starts), --duration long (zeros after it ends), zeros outside --audible.
     From `wav` (the whole file) when given, else decoded from the file for this window only."""
@@ -95,7 +109,7 @@ def frame_at(info: VideoInfo, t: float) -> int:
     return min(max(i, 0), info.frame_count - 1)
 
 
-def make_plan(req: LipSyncRequest, info: VideoInfo, wav: np.ndarray | None = None) -> Plan:
+def make_plan(req: PlanRequest, info: VideoInfo, wav: np.ndarray | None = None) -> Plan:
     """The plan for `req` on the clip `info`; `wav`: the whole sound file at 16 kHz
     (audio.load_audio), or None to decode only the window the request hears from req.audio."""
     seg, duration = _audio_segment(req, wav)

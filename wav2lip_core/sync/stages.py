@@ -19,21 +19,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from ..faces.align import Leveller, applies
-from .blend import PLAIN, FaceEdit, crop_face, face_edit, model_inputs, paste, prediction_to_uint8, region_bgr
-from ..media.decode import read_frames
 from ..errors import Cancelled, Wav2LipError
+from ..faces.align import Leveller, applies
 from ..faces.tracking import FaceTrack
-from .overlap import Overlap
+from ..media.decode import read_frames
 from ..media.picture import Picture
-
-if TYPE_CHECKING:
-    from .pipeline import Plan
+from .blend import (PLAIN, FaceEdit, crop_face, face_edit, model_inputs, paste, prediction_to_uint8, region_bgr,
+                    restore_pasted)
+from .overlap import Overlap
+from .plan import Plan
 
 CancelFn = Callable[[], bool]
 NoteFn = Callable[[str], None]
@@ -123,7 +121,7 @@ class BatchLimit:
             self._note(f"the GPU ran out of memory: continuing with batch size {self.size}")
 
 
-def sync_stages(plan: Plan, track: FaceTrack, runner, limit: BatchLimit, watch: Stopwatch,
+def sync_stages(plan: Plan, track: FaceTrack, executor, limit: BatchLimit, watch: Stopwatch,
                 poll: Callable[[], None], *, pictures: bool = True, predictor=None, blend: str = "feather",
                 align: str = "off", restorer=None) -> Overlap:
     """The sync pass's decode+crop, model, (with a `restorer`, enhance.Restorer) enhance and
@@ -159,7 +157,7 @@ def sync_stages(plan: Plan, track: FaceTrack, runner, limit: BatchLimit, watch: 
             return group, faced
         t = time.perf_counter()
         # `stop`: a cancelled job does not wait for the batch in the model (~1 s on a 2-core CPU).
-        preds = runner.forward(*inputs, limit, stop=lambda: overlap.stopping)
+        preds = executor.forward(*inputs, limit, stop=lambda: overlap.stopping)
         for g, p in zip(faced, preds, strict=True):
             g.face = prediction_to_uint8(p)
         watch.add("model", t)
@@ -168,8 +166,6 @@ def sync_stages(plan: Plan, track: FaceTrack, runner, limit: BatchLimit, watch: 
     def enhance(item: tuple) -> tuple:
         # Its own thread: a restorer costs seconds per face on a CPU, so the model goes on with
         # the next batches meanwhile. Frames are only read here; blend_group writes them later.
-        from ..quality.enhance import restore_pasted
-
         group, faced = item
         if faced:
             t = time.perf_counter()
@@ -202,11 +198,11 @@ def blend_group(faced: list[FrameItem], blend: str, watch: Stopwatch) -> None:
         if g.weight >= 1.0:
             paste(g.frame, g.face, g.box, blend, **options)
         else:
-            _faded_paste(g.frame, g.face, g.box, blend, g.weight, **options)
+            faded_paste(g.frame, g.face, g.box, blend, g.weight, **options)
     watch.add("blend", t)
 
 
-def _faded_paste(frame, pred_u8: np.ndarray, box: tuple[int, int, int, int], blend: str, weight: float,
+def faded_paste(frame, pred_u8: np.ndarray, box: tuple[int, int, int, int], blend: str, weight: float,
                  **paste_options) -> None:
     """paste() shown at `weight` over the source: pasted as usual (with whatever mask or rotation
     paste takes), then mixed with the box as it was, so a fade never bypasses the blend."""
@@ -233,15 +229,15 @@ def synthesize(plan: Plan, track: FaceTrack, model, *, device, precision: str, b
                blend: str, cancel: CancelFn, watch: Stopwatch | None = None,
                pictures: bool = False, predictor=None, align: str = "off") -> Iterator[tuple[int, object]]:
     """(output index, finished BGR frame) in output order: the frames before encoding. `model` is
-    a runtime.Runner, or a torch module (run with torch on `device` in `precision`). Decoding and
+    a runtime.Executor, or a torch module (run with torch on `device` in `precision`). Decoding and
     the model run in threads of their own while the caller consumes; close the generator (or
     exhaust it) to stop them."""
-    from ..model.runtime import as_runner
+    from ..model.runtime import as_executor
 
-    runner = as_runner(model, device, precision)
+    executor = as_executor(model, device, precision)
     limit = batch if isinstance(batch, BatchLimit) else BatchLimit(batch)
     watch = watch or Stopwatch()
-    with sync_stages(plan, track, runner, limit, watch, cancel_check(cancel), pictures=pictures,
+    with sync_stages(plan, track, executor, limit, watch, cancel_check(cancel), pictures=pictures,
                      predictor=predictor, blend=blend, align=align) as stages:
         for group, _ in stages:
             for item in group:

@@ -9,7 +9,9 @@ The subpackages, each importing only those below it:
     faces/     detectors, tracking, landmarks, alignment, the mouth mask
     model/     the network, checkpoints, the torch/OpenVINO executors and their cache
     media/     probe, decode, audio, encode
-    protocol.py, errors.py   what every layer (and the Blender add-on) shares
+    protocol.py (+ options.py)   what the engine and the Blender add-on agree on (events, options)
+    batch_format.py, serve_client.py   JOBS files; the one client of `serve` (add-on and batch)
+    errors.py, files.py      our exceptions; the one atomic file write
 
 `wav2lip_core.pipeline.run(LipSyncRequest(...))` is the documented entry point. Heavy libraries
 are imported where they are needed: a run on a cached OpenVINO model never imports torch.

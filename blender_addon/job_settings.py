@@ -139,20 +139,13 @@ def _is_set(op: Any, name: str) -> bool:
     return bool(props is not None and props.is_property_set(name))
 
 
-def torch_hub_checkpoints() -> str:
-    """Where torch (and so face-alignment) keeps downloaded weights, as torch.hub.get_dir() finds it."""
-    home = os.environ.get("TORCH_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "torch")
-    return os.path.join(home, "hub", "checkpoints")
-
-
 def detector_hint(s: Settings) -> str:
     """What "Auto" will run, for the panel (the engine decides and reports it in the end): BlazeFace
     where its weights are (preference, install.py's record, torch's hub cache), else Haar."""
     if s.detector != protocol.DETECTOR_AUTO:
         return ""
     recorded = str(installed_config().get(protocol.CONFIG_DETECTOR_WEIGHTS, "") or "")
-    hub = os.path.join(torch_hub_checkpoints(), protocol.BLAZEFACE_FILES["blazeface"][0])
+    hub = os.path.join(protocol.torch_hub_checkpoints(), protocol.BLAZEFACE_FILES["blazeface"][0])
     if any(p and os.path.isfile(p) for p in (s.detector_weights, recorded, hub)):
         return "Auto: BlazeFace"
     return "Auto: Haar; set Detector Weights for BlazeFace"
@@ -206,7 +199,7 @@ def configured(prefs: Any, recorded: dict, hub_blazeface: str = "") -> List[Conf
 
 def configured_now(prefs: Any) -> List[Configured]:
     """`configured` with install.py's record and torch's cache as they are now."""
-    hub = os.path.join(torch_hub_checkpoints(), protocol.BLAZEFACE_FILES["blazeface"][0])
+    hub = os.path.join(protocol.torch_hub_checkpoints(), protocol.BLAZEFACE_FILES["blazeface"][0])
     return configured(prefs, installed_config(), hub if os.path.isfile(hub) else "")
 
 

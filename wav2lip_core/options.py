@@ -6,7 +6,8 @@ names and what install.py records.
 Standard library only, no imports of the core; part of the protocol (protocol.py re-exports every
 name, so callers read them as `protocol.X`), loaded by path into the add-on as protocol.py is."""
 
-from typing import Dict, Tuple
+import os
+from typing import Dict, Mapping, Optional, Tuple
 
 # --- choices: (name, label, description); the first is the default --------------------------
 DETECTOR_AUTO = "auto"
@@ -131,6 +132,16 @@ BLAZEFACE_FILES: Dict[str, Tuple[str, str]] = {
     "blazeface": ("blazeface.pth", "anchors.npy"),
     "blazeface-back": ("blazefaceback.pth", "anchorsback.npy"),
 }
+
+
+def torch_hub_checkpoints(environ: Optional[Mapping[str, str]] = None) -> str:
+    """The folder those files live in: torch.hub.get_dir()/checkpoints, by torch's own rule
+    (TORCH_HOME, else XDG_CACHE_HOME/torch, else ~/.cache/torch; a variable set to "" counts as
+    set, as torch reads it). The one copy of that rule: the core uses it until torch is loaded,
+    the add-on's panel to say what Auto will find."""
+    env = os.environ if environ is None else environ
+    home = env.get("TORCH_HOME", os.path.join(env.get("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    return os.path.join(os.path.expanduser(home), "hub", "checkpoints")
 
 # --- what install.py records (JSON, in Blender's config folder and in the engine venv's root) --
 CONFIG_NAME = "wav2lip_lipsync.json"

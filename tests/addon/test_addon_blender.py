@@ -533,7 +533,7 @@ def test_panel_hint_says_what_auto_detector_will_run(bpy_addon, tmp_path, monkey
     r = subprocess.run([ENGINE_PYTHON, "-c", code], capture_output=True, text=True, timeout=120,
                        env=dict(os.environ, TORCH_HOME=str(tmp_path / "torch")))
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == job_settings.torch_hub_checkpoints()
+    assert r.stdout.strip() == job_settings.protocol.torch_hub_checkpoints()
 
 
 def _protocol_version() -> int:

@@ -102,19 +102,16 @@ class Detector(Protocol):
 
 def torch_hub_checkpoints() -> Path:
     """torch.hub.get_dir()/checkpoints, where face_alignment keeps its weights (under the names
-    protocol.S3FD_FILE and protocol.BLAZEFACE_FILES give). The core's one rule for that folder.
-    Worked out from the same variables torch reads (TORCH_HOME, XDG_CACHE_HOME) unless torch is
-    already loaded: choosing the detector must not import torch (2-3 s) for Haar or --box runs."""
-    import os
+    protocol.S3FD_FILE and protocol.BLAZEFACE_FILES give): torch's answer once torch is loaded (it
+    honours a torch.hub.set_dir() made in this process), else protocol's copy of torch's rule, so
+    that choosing the detector does not import torch (2-3 s) for Haar or --box runs."""
     import sys
 
-    if "torch" in sys.modules:  # honours a torch.hub.set_dir() made in this process
+    if "torch" in sys.modules:
         import torch.hub
 
         return Path(torch.hub.get_dir()) / "checkpoints"
-    # torch's own rule, empty variables included (torch.hub._get_torch_home).
-    torch_home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
-    return Path(os.path.join(os.path.expanduser(torch_home), "hub")) / "checkpoints"
+    return Path(protocol.torch_hub_checkpoints())
 
 
 def _need_file(path: Path, what: str) -> None:

@@ -24,6 +24,7 @@ EVENTS = [
 ]
 REQUESTS = [
     P.JobRequest(id="shot-1", args=["--face", "f.mp4", "--fps", "25"]),
+    P.FetchRequest(id="clip-1", args=["https://example.org/v", "--from", "1.5", "--out", "/m"]),
     P.CancelRequest(id="shot-1"),
     P.QuitRequest(),
 ]

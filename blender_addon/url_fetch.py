@@ -168,10 +168,20 @@ def add_strips(fetch: Fetch, path: str, title: str, duration: float) -> List[Str
     if ed is None:
         raise SnapshotError(f"the scene '{fetch.scene_name}' has no sequencer")
     name = (title or os.path.splitext(os.path.basename(path))[0])[:60]
+    first = not compat.all_strips(ed)
     n = max(1, math.ceil(duration * compat.scene_fps(scene))) if duration > 0 else 1
     start = fetch.frame
     channel = first_free_channel(fetch.channel - 1, start, start + n, capture.occupied(scene))
     movie = compat.new_movie(ed, name, path, channel, start, fit_method="FIT")
+    clip_fps, scene_fps = compat.media_fps(movie), compat.scene_fps(scene)
+    if clip_fps > 0 and abs(clip_fps - scene_fps) > 1e-3:
+        # A movie strip shows one clip frame per scene frame: at another rate its picture drifts
+        # from its sound. The first strip sets the scene's rate, as Add > Movie does.
+        if first:
+            set_scene_fps(scene, clip_fps)
+        else:
+            fetch.warnings.append(f"the clip runs at {clip_fps:g} fps and the scene at {scene_fps:g} fps: its "
+                                  "picture plays at the scene's rate, off its sound; Lip Sync times it correctly")
     end = start + int(movie.frame_final_duration)
     strips = [movie]
     try:
@@ -198,6 +208,16 @@ def add_strips(fetch: Fetch, path: str, title: str, duration: float) -> List[Str
         s.select = True
     compat.set_active_strip(ed, movie)
     return strips
+
+
+def set_scene_fps(scene: Any, fps: float) -> None:
+    """The scene's frame rate as Blender writes a clip's: a whole number, else N / base (29.97: 30 / 1.001)."""
+    whole = round(fps)
+    if abs(fps - whole) < 1e-3:
+        scene.render.fps, scene.render.fps_base = int(whole), 1.0
+    else:
+        top = math.ceil(fps)
+        scene.render.fps, scene.render.fps_base = int(top), top / fps
 
 
 def progress_text(fetch: Fetch) -> Tuple[float, str]:

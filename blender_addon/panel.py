@@ -129,7 +129,7 @@ def draw_movie_from_url(layout: Any, context: Context, settings: Any) -> None:
         return
     col = layout.column(align=True)
     col.label(text="Movie from URL", icon="URL")
-    col.prop(settings, "fetch_url", text="")
+    col.prop(settings, "fetch_url", text="URL")
     row = col.row(align=True)
     row.prop(settings, "fetch_from")
     row.prop(settings, "fetch_to")

@@ -87,7 +87,8 @@ class SEQUENCER_OT_wav2lip_movie_from_url(bpy.types.Operator):
         return wm.invoke_props_dialog(self, width=480)
 
     def draw(self, context: Context) -> None:
-        col = self.layout.column()
+        layout: Any = self.layout  # (the stubs allow None: never in draw)
+        col = layout.column()
         col.prop(self, "url")
         row = col.row(align=True)
         row.prop(self, "start")
@@ -107,7 +108,8 @@ class SEQUENCER_OT_wav2lip_movie_from_url(bpy.types.Operator):
         if bpy.app.background or context.window is None:
             return self._wait(fetch)
         # The follower is its own modal operator: this one may have been run from a dialog.
-        bpy.ops.sequencer.wav2lip_url_watch("INVOKE_DEFAULT")
+        ops: Any = bpy.ops.sequencer  # (our own operator: not in the stubs)
+        ops.wav2lip_url_watch("INVOKE_DEFAULT")
         _redraw_sequencers(context)
         return {"FINISHED"}
 

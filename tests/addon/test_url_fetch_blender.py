@@ -174,3 +174,18 @@ class _Op:
 
     def __init__(self, engine_python: str):
         self.engine_python = engine_python
+
+
+def test_progress_counts_megabytes_and_a_sync_after_a_fetch_starts_its_bar_again(bpy_addon):
+    from blender_addon import job_state
+    from blender_addon.wire import protocol as P
+
+    p = job_state.Progress()
+    job_state.apply_event(p, P.Progress(stage=P.STAGE_FETCH, done=500_000, total=1_000_000))
+    assert p.text == "Downloading 0.5 of 1.0 MB" and p.fraction == 0.5
+    job_state.apply_event(p, P.Progress(stage=P.STAGE_FETCH, done=1_000_000, total=0))  # a range cut: no total
+    assert p.text == "Downloading 1.0 MB"
+    job_state.apply_event(p, P.Progress(stage=P.STAGE_AUDIO, done=0, total=1))  # a --face URL job's sync begins
+    assert p.fraction == 0.0 and p.text == "Reading audio 0/1"
+    job_state.apply_event(p, P.Done(out="/m/a.mp4", seconds=1.0, extra={"title": "Talk", "duration": 2.0}))
+    assert p.info == {"title": "Talk", "duration": 2.0} and p.frames is None

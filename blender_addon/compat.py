@@ -129,9 +129,12 @@ def set_active_strip(ed: SequenceEditor, strip: StripLike) -> None:
     cast(Any, ed).active_strip = strip
 
 
-def new_movie(ed: SequenceEditor, name: str, filepath: str, channel: int, frame_start: int) -> StripLike:
+def new_movie(ed: SequenceEditor, name: str, filepath: str, channel: int, frame_start: int,
+              fit_method: str = "ORIGINAL") -> StripLike:
+    # The collection's new_movie, in every version: 5.0's `sequencer.movie_strip_add` crashes
+    # when run outside a Sequencer area (bpy as a module), and it needs one in the others.
     return top_strips(ed).new_movie(name=name, filepath=filepath, channel=channel,
-                                    frame_start=frame_start, fit_method="ORIGINAL")
+                                    frame_start=frame_start, fit_method=fit_method)
 
 
 def new_sound(ed: SequenceEditor, name: str, filepath: str, channel: int, frame_start: int) -> StripLike:
@@ -210,7 +213,7 @@ HAS_PROGRESS_WIDGET = "progress" in cast(Any, bpy.types.UILayout).bl_rna.functio
 # draw, so it is always current) and its setter ignores input (a read-only one would be drawn
 # greyed out). One property per bar: Blender reads a button's value after the whole panel is
 # laid out, so bars sharing one property would all show the last bar's value.
-PROGRESS_BARS = ("batch", "job", "setup")
+PROGRESS_BARS = ("batch", "job", "setup", "fetch")
 _fallback_factors: Dict[str, float] = {}
 
 
@@ -257,6 +260,10 @@ def progress_bar(layout: UILayout, factor: float, text: str, context: Optional[C
         layout.label(text=f"{text} ({factor * 100:.0f}%)")
 
 
+ONLINE_ACCESS_HOW = ("allow it in Preferences > System > Network > Allow Online Access "
+                     "(and start Blender without --offline-mode)")
+
+
 def online_access() -> Optional[bool]:
     """Blender's "Allow Online Access" (4.2+: `bpy.app.online_access`, False also under
     --offline-mode); None where Blender has no such setting (3.4 .. 4.1): the network is the
@@ -286,6 +293,11 @@ def animation_playing(context: Context) -> bool:
 
 def strip_menu_class() -> Any:
     return getattr(bpy.types, "SEQUENCER_MT_strip", None)
+
+
+def add_menu_class() -> Any:
+    """The Sequencer's Add menu (SEQUENCER_MT_add in 3.4 .. 5.x)."""
+    return getattr(bpy.types, "SEQUENCER_MT_add", None)
 
 
 def find_strip(ed: Optional[SequenceEditor], name: str) -> Optional[StripLike]:

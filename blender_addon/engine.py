@@ -40,6 +40,7 @@ class EngineJobLike(Protocol):
 
     id: str
     args: List[str]
+    op: str  # protocol.OP_JOB or OP_FETCH
 
     def engine_event(self, event: Any) -> None: ...  # a note, progress or final event about it
 
@@ -91,7 +92,8 @@ class WarmEngine:
             if dead is None:
                 self._jobs[job.id] = job
         if dead is None:
-            self.client.send(P.JobRequest(id=job.id, args=list(job.args)))
+            kind = P.FetchRequest if job.op == P.OP_FETCH else P.JobRequest
+            self.client.send(kind(id=job.id, args=list(job.args)))
         return dead
 
     def _dead(self) -> Optional[str]:

@@ -33,15 +33,17 @@ _ids = itertools.count(1)
 
 
 class EngineJob:
-    """One job on the warm engine. `args`: the one-shot CLI's arguments (--out: `work_out`)."""
+    """One job on the warm engine. `args`: the one-shot CLI's arguments (--out: `work_out`), or
+    for a fetch (`op` P.OP_FETCH) `wav2lip fetch`'s, whose file stays where the engine put it."""
 
     def __init__(self, *, dest: Union[str, "os.PathLike[str]", None] = None, suffix: str = ".mp4",
-                 label: str = "") -> None:
+                 label: str = "", op: str = P.OP_JOB) -> None:
         self.dest = Path(dest) if dest else None
         self.workdir = make_workdir(self.dest)
         self.work_out = self.workdir / ("result" + suffix)
         self.id = f"{os.getpid()}-{next(_ids)}"
         self.label = label
+        self.op = op  # P.OP_JOB: a sync (the CLI's arguments); P.OP_FETCH: a download (`wav2lip fetch`'s)
         self.args: List[str] = []
         self._lock = threading.Lock()
         self._progress = Progress(stage=QUEUED)

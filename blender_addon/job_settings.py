@@ -226,10 +226,22 @@ def _abs(path: str) -> str:
 def output_folder(settings: Settings) -> Tuple[str, str]:
     """(absolute folder, warning or ''). A //-relative folder needs a saved .blend; otherwise a
     private temp folder is used, with a warning."""
-    folder = settings.output_dir or DEFAULT_OUTPUT_DIR
+    return folder_for(settings.output_dir or DEFAULT_OUTPUT_DIR, "the synced clip")
+
+
+MEDIA_DIR = "//media/"  # downloaded clips (Movie from URL), beside the .blend
+
+
+def media_folder() -> Tuple[str, str]:
+    """Where Movie from URL puts its downloads: output_folder's rule for `//media/`."""
+    return folder_for(MEDIA_DIR, "the downloaded clip")
+
+
+def folder_for(folder: str, what: str) -> Tuple[str, str]:
+    """(absolute folder, warning or '') for a folder setting; `what` goes there (for the warning)."""
     if folder.startswith("//") and not bpy.data.filepath:
         tmp = private_temp_folder(tempfile.gettempdir())
-        return tmp, f"the .blend file is not saved: the synced clip goes to the temp folder {tmp}; save the file and re-run to keep it beside the project"
+        return tmp, f"the .blend file is not saved: {what} goes to the temp folder {tmp}; save the file and re-run to keep it beside the project"
     return os.path.normpath(bpy.path.abspath(folder)), ""
 
 

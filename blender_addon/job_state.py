@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from .wire import protocol
 
@@ -53,6 +53,7 @@ class Progress:
     detector: Optional[str] = None
     notes: List[str] = field(default_factory=list)  # the engine's `note` events, in order
     warm: Optional[bool] = None  # serve's done: the model was already loaded
+    info: Dict[str, Any] = field(default_factory=dict)  # the done event's other keys (a fetch's title, sidecar)
 
     @property
     def text(self) -> str:
@@ -61,6 +62,9 @@ class Progress:
         if self.status in (FAILED, CANCELLED):
             return self.message or self.status.capitalize()
         label = protocol.STAGE_LABELS.get(self.stage, self.stage.replace("_", " ").capitalize())
+        if self.stage == protocol.STAGE_FETCH:  # bytes, the total unknown during a range cut
+            of = f" of {self.total / 1e6:.1f}" if self.total > 0 else ""
+            return f"{label} {self.done / 1e6:.1f}{of} MB"
         if self.total > 0:
             return f"{label} {self.done}/{self.total}"
         return label + "..."
@@ -148,7 +152,10 @@ def apply_event(p: Progress, event: Any) -> None:
         p.seconds = float(event.seconds)
         p.detector = event.detector or None
         p.warm = event.warm
+        p.info = dict(event.extra)
     elif isinstance(event, P.Progress):
+        if p.stage == P.STAGE_FETCH and event.stage != P.STAGE_FETCH:
+            p.fraction = 0.0  # a URL input was fetched: the sync's own stages start the bar again
         p.stage = event.stage
         p.done = event.done
         p.total = event.total

@@ -9,7 +9,7 @@ from typing import Any, List
 import bpy
 from bpy.types import Context
 
-from . import capture, compat, engine_draw, job_settings, operators, sidebar, studio, sync_batch
+from . import capture, compat, engine_draw, job_settings, operators, sidebar, studio, sync_batch, url_fetch, url_operators
 from .snapshot import overlap
 
 
@@ -26,10 +26,12 @@ class SEQUENCER_PT_wav2lip(bpy.types.Panel):
 
 def draw_panel(layout: Any, context: Context) -> None:
     scene = compat.sequencer_scene(context)
+    settings = getattr(scene, "wav2lip", None) if scene is not None else None
     batch = sync_batch.active_batch()
     job = sync_batch.active_job()
     if batch is not None and job is not None:
         _draw_running(layout, context, batch, job)
+        draw_movie_from_url(layout, context, settings)
         return
 
     ed = compat.editor(scene) if scene is not None else None
@@ -60,7 +62,6 @@ def draw_panel(layout: Any, context: Context) -> None:
             col.label(text=f"... and {len(pairs) - 6} more")
 
     prefs = job_settings.addon_prefs(context)
-    settings = getattr(scene, "wav2lip", None) if scene is not None else None
     text, icon = engine_draw.status_line()
     wrapped_label(layout.column(align=True), context, text, icon)
     if prefs is not None:
@@ -111,6 +112,37 @@ def draw_panel(layout: Any, context: Context) -> None:
     op = row.operator(operators.SEQUENCER_OT_wav2lip_sync.bl_idname, text="Preview", icon="PLAY")
     op.preview = True
     studio.draw_studio(layout, context)
+    draw_movie_from_url(layout, context, settings)
+
+
+def draw_movie_from_url(layout: Any, context: Context, settings: Any) -> None:
+    """The download's progress and Cancel while one runs; else the URL field and its button."""
+    fetch = url_fetch.active_fetch()
+    if fetch is not None:
+        col = layout.column(align=True)
+        col.label(text=fetch.url[:60], icon="URL")
+        fraction, text = url_fetch.progress_text(fetch)
+        compat.progress_bar(col, fraction, text, context, bar="fetch")
+        col.operator(url_operators.SEQUENCER_OT_wav2lip_url_cancel.bl_idname, text="Cancel Download", icon="CANCEL")
+        return
+    if settings is None:
+        return
+    col = layout.column(align=True)
+    col.label(text="Movie from URL", icon="URL")
+    col.prop(settings, "fetch_url", text="URL")
+    row = col.row(align=True)
+    row.prop(settings, "fetch_from")
+    row.prop(settings, "fetch_to")
+    row = col.row(align=True)
+    row.prop(settings, "fetch_channel")
+    sub = row.row(align=True)
+    sub.enabled = bool(settings.fetch_url.strip())
+    sub.operator_context = "EXEC_DEFAULT"  # the panel's fields, no dialog
+    op = sub.operator(url_operators.SEQUENCER_OT_wav2lip_movie_from_url.bl_idname, text="Add", icon="IMPORT")
+    op.url, op.start, op.end, op.channel = settings.fetch_url, settings.fetch_from, settings.fetch_to, settings.fetch_channel
+    refusal = url_fetch.online_refusal()
+    if refusal:
+        wrapped_label(col, context, refusal, "ERROR")
 
 
 NO_SOUND = "No sound strip"

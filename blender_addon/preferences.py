@@ -147,6 +147,19 @@ class WAV2LIP_SceneSettings(bpy.types.PropertyGroup):
         name="Enhance face (HD)", default=False,
         description="Restore the synced mouth with the face restorer set in the add-on preferences (slower)",
     )
+    # The panel's Movie from URL fields (url_operators.py)
+    fetch_url: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="URL", default="", description="A video's web address (http:// or https://): a page playing it, or the file",
+    )
+    fetch_from: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="From", default=0.0, min=0.0, precision=2, description="Start of the part to download, seconds (0: the start)",
+    )
+    fetch_to: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="To", default=0.0, min=0.0, precision=2, description="End of the part to download, seconds (0: the end)",
+    )
+    fetch_channel: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Channel", default=1, min=1, max=128, description="The movie's channel (or the first free one above)",
+    )
 
 
 classes = (WAV2LIP_AddonPreferences, WAV2LIP_SceneSettings)

@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 # Optional parts a user may add to the engine (pyproject's extras) and a module each installs.
-OPTIONAL_EXTRAS = {"int8": "nncf", "landmarks": "dlib", "enhance": "spandrel", "ray": "ray"}
+OPTIONAL_EXTRAS = {"int8": "nncf", "landmarks": "dlib", "enhance": "spandrel", "ray": "ray",
+                   "url": "yt_dlp"}
 # What each does, for the add-on's checkboxes and the status table.
 EXTRA_HELP = {
     "int8": "NNCF: Precision int8, about twice as fast on a CPU",
     "landmarks": "dlib: Blend mouth and Align Face (its model is non-commercial)",
     "enhance": "spandrel: Enhance face (HD) restorers",
     "ray": "Ray: wav2lip batch --ray across machines",
+    "url": "yt-dlp, deno and ffmpeg: video from a URL (Add > Movie from URL, --face URL)",
 }
 # Written into the environment last, when a set-up finished (what a later run trusts).
 STAMP_FILE = "wav2lip-installed.txt"

@@ -17,7 +17,8 @@ from . import protocol as P
 # number; a list for an option taking several values (box, pads, face-at, audible); true for a
 # flag (no-smooth, no-cache); false or null: not given. "source-times" may be an inline list of
 # seconds instead of a file. "id" names the job in the report (default: its line number).
-# Relative paths are relative to the JOBS file's folder. The add-on writes and reads these files.
+# Relative paths are relative to the JOBS file's folder; "face" and "audio" may be http(s) URLs
+# instead (fetched by the engine first, through its cache). The add-on writes and reads these files.
 JOB_ID = "id"
 # Options that may hold an inline JSON list in a job; the CLI wants a file, so the runner writes one.
 JOB_INLINE_LISTS: Tuple[str, ...] = (P.OPT_SOURCE_TIMES,)

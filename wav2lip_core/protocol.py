@@ -17,13 +17,15 @@ cancelled). The add-on passes `--protocol N`; an engine that speaks another vers
 code 3 and a message that says to re-run install.py.
 
 `wav2lip serve` (jobs/serve.py) keeps the engine warm for many jobs: hello, then one request per
-stdin line (JobRequest, CancelRequest, QuitRequest; `parse_request`):
+stdin line (JobRequest, FetchRequest, CancelRequest, QuitRequest; `parse_request`):
 
     {"op": "job", "id": "shot-12", "args": ["--face", "f.mp4", ...], "protocol": 3}
+    {"op": "fetch", "id": "clip-1", "args": ["https://...", "--from", "5", "--out", "DIR"]}
     {"op": "cancel", "id": "shot-12"}     running: stopped; queued: dropped; unknown: ignored
     {"op": "quit"}                        (or EOF on stdin, or SIGTERM) cancel, drop the queue, exit 0
 
-`args` are exactly the one-shot CLI's (`--progress` is ignored). A job of another protocol version
+`args` are exactly the one-shot CLI's (`--progress` is ignored), a fetch's `wav2lip fetch`'s; a
+fetch is a job like the others (its done has `out` and no `frames`). A job of another protocol version
 (its "protocol" or `--protocol N`) is refused with an error event. Jobs run one at a time in
 arrival order; every event about one names it under "job" (Error and Cancelled are serve's own):
 
@@ -65,6 +67,7 @@ KEY_ID = "id"
 OP_JOB = "job"
 OP_CANCEL = "cancel"
 OP_QUIT = "quit"
+OP_FETCH = "fetch"  # serve: download a URL (the fetch command's args) as a job
 SERVE_COMMAND = "serve"  # `wav2lip serve`
 BATCH_COMMAND = "batch"  # `wav2lip batch JOBS`
 FETCH_COMMAND = "fetch"  # `wav2lip fetch URL`: a clip or a sound from the web (media/fetch.py)
@@ -76,12 +79,15 @@ STAGE_LOAD = "load"  # model weights
 STAGE_DETECT = "detect"
 STAGE_SYNC = "sync"  # decode, crop, model, blend and encode, streamed together
 STAGES: Tuple[str, ...] = (STAGE_AUDIO, STAGE_LOAD, STAGE_DETECT, STAGE_SYNC)
-STAGE_FETCH = "fetch"  # `wav2lip fetch`: bytes downloaded (done/total; total 0 while unknown)
+# `wav2lip fetch`, serve's fetch op, and a job whose --face/--audio is a URL (before its other
+# stages): bytes downloaded (done/total; total 0 while unknown)
+STAGE_FETCH = "fetch"
 STAGE_LABELS: Dict[str, str] = {
     STAGE_AUDIO: "Reading audio",
     STAGE_LOAD: "Loading model",
     STAGE_DETECT: "Finding faces",
     STAGE_SYNC: "Syncing lips",
+    STAGE_FETCH: "Downloading",
 }
 # Rough share of a run's time per stage (CPU, measured with bench/bench_pipeline.py), so one
 # progress bar can cover the whole run.
@@ -224,6 +230,17 @@ class JobRequest(Request):
 
 
 @dataclass(kw_only=True)
+class FetchRequest(Request):
+    """serve: run `wav2lip fetch`'s `args` (URL, --from, --to, --max-height, --out) as job `id`:
+    progress of stage "fetch", then done (its `out` the file; no frames), error or cancelled, as
+    a job's; a cancelled fetch leaves nothing."""
+    KIND: ClassVar[str] = OP_FETCH
+    id: str = _key(*_STR)
+    args: List[str] = _key((list,), "a list of strings")
+    protocol: Any = _key(None, default=PROTOCOL_VERSION)
+
+
+@dataclass(kw_only=True)
 class CancelRequest(Request):
     KIND: ClassVar[str] = OP_CANCEL
     id: str = _key(*_STR)
@@ -236,7 +253,7 @@ class QuitRequest(Request):
 
 Event = Union[Hello, Note, Progress, Done, Error, Cancelled]
 EVENTS: Dict[str, Type[Message]] = {c.KIND: c for c in (Hello, Note, Progress, Done, Error, Cancelled)}
-REQUESTS: Dict[str, Type[Message]] = {c.KIND: c for c in (JobRequest, CancelRequest, QuitRequest)}
+REQUESTS: Dict[str, Type[Message]] = {c.KIND: c for c in (JobRequest, FetchRequest, CancelRequest, QuitRequest)}
 
 
 def parse_event(line: str) -> Event:
@@ -244,7 +261,7 @@ def parse_event(line: str) -> Event:
     return _parse(line, KEY_EVENT, EVENTS)  # type: ignore[return-value]
 
 
-def parse_request(line: str) -> Union[JobRequest, CancelRequest, QuitRequest]:
+def parse_request(line: str) -> Union[JobRequest, FetchRequest, CancelRequest, QuitRequest]:
     """One stdin line of `serve` as its request; ProtocolError (naming the job, if any) otherwise."""
     return _parse(line, KEY_OP, REQUESTS)  # type: ignore[return-value]
 

@@ -58,7 +58,11 @@ def wav2lip_job(line: int, options: dict, fetch: bool) -> dict:
             options[P.OPT_OUT] = os.path.join(tmp, "out" + os.path.splitext(str(options.get(P.OPT_OUT)))[1])
         try:
             args = J.job_args({k[2:]: v for k, v in options.items()}, jobfile.list_writer(tmp, line))
-            request = make_request(parse_job(args))
+            parsed = parse_job(args)
+            from .url_inputs import fetch_inputs
+
+            fetch_inputs(parsed)  # --face/--audio given as URLs: fetched on the worker (its cache)
+            request = make_request(parsed)
             from ..quality.enhance import Restorers
             from ..sync.pipeline import run
             from ..model.runtime import Executors

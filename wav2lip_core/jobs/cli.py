@@ -1,6 +1,7 @@
 """Command line: `python -m wav2lip_core --face F --audio A --checkpoint C --out O.mp4`, or
 `python -m wav2lip_core serve` for the warm engine that takes the same arguments per job (serve.py),
-or `python -m wav2lip_core batch JOBS` (batch.py). The top dispatcher: nothing imports it; the
+or `python -m wav2lip_core batch JOBS` (batch.py), or `python -m wav2lip_core fetch URL`
+(fetch_command.py). `--face` and `--audio` may be http(s) addresses (url_inputs.py). The top dispatcher: nothing imports it; the
 parser and the request it builds are in request.py, shared with serve and batch.
 
 Exit codes (protocol.EXIT_*): 0 success, 1 a problem with the inputs or the run (one line on
@@ -37,10 +38,11 @@ class _Bars:
         if stage != self._stage:
             self.close()
             self._stage = stage
-            self._bar = self._tqdm(total=total, desc=P.STAGE_LABELS.get(stage, stage),
-                                   unit="frame" if stage in (P.STAGE_DETECT, P.STAGE_SYNC) else "step", leave=True)
+            unit = "frame" if stage in (P.STAGE_DETECT, P.STAGE_SYNC) else "B" if stage == P.STAGE_FETCH else "step"
+            self._bar = self._tqdm(total=total or None, desc=P.STAGE_LABELS.get(stage, stage), unit=unit,
+                                   unit_scale=unit == "B", leave=True)
         bar = self._bar
-        bar.total = total
+        bar.total = total or None  # (a fetch's size may not be known)
         bar.update(done - bar.n)
         if total and done >= total:
             self.close()
@@ -103,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         from ..sync.pipeline import run
+        from .url_inputs import fetch_inputs
 
+        fetch_inputs(args, progress, note=note)  # --face/--audio given as URLs: the files, first
         req = make_request(args)
         result = run(req, progress=progress, note=note)
     except (KeyboardInterrupt, Cancelled):

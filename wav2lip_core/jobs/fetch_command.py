@@ -21,7 +21,7 @@ import time
 
 from .. import __version__, protocol as P
 from ..errors import Cancelled, Wav2LipError
-from .request import caller_mismatch_message
+from .request import caller_mismatch_message, parse_strict
 
 # Progress lines at most this often (yt-dlp reports every block it writes).
 JSON_PROGRESS_EVERY_S = 0.2
@@ -44,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a byte count on stderr (default), JSON lines on stdout, or nothing")
     p.add_argument(P.OPT_PROTOCOL, type=int, help=argparse.SUPPRESS)  # what the caller speaks (the add-on)
     return p
+
+
+def parse_fetch_job(args: list[str], protocol: object = None):
+    """serve's fetch request: its arguments through this command's parser (BadJob instead of exiting)."""
+    return parse_strict(build_parser(), list(args), protocol)
 
 
 def done_event(result) -> P.Done:

@@ -14,6 +14,7 @@ from pathlib import Path
 from .. import __version__, batch_format as J, protocol as P
 from ..errors import Wav2LipError
 from ..files import write_atomic
+from ..media.fetch import is_url
 
 
 @dataclass
@@ -79,7 +80,7 @@ def parse_job(line_no: int, line: str, base: Path) -> Job:
         if key == J.JOB_ID:
             continue
         opt = J.job_option(key)
-        if opt in J.JOB_PATHS and isinstance(value, str) and value:
+        if opt in J.JOB_PATHS and isinstance(value, str) and value and not is_url(value):  # (a URL is fetched)
             value = str(base / os.path.expanduser(value))  # an absolute value stays as it is
             value = os.path.normpath(value)
         job.options[opt] = value

@@ -166,7 +166,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def parse_job(args: list[str], protocol: object = None) -> argparse.Namespace:
     """A serve or batch job's arguments through the CLI's own parser, and the caller's protocol
     (the request's, or `--protocol` in them) checked; BadJob instead of exiting."""
-    parser = build_parser()
+    return parse_strict(build_parser(), join_negative_values(args), protocol)
+
+
+def parse_strict(parser: argparse.ArgumentParser, args: list[str], protocol: object = None) -> argparse.Namespace:
+    """`args` through `parser` as a job's (serve's jobs and fetches): BadJob instead of exiting,
+    and the caller's protocol (the request's, or `--protocol` in them) checked."""
 
     def refuse(message: str):
         raise BadJob(f"bad job arguments: {message}")
@@ -176,8 +181,8 @@ def parse_job(args: list[str], protocol: object = None) -> argparse.Namespace:
 
     parser.error = refuse  # type: ignore[method-assign]
     parser.exit = no_exit  # type: ignore[method-assign]
-    parsed = parser.parse_args(join_negative_values(args))
-    for caller in (protocol, parsed.protocol):
+    parsed = parser.parse_args(args)
+    for caller in (protocol, getattr(parsed, "protocol", None)):
         if caller is not None and caller != P.PROTOCOL_VERSION:
             raise BadJob(caller_mismatch_message(caller))
     return parsed

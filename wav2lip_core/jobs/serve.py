@@ -5,7 +5,9 @@ described in protocol.py. A job's arguments are the one-shot CLI's, parsed by th
 turned into the same request (request.py), so a job means exactly what the command means.
 
 Threads: a reader thread turns stdin lines into queued jobs and cancels; the main thread runs
-one job at a time (pipeline.run's callbacks stay in its thread, as run() requires). Only events
+one job at a time (pipeline.run's callbacks stay in its thread, as run() requires). A fetch
+request (protocol.FetchRequest) is a job too: it downloads, in the same queue, with the same
+events; a job whose --face or --audio is a URL fetches it first (url_inputs.py). Only events
 reach stdout: file descriptor 1 is pointed at stderr, so a library's stray print (Python or C)
 cannot break a line the add-on parses; events go to a private copy of the original stdout.
 """
@@ -39,6 +41,7 @@ class _Job:
     args: list
     protocol: object = None
     cancelled: bool = False
+    op: str = P.OP_JOB  # or P.OP_FETCH: a download (fetch_command's arguments)
 
 
 class ServeLoop:
@@ -80,9 +83,9 @@ class ServeLoop:
             return
         if isinstance(req, P.QuitRequest):
             self.stop()
-        elif isinstance(req, P.JobRequest):
+        elif isinstance(req, (P.JobRequest, P.FetchRequest)):
             with self._lock:
-                self._queue.append(_Job(req.id, req.args, req.protocol))
+                self._queue.append(_Job(req.id, req.args, req.protocol, op=req.KIND))
             self._wake.set()
         else:
             dropped = False
@@ -158,8 +161,14 @@ class ServeLoop:
             return job.cancelled or self._stop
 
         try:
+            if job.op == P.OP_FETCH:
+                self.write(self.fetch(job, progress, cancel))
+                return
             args = parse_job(job.args, job.protocol)
             from ..sync.pipeline import run
+            from .url_inputs import fetch_inputs
+
+            fetch_inputs(args, progress, cancel, note)  # --face/--audio given as URLs: the files, first
 
             if self._executors is None:
                 from ..quality.enhance import Restorers
@@ -178,6 +187,21 @@ class ServeLoop:
             self.error(job.id, f"internal error ({type(exc).__name__}: {exc}); details on the engine's stderr")
         else:
             self.write(done_event(result, time.perf_counter() - t0, job=job.id, warm=result.warm))
+
+    @staticmethod
+    def fetch(job: _Job, progress, cancel) -> P.Done:
+        """A fetch request: the download (bytes as stage "fetch" progress, from any thread: the
+        writer locks) and its done event; cancel stops it and leaves nothing."""
+        from .fetch_command import done_event as fetch_done, parse_fetch_job
+        from .url_inputs import ByteReport
+        from ..media.fetch import fetch
+
+        args = parse_fetch_job(job.args, job.protocol)
+        result = fetch(args.url, start=args.start, end=args.end, max_height=args.max_height, out_dir=args.out,
+                       progress=ByteReport(progress), cancel=cancel)
+        done = fetch_done(result)
+        done.job = job.id
+        return done
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 from .fetch_ytdlp import Cancel, FetchError, Hooks, Log, Progress, download, extract, load_tools, options
 from ..errors import Cancelled, reason
 
-__all__ = ["Cancelled", "FetchError", "FetchResult", "fetch", "default_folder", "check_url", "SIDECAR_SUFFIX"]
+__all__ = ["Cancelled", "FetchError", "FetchResult", "fetch", "default_folder", "check_url", "is_url", "SIDECAR_SUFFIX"]
 
 SIDECAR_SUFFIX = ".source.json"
 # The fetch cache's folder; tests point it at a temp folder.
@@ -48,6 +48,9 @@ RANGE_SLACK_S = 0.1
 TEMP_PREFIX = ".fetch-"
 STALE_TEMP_S = 6 * 3600
 _TITLE_CHARS = re.compile(r"[^\w.-]+")
+# Any `scheme://`: an input given as an address (check_url then refuses all but http and https);
+# a Windows path (`C:\clip.mp4`) has no `//` after its colon.
+_ADDRESS = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,11 @@ def default_folder() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("wav2lip-blender")) / "fetched"
+
+
+def is_url(value: object) -> bool:
+    """Whether an input (--face, --audio, a JOBS value) is given as an address, not a file."""
+    return isinstance(value, str) and bool(_ADDRESS.match(value.strip()))
 
 
 def check_url(url: str) -> str:

@@ -116,7 +116,7 @@ class Hooks:
         """yt-dlp's progress hook, called for every block it writes: report the bytes of all
         files so far, and stop at the caller's cancel."""
         self.check()
-        name = d.get("tmpfilename") or d.get("filename") or ""
+        name = d.get("filename") or d.get("tmpfilename") or ""  # (a finished file has no tmpfilename)
         total = d.get("total_bytes") or d.get("total_bytes_estimate")
         done = d.get("downloaded_bytes") or 0
         with self.lock:

@@ -64,7 +64,7 @@ _last_drawn: list = [-1.0, []]  # when the panel was last drawn, and what it dre
 
 
 def watch_panel() -> None:
-    sidebar = addon_module("sidebar")
+    panel = addon_module("panel")
     real = panel.draw_panel
 
     def draw_panel(layout, context):

@@ -53,6 +53,10 @@ class Progress:
     detector: Optional[str] = None
     notes: List[str] = field(default_factory=list)  # the engine's `note` events, in order
     warm: Optional[bool] = None  # serve's done: the model was already loaded
+    # The sync meter's reading in the done event (sync_meter.py shows it); None: none measured.
+    sync_offset_measured: Optional[float] = None
+    sync_confidence: Optional[float] = None
+    sync_verdict: Optional[str] = None
 
     @property
     def text(self) -> str:
@@ -148,6 +152,8 @@ def apply_event(p: Progress, event: Any) -> None:
         p.seconds = float(event.seconds)
         p.detector = event.detector or None
         p.warm = event.warm
+        p.sync_offset_measured, p.sync_confidence = event.sync_offset_measured, event.sync_confidence
+        p.sync_verdict = event.sync_verdict
     elif isinstance(event, P.Progress):
         p.stage = event.stage
         p.done = event.done

@@ -26,8 +26,9 @@ from .plan import Plan
 from .stages import BatchLimit, Stopwatch, sync_stages
 
 # The probe's length (s). The meter wants several syllables and its 1 s circular shifts
-# (meter.NULL_MIN_SHIFT_S) inside it; 4 s leaves ~25 shifted references.
-PROBE_S = 4.0
+# (meter.NULL_MIN_SHIFT_S) inside it: 4 s stretches of vretalk_face1 (own sound, a real mouth)
+# read confidence 0.46-0.50, right at the threshold; the whole 6.1 s clip 0.66-0.70.
+PROBE_S = 6.0
 # A job shorter than this many probes is probed whole.
 WHOLE_BELOW = 1.5
 # The largest correction applied (frames).

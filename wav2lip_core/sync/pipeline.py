@@ -11,9 +11,13 @@ restorers=) -> LipSyncResult` (the request and result types: request.py).
   4. detect_faces: decode the used frames once and find one face box per frame, or take the
      boxes from the detection cache; a fixed --box decodes nothing here;
   5. calibrate_int8: for an int8 model not yet quantized, on this clip's own faces;
-  6. sync_into_file (stages.py): decode again in output order (ping-pong when the audio
+  6. choose_offset, only with --sync-offset auto: sync a probe stretch without encoding it,
+     measure it and re-plan with the correction (autooffset.py);
+  7. sync_into_file (stages.py): decode again in output order (ping-pong when the audio
      outlasts the video), crop, run the model in batches, blend, and encode straight into the
-     output file (encode.py, which reads the same sound window again, by seeking).
+     output file (encode.py, which reads the same sound window again, by seeking); the sync
+     meter (quality/meter_live.py) records each finished frame's mouth in the blend stage and
+     measures the lag at the end, unless request.meter is off.
 Two streaming passes over the source, so memory grows with neither the clip's nor the sound
 file's length: only per-frame boxes (a few bytes each), the window's 16 kHz samples and its mel
 spectrogram are held whole.

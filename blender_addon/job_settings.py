@@ -57,6 +57,7 @@ class Settings:
     enhance_weights: str = ""
     enhance_fidelity: float = protocol.ENHANCE_FIDELITY_DEFAULT
     sync_offset: float = 0.0  # per scene (the panel)
+    sync_offset_auto: bool = False  # per scene (the panel's Auto): --sync-offset auto
     enhance: bool = False  # per scene (the panel)
 
 
@@ -64,7 +65,9 @@ def quality_args(s: Settings) -> List[str]:
     """The engine options for the quality settings (issue 11's), all spelled out."""
     P = protocol
     args = [P.OPT_BLEND, s.blend, P.OPT_SILENCE, s.silence, P.OPT_ALIGN, s.align]
-    if s.sync_offset:
+    if s.sync_offset_auto:
+        args += [P.OPT_SYNC_OFFSET, P.SYNC_OFFSET_AUTO]
+    elif s.sync_offset:
         args += [P.OPT_SYNC_OFFSET, P.plain_number(s.sync_offset)]
     if s.enhance:
         args += [P.OPT_ENHANCE, s.enhance_weights, P.OPT_ENHANCE_FIDELITY, P.plain_number(s.enhance_fidelity)]
@@ -87,6 +90,7 @@ def settings_from(context: Optional[Context], op: Any = None, scene_settings: An
     p = addon_prefs(context)
     if scene_settings is not None:
         s.sync_offset = float(getattr(scene_settings, "sync_offset", 0.0))
+        s.sync_offset_auto = bool(getattr(scene_settings, "sync_offset_auto", False))
         s.enhance = bool(getattr(scene_settings, "enhance", False))
     if p is not None:
         s.blend, s.silence, s.align = p.blend, p.silence, p.align

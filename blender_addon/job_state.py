@@ -54,6 +54,10 @@ class Progress:
     notes: List[str] = field(default_factory=list)  # the engine's `note` events, in order
     warm: Optional[bool] = None  # serve's done: the model was already loaded
     info: Dict[str, Any] = field(default_factory=dict)  # the done event's other keys (a fetch's title, sidecar)
+    # The sync meter's reading in the done event (sync_meter.py shows it); None: none measured.
+    sync_offset_measured: Optional[float] = None
+    sync_confidence: Optional[float] = None
+    sync_verdict: Optional[str] = None
 
     @property
     def text(self) -> str:
@@ -153,6 +157,8 @@ def apply_event(p: Progress, event: Any) -> None:
         p.detector = event.detector or None
         p.warm = event.warm
         p.info = dict(event.extra)
+        p.sync_offset_measured, p.sync_confidence = event.sync_offset_measured, event.sync_confidence
+        p.sync_verdict = event.sync_verdict
     elif isinstance(event, P.Progress):
         if p.stage == P.STAGE_FETCH and event.stage != P.STAGE_FETCH:
             p.fraction = 0.0  # a URL input was fetched: the sync's own stages start the bar again

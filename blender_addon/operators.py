@@ -18,7 +18,7 @@ import bpy
 from bpy.app.handlers import persistent
 from bpy.types import Context, Event
 
-from . import compat, engine, job_settings, sidebar, sync_batch
+from . import compat, engine, job_settings, sidebar, sync_batch, sync_meter
 from .insert import insert_result
 from .sync_batch import SUFFIX, Job, active_batch, active_job, prepare  # noqa: F401 - the add-on's API
 from .job_state import CANCELLED, DONE, FAILED
@@ -276,6 +276,7 @@ class SEQUENCER_OT_wav2lip_sync(bpy.types.Operator):
         for note in job.request.notes:
             self.report({"INFO"}, note)
         job.outcome = strip.name
+        sync_meter.remember(p, name)  # the panel's "Sync: +0.3 frames (good)"
         r = job.engine_job
         began = r.submitted_at if r.submitted_at is not None else job.started
         secs = (r.ended_at if r.ended_at is not None else time.monotonic()) - began

@@ -9,7 +9,8 @@ from typing import Any, List
 import bpy
 from bpy.types import Context
 
-from . import capture, compat, engine_draw, job_settings, operators, sidebar, studio, sync_batch, url_fetch, url_operators
+from . import (capture, compat, engine_draw, job_settings, operators, sidebar, studio, sync_batch, sync_meter,
+               url_fetch, url_operators)
 from .snapshot import overlap
 
 
@@ -90,7 +91,9 @@ def draw_panel(layout: Any, context: Context) -> None:
         col = layout.column()
         col.use_property_split = True
         col.use_property_decorate = False
-        col.prop(settings, "sync_offset", text="Sync Offset")
+        row = col.row(align=True)  # the number, or Auto: measured on a probe (sync_meter.py)
+        row.prop(settings, "sync_offset", text="Sync Offset")
+        row.prop(settings, "sync_offset_auto", text="Auto", toggle=True)
         row = col.row()
         row.prop(settings, "enhance", text="Enhance face (HD)")
         row.enabled = prefs is None or bool(prefs.enhance_weights) or settings.enhance
@@ -98,6 +101,7 @@ def draw_panel(layout: Any, context: Context) -> None:
             wrapped_label(layout.column(align=True), context, "Enhance: set Restorer Weights in the preferences", "INFO")
         col.prop(settings, "mute_source", text="Mute Source")
 
+    sync_meter.draw(layout, context)  # the last sync's (or Measure's) reading, and Measure
     last = sync_batch.last_batch()
     if last is not None and len(last.jobs) > 1:
         layout.label(text=f"Last run: {last.summary()}", icon="INFO")

@@ -143,6 +143,12 @@ class WAV2LIP_SceneSettings(bpy.types.PropertyGroup):
         step=10, precision=2,
         description="Shift the mouth against the sound, in frames (fractions allowed; negative: mouth earlier)",
     )
+    sync_offset_auto: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Auto Sync Offset", default=False,
+        description="Sync a few seconds first, measure how far the mouth lags the sound and correct it "
+                    f"(within {protocol.SYNC_OFFSET_AUTO_MAX:g} frames, only when the measure is confident); "
+                    "the number is not used",
+    )
     enhance: bpy.props.BoolProperty(  # type: ignore[valid-type]
         name="Enhance face (HD)", default=False,
         description="Restore the synced mouth with the face restorer set in the add-on preferences (slower)",

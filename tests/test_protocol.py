@@ -61,10 +61,15 @@ def test_the_wire_format_is_the_one_the_engine_always_wrote():
 
 
 def test_keys_this_side_does_not_know_ride_along():
-    line = '{"event": "done", "job": "a", "out": "o", "frames": 3, "seconds": 1, "sync_offset_measured": -0.5}'
+    # (This test's unknown key was "sync_offset_measured" until the sync meter made it a field.)
+    line = '{"event": "done", "job": "a", "out": "o", "frames": 3, "seconds": 1, "lip_score": -0.5}'
     done = P.parse_event(line)
-    assert isinstance(done, P.Done) and done.frames == 3 and done.extra == {"sync_offset_measured": -0.5}
+    assert isinstance(done, P.Done) and done.frames == 3 and done.extra == {"lip_score": -0.5}
     assert json.loads(done.to_json()) == json.loads(line)
+    known = P.parse_event('{"event": "done", "out": "o", "seconds": 1, "sync_offset_measured": -0.5, '
+                          '"sync_confidence": 0.7, "sync_verdict": "mouth 0.5 frames early", "sync_offset": 0}')
+    assert isinstance(known, P.Done) and known.extra == {} and known.sync_offset_measured == -0.5
+    assert known.sync_confidence == 0.7 and known.sync_verdict == "mouth 0.5 frames early" and known.sync_offset == 0
     job = P.parse_request('{"op": "job", "id": "a", "args": [], "priority": 2}')
     assert isinstance(job, P.JobRequest) and job.protocol is None and job.extra == {"priority": 2}
 

@@ -148,3 +148,14 @@ CONFIG_NAME = "wav2lip_lipsync.json"
 CONFIG_PYTHON = "python"  # the engine's interpreter
 CONFIG_CHECKPOINT = "checkpoint"
 CONFIG_DETECTOR_WEIGHTS = "detector_weights"  # BlazeFace/S3FD weights (--detector-weights)
+
+# --- the sync meter (quality/meter.py, quality/meter_live.py, sync/autooffset.py) ------------
+# Every sync measures its output's lip lag (the done event's sync_* keys); this turns that off.
+OPT_NO_METER = "--no-meter"
+# `--sync-offset auto`: sync a probe stretch, measure it, and use the correction (clamped to
+# ±SYNC_OFFSET_AUTO_MAX frames, only when the measure is confident).
+SYNC_OFFSET_AUTO = "auto"
+SYNC_OFFSET_AUTO_MAX = 6.0
+# `wav2lip serve` runs the meter too: a job whose args start with METER_COMMAND ("meter") is
+# `wav2lip meter`'s arguments; its progress events have this stage, its done the sync_* keys.
+STAGE_METER = "meter"

@@ -199,6 +199,13 @@ class Done(Message):
     frames_with_face: Optional[int] = _key(*_INT, default=None)
     detector: Optional[str] = _key(*_STR, default=None)
     warm: Optional[bool] = _key(*_BOOL, default=None)
+    # The sync meter's reading of a sync's output (absent with --no-meter): frames the mouth comes
+    # later (+) than its sound (null when no sync was found), its confidence 0-1, its verdict
+    # ("in sync", "mouth 1.2 frames late", "no sync found", ...), and the --sync-offset used.
+    sync_offset_measured: Optional[float] = _key(*_NUM, default=None)
+    sync_confidence: Optional[float] = _key(*_NUM, default=None)
+    sync_verdict: Optional[str] = _key(*_STR, default=None)
+    sync_offset: Optional[float] = _key(*_NUM, default=None)
 
 
 @dataclass(kw_only=True)

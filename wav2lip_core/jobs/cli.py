@@ -20,7 +20,7 @@ import time
 
 from .. import __version__, protocol as P
 from ..errors import Cancelled, Wav2LipError
-from .request import caller_mismatch_message, done_event, make_request, parse_args
+from .request import caller_mismatch_message, done_event, make_request, parse_args, sync_line
 
 
 class _Bars:
@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {result.out}: {result.frames} frames at {result.fps:g} fps, {result.duration:.2f} s, "
               f"{result.seconds:.1f} s on {result.device}/{result.runtime}/{result.precision}, detector {result.detector}{cache}",
               file=sys.stderr)
+        line = sync_line(result)
+        if line:
+            print(line, file=sys.stderr)
     return P.EXIT_OK
 
 

@@ -21,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure how far the mouth moves later (+) or earlier (-) than its sound, in frames and ms.")
     p.add_argument("video", help="the clip to measure (its own sound unless --audio is given)")
     p.add_argument("--audio", help="measure against this sound instead, heard from the video's time 0")
+    p.add_argument("--audio-start", type=float, default=0.0, metavar="SEC",
+                   help="with --audio: the sound's time heard at the video's time 0 (negative: it starts later)")
     p.add_argument("--from", dest="start", type=float, default=None, metavar="SEC", help="start of the range (s)")
     p.add_argument("--to", dest="end", type=float, default=None, metavar="SEC", help="end of the range (s)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -37,14 +39,20 @@ def _line(label: str, offset: float | None, ms: float | None, confidence: float,
     return f"{label}: {offset:+.2f} frames ({ms:+.0f} ms), {verdict} (confidence {confidence:.2f})"
 
 
+def measure_args(args: argparse.Namespace, progress=None, cancel=None) -> meter.SyncMeasure:
+    """The measure parsed arguments ask for (the command's and a serve meter job's)."""
+    if args.start is not None and args.end is not None and args.end <= args.start:
+        raise meter.MeterError(f"--to {args.end} is not after --from {args.start}: give a range that is")
+    return meter.measure(args.video, args.audio, args.start, args.end,
+                         use_landmarks=False if args.no_landmarks else None,
+                         detector=meter.detector_settings(args.detector, args.detector_weights),
+                         progress=progress, cancel=cancel, audio_start=args.audio_start)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.start is not None and args.end is not None and args.end <= args.start:
-            raise meter.MeterError(f"--to {args.end} is not after --from {args.start}: give a range that is")
-        result = meter.measure(args.video, args.audio, args.start, args.end,
-                               use_landmarks=False if args.no_landmarks else None,
-                               detector=meter.detector_settings(args.detector, args.detector_weights))
+        result = measure_args(args)
     except Wav2LipError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

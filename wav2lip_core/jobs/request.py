@@ -56,8 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     q = p.add_argument_group("quality")
     q.add_argument(P.OPT_SILENCE, choices=P.names(P.SILENCES), default=P.SILENCE_HOLD,
                    help="hold (default): keep the source mouth where the audio is silent; sync: the original")
-    q.add_argument(P.OPT_SYNC_OFFSET, type=float, default=0.0, metavar="FRAMES",
-                   help="shift the audio that drives each frame, in frames (fractions allowed; negative: mouth earlier)")
+    q.add_argument(P.OPT_SYNC_OFFSET, type=sync_offset_value, default=0.0, metavar="FRAMES",
+                   help="shift the audio that drives each frame, in frames (fractions allowed; negative: mouth earlier); "
+                        f"{P.SYNC_OFFSET_AUTO}: measure a probe stretch and correct (within ±{P.SYNC_OFFSET_AUTO_MAX:g})")
+    q.add_argument(P.OPT_NO_METER, action="store_true",
+                   help="do not measure the output's lip sync (the sync meter; it costs a few %% of the sync)")
     q.add_argument(P.OPT_ENHANCE, metavar="PATH", help="face restorer weights (GFPGAN, RestoreFormer, CodeFormer; enhance extra)")
     q.add_argument(P.OPT_ENHANCE_FIDELITY, type=float, default=P.ENHANCE_FIDELITY_DEFAULT, metavar="W",
                    help="CodeFormer only: 0 (most restored) to 1 (closest to the input)")
@@ -120,8 +123,8 @@ def make_request(args: argparse.Namespace):
         source_times=_load_source_times(args.source_times) if args.source_times else None,
         audio_start=args.audio_start, audible=tuple(args.audible) if args.audible else None, duration=args.duration,
         cache=not args.no_cache, cache_dir=args.cache_dir, crf=args.crf, encoder=args.encoder, preset=args.preset,
-        silence=args.silence, sync_offset=args.sync_offset, enhance=args.enhance,
-        enhance_fidelity=args.enhance_fidelity, align=args.align,
+        silence=args.silence, enhance=args.enhance, enhance_fidelity=args.enhance_fidelity, align=args.align,
+        **meter_fields(args),
     )
 
 
@@ -129,7 +132,7 @@ def done_event(result, seconds: float, job: str | None = None, warm: bool | None
     """The done event for a pipeline result (the CLI's; serve's names the job and says `warm`)."""
     return P.Done(job=job, out=result.out, frames=result.frames, seconds=round(seconds, 3),
                   cache_hit=result.cache_hit, frames_with_face=result.frames_with_face, detector=result.detector,
-                  warm=warm)
+                  warm=warm, **done_meter_fields(result))
 
 
 # Options with one number as their value (--audible takes two: the add-on writes them without
@@ -186,3 +189,40 @@ def parse_strict(parser: argparse.ArgumentParser, args: list[str], protocol: obj
         if caller is not None and caller != P.PROTOCOL_VERSION:
             raise BadJob(caller_mismatch_message(caller))
     return parsed
+
+
+# --- the sync meter's options and fields (quality/meter_live.py, sync/autooffset.py) ------------
+
+def sync_offset_value(text: str) -> float | str:
+    """--sync-offset's value: a number of frames, or `auto`."""
+    if text.strip().lower() == P.SYNC_OFFSET_AUTO:
+        return P.SYNC_OFFSET_AUTO
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number of frames nor {P.SYNC_OFFSET_AUTO}") from None
+
+
+def meter_fields(args: argparse.Namespace) -> dict:
+    """The LipSyncRequest fields of --sync-offset (a number or auto) and --no-meter."""
+    auto = args.sync_offset == P.SYNC_OFFSET_AUTO
+    return {"sync_offset": 0.0 if auto else args.sync_offset, "sync_offset_auto": auto, "meter": not args.no_meter}
+
+
+def done_meter_fields(result) -> dict:
+    """The done event's sync meter keys for a LipSyncResult (none without a reading)."""
+    if result.sync_verdict is None:
+        return {"sync_offset": result.sync_offset if result.sync_offset else None}
+    return {"sync_offset_measured": result.sync_offset_measured, "sync_confidence": result.sync_confidence,
+            "sync_verdict": result.sync_verdict, "sync_offset": result.sync_offset}
+
+
+def sync_line(result) -> str | None:
+    """The CLI's one line about the output's sync, e.g. "sync: +0.30 frames (in sync, confidence
+    0.71)" or "sync: no sync found (confidence 0.12)"; None without a reading."""
+    if result.sync_verdict is None:
+        return None
+    if result.sync_offset_measured is None:
+        return f"sync: {result.sync_verdict} (confidence {result.sync_confidence:.2f})"
+    return (f"sync: {result.sync_offset_measured:+.2f} frames ({result.sync_verdict}, "
+            f"confidence {result.sync_confidence:.2f})")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from .. import __version__, protocol as P
 from ..errors import Cancelled, Wav2LipError
-from .request import BadJob, done_event, make_request, parse_job
+from .request import BadJob, caller_mismatch_message, done_event, make_request, parse_job
 
 # How often the idle loop looks at the stop flag SIGTERM sets (a signal handler must not take
 # the locks the reader thread uses).
@@ -149,6 +149,8 @@ class ServeLoop:
             self.write(P.Cancelled(job=job.id))
 
     def run_job(self, job: _Job) -> None:
+        if job.args[:1] == [P.METER_COMMAND]:
+            return self.run_meter(job)
         t0 = time.perf_counter()
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -202,6 +204,42 @@ class ServeLoop:
         done = fetch_done(result)
         done.job = job.id
         return done
+
+    # --- the sync meter as a job: args ["meter", VIDEO, ...] as `wav2lip meter` takes them ------
+    def run_meter(self, job: _Job) -> None:
+        """Measure a clip on the warm engine (the add-on's Measure button): progress events of
+        stage "meter", then a done whose `out` is the clip and whose sync_* keys are the reading
+        (`sync_offset_measured` absent when no sync was found)."""
+        from .meter_command import build_parser as meter_parser, measure_args
+
+        t0 = time.perf_counter()
+        parser = meter_parser()
+
+        def refuse(message: str):
+            raise BadJob(f"bad meter arguments: {message}")
+
+        parser.error = refuse  # type: ignore[method-assign]
+        parser.exit = lambda status=0, message=None: refuse("--help is not a job")  # type: ignore[method-assign]
+
+        def progress(done: int, total: int) -> None:
+            self.write(P.Progress(stage=P.STAGE_METER, done=int(done), total=int(total), job=job.id))
+
+        try:
+            if job.protocol is not None and job.protocol != P.PROTOCOL_VERSION:
+                raise BadJob(caller_mismatch_message(job.protocol))
+            args = parser.parse_args(job.args[1:])
+            result = measure_args(args, progress=progress, cancel=lambda: job.cancelled or self._stop)
+        except Cancelled:
+            self.write(P.Cancelled(job=job.id))
+        except (BadJob, Wav2LipError) as exc:
+            self.error(job.id, str(exc))
+        except Exception as exc:  # a bug must not take the other jobs down with it
+            traceback.print_exc(file=sys.stderr)
+            self.error(job.id, f"internal error ({type(exc).__name__}: {exc}); details on the engine's stderr")
+        else:
+            self.write(P.Done(job=job.id, out=args.video, seconds=round(time.perf_counter() - t0, 3),
+                              sync_offset_measured=result.offset_frames, sync_confidence=result.confidence,
+                              sync_verdict=result.verdict))
 
 
 def main(argv: list[str] | None = None) -> int:

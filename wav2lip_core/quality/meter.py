@@ -272,13 +272,13 @@ def measure_mouth(video_path: str | os.PathLike, start: float | None = None, end
                               progress=progress, cancel=cancel)
 
 
-def sound_for(mouth: MouthSignal, audio_path: str | os.PathLike) -> SoundEnvelope:
-    """The envelope of the sound heard over the mouth's frames, MARGIN_S either side (audio file
-    time = video time, as in a sync)."""
+def sound_for(mouth: MouthSignal, audio_path: str | os.PathLike, audio_start: float = 0.0) -> SoundEnvelope:
+    """The envelope of the sound heard over the mouth's frames, MARGIN_S either side: audio file
+    time `audio_start` is heard at video time 0 (0: the same clock, as the clip's own sound)."""
     t0 = float(mouth.times[0]) - MARGIN_S
     length = float(mouth.times[-1]) - float(mouth.times[0]) + 2 * MARGIN_S
     first = max(t0, 0.0)
-    wav, _ = read_segment(os.fspath(audio_path), first, length - (first - t0))
+    wav, _ = read_segment(os.fspath(audio_path), first + audio_start, length - (first - t0))
     return sound_envelope(wav, first, SAMPLE_RATE)
 
 
@@ -294,12 +294,13 @@ def measure_loaded(mouth: MouthSignal, sound: SoundEnvelope, *, lead: float = LE
 def measure(video_path: str | os.PathLike, audio_path: str | os.PathLike | None = None,
             start: float | None = None, end: float | None = None, *, use_landmarks: bool | None = None,
             detector: DetectorSettings | None = None, progress: Callable[[int, int], None] | None = None,
-            cancel: Callable[[], bool] | None = None) -> SyncMeasure:
+            cancel: Callable[[], bool] | None = None, audio_start: float = 0.0) -> SyncMeasure:
     """How far the mouth in `video_path` lags its sound (the video's own track, or `audio_path`
-    heard from the video's time 0) over [start, end) seconds. Raises MeterError, MediaError,
+    whose time `audio_start` is heard at the video's time 0) over [start, end) seconds. Raises MeterError, MediaError,
     AudioError, DetectorError with one-line messages."""
     info, mouth = measure_mouth(video_path, start, end, use_landmarks=use_landmarks, detector=detector,
                                 progress=progress, cancel=cancel)
     if mouth is None:
         return SyncMeasure(None, None, 0.0, NO_MOTION, "still image", info.fps)
-    return measure_loaded(mouth, sound_for(mouth, audio_path if audio_path is not None else video_path))
+    return measure_loaded(mouth, sound_for(mouth, audio_path if audio_path is not None else video_path,
+                                           audio_start if audio_path is not None else 0.0))

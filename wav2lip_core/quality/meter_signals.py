@@ -173,12 +173,12 @@ def mouth_signal(info: VideoInfo, first: int, last: int, settings: DetectorSetti
         if progress is not None and k % 10 == 9:
             progress(n + k + 1, 2 * n)
     if predictor is None:
-        values = _integrate(values, starts, info.fps)
+        values = integrate(values, starts, info.fps)
     times = np.asarray(info.frame_times[first:last], np.float64)
     return MouthSignal(values, times, info.fps, METHOD_LANDMARKS if use_landmarks else METHOD_MOTION, tuple(starts))
 
 
-def _integrate(speed: np.ndarray, starts: list[int], fps: float) -> np.ndarray:
+def integrate(speed: np.ndarray, starts: list[int], fps: float) -> np.ndarray:
     """Opening speeds -> an opening-like signal: summed within each face run of each shot, drift
     removed with a MOTION_DRIFT_S high-pass."""
     out = np.full(speed.shape, np.nan)

@@ -11,9 +11,13 @@ restorers=) -> LipSyncResult` (the request and result types: request.py).
   4. detect_faces: decode the used frames once and find one face box per frame, or take the
      boxes from the detection cache; a fixed --box decodes nothing here;
   5. calibrate_int8: for an int8 model not yet quantized, on this clip's own faces;
-  6. sync_into_file (stages.py): decode again in output order (ping-pong when the audio
+  6. choose_offset, only with --sync-offset auto: sync a probe stretch without encoding it,
+     measure it and re-plan with the correction (autooffset.py);
+  7. sync_into_file (stages.py): decode again in output order (ping-pong when the audio
      outlasts the video), crop, run the model in batches, blend, and encode straight into the
-     output file (encode.py, which reads the same sound window again, by seeking).
+     output file (encode.py, which reads the same sound window again, by seeking); the sync
+     meter (quality/meter_live.py) records each finished frame's mouth in the blend stage and
+     measures the lag at the end, unless request.meter is off.
 Two streaming passes over the source, so memory grows with neither the clip's nor the sound
 file's length: only per-frame boxes (a few bytes each), the window's 16 kHz samples and its mel
 spectrogram are held whole.
@@ -24,6 +28,7 @@ and the callbacks (progress, note, cancel) run only in the caller's thread.
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import time
 from collections.abc import Callable
@@ -38,6 +43,8 @@ from ..media.decode import read_frames
 from ..media.encode import VideoWriter
 from ..media.encoders import EncoderChoice, choose_encoder
 from ..media.probe import probe_video
+from ..quality.meter import SyncMeasure
+from ..quality.meter_live import MouthRecorder, measure_recorded
 from . import blend as blend_mod
 from .plan import Plan, make_plan
 from .request import LipSyncRequest, LipSyncResult, check_request
@@ -125,9 +132,15 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
     settings, track = detect_faces(request, plan, loaded.device, progress, cancel, notes)
     t = watch.add("detect", t)
     if calibrate_int8(loaded.executor, plan, track, loaded.limit.size, cancel, notes):
-        watch.add("load", t)
-    sync_into_file(request, plan, track, loaded, watch, progress, cancel, notes)
-    return summary(request, plan, track, loaded, settings, watch, notes, t0)
+        t = watch.add("load", t)
+    offset = request.sync_offset
+    if request.sync_offset_auto:
+        t = time.perf_counter()
+        plan, offset = choose_offset(request, plan, track, loaded, cancel, notes)
+        watch.add("probe", t)
+    measured = sync_into_file(request, plan, track, loaded, watch, progress, cancel, notes)
+    result = summary(request, plan, track, loaded, settings, watch, notes, t0)
+    return dataclasses.replace(result, sync_offset=offset, **measure_fields(measured))
 
 
 def plan_output(request: LipSyncRequest, progress: ProgressFn, notes: Notes) -> Plan:
@@ -135,7 +148,7 @@ def plan_output(request: LipSyncRequest, progress: ProgressFn, notes: Notes) -> 
     window of the sound file the job hears)."""
     progress(protocol.STAGE_AUDIO, 0, 1)
     info = probe_video(request.face, image_fps=request.fps or 25.0)
-    plan = make_plan(request, info)
+    plan = make_plan(request, info, sound=request.meter or request.sync_offset_auto)
     for line in plan.notes:
         notes.tell(line)
     progress(protocol.STAGE_AUDIO, 1, 1)
@@ -223,10 +236,12 @@ def calibrate_int8(executor, plan: Plan, track: FaceTrack, batch: int, cancel: C
 
 
 def sync_into_file(request: LipSyncRequest, plan: Plan, track: FaceTrack, loaded: Loaded, watch: Stopwatch,
-                   progress: ProgressFn, cancel: CancelFn, notes: Notes) -> None:
+                   progress: ProgressFn, cancel: CancelFn, notes: Notes) -> SyncMeasure | None:
     """The "sync" stage: the overlapped decode+crop, model, (enhance) and blend stages, their
-    frames encoded into request.out in this thread, as they come, with progress per batch."""
+    frames encoded into request.out in this thread, as they come, with progress per batch; and
+    with request.meter the sync meter's reading of those frames (None without)."""
     info = plan.info
+    recorder = MouthRecorder(plan.times, plan.fps) if request.meter and plan.sound is not None else None
     n_out = len(plan.sources)
     batch = loaded.limit.size  # progress steps at the size the pass starts with
     check_cancel = cancel_check(cancel)
@@ -242,7 +257,8 @@ def sync_into_file(request: LipSyncRequest, plan: Plan, track: FaceTrack, loaded
                      source_paths=(request.face, request.audio), colour=info.colour,
                      audible=request.audible) as writer, \
             sync_stages(plan, track, loaded.executor, loaded.limit, watch, poll, predictor=loaded.predictor,
-                        blend=request.blend, align=request.align, restorer=loaded.restorer) as stages:
+                        blend=request.blend, align=request.align, restorer=loaded.restorer,
+                        recorder=recorder) as stages:
         progress(protocol.STAGE_SYNC, 0, n_out)
         for group, _ in stages:
             for item in group:
@@ -256,6 +272,45 @@ def sync_into_file(request: LipSyncRequest, plan: Plan, track: FaceTrack, loaded
         te = time.perf_counter()
     watch.add("encode", te)  # closing the writer flushes the encoder and finishes the sound
     watch.add("sync", t_sync)
+    if recorder is None or plan.sound is None:
+        return None
+    t = time.perf_counter()
+    measured = measure_recorded(recorder, plan.sound)
+    watch.add("meter", t)
+    return measured
+
+
+# --- the sync meter in a run (quality.meter_live) and --sync-offset auto (autooffset.py) --------
+
+def choose_offset(request: LipSyncRequest, plan: Plan, track: FaceTrack, loaded: Loaded, cancel: CancelFn,
+                  notes: Notes) -> tuple[Plan, float]:
+    """--sync-offset auto: probe, measure, and the plan (re-made when a correction applies) and
+    the offset the job runs with."""
+    from .autooffset import PROBE_S, auto_offset
+
+    check_cancel = cancel_check(cancel)
+
+    def poll() -> None:
+        while not loaded.limit_notes.empty():
+            notes.tell(loaded.limit_notes.get())
+        check_cancel()
+
+    notes.tell(f"sync offset auto: syncing and measuring a probe of up to {PROBE_S:g} s first")
+    found = auto_offset(plan, track, loaded.executor, loaded.limit, poll, predictor=loaded.predictor,
+                        blend=request.blend, align=request.align, restorer=loaded.restorer)
+    notes.tell(found.note)
+    if not found.applied or found.offset == 0:
+        return plan, 0.0
+    shifted = dataclasses.replace(request, sync_offset=found.offset)
+    return make_plan(shifted, plan.info, sound=request.meter), found.offset
+
+
+def measure_fields(measured: SyncMeasure | None) -> dict:
+    """The result's sync meter fields for a reading (all None without one)."""
+    if measured is None:
+        return {"sync_offset_measured": None, "sync_confidence": None, "sync_verdict": None}
+    return {"sync_offset_measured": measured.offset_frames, "sync_confidence": measured.confidence,
+            "sync_verdict": measured.verdict}
 
 
 def summary(request: LipSyncRequest, plan: Plan, track: FaceTrack, loaded: Loaded, settings: DetectorSettings,

@@ -20,6 +20,8 @@ import numpy as np
 from ..media import audio as audio_mod
 from .. import protocol
 from ..quality import silence
+from ..quality.meter_live import sound_of
+from ..quality.meter_signals import SoundEnvelope
 from ..errors import Wav2LipError
 from ..media.probe import VideoInfo
 
@@ -59,6 +61,8 @@ class Plan:
     # fade. None: every frame synced (--silence sync).
     weights: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)  # lines worth telling the user
+    # The sync meter's envelope of the sound the output hears (make_plan's `sound`), else None.
+    sound: SoundEnvelope | None = None
 
     def window(self, k: int) -> np.ndarray:
         """Output frame k's (80, 16) mel window; a fractional start interpolates between columns."""
@@ -109,9 +113,10 @@ def frame_at(info: VideoInfo, t: float) -> int:
     return min(max(i, 0), info.frame_count - 1)
 
 
-def make_plan(req: PlanRequest, info: VideoInfo, wav: np.ndarray | None = None) -> Plan:
+def make_plan(req: PlanRequest, info: VideoInfo, wav: np.ndarray | None = None, *, sound: bool = False) -> Plan:
     """The plan for `req` on the clip `info`; `wav`: the whole sound file at 16 kHz
-    (audio.load_audio), or None to decode only the window the request hears from req.audio."""
+    (audio.load_audio), or None to decode only the window the request hears from req.audio.
+    `sound`: keep the sync meter's envelope of what the output hears (plan.sound)."""
     seg, duration = _audio_segment(req, wav)
     mel = audio_mod.melspectrogram(seg)
     audio_mod.check_mel_length(mel.shape[1])
@@ -151,7 +156,8 @@ def make_plan(req: PlanRequest, info: VideoInfo, wav: np.ndarray | None = None) 
             k += 1
         mel_starts, mel_fracs = _shifted_times(times, mel.shape[1], req.sync_offset * audio_mod.MEL_FPS / fps)
     plan = Plan(info=info, start=start, used=used, fps=fps, duration=duration, sources=sources,
-                times=times, mel_starts=mel_starts, mel=mel, mel_fracs=mel_fracs)
+                times=times, mel_starts=mel_starts, mel=mel, mel_fracs=mel_fracs,
+                sound=sound_of(seg) if sound else None)
     if req.silence == protocol.SILENCE_HOLD:
         found = silence.frame_weights(seg, mel_starts, mel_fracs, fps)
         plan.weights = found.weights

@@ -58,6 +58,11 @@ class LipSyncRequest:
     enhance: str | None = None  # face restorer weights (spandrel: GFPGAN, RestoreFormer, CodeFormer)
     enhance_fidelity: float = protocol.ENHANCE_FIDELITY_DEFAULT  # CodeFormer's w
     align: str = protocol.ALIGN_AUTO  # protocol.ALIGNS: level tilted heads when landmarks are available
+    # The sync meter (quality.meter_live): measure the output's lip lag as it is made (--no-meter: off).
+    meter: bool = True
+    # --sync-offset auto: sync a probe stretch first, measure it, and use the correction instead of
+    # sync_offset (sync/autooffset.py).
+    sync_offset_auto: bool = False
 
 
 @dataclass
@@ -78,6 +83,12 @@ class LipSyncResult:
     warm: bool = False  # the model was already loaded (given, or kept by a long-lived engine)
     notes: list[str] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    # The sync meter's reading of the output (None with meter off): frames the mouth comes later
+    # (+) than its sound (None when no sync was found), its confidence 0-1 and its verdict.
+    sync_offset_measured: float | None = None
+    sync_confidence: float | None = None
+    sync_verdict: str | None = None
+    sync_offset: float = 0.0  # the --sync-offset the output was made with (auto: the correction)
 
 
 def check_request(req: LipSyncRequest) -> None:

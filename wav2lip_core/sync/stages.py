@@ -123,10 +123,12 @@ class BatchLimit:
 
 def sync_stages(plan: Plan, track: FaceTrack, executor, limit: BatchLimit, watch: Stopwatch,
                 poll: Callable[[], None], *, pictures: bool = True, predictor=None, blend: str = "feather",
-                align: str = "off", restorer=None) -> Overlap:
+                align: str = "off", restorer=None, recorder=None) -> Overlap:
     """The sync pass's decode+crop, model, (with a `restorer`, enhance.Restorer) enhance and
     blend stages, overlapped; iterating the result (in a with block) gives (group, faced items)
-    per batch in output order, the generated faces already pasted into the group's frames."""
+    per batch in output order, the generated faces already pasted into the group's frames.
+    `recorder` (quality.meter_live.MouthRecorder): given every finished frame and its box, in
+    the blend stage's thread (the sync meter; its time counts as "meter")."""
 
     leveller = Leveller(predictor) if predictor is not None and applies(align, blend) else None
 
@@ -179,6 +181,11 @@ def sync_stages(plan: Plan, track: FaceTrack, executor, limit: BatchLimit, watch
     def blended(item: tuple) -> tuple:
         group, faced = item
         blend_group(faced, blend, watch)
+        if recorder is not None:
+            t = time.perf_counter()
+            for g in group:
+                recorder.add(g.k, g.frame, g.box)
+            watch.add("meter", t)
         return group, faced
 
     stages = [model, blended] if restorer is None else [model, enhance, blended]

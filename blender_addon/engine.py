@@ -40,7 +40,7 @@ class EngineJobLike(Protocol):
 
     id: str
     args: List[str]
-    op: str  # protocol.OP_JOB or OP_FETCH
+    op: str  # one of protocol.JOB_REQUESTS: OP_JOB, OP_FETCH, OP_METER
 
     def engine_event(self, event: Any) -> None: ...  # a note, progress or final event about it
 
@@ -92,7 +92,7 @@ class WarmEngine:
             if dead is None:
                 self._jobs[job.id] = job
         if dead is None:
-            kind = P.FetchRequest if job.op == P.OP_FETCH else P.JobRequest
+            kind = P.JOB_REQUESTS[job.op]
             self.client.send(kind(id=job.id, args=list(job.args)))
         return dead
 

@@ -43,7 +43,7 @@ class EngineJob:
         self.work_out = self.workdir / ("result" + suffix)
         self.id = f"{os.getpid()}-{next(_ids)}"
         self.label = label
-        self.op = op  # P.OP_JOB: a sync (the CLI's arguments); P.OP_FETCH: a download (`wav2lip fetch`'s)
+        self.op = op  # P.OP_JOB: a sync (the CLI's arguments); OP_FETCH: a download; OP_METER: a measure
         self.args: List[str] = []
         self._lock = threading.Lock()
         self._progress = Progress(stage=QUEUED)

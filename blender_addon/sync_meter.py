@@ -72,7 +72,7 @@ def meter_args(face_path: str, audio_path: Optional[str], audio_start: float, st
                end: Optional[float], s: job_settings.Settings) -> List[str]:
     """`wav2lip meter`'s arguments: the clip over [start, end) (clip seconds), against its own
     sound or `audio_path` with `audio_start` (the sound file's time heard at the clip's time 0)."""
-    args = [P.METER_COMMAND, face_path]
+    args = [face_path]
     if audio_path:
         args += ["--audio", audio_path, "--audio-start", P.plain_number(audio_start)]
     if start is not None and end is not None:
@@ -125,7 +125,7 @@ class SEQUENCER_OT_wav2lip_measure(bpy.types.Operator):
         if not os.path.isfile(face_path):
             self.report({"ERROR"}, f"The clip's file is missing: {face_path}")
             return {"CANCELLED"}
-        job = EngineJob(label=movie.name)
+        job = EngineJob(label=movie.name, op=P.OP_METER)
         job.args = meter_args(face_path, audio_path, audio_start, start, end, s)
         name = movie.name
 

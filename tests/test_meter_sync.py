@@ -142,8 +142,8 @@ def test_serve_runs_a_meter_job():
 
     events = io.StringIO()
     loop = ServeLoop(events)
-    loop.run_job(_Job("m1", [P.METER_COMMAND, str(FACE1), "--detector", "blazeface", "--detector-weights", WEIGHTS]))
-    loop.run_job(_Job("m2", [P.METER_COMMAND, str(FACE1), "--bogus"]))
+    loop.run_job(_Job("m1", [str(FACE1), "--detector", "blazeface", "--detector-weights", WEIGHTS], op=P.OP_METER))
+    loop.run_job(_Job("m2", [str(FACE1), "--bogus"], op=P.OP_METER))
     got = [P.parse_event(line) for line in events.getvalue().splitlines()]
     done = [e for e in got if isinstance(e, P.Done)]
     assert len(done) == 1 and done[0].job == "m1" and done[0].out == str(FACE1)

@@ -25,6 +25,7 @@ EVENTS = [
 REQUESTS = [
     P.JobRequest(id="shot-1", args=["--face", "f.mp4", "--fps", "25"]),
     P.FetchRequest(id="clip-1", args=["https://example.org/v", "--from", "1.5", "--out", "/m"]),
+    P.MeterRequest(id="measure-1", args=["/clips/a.mp4", "--audio", "/d.wav", "--audio-start", "-0.25"]),
     P.CancelRequest(id="shot-1"),
     P.QuitRequest(),
 ]
@@ -102,7 +103,7 @@ def test_an_unknown_or_malformed_event_is_one_protocol_error(line, words, job):
     ('{"op": "job", "id": "noargs"}', '"job" request needs "args" (a list of strings)', "noargs"),
     ('{"op": "job", "id": "x", "args": ["--fps", 25]}', 'needs "args" (a list of strings)', "x"),
     ('{"op": "cancel"}', '"cancel" request needs "id" (a string)', None),
-    ('{"op": "pause", "id": "a"}', 'unknown request "op": "pause" (known: job, fetch, cancel, quit)', "a"),
+    ('{"op": "pause", "id": "a"}', 'unknown request "op": "pause" (known: job, fetch, meter, cancel, quit)', "a"),
 ])
 def test_an_unknown_or_malformed_request_is_one_protocol_error_naming_its_job(line, words, job):
     with pytest.raises(P.ProtocolError) as caught:

@@ -156,6 +156,6 @@ OPT_NO_METER = "--no-meter"
 # ±SYNC_OFFSET_AUTO_MAX frames, only when the measure is confident).
 SYNC_OFFSET_AUTO = "auto"
 SYNC_OFFSET_AUTO_MAX = 6.0
-# `wav2lip serve` runs the meter too: a job whose args start with METER_COMMAND ("meter") is
-# `wav2lip meter`'s arguments; its progress events have this stage, its done the sync_* keys.
+# `wav2lip serve` runs the meter too (protocol.MeterRequest, `wav2lip meter`'s arguments): its
+# progress events have this stage, its done the sync_* keys.
 STAGE_METER = "meter"

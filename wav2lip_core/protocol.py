@@ -8,7 +8,7 @@ from it without importing torch.
 The engine speaks JSON lines on stdout with `--progress json`, one event per line (the classes
 Hello, Note, Progress, Done below; `to_json` writes one, `parse_event` reads one):
 
-    {"event": "hello", "protocol": 2, "version": "0.1.0"}              first line, always
+    {"event": "hello", "protocol": 4, "version": "0.1.0"}              first line, always
     {"event": "progress", "stage": "detect", "done": 12, "total": 90}
     {"event": "done", "out": "...", "frames": 90, "seconds": 4.2, ...}  the last line on success
 
@@ -17,9 +17,9 @@ cancelled). The add-on passes `--protocol N`; an engine that speaks another vers
 code 3 and a message that says to re-run install.py.
 
 `wav2lip serve` (jobs/serve.py) keeps the engine warm for many jobs: hello, then one request per
-stdin line (JobRequest, FetchRequest, CancelRequest, QuitRequest; `parse_request`):
+stdin line (JobRequest, FetchRequest, MeterRequest, CancelRequest, QuitRequest; `parse_request`):
 
-    {"op": "job", "id": "shot-12", "args": ["--face", "f.mp4", ...], "protocol": 3}
+    {"op": "job", "id": "shot-12", "args": ["--face", "f.mp4", ...], "protocol": 4}
     {"op": "fetch", "id": "clip-1", "args": ["https://...", "--from", "5", "--out", "DIR"]}
     {"op": "cancel", "id": "shot-12"}     running: stopped; queued: dropped; unknown: ignored
     {"op": "quit"}                        (or EOF on stdin, or SIGTERM) cancel, drop the queue, exit 0
@@ -50,7 +50,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Tuple, Type, TypeVar, Un
 # The core's files the add-on loads by path (blender_addon/wire.py); install.py copies them into it.
 ADDON_FILES: Tuple[str, ...] = ("protocol.py", "options.py", "batch_format.py", "serve_client.py")
 # Bump when an event, key, stage or option below changes meaning or disappears.
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4  # 4: fetch and meter requests, --no-meter, --sync-offset auto, the sync_* done fields
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PROTOCOL, EXIT_CANCELLED = 0, 1, 2, 3, 130
 
 # --- the kind of each line and the job it is about (the other keys: the dataclasses' fields) ---
@@ -68,6 +68,7 @@ OP_JOB = "job"
 OP_CANCEL = "cancel"
 OP_QUIT = "quit"
 OP_FETCH = "fetch"  # serve: download a URL (the fetch command's args) as a job
+OP_METER = "meter"  # serve: measure a clip's sync (the meter command's args) as a job
 SERVE_COMMAND = "serve"  # `wav2lip serve`
 BATCH_COMMAND = "batch"  # `wav2lip batch JOBS`
 FETCH_COMMAND = "fetch"  # `wav2lip fetch URL`: a clip or a sound from the web (media/fetch.py)
@@ -248,6 +249,17 @@ class FetchRequest(Request):
 
 
 @dataclass(kw_only=True)
+class MeterRequest(Request):
+    """serve: run `wav2lip meter`'s `args` (VIDEO, --audio, --audio-start, --from, --to, ...) as
+    job `id`: progress of stage "meter", then done (its `out` the clip, the reading in its sync_*
+    fields), error or cancelled, as a job's."""
+    KIND: ClassVar[str] = OP_METER
+    id: str = _key(*_STR)
+    args: List[str] = _key((list,), "a list of strings")
+    protocol: Any = _key(None, default=PROTOCOL_VERSION)
+
+
+@dataclass(kw_only=True)
 class CancelRequest(Request):
     KIND: ClassVar[str] = OP_CANCEL
     id: str = _key(*_STR)
@@ -260,7 +272,9 @@ class QuitRequest(Request):
 
 Event = Union[Hello, Note, Progress, Done, Error, Cancelled]
 EVENTS: Dict[str, Type[Message]] = {c.KIND: c for c in (Hello, Note, Progress, Done, Error, Cancelled)}
-REQUESTS: Dict[str, Type[Message]] = {c.KIND: c for c in (JobRequest, FetchRequest, CancelRequest, QuitRequest)}
+# What serve queues and runs one at a time, each with progress, done, error or cancelled events.
+JOB_REQUESTS: Dict[str, Type[Message]] = {c.KIND: c for c in (JobRequest, FetchRequest, MeterRequest)}
+REQUESTS: Dict[str, Type[Message]] = {**JOB_REQUESTS, OP_CANCEL: CancelRequest, OP_QUIT: QuitRequest}
 
 
 def parse_event(line: str) -> Event:
@@ -268,7 +282,7 @@ def parse_event(line: str) -> Event:
     return _parse(line, KEY_EVENT, EVENTS)  # type: ignore[return-value]
 
 
-def parse_request(line: str) -> Union[JobRequest, FetchRequest, CancelRequest, QuitRequest]:
+def parse_request(line: str) -> Union[JobRequest, FetchRequest, MeterRequest, CancelRequest, QuitRequest]:
     """One stdin line of `serve` as its request; ProtocolError (naming the job, if any) otherwise."""
     return _parse(line, KEY_OP, REQUESTS)  # type: ignore[return-value]
 

@@ -41,7 +41,7 @@ class _Job:
     args: list
     protocol: object = None
     cancelled: bool = False
-    op: str = P.OP_JOB  # or P.OP_FETCH: a download (fetch_command's arguments)
+    op: str = P.OP_JOB  # or P.OP_FETCH (fetch_command's arguments), P.OP_METER (meter_command's)
 
 
 class ServeLoop:
@@ -83,7 +83,7 @@ class ServeLoop:
             return
         if isinstance(req, P.QuitRequest):
             self.stop()
-        elif isinstance(req, (P.JobRequest, P.FetchRequest)):
+        elif isinstance(req, tuple(P.JOB_REQUESTS.values())):
             with self._lock:
                 self._queue.append(_Job(req.id, req.args, req.protocol, op=req.KIND))
             self._wake.set()
@@ -149,7 +149,7 @@ class ServeLoop:
             self.write(P.Cancelled(job=job.id))
 
     def run_job(self, job: _Job) -> None:
-        if job.args[:1] == [P.METER_COMMAND]:
+        if job.op == P.OP_METER:
             return self.run_meter(job)
         t0 = time.perf_counter()
 
@@ -205,7 +205,7 @@ class ServeLoop:
         done.job = job.id
         return done
 
-    # --- the sync meter as a job: args ["meter", VIDEO, ...] as `wav2lip meter` takes them ------
+    # --- the sync meter as a job: a MeterRequest's args as `wav2lip meter` takes them ---------
     def run_meter(self, job: _Job) -> None:
         """Measure a clip on the warm engine (the add-on's Measure button): progress events of
         stage "meter", then a done whose `out` is the clip and whose sync_* keys are the reading
@@ -227,7 +227,7 @@ class ServeLoop:
         try:
             if job.protocol is not None and job.protocol != P.PROTOCOL_VERSION:
                 raise BadJob(caller_mismatch_message(job.protocol))
-            args = parser.parse_args(job.args[1:])
+            args = parser.parse_args(job.args)
             result = measure_args(args, progress=progress, cancel=lambda: job.cancelled or self._stop)
         except Cancelled:
             self.write(P.Cancelled(job=job.id))

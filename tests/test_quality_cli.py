@@ -248,5 +248,5 @@ def test_a_word_for_the_offset_is_an_argument_error(checkpoint, tmp_path, capsys
                   "--sync-offset", "soon"])
     assert exc.value.code == 2
     errors = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
-    assert errors == ["wav2lip: error: argument --sync-offset: invalid float value: 'soon'"]
+    assert errors == ["wav2lip: error: argument --sync-offset: 'soon' is neither a number of frames nor auto"]
     assert not out.exists()

@@ -90,8 +90,10 @@ def test_each_progress_bar_shows_its_own_value(display_run):
         bars = sorted({round(v) for _, v, _, _ in values})
         assert values, r["copies"]
         # The upper bar is the batch's, the lower one the job's (one strip of two: half of it).
-        upper = [v for dy, v, _, _ in values if dy == min(d for d, *_ in values)][0]
-        lower = [v for dy, v, _, _ in values if dy == max(d for d, *_ in values)][0]
+        # Read from the top: the first number is the upper bar's, the next different one the
+        # lower bar's; the panel's number fields further down (Sync Offset, From/To, ...) are not bars.
+        upper = values[0][1]
+        lower = next((v for _, v, _, _ in values if abs(v - upper) > 5), upper)
         assert len(bars) >= 2 and upper < lower, values
         batch_then = [b for dy, v, b, _ in values if v == upper][0]
         job_then = [j for dy, v, _, j in values if v == lower][0]

@@ -131,7 +131,8 @@ def opening_speed(prev: np.ndarray, cur: np.ndarray) -> float:
 
 def _high_pass(values: np.ndarray, width: int) -> np.ndarray:
     """values minus their centred moving average over `width` samples (edges: shorter windows)."""
-    width = max(1, int(width))
+    # Never wider than the run: np.convolve's "same" output takes the longer of its two inputs.
+    width = max(1, min(int(width), len(values)))
     kernel = np.ones(width)
     sums = np.convolve(values, kernel, mode="same")
     counts = np.convolve(np.ones_like(values), kernel, mode="same")

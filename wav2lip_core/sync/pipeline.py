@@ -275,7 +275,12 @@ def sync_into_file(request: LipSyncRequest, plan: Plan, track: FaceTrack, loaded
     if recorder is None or plan.sound is None:
         return None
     t = time.perf_counter()
-    measured = measure_recorded(recorder, plan.sound)
+    try:
+        measured = measure_recorded(recorder, plan.sound)
+    except (ValueError, ArithmeticError) as exc:
+        # The clip is written and whole: a reading that cannot be made must not cost it.
+        notes.tell(f"sync meter: no reading ({type(exc).__name__}: {exc})")
+        measured = None
     watch.add("meter", t)
     return measured
 

@@ -151,4 +151,4 @@ def test_serve_runs_a_meter_job():
     assert done[0].sync_offset_measured == expected.offset_frames and done[0].sync_verdict == expected.verdict
     assert any(isinstance(e, P.Progress) and e.stage == P.STAGE_METER and e.job == "m1" for e in got)
     errors = [e for e in got if isinstance(e, P.Error)]
-    assert [e.job for e in errors] == ["m2"] and "bad meter arguments" in errors[0].message
+    assert [e.job for e in errors] == ["m2"] and "bad job arguments" in errors[0].message

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from . import jobfile
 from .. import batch_format as J, protocol as P
+from .console import interrupt_on_sigterm
 from ..errors import Wav2LipError
 
 RAY_HINT = 'pip install "wav2lip-blender[ray]"'  # the version pin lives in pyproject.toml only
@@ -123,10 +124,6 @@ class Tally:
 
 # --- the command --------------------------------------------------------------------------------
 
-def _on_sigterm(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     if args.ray is None and args.fetch:
@@ -166,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     for job in bad:
         tally.finish(job, J.STATUS_FAILED, error=job.error)
     tmp = Path(tempfile.mkdtemp(prefix="wav2lip-batch-"))
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, interrupt_on_sigterm)
     try:
         if not todo:
             interrupted = False

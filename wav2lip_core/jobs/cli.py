@@ -19,6 +19,7 @@ import sys
 import time
 
 from .. import __version__, protocol as P
+from .console import emit, interrupt_on_sigterm
 from ..errors import Cancelled, Wav2LipError
 from .request import caller_mismatch_message, done_event, make_request, parse_args, sync_line
 
@@ -56,14 +57,6 @@ class _Bars:
             self._bar = None
 
 
-def _emit(line: str) -> None:
-    print(line, flush=True)
-
-
-def _on_sigterm(signum, frame) -> None:
-    # A caller (the add-on's Cancel) stopping us: unwind like Ctrl+C so the writer deletes its
-    # temp file instead of the process vanishing with a half-written one.
-    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,15 +83,15 @@ def main(argv: list[str] | None = None) -> int:
         return P.EXIT_PROTOCOL
     json_mode = args.progress == P.PROGRESS_JSON
     if json_mode:
-        _emit(P.Hello(version=__version__).to_json())
-    signal.signal(signal.SIGTERM, _on_sigterm)
+        emit(P.Hello(version=__version__).to_json())
+    signal.signal(signal.SIGTERM, interrupt_on_sigterm)
     bars = _Bars() if args.progress == "bar" else None
     if json_mode:
         def progress(stage: str, done: int, total: int) -> None:
-            _emit(P.Progress(stage=stage, done=int(done), total=int(total)).to_json())
+            emit(P.Progress(stage=stage, done=int(done), total=int(total)).to_json())
 
         def note(line: str) -> None:
-            _emit(P.Note(message=line).to_json())
+            emit(P.Note(message=line).to_json())
     else:
         progress = bars
         note = bars.note if bars is not None else None
@@ -125,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if bars is not None:
         bars.close()
     if json_mode:
-        _emit(done_event(result, time.perf_counter() - t0).to_json())
+        emit(done_event(result, time.perf_counter() - t0).to_json())
     elif args.progress == "bar":
         cache = " (face boxes from cache)" if result.cache_hit else ""
         print(f"wrote {result.out}: {result.frames} frames at {result.fps:g} fps, {result.duration:.2f} s, "

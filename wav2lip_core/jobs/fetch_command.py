@@ -20,6 +20,7 @@ import threading
 import time
 
 from .. import __version__, protocol as P
+from .console import emit, interrupt_on_sigterm
 from ..errors import Cancelled, Wav2LipError
 from .request import caller_mismatch_message, parse_strict
 
@@ -69,7 +70,7 @@ class _JsonProgress:
         now = time.monotonic()
         if now - self._last >= JSON_PROGRESS_EVERY_S or (total and done >= total):
             self._last = now
-            _emit(P.Progress(stage=P.STAGE_FETCH, done=int(done), total=int(total or 0)).to_json())
+            emit(P.Progress(stage=P.STAGE_FETCH, done=int(done), total=int(total or 0)).to_json())
 
 
 class _ByteBar:
@@ -92,14 +93,6 @@ class _ByteBar:
             self._bar = None
 
 
-def _emit(line: str) -> None:
-    print(line, flush=True)
-
-
-def _on_sigterm(signum, frame) -> None:
-    # A caller's Cancel (the add-on stops the process): unwind like Ctrl+C, so the fetch removes
-    # its temp folder and stops ffmpeg instead of leaving a half download.
-    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,13 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         return P.EXIT_PROTOCOL
     json_mode = args.progress == P.PROGRESS_JSON
     if json_mode:
-        _emit(P.Hello(version=__version__).to_json())
+        emit(P.Hello(version=__version__).to_json())
     bar = _ByteBar() if args.progress == "bar" else None
     progress = _JsonProgress() if json_mode else bar
     # Signal handlers belong to the main thread; called from another (a test, a warm engine's
     # worker) the caller's own cancel applies instead.
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    previous = signal.signal(signal.SIGTERM, interrupt_on_sigterm) if main_thread else None
     failed = None
     try:
         from ..media.fetch import fetch
@@ -135,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {failed[0]}", file=sys.stderr)
         return failed[1]
     if json_mode:
-        _emit(done_event(result).to_json())
+        emit(done_event(result).to_json())
     else:
         if args.progress == "bar":
             how = "from the cache" if result.cache_hit else f"{result.size / 1e6:.1f} MB in {result.seconds:.1f} s"

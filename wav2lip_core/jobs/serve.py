@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from .. import __version__, protocol as P
 from ..errors import Cancelled, Wav2LipError
-from .request import BadJob, caller_mismatch_message, done_event, make_request, parse_job
+from .request import BadJob, done_event, make_request, parse_job, parse_strict
 
 # How often the idle loop looks at the stop flag SIGTERM sets (a signal handler must not take
 # the locks the reader thread uses).
@@ -149,9 +149,8 @@ class ServeLoop:
             self.write(P.Cancelled(job=job.id))
 
     def run_job(self, job: _Job) -> None:
-        if job.op == P.OP_METER:
-            return self.run_meter(job)
-        t0 = time.perf_counter()
+        """One queued request, whatever its op: its events, then exactly one of done, error or
+        cancelled; a bug in one job is reported as that job's error and the engine goes on."""
 
         def progress(stage: str, done: int, total: int) -> None:
             self.write(P.Progress(stage=stage, done=int(done), total=int(total), job=job.id))
@@ -162,24 +161,9 @@ class ServeLoop:
         def cancel() -> bool:
             return job.cancelled or self._stop
 
+        runs = {P.OP_JOB: self.sync, P.OP_FETCH: self.fetch, P.OP_METER: self.meter}
         try:
-            if job.op == P.OP_FETCH:
-                self.write(self.fetch(job, progress, cancel))
-                return
-            args = parse_job(job.args, job.protocol)
-            from ..sync.pipeline import run
-            from .url_inputs import fetch_inputs
-
-            fetch_inputs(args, progress, cancel, note)  # --face/--audio given as URLs: the files, first
-
-            if self._executors is None:
-                from ..quality.enhance import Restorers
-                from ..model.runtime import Executors
-
-                self._executors = Executors(keep=self._executors_keep)
-                self._restorers = Restorers(keep=1)
-            result = run(make_request(args), progress=progress, cancel=cancel, note=note, executors=self._executors,
-                         restorers=self._restorers)
+            done = runs[job.op](job, progress, note, cancel)
         except Cancelled:
             self.write(P.Cancelled(job=job.id))
         except (BadJob, Wav2LipError) as exc:
@@ -188,10 +172,30 @@ class ServeLoop:
             traceback.print_exc(file=sys.stderr)
             self.error(job.id, f"internal error ({type(exc).__name__}: {exc}); details on the engine's stderr")
         else:
-            self.write(done_event(result, time.perf_counter() - t0, job=job.id, warm=result.warm))
+            done.job = job.id
+            self.write(done)
+
+    def sync(self, job: _Job, progress, note, cancel) -> P.Done:
+        """A job request: the one-shot CLI's arguments, its URL inputs fetched first, on the models
+        earlier jobs loaded."""
+        t0 = time.perf_counter()
+        args = parse_job(job.args, job.protocol)
+        from ..sync.pipeline import run
+        from .url_inputs import fetch_inputs
+
+        fetch_inputs(args, progress, cancel, note)  # --face/--audio given as URLs: the files, first
+        if self._executors is None:
+            from ..quality.enhance import Restorers
+            from ..model.runtime import Executors
+
+            self._executors = Executors(keep=self._executors_keep)
+            self._restorers = Restorers(keep=1)
+        result = run(make_request(args), progress=progress, cancel=cancel, note=note, executors=self._executors,
+                     restorers=self._restorers)
+        return done_event(result, time.perf_counter() - t0, warm=result.warm)
 
     @staticmethod
-    def fetch(job: _Job, progress, cancel) -> P.Done:
+    def fetch(job: _Job, progress, note, cancel) -> P.Done:
         """A fetch request: the download (bytes as stage "fetch" progress, from any thread: the
         writer locks) and its done event; cancel stops it and leaves nothing."""
         from .fetch_command import done_event as fetch_done, parse_fetch_job
@@ -201,45 +205,21 @@ class ServeLoop:
         args = parse_fetch_job(job.args, job.protocol)
         result = fetch(args.url, start=args.start, end=args.end, max_height=args.max_height, out_dir=args.out,
                        progress=ByteReport(progress), cancel=cancel)
-        done = fetch_done(result)
-        done.job = job.id
-        return done
+        return fetch_done(result)
 
-    # --- the sync meter as a job: a MeterRequest's args as `wav2lip meter` takes them ---------
-    def run_meter(self, job: _Job) -> None:
-        """Measure a clip on the warm engine (the add-on's Measure button): progress events of
-        stage "meter", then a done whose `out` is the clip and whose sync_* keys are the reading
-        (`sync_offset_measured` absent when no sync was found)."""
+    @staticmethod
+    def meter(job: _Job, progress, note, cancel) -> P.Done:
+        """A meter request (the add-on's Measure button): progress of stage "meter", then a done
+        whose `out` is the clip and whose sync_* fields are the reading (`sync_offset_measured`
+        absent when no sync was found)."""
         from .meter_command import build_parser as meter_parser, measure_args
 
         t0 = time.perf_counter()
-        parser = meter_parser()
-
-        def refuse(message: str):
-            raise BadJob(f"bad meter arguments: {message}")
-
-        parser.error = refuse  # type: ignore[method-assign]
-        parser.exit = lambda status=0, message=None: refuse("--help is not a job")  # type: ignore[method-assign]
-
-        def progress(done: int, total: int) -> None:
-            self.write(P.Progress(stage=P.STAGE_METER, done=int(done), total=int(total), job=job.id))
-
-        try:
-            if job.protocol is not None and job.protocol != P.PROTOCOL_VERSION:
-                raise BadJob(caller_mismatch_message(job.protocol))
-            args = parser.parse_args(job.args)
-            result = measure_args(args, progress=progress, cancel=lambda: job.cancelled or self._stop)
-        except Cancelled:
-            self.write(P.Cancelled(job=job.id))
-        except (BadJob, Wav2LipError) as exc:
-            self.error(job.id, str(exc))
-        except Exception as exc:  # a bug must not take the other jobs down with it
-            traceback.print_exc(file=sys.stderr)
-            self.error(job.id, f"internal error ({type(exc).__name__}: {exc}); details on the engine's stderr")
-        else:
-            self.write(P.Done(job=job.id, out=args.video, seconds=round(time.perf_counter() - t0, 3),
-                              sync_offset_measured=result.offset_frames, sync_confidence=result.confidence,
-                              sync_verdict=result.verdict))
+        args = parse_strict(meter_parser(), list(job.args), job.protocol)
+        result = measure_args(args, progress=lambda done, total: progress(P.STAGE_METER, done, total), cancel=cancel)
+        return P.Done(out=args.video, seconds=round(time.perf_counter() - t0, 3),
+                      sync_offset_measured=result.offset_frames, sync_confidence=result.confidence,
+                      sync_verdict=result.verdict)
 
 
 def main(argv: list[str] | None = None) -> int:

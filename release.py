@@ -31,7 +31,7 @@ from installer.addon import stage_addon
 from installer.engine import stage_source
 
 base = addon_module("setup_base")
-atomic_file = addon_module("atomic_file")
+files = addon_module("wire").files  # the one atomic file write (wav2lip_core/files.py)
 MANIFEST = ADDON_DIR / "blender_manifest.toml"
 ENGINE_SRC = "engine_src"  # inside the add-on folder: what Set Up Engine builds the engine from
 # A zip's earliest date; what a reproducible build uses (the files' own dates say nothing).
@@ -78,7 +78,7 @@ def _entry(name: str, mode: int) -> zipfile.ZipInfo:
 
 def write_zip(top: Path, target: Path) -> None:
     """`top` (a folder) into `target` as one folder of that name. Written whole or not at all
-    (atomic_file), so an interrupted run leaves the previous zip (or none), never half a zip; with
+    (files.write_atomic), so an interrupted run leaves the previous zip (or none), never half a zip; with
     the user's normal permissions (a release zip is not private)."""
 
     def write(f: BinaryIO) -> None:
@@ -92,7 +92,7 @@ def write_zip(top: Path, target: Path) -> None:
                 else:
                     z.writestr(_entry(rel, stat.S_IFREG | 0o644), path.read_bytes(), zipfile.ZIP_DEFLATED)
 
-    atomic_file.write_atomic(target, write)
+    files.write_atomic(target, write)
 
 
 def package(out_dir: Path) -> Path:

@@ -22,7 +22,7 @@ if "bpy" in locals():  # reload (F3 > Reload Scripts): re-import the submodules
     import importlib
 
     # Lowest first: a module is reloaded after the ones it imports.
-    for _name in ("wire", "atomic_file", "compat", "snapshot", "preview", "engine_python", "setup_base",
+    for _name in ("wire", "compat", "snapshot", "preview", "engine_python", "setup_base",
                   "engine_config", "setup_python", "setup_pip", "engine_setup", "setup_weights", "setup_status",
                   "setup_task", "setup_cli", "job_state", "engine", "engine_jobs", "capture", "job_settings",
                   "engine_ui", "engine_draw", "preferences", "sync_batch", "insert", "sidebar", "sync_meter",
@@ -32,7 +32,7 @@ if "bpy" in locals():  # reload (F3 > Reload Scripts): re-import the submodules
 
 import bpy  # noqa: E402,F401
 
-from . import (atomic_file, capture, compat, engine, engine_config, engine_draw, engine_jobs,  # noqa: E402,F401
+from . import (capture, compat, engine, engine_config, engine_draw, engine_jobs,  # noqa: E402,F401
                engine_python, engine_setup, engine_ui, insert, job_settings, job_state, jobs_export, operators, panel,
                preferences, preview, setup_base, setup_cli, setup_pip, setup_python, setup_status, setup_task,
                setup_weights, sidebar, snapshot, studio, sync_batch, sync_meter, url_fetch, url_operators, wire)

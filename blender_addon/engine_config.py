@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .atomic_file import write_atomic
+from .wire import files
 from .wire import protocol
 
 CONFIG_NAME = protocol.CONFIG_NAME
@@ -31,7 +31,7 @@ def record_config(config_dir: Path, **values: str) -> Path:
         return path
     config_dir.mkdir(parents=True, exist_ok=True)
     # Private (0600), as it always was: it names files of this user's.
-    write_atomic(path, (json.dumps(merged, indent=2, sort_keys=True) + "\n").encode("utf-8"), private=True)
+    files.write_atomic(path, (json.dumps(merged, indent=2, sort_keys=True) + "\n").encode("utf-8"), private=True)
     return path
 
 

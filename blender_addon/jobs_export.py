@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 from urllib.parse import unquote
 
-from .atomic_file import write_atomic
-from .wire import batch_format, protocol
+from .wire import batch_format, files, protocol
 
 P = protocol
 J = batch_format
@@ -90,9 +89,9 @@ def job_line(ref: StripRef, engine_args: Sequence[str], source_times: Optional[S
 
 
 def write_jobs(path: str, jobs: Sequence[dict]) -> None:
-    """One JSON line per job, written whole or not at all (atomic_file): never half a JOBS file,
+    """One JSON line per job, written whole or not at all (files.write_atomic): never half a JOBS file,
     with the user's normal permissions (the farm's other users read it)."""
-    write_atomic(path, "".join(json.dumps(job) + "\n" for job in jobs).encode("utf-8"))
+    files.write_atomic(path, "".join(json.dumps(job) + "\n" for job in jobs).encode("utf-8"))
 
 
 @dataclass(frozen=True)

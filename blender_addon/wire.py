@@ -58,3 +58,4 @@ _files = _load_all()
 protocol = _files["protocol"]
 batch_format = _files["batch_format"]
 serve_client = _files["serve_client"]
+files = _files["files"]  # the one atomic file write, the core's and the add-on's

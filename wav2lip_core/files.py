@@ -1,4 +1,5 @@
-"""The core's one way to write a file that others read: whole or not at all.
+"""The one way to write a file that others read: whole or not at all. The core's, and the
+add-on's too (one of the files it loads by path: protocol.ADDON_FILES).
 
 Standard library only. Used by every writer of a small file another process may read at the same
 time (JOBS reports, the model and face caches' entries and indexes, a batch job's fetched

@@ -48,7 +48,7 @@ from decimal import Decimal
 from typing import Any, ClassVar, Dict, List, Optional, Tuple, Type, TypeVar, Union
 
 # The core's files the add-on loads by path (blender_addon/wire.py); install.py copies them into it.
-ADDON_FILES: Tuple[str, ...] = ("protocol.py", "options.py", "batch_format.py", "serve_client.py")
+ADDON_FILES: Tuple[str, ...] = ("protocol.py", "options.py", "batch_format.py", "serve_client.py", "files.py")
 # Bump when an event, key, stage or option below changes meaning or disappears.
 PROTOCOL_VERSION = 4  # 4: fetch and meter requests, --no-meter, --sync-offset auto, the sync_* done fields
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PROTOCOL, EXIT_CANCELLED = 0, 1, 2, 3, 130

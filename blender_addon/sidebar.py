@@ -56,3 +56,12 @@ def esc_targets_job(context: Context, event: Event) -> bool:
                 return False
             return now - _drawn_in.get(region.as_pointer(), -1e9) <= DRAWN_RECENTLY
     return False
+
+
+def redraw_sequencers(wm: Any) -> None:
+    """Redraw every Sequencer area (the panel lives in their sidebars): after a change made
+    outside a draw, e.g. a background job's progress."""
+    for window in (wm.windows if wm is not None else []):
+        for area in window.screen.areas:
+            if area.type == "SEQUENCE_EDITOR":
+                area.tag_redraw()

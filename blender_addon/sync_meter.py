@@ -13,7 +13,7 @@ from typing import Any, List, Optional, Set
 import bpy
 from bpy.types import Context
 
-from . import capture, compat, engine, job_settings
+from . import capture, compat, engine, job_settings, sidebar
 from .engine_jobs import EngineJob, JobQueue
 from .engine_python import engine_env
 from .job_state import CANCELLED, DONE, Progress
@@ -142,7 +142,19 @@ class SEQUENCER_OT_wav2lip_measure(bpy.types.Operator):
         _measuring = job
         env = engine_env()
         JobQueue([job], lambda: engine.session_engine_for(s.engine_python, env)).start()
+        if not bpy.app.timers.is_registered(_redraw_while_measuring):
+            bpy.app.timers.register(_redraw_while_measuring, first_interval=_REDRAW_S)
         return {"FINISHED"}
+
+
+_REDRAW_S = 0.25
+
+
+def _redraw_while_measuring() -> Optional[float]:
+    """A timer on Blender's main thread: the panel follows the measure's progress and shows its
+    reading when it ends (the job finishes on another thread, which must not touch the UI)."""
+    sidebar.redraw_sequencers(bpy.context.window_manager)
+    return _REDRAW_S if _measuring is not None else None
 
 
 def draw(layout: Any, context: Context) -> None:
@@ -171,5 +183,7 @@ def unregister() -> None:
     if _measuring is not None:
         _measuring.cancel()
         _measuring = None
+    if bpy.app.timers.is_registered(_redraw_while_measuring):
+        bpy.app.timers.unregister(_redraw_while_measuring)
     for cls in reversed(classes):
         bpy.utils.unregister_class(cls)

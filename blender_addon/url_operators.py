@@ -28,11 +28,7 @@ UNDO_NAME = "Movie from URL"
 
 
 def _redraw_sequencers(context: Context) -> None:
-    wm = getattr(context, "window_manager", None)
-    for window in (wm.windows if wm is not None else []):
-        for area in window.screen.areas:
-            if area.type == "SEQUENCE_EDITOR":
-                area.tag_redraw()
+    sidebar.redraw_sequencers(getattr(context, "window_manager", None))
 
 
 def report_finished(op: Any, fetch: Fetch) -> Set[str]:

@@ -70,9 +70,14 @@ def test_measure_runs_the_meter_on_the_warm_engine(fresh, media, engine_python, 
         scene.sequence_editor.active_strip = movie
         assert ("operator", "sequencer.wav2lip_measure", "Measure", True) in draw(bpy)
         assert bpy.ops.sequencer.wav2lip_measure() == {"FINISHED"}
+        # The panel follows it by a main-thread timer (timers do not run in the bpy module's
+        # background mode: the window tests see them run); it keeps going while the measure runs.
+        assert bpy.app.timers.is_registered(sync_meter._redraw_while_measuring)
         end = time.monotonic() + 300
         while sync_meter.measuring() is not None and time.monotonic() < end:
             time.sleep(0.1)
+        assert sync_meter._redraw_while_measuring() is None  # done: the last redraw, then it stops
+        bpy.app.timers.unregister(sync_meter._redraw_while_measuring)
         reading = sync_meter.last()
         assert reading is not None and reading.source == "Talk", reading
         assert reading.offset is not None and abs(reading.offset - 1.26) < 0.3, reading

@@ -26,7 +26,7 @@ SCRIPT = HERE / "window_script.py"
 CLIP = "vretalk_face2.mp4"  # 25 fps, 5 s
 SOUND = "vretalk_audio1.wav"
 UI_SCALE = 1.25  # the interface size in the window (and so in the README's picture)
-PANEL_CROP_HEIGHT = round(560 * UI_SCALE)  # the top of the sidebar: the whole idle Lip Sync panel
+PANEL_CROP_HEIGHT = round(720 * UI_SCALE)  # the top of the sidebar (at most all of it): the idle Lip Sync panel
 PICTURE_GAP = 12
 
 pytestmark = needs_window
@@ -140,12 +140,13 @@ def panel_picture(idle: Path, running: Path, sidebar: dict, window_height: int):
     import numpy as np
 
     top = window_height - (sidebar["y"] + sidebar["height"])  # Blender's y counts from the bottom
+    height = min(PANEL_CROP_HEIGHT, sidebar["height"])
     crops = []
     for path in (idle, running):
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)
         assert img is not None, f"cannot read {path}"
-        crops.append(img[top:top + PANEL_CROP_HEIGHT, sidebar["x"]:sidebar["x"] + sidebar["width"]])
-    gap = np.zeros((PANEL_CROP_HEIGHT, PICTURE_GAP, 3), np.uint8)
+        crops.append(img[top:top + height, sidebar["x"]:sidebar["x"] + sidebar["width"]])
+    gap = np.zeros((height, PICTURE_GAP, 3), np.uint8)
     gap[:] = crops[0][-1, 0]  # the sidebar's background colour
     return np.hstack([crops[0], gap, crops[1]])
 
@@ -163,7 +164,7 @@ def test_screenshots_of_the_panel(window_run, tmp_path):
     assert (left != right).any(), "the idle and running panels look the same"
     out = tmp_path / "panel.png"
     assert cv2.imwrite(str(out), picture)
-    assert _png_size(out) == (2 * r["sidebar"]["width"] + PICTURE_GAP, PANEL_CROP_HEIGHT)
+    assert _png_size(out) == (2 * r["sidebar"]["width"] + PICTURE_GAP, min(PANEL_CROP_HEIGHT, r["sidebar"]["height"]))
     if os.environ.get("WAV2LIP_UPDATE_DOCS"):
         shutil.copyfile(out, ROOT / "docs" / "panel.png")
 

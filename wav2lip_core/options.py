@@ -159,3 +159,18 @@ SYNC_OFFSET_AUTO_MAX = 6.0
 # `wav2lip serve` runs the meter too (protocol.MeterRequest, `wav2lip meter`'s arguments): its
 # progress events have this stage, its done the sync_* keys.
 STAGE_METER = "meter"
+
+# --- who speaks (faces/cuts.py, faces/identity.py, faces/targets.py, sync/speakers.py) -------
+# `--face-at X Y` follows the face at that clip pixel (x right, y down, in the clip's own
+# upright pixels) at `--face-time SEC` (clip seconds, default 0); `--face-at auto` picks, per
+# shot, the face whose mouth follows the audio best (the sync meter's signal).
+OPT_FACE_AT = "--face-at"
+OPT_FACE_TIME = "--face-time"
+FACE_AT_AUTO = "auto"
+# `--speaker X Y AUDIO[@SEC]`, repeatable: the face at clip pixel (X, Y) at --face-time is
+# driven by AUDIO, which starts SEC seconds into the output (default 0; negative: its start is
+# cut). With speakers --audio is not needed: the output's sound is the speakers' audios mixed,
+# or --out-audio FILE.
+OPT_SPEAKER = "--speaker"
+SPEAKER_AT = "@"  # AUDIO@SEC
+OPT_OUT_AUDIO = "--out-audio"

@@ -103,7 +103,7 @@ def test_an_unknown_or_malformed_event_is_one_protocol_error(line, words, job):
     ('{"op": "job", "id": "noargs"}', '"job" request needs "args" (a list of strings)', "noargs"),
     ('{"op": "job", "id": "x", "args": ["--fps", 25]}', 'needs "args" (a list of strings)', "x"),
     ('{"op": "cancel"}', '"cancel" request needs "id" (a string)', None),
-    ('{"op": "pause", "id": "a"}', 'unknown request "op": "pause" (known: job, fetch, meter, cancel, quit)', "a"),
+    ('{"op": "pause", "id": "a"}', 'unknown request "op": "pause" (known: job, fetch, meter, faces, cancel, quit)', "a"),
 ])
 def test_an_unknown_or_malformed_request_is_one_protocol_error_naming_its_job(line, words, job):
     with pytest.raises(P.ProtocolError) as caught:

@@ -8,7 +8,7 @@ from it without importing torch.
 The engine speaks JSON lines on stdout with `--progress json`, one event per line (the classes
 Hello, Note, Progress, Done below; `to_json` writes one, `parse_event` reads one):
 
-    {"event": "hello", "protocol": 4, "version": "0.1.0"}              first line, always
+    {"event": "hello", "protocol": 5, "version": "0.1.0"}              first line, always
     {"event": "progress", "stage": "detect", "done": 12, "total": 90}
     {"event": "done", "out": "...", "frames": 90, "seconds": 4.2, ...}  the last line on success
 
@@ -17,10 +17,12 @@ cancelled). The add-on passes `--protocol N`; an engine that speaks another vers
 code 3 and a message that says to re-run install.py.
 
 `wav2lip serve` (jobs/serve.py) keeps the engine warm for many jobs: hello, then one request per
-stdin line (JobRequest, FetchRequest, MeterRequest, CancelRequest, QuitRequest; `parse_request`):
+stdin line (JobRequest, FetchRequest, MeterRequest, FacesRequest, CancelRequest, QuitRequest;
+`parse_request`):
 
-    {"op": "job", "id": "shot-12", "args": ["--face", "f.mp4", ...], "protocol": 4}
+    {"op": "job", "id": "shot-12", "args": ["--face", "f.mp4", ...], "protocol": 5}
     {"op": "fetch", "id": "clip-1", "args": ["https://...", "--from", "5", "--out", "DIR"]}
+    {"op": "faces", "id": "pick-1", "args": ["clip.mp4", "--time", "2.5"]}   done: "faces", "width", ...
     {"op": "cancel", "id": "shot-12"}     running: stopped; queued: dropped; unknown: ignored
     {"op": "quit"}                        (or EOF on stdin, or SIGTERM) cancel, drop the queue, exit 0
 
@@ -50,7 +52,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Tuple, Type, TypeVar, Un
 # The core's files the add-on loads by path (blender_addon/wire.py); install.py copies them into it.
 ADDON_FILES: Tuple[str, ...] = ("protocol.py", "options.py", "batch_format.py", "serve_client.py", "files.py")
 # Bump when an event, key, stage or option below changes meaning or disappears.
-PROTOCOL_VERSION = 4  # 4: fetch and meter requests, --no-meter, --sync-offset auto, the sync_* done fields
+PROTOCOL_VERSION = 5  # 5: the faces request, --face-at auto, --face-time, --speaker, --out-audio (4: fetch, meter)
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PROTOCOL, EXIT_CANCELLED = 0, 1, 2, 3, 130
 
 # --- the kind of each line and the job it is about (the other keys: the dataclasses' fields) ---
@@ -69,9 +71,11 @@ OP_CANCEL = "cancel"
 OP_QUIT = "quit"
 OP_FETCH = "fetch"  # serve: download a URL (the fetch command's args) as a job
 OP_METER = "meter"  # serve: measure a clip's sync (the meter command's args) as a job
+OP_FACES = "faces"  # serve: the faces on one frame (the faces command's args) as a job
 SERVE_COMMAND = "serve"  # `wav2lip serve`
 BATCH_COMMAND = "batch"  # `wav2lip batch JOBS`
 FETCH_COMMAND = "fetch"  # `wav2lip fetch URL`: a clip or a sound from the web (media/fetch.py)
+FACES_COMMAND = "faces"  # `wav2lip faces VIDEO --time SEC`: the faces on one frame (faces/lookup.py)
 METER_COMMAND = "meter"  # `wav2lip meter VIDEO`: how far the mouth lags its sound (quality/meter.py)
 
 # --- stages, in the order a run goes through them -------------------------------------------
@@ -207,6 +211,13 @@ class Done(Message):
     sync_confidence: Optional[float] = _key(*_NUM, default=None)
     sync_verdict: Optional[str] = _key(*_STR, default=None)
     sync_offset: Optional[float] = _key(*_NUM, default=None)
+    # A faces request's answer: the boxes [x1, y1, x2, y2] in the clip's upright pixels (largest
+    # first), the clip's size and the frame's time. A sync with --face-at auto or speakers: the
+    # lines saying whom it followed are notes, not keys.
+    faces: Optional[List[List[int]]] = _key(None, "a list of [x1, y1, x2, y2] boxes", default=None)
+    width: Optional[int] = _key(*_INT, default=None)
+    height: Optional[int] = _key(*_INT, default=None)
+    time: Optional[float] = _key(*_NUM, default=None)
 
 
 @dataclass(kw_only=True)
@@ -260,6 +271,17 @@ class MeterRequest(Request):
 
 
 @dataclass(kw_only=True)
+class FacesRequest(Request):
+    """serve: run `wav2lip faces`'s `args` (VIDEO, --time, --detector, ...) as job `id`: done
+    (its `out` the clip; `faces`, `width`, `height`, `time`), error or cancelled, as a job's."""
+
+    KIND: ClassVar[str] = OP_FACES
+    id: str = _key(*_STR)
+    args: List[str] = _key((list,), "a list of strings")
+    protocol: Any = _key(None, default=PROTOCOL_VERSION)
+
+
+@dataclass(kw_only=True)
 class CancelRequest(Request):
     KIND: ClassVar[str] = OP_CANCEL
     id: str = _key(*_STR)
@@ -273,7 +295,7 @@ class QuitRequest(Request):
 Event = Union[Hello, Note, Progress, Done, Error, Cancelled]
 EVENTS: Dict[str, Type[Message]] = {c.KIND: c for c in (Hello, Note, Progress, Done, Error, Cancelled)}
 # What serve queues and runs one at a time, each with progress, done, error or cancelled events.
-JOB_REQUESTS: Dict[str, Type[Message]] = {c.KIND: c for c in (JobRequest, FetchRequest, MeterRequest)}
+JOB_REQUESTS: Dict[str, Type[Message]] = {c.KIND: c for c in (JobRequest, FetchRequest, MeterRequest, FacesRequest)}
 REQUESTS: Dict[str, Type[Message]] = {**JOB_REQUESTS, OP_CANCEL: CancelRequest, OP_QUIT: QuitRequest}
 
 
@@ -282,7 +304,7 @@ def parse_event(line: str) -> Event:
     return _parse(line, KEY_EVENT, EVENTS)  # type: ignore[return-value]
 
 
-def parse_request(line: str) -> Union[JobRequest, FetchRequest, MeterRequest, CancelRequest, QuitRequest]:
+def parse_request(line: str) -> Union[JobRequest, FetchRequest, MeterRequest, FacesRequest, CancelRequest, QuitRequest]:
     """One stdin line of `serve` as its request; ProtocolError (naming the job, if any) otherwise."""
     return _parse(line, KEY_OP, REQUESTS)  # type: ignore[return-value]
 

@@ -2,7 +2,8 @@
 
 Owns: the detectors and where their weights are (detectors, with the core's one rule for
 torch's hub folder: torch_hub_checkpoints), following one face through the clip and smoothing
-its box (tracking: track_faces, in named steps), the per-clip box cache (cache), the 68-point
+its box (tracking: track_faces, in named steps), the faces on one frame for choosing one
+(lookup), the per-clip box cache (cache), the 68-point
 landmarks (landmarks), the upright alignment of a tilted face (align) and the mouth-and-chin
 mask (mouth_mask).
 

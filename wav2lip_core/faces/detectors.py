@@ -230,6 +230,27 @@ class FixedBoxDetector:
         return self._row.copy()
 
 
+def detect_faces_in(detector: Detector, bgr: np.ndarray, max_side: int) -> np.ndarray:
+    """(K, 5) rows [x1, y1, x2, y2, score] in `bgr`'s own pixels, detected on a copy whose longer
+    side is at most `max_side` (as the tracker detects)."""
+    small, scale = small_rgb(bgr, max_side)
+    rows = np.asarray(detector.detect(small), np.float64).reshape(-1, 5).copy()
+    rows[:, :4] /= scale
+    return rows
+
+
+def small_rgb(bgr: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """(RGB copy with its longer side at most `max_side`, area-averaged; its scale): what the
+    detectors take."""
+    height, width = bgr.shape[:2]
+    scale = min(1.0, max_side / max(height, width))
+    small = bgr
+    if scale < 1.0:
+        small = cv2.resize(bgr, (max(1, round(width * scale)), max(1, round(height * scale))),
+                           interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(small, cv2.COLOR_BGR2RGB), scale
+
+
 def make_detector(settings: DetectorSettings) -> Detector:
     """Build the detector from local files only; DetectorError names any missing file."""
     if settings.kind == "box":

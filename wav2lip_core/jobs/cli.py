@@ -73,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         from .fetch_command import main as fetch_main
 
         return fetch_main(argv[1:])
+    if argv[:1] == [P.FACES_COMMAND]:
+        from .faces_command import main as faces_main
+
+        return faces_main(argv[1:])
     if argv[:1] == [P.METER_COMMAND]:
         from .meter_command import main as meter_main
 

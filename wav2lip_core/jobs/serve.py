@@ -41,7 +41,7 @@ class _Job:
     args: list
     protocol: object = None
     cancelled: bool = False
-    op: str = P.OP_JOB  # or P.OP_FETCH (fetch_command's arguments), P.OP_METER (meter_command's)
+    op: str = P.OP_JOB  # or P.OP_FETCH (fetch_command's arguments), P.OP_METER (meter_command's), P.OP_FACES
 
 
 class ServeLoop:
@@ -161,7 +161,7 @@ class ServeLoop:
         def cancel() -> bool:
             return job.cancelled or self._stop
 
-        runs = {P.OP_JOB: self.sync, P.OP_FETCH: self.fetch, P.OP_METER: self.meter}
+        runs = {P.OP_JOB: self.sync, P.OP_FETCH: self.fetch, P.OP_METER: self.meter, P.OP_FACES: self.faces}
         try:
             done = runs[job.op](job, progress, note, cancel)
         except Cancelled:
@@ -220,6 +220,18 @@ class ServeLoop:
         return P.Done(out=args.video, seconds=round(time.perf_counter() - t0, 3),
                       sync_offset_measured=result.offset_frames, sync_confidence=result.confidence,
                       sync_verdict=result.verdict)
+
+
+    @staticmethod
+    def faces(job: _Job, progress, note, cancel) -> P.Done:
+        """A faces request (the add-on's Pick Face): the faces on one frame, in the done event."""
+        from .faces_command import build_parser as faces_parser, find
+
+        t0 = time.perf_counter()
+        args = parse_strict(faces_parser(), list(job.args), job.protocol)
+        found = find(args)
+        return P.Done(out=found.path, seconds=round(time.perf_counter() - t0, 3), faces=[list(b) for b in found.boxes],
+                      width=found.width, height=found.height, time=found.time)
 
 
 def main(argv: list[str] | None = None) -> int:

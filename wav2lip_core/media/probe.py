@@ -11,6 +11,7 @@ since seeking such files lands anywhere). Still images are a one-frame clip.
 
 from __future__ import annotations
 
+import bisect
 import os
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -248,3 +249,15 @@ def _normalise_rotation(value) -> int:
     except (TypeError, ValueError):
         return 0
     return degrees % 360
+
+
+# Clip times come from another program's arithmetic (an editor's frame -> seconds); a frame that
+# starts within a millisecond after the asked time counts as already on screen.
+_TIME_TOLERANCE = 1e-3
+
+
+def frame_at(info: VideoInfo, t: float) -> int:
+    """The clip frame on screen at `t` seconds from the first frame: the last one that started
+    by then; the first before the start, the last (held) after the end."""
+    i = bisect.bisect_right(info.frame_times, t + _TIME_TOLERANCE) - 1
+    return min(max(i, 0), info.frame_count - 1)

@@ -10,7 +10,6 @@ them, and this module never needs the whole request type.
 
 from __future__ import annotations
 
-import bisect
 import math
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -23,7 +22,7 @@ from ..quality import silence
 from ..quality.meter_live import sound_of
 from ..quality.meter_signals import SoundEnvelope
 from ..errors import Wav2LipError
-from ..media.probe import VideoInfo
+from ..media.probe import VideoInfo, frame_at
 
 
 class PlanRequest(Protocol):
@@ -99,18 +98,6 @@ def _ping_pong(k: int, n: int) -> int:
         return 0
     k %= 2 * n - 2
     return k if k < n else 2 * n - 2 - k
-
-
-# Clip times come from another program's arithmetic (an editor's frame -> seconds); a frame that
-# starts within a millisecond after the asked time counts as already on screen.
-_TIME_TOLERANCE = 1e-3
-
-
-def frame_at(info: VideoInfo, t: float) -> int:
-    """The clip frame on screen at `t` seconds from the first frame: the last one that started
-    by then; the first before the start, the last (held) after the end."""
-    i = bisect.bisect_right(info.frame_times, t + _TIME_TOLERANCE) - 1
-    return min(max(i, 0), info.frame_count - 1)
 
 
 def make_plan(req: PlanRequest, info: VideoInfo, wav: np.ndarray | None = None, *, sound: bool = False) -> Plan:

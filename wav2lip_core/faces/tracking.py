@@ -8,12 +8,12 @@ Here instead:
   interpolated when the two keyframe boxes agree, otherwise the span is bisected (the middle frame
   is detected and each half is handled the same way), so fast motion, faces appearing/vanishing
   and shot cuts are located to the exact frame;
-* a cheap whole-frame difference on every frame forces keyframes on both sides of a cut, so a
-  span is never interpolated across one (a single flat or foreign frame between two face frames
-  would otherwise get an interpolated face);
+* shot cuts (cuts.py) force keyframes on both sides, so a span is never interpolated across one,
+  and each shot starts its tracks afresh;
 * frames without a face get `has_face` False (the pipeline passes them through unchanged);
-* with several faces the track follows one: the largest at the start, afterwards the detection
-  overlapping (else nearest to) the last tracked box;
+* each track follows one person (targets.py: the chosen face, by identity when the identity
+  extra is installed, else by position; or the largest face of each shot); several targets
+  share one detection per frame (`track_targets`);
 * smoothing is centred (i-2..i+2), over face frames only, never across a cut.
 
 Measurements (2-core CPU shared with other jobs, so times are best-of-N; torch 2.13, 2 threads;
@@ -43,9 +43,6 @@ liveportrait 720x1280 352 f):
   detection from ~14 to ~3 ms/frame, below decoding (5-8 ms/frame); with S3FD at 256 px it is
   ~600 -> ~130 ms/frame.
 
-  Cut detection: consecutive 32x32 thumbnails differ by at most 12.2 (mean abs, 0..255) over the
-  four clips (sadtalker's head turns; others <= 1.2); a face frame vs a flat grey or blurred-noise
-  frame differs by >= 30. CUT_THRESHOLD = 20 sits between.
 """
 
 from __future__ import annotations
@@ -57,17 +54,15 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .cuts import ShotCuts
 from .detectors import Detector, DetectorSettings, make_detector
+from .targets import FrameFaces, Target, TargetTracker, choose_face, iou  # noqa: F401 (tracking's API)
 from ..errors import Cancelled, DetectorError
 
 SMOOTH_WINDOW = 5
-# Keyframe boxes whose centres moved less than this fraction of the box size (and whose sizes
-# differ by less than it) are interpolated; otherwise the span between them is bisected.
-MOVE_FRAC = 0.08
-# Mean absolute difference (0..255) between consecutive 32x32 grey thumbnails above which the
-# frames are treated as a cut. Talking-head motion stays far below (see docstring).
-CUT_THRESHOLD = 20.0
-THUMB = 32
+# Longer side of the copies identity embeds faces from: a two-shot's faces are ~1/4 of the
+# frame, ~150 px here, the size dlib's chips are made at (the detector's 256 px would give ~60).
+ID_SIDE = 640
 
 
 @dataclass
@@ -76,51 +71,9 @@ class FaceTrack:
     has_face: np.ndarray  # (N,) bool
     detected_frames: int  # frames the detector ran on (0 for box or cache hit)
     from_cache: bool = False
+    shot_starts: tuple[int, ...] = ()  # frames after a cut (cuts.py; not kept by the cache)
+    identity_decisions: int = 0  # keyframes where identity chose the face
 
-
-
-# ---------------------------------------------------------------------------------------------
-# box geometry (boxes here are float rows x1, y1, x2, y2)
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU between rows of a (..., 4) and b (4,) or (..., 4), x1 y1 x2 y2."""
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    ix = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    iy = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = ix * iy
-    area = lambda r: np.clip(r[..., 2] - r[..., 0], 0, None) * np.clip(r[..., 3] - r[..., 1], 0, None)  # noqa: E731
-    union = area(a) + area(b) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
-
-
-def _similar(a: np.ndarray, b: np.ndarray) -> bool:
-    size = max(a[2] - a[0], a[3] - a[1], b[2] - b[0], b[3] - b[1], 1.0)
-    dc = np.hypot((a[0] + a[2] - b[0] - b[2]) / 2, (a[1] + a[3] - b[1] - b[3]) / 2)
-    ds = abs((a[2] - a[0]) - (b[2] - b[0])) + abs((a[3] - a[1]) - (b[3] - b[1]))
-    return dc <= MOVE_FRAC * size and ds <= 2 * MOVE_FRAC * size
-
-
-def choose_face(dets: np.ndarray, ref: np.ndarray | None, point: tuple[float, float] | None = None) -> np.ndarray | None:
-    """The detection that continues the track: with no track yet, the face at `point` (the one
-    containing it, else the nearest) or the largest; else the one overlapping the reference box
-    most, else the one nearest to it."""
-    if len(dets) == 0:
-        return None
-    boxes = dets[:, :4]
-    if ref is None and point is not None:
-        x, y = point
-        ref = np.array([x, y, x + 1, y + 1], np.float64)  # a one-pixel box: overlap = containment
-    if ref is None:
-        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        return boxes[int(np.argmax(area))].copy()
-    ov = iou(boxes, ref)
-    if ov.max() > 0:
-        return boxes[int(np.argmax(ov))].copy()
-    c = (boxes[:, :2] + boxes[:, 2:]) / 2
-    rc = (ref[:2] + ref[2:]) / 2
-    return boxes[int(np.argmin(np.hypot(*(c - rc).T)))].copy()
 
 
 def pad_boxes(boxes: np.ndarray, pads: tuple[int, int, int, int], height: int, width: int) -> np.ndarray:
@@ -154,58 +107,6 @@ def smooth_boxes(boxes: np.ndarray, has_face: np.ndarray, runs: np.ndarray | Non
 # tracking
 
 
-class _Tracker:
-    def __init__(self, detector: Detector, scale: float, cancel, point: tuple[int, int] | None = None):
-        self.point = point
-        self.detector = detector
-        self.scale = scale
-        self.cancel = cancel
-        self.small: dict[int, np.ndarray] = {}
-        self.det: dict[int, np.ndarray | None] = {}
-        self.detected = 0
-        self.last: np.ndarray | None = None  # last tracked box, for choosing among faces
-
-    def detect(self, i: int, ref: np.ndarray | None) -> np.ndarray | None:
-        if i in self.det:
-            return self.det[i]
-        if self.cancel is not None and self.cancel():
-            raise Cancelled("face detection cancelled")
-        dets = np.asarray(self.detector.detect(self.small[i]), np.float64).reshape(-1, 5)
-        self.detected += 1
-        box = choose_face(dets[:, :4] / self.scale if len(dets) else dets, ref, self.point)
-        self.det[i] = box
-        return box
-
-    def keyframe(self, i: int) -> None:
-        box = self.detect(i, self.last)
-        if box is not None:
-            self.last = box
-
-    def fill(self, a: int, b: int) -> None:
-        """Resolve frames a+1..b-1 given detections at a and b."""
-        if b - a <= 1:
-            return
-        A, B = self.det[a], self.det[b]
-        if A is None and B is None:
-            for i in range(a + 1, b):
-                self.det[i] = None
-            return
-        if A is not None and B is not None and _similar(A, B):
-            for i in range(a + 1, b):
-                t = (i - a) / (b - a)
-                self.det[i] = (1 - t) * A + t * B
-            return
-        m = (a + b) // 2
-        self.detect(m, A if A is not None else B)
-        self.fill(a, m)
-        self.fill(m, b)
-
-
-def _thumb(small_rgb: np.ndarray) -> np.ndarray:
-    g = cv2.cvtColor(small_rgb, cv2.COLOR_RGB2GRAY)
-    return cv2.resize(g, (THUMB, THUMB), interpolation=cv2.INTER_AREA).astype(np.float32)
-
-
 def track_faces(
     frames: Iterable[tuple[int, np.ndarray]],
     n_frames: int,
@@ -216,26 +117,56 @@ def track_faces(
     source: str | os.PathLike | None = None,
     detector: Detector | None = None,
 ) -> FaceTrack:
-    """One face box per frame. `frames` are (index, BGR uint8 full-resolution) in source order
-    0..n_frames-1; they are read once and only downscaled copies between keyframes are kept.
-    `source` names the video in errors; `detector` reuses an already built one."""
+    """One face box per frame, following settings.face_at (by position) or the largest face of
+    each shot. `frames` are (index, BGR uint8 full-resolution) in source order 0..n_frames-1;
+    they are read once and only downscaled copies between keyframes are kept. `source` names the
+    video in errors; `detector` reuses an already built one."""
     n = int(n_frames)
     if settings.kind == "box":
         return fixed_box_track(settings.box, n, progress)
+    target = Target(point=tuple(settings.face_at) if settings.face_at is not None else None)
+    return track_targets(frames, n, settings, [target], progress=progress, cancel=cancel, source=source,
+                         detector=detector)[0]
+
+
+def track_targets(
+    frames: Iterable[tuple[int, np.ndarray]],
+    n_frames: int,
+    settings: DetectorSettings,
+    targets: list[Target],
+    *,
+    galleries: list[np.ndarray | None] | None = None,
+    embedder=None,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    source: str | os.PathLike | None = None,
+    detector: Detector | None = None,
+) -> list[FaceTrack]:
+    """One FaceTrack per target from one pass over `frames` (as track_faces), each frame detected
+    once. `galleries[k]`: target k's embeddings (identity.Embedder `embedder` follows it by
+    identity); None: by position. A target absent from a frame has no face there."""
+    n = int(n_frames)
     name = os.fspath(source) if source is not None else "the video"
-    sweep = _Sweep(detector if detector is not None else make_detector(settings), settings, n, progress, cancel)
+    sweep = _Sweep(detector if detector is not None else make_detector(settings), settings, n, progress, cancel,
+                   targets, galleries or [None] * len(targets), embedder)
     for i, bgr in frames:
         sweep.add(int(i), bgr)
-    if sweep.tracker is None:
+    if sweep.faces is None:
         raise DetectorError(f"no frames to detect faces in {name}: check that the video decodes")
     sweep.finish()
-    raw, has_face = sweep.detections()
-    if not has_face.any():
-        raise DetectorError(
-            f"no face found in {name} ({sweep.tracker.detected} frames checked with {settings.kind}): "
-            "use --box TOP BOTTOM LEFT RIGHT or another --detector"
-        )
-    return finished_track(raw, has_face, sweep.runs, settings, sweep.height, sweep.width, sweep.tracker.detected)
+    tracks = []
+    for tracker in sweep.trackers:
+        raw, has_face = sweep.detections(tracker)
+        if not has_face.any() and len(targets) == 1:
+            raise DetectorError(
+                f"no face found in {name} ({sweep.faces.detected} frames checked with {settings.kind}): "
+                "use --box TOP BOTTOM LEFT RIGHT or another --detector"
+            )
+        track = finished_track(raw, has_face, sweep.runs, settings, sweep.height, sweep.width, sweep.faces.detected)
+        track.shot_starts = tuple(int(i) for i in np.flatnonzero(np.diff(sweep.runs)) + 1)
+        track.identity_decisions = tracker.identity_used
+        tracks.append(track)
+    return tracks
 
 
 def fixed_box_track(box: tuple[int, int, int, int], n: int,
@@ -260,74 +191,87 @@ def finished_track(raw: np.ndarray, has_face: np.ndarray, runs: np.ndarray, sett
 
 class _Sweep:
     """The one pass over the frames: each frame downscaled once (only those since the last
-    keyframe are kept), keyframes every `keyframe_interval` frames and on both sides of a cut,
-    and the frames between two keyframes resolved (_Tracker.fill) as soon as the second is
-    detected. `runs` numbers the shots (a cut starts the next)."""
+    keyframe are kept), its cut status decided (cuts.ShotCuts, a few frames later), keyframes
+    every `keyframe_interval` frames and on both sides of a cut, and the frames between two
+    keyframes resolved for every target (TargetTracker.fill) as soon as the second is detected.
+    `runs` numbers the shots (a cut starts the next)."""
 
     def __init__(self, detector: Detector, settings: DetectorSettings, n: int,
-                 progress: Callable[[int, int], None] | None, cancel: Callable[[], bool] | None):
+                 progress: Callable[[int, int], None] | None, cancel: Callable[[], bool] | None,
+                 targets: list[Target], galleries: list, embedder):
         self.detector = detector
         self.settings = settings
         self.n = n
         self.progress = progress
         self.cancel = cancel
-        self.tracker: _Tracker | None = None  # made on the first frame, which gives the size
+        self.targets, self.galleries, self.embedder = targets, galleries, embedder
+        self.faces: FrameFaces | None = None  # made on the first frame, which gives the size
+        self.trackers: list[TargetTracker] = []
+        self.cuts = ShotCuts()
         self.height = self.width = 0
+        self.scale = self.id_scale = 1.0
         self.runs = np.zeros(n, np.int64)
         self.seen = np.zeros(n, bool)
         self.keyframe = -1  # the last keyframe: frames up to it are resolved
-        self.prev_i, self.prev_thumb = -1, None
+        self.prev_i = -1  # the last frame added
+        self.prev_decided = -1  # the last frame whose cut status is known
 
     def add(self, i: int, bgr: np.ndarray) -> None:
         if self.cancel is not None and self.cancel():
             raise Cancelled("face detection cancelled")
         if i <= self.prev_i or i >= self.n:
             raise ValueError(f"frame index {i} out of order or beyond n_frames={self.n}")
-        if self.tracker is None:
+        if self.faces is None:
             self.height, self.width = bgr.shape[:2]
-            scale = min(1.0, self.settings.max_side / max(self.height, self.width))
-            self.tracker = _Tracker(self.detector, scale, self.cancel, self.settings.face_at)
-        small = _small_rgb(bgr, self.tracker.scale, self.width, self.height)
-        thumb = _thumb(small)
-        self.tracker.small[i] = small
+            self.scale = min(1.0, self.settings.max_side / max(self.height, self.width))
+            self.id_scale = min(1.0, ID_SIDE / max(self.height, self.width))
+            self.faces = FrameFaces(self.detector, self.scale, self.cancel, self.embedder)
+            self.trackers = [TargetTracker(self.faces, t, g) for t, g in zip(self.targets, self.galleries)]
+        small = _small_rgb(bgr, self.scale, self.width, self.height)
+        self.faces.small[i] = small
+        if self.embedder is not None:
+            self.faces.mid[i] = (_small_rgb(bgr, self.id_scale, self.width, self.height), self.id_scale)
         self.seen[i] = True
-        if self._is_cut(i, thumb):
-            self._close(self.prev_i)
-            self.runs[i:] += 1
-            self._close(i)
-        elif self.keyframe < 0 or i - self.keyframe >= self.settings.keyframe_interval:
-            self._close(i)
-        self.prev_i, self.prev_thumb = i, thumb
+        self.prev_i = i
+        for j, cut in self.cuts.push(i, small):
+            self._decided(j, cut)
 
-    def _is_cut(self, i: int, thumb: np.ndarray) -> bool:
-        """A skipped frame or a jump in the picture (CUT_THRESHOLD) since the previous frame."""
-        if self.prev_thumb is None:
-            return False
-        return i != self.prev_i + 1 or float(np.abs(thumb - self.prev_thumb).mean()) > CUT_THRESHOLD
+    def _decided(self, j: int, cut: bool) -> None:
+        if cut and self.keyframe >= 0:
+            self._close(self.prev_decided)
+            self.runs[j:] += 1
+            self._close(j, fresh=True)
+        elif self.keyframe < 0:
+            self._close(j, fresh=True)
+        elif j - self.keyframe >= self.settings.keyframe_interval:
+            self._close(j)
+        self.prev_decided = j
 
-    def _close(self, b: int) -> None:
-        """Make frame `b` a keyframe and resolve the frames since the last one."""
+    def _close(self, b: int, fresh: bool = False) -> None:
+        """Make frame `b` a keyframe (`fresh`: a shot starts there) and resolve the frames since
+        the last one."""
         if b == self.keyframe:
             return
-        tr = self.tracker
-        tr.keyframe(b)
-        if self.keyframe >= 0:
-            tr.fill(self.keyframe, b)
-        for j in [j for j in tr.small if j < b]:
-            del tr.small[j]
+        for tr in self.trackers:
+            tr.keyframe(b, fresh)
+            if self.keyframe >= 0:
+                tr.fill(self.keyframe, b)
+        self.faces.forget_before(b)
         self.keyframe = b
         if self.progress is not None:
             self.progress(b + 1, self.n)
 
     def finish(self) -> None:
         """The last frame seen is a keyframe too: everything is resolved."""
-        self._close(self.prev_i)
+        for j, cut in self.cuts.finish():
+            self._decided(j, cut)
+        self._close(self.prev_decided)
 
-    def detections(self) -> tuple[np.ndarray, np.ndarray]:
-        """(raw boxes as float x1 y1 x2 y2 rows, has_face) for the frames seen."""
+    def detections(self, tracker: TargetTracker) -> tuple[np.ndarray, np.ndarray]:
+        """(raw boxes as float x1 y1 x2 y2 rows, has_face) of one target for the frames seen."""
         has_face = np.zeros(self.n, bool)
         raw = np.zeros((self.n, 4), np.float64)
-        for i, box in self.tracker.det.items():
+        for i, box in tracker.det.items():
             if box is not None and self.seen[i]:
                 has_face[i] = True
                 raw[i] = box

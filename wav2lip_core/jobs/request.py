@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog=f"`wav2lip {P.SERVE_COMMAND}` starts the warm engine: jobs with these arguments as JSON lines on stdin. "
                                        f"`wav2lip {P.BATCH_COMMAND} JOBS` runs a JSON-lines file of jobs (see `wav2lip {P.BATCH_COMMAND} --help`).")
     p.add_argument(P.OPT_FACE, required=True, help="video or still image of the speaker")
-    p.add_argument(P.OPT_AUDIO, required=True, help="driving audio (wav/mp3/flac or a video's sound)")
+    p.add_argument(P.OPT_AUDIO, help=f"driving audio (wav/mp3/flac or a video's sound); not needed with {P.OPT_SPEAKER}")
     p.add_argument(P.OPT_CHECKPOINT, required=True, help="wav2lip.pth or wav2lip_gan.pth")
     p.add_argument(P.OPT_OUT, required=True, help="output .mp4 (H.264 + AAC); never one of the inputs")
     d = p.add_argument_group("face detection")
@@ -33,7 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(P.OPT_BOX, type=int, nargs=4, metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"), help="fixed face box: no detection, no padding")
     d.add_argument("--pads", type=int, nargs=4, metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"), default=[0, 10, 0, 0])
     d.add_argument("--no-smooth", action="store_true", help="do not smooth face boxes over time")
-    d.add_argument("--face-at", type=int, nargs=2, metavar=("X", "Y"), help="with several faces: follow the one at this pixel of the first frame (default: the largest)")
+    w = p.add_argument_group("who speaks")
+    w.add_argument(P.OPT_FACE_AT, nargs="+", metavar="X Y | auto",
+                   help=f"with several faces: follow the person at this clip pixel at {P.OPT_FACE_TIME} (through cuts, by "
+                        f"identity with the identity extra); {P.FACE_AT_AUTO}: per shot, the face whose mouth follows the "
+                        f"audio best; default: the largest face of each shot. `wav2lip {P.FACES_COMMAND} VIDEO --time SEC` lists the pixels")
+    w.add_argument(P.OPT_FACE_TIME, type=float, default=0.0, metavar="SEC", help=f"clip time at which {P.OPT_FACE_AT} (and {P.OPT_SPEAKER}) point (default 0)")
+    w.add_argument(P.OPT_SPEAKER, nargs="+", action="append", metavar="X Y AUDIO[@SEC] [FACE_TIME]",
+                   help="repeatable: the person at clip pixel X Y is driven by AUDIO, heard from SEC seconds into the output "
+                        f"(default 0); FACE_TIME: when that pixel is on them (default {P.OPT_FACE_TIME}). The output's sound is "
+                        f"the audios mixed, or {P.OPT_OUT_AUDIO}")
+    w.add_argument(P.OPT_OUT_AUDIO, metavar="FILE", help=f"with {P.OPT_SPEAKER}: the output's sound instead of the speakers' mix")
     d.add_argument("--no-cache", action="store_true", help="ignore and do not write the detection cache")
     d.add_argument("--cache-dir", metavar="DIR", help="detection cache folder (default: the user cache dir)")
     m = p.add_argument_group("model and output")
@@ -115,16 +125,16 @@ def make_request(args: argparse.Namespace):
     from ..sync.pipeline import LipSyncRequest
 
     return LipSyncRequest(
-        face=args.face, audio=args.audio, checkpoint=args.checkpoint, out=args.out, detector=args.detector,
+        face=args.face, audio=args.audio or "", checkpoint=args.checkpoint, out=args.out, detector=args.detector,
         detector_weights=args.detector_weights, box=tuple(args.box) if args.box else None, pads=tuple(args.pads),
-        smooth=not args.no_smooth, face_at=tuple(args.face_at) if args.face_at else None, blend=args.blend,
+        smooth=not args.no_smooth, blend=args.blend,
         batch_size=args.batch_size, device=args.device, precision=args.precision, runtime=args.runtime, fps=args.fps,
         start_frame=args.start_frame, frames=args.frames,
         source_times=_load_source_times(args.source_times) if args.source_times else None,
         audio_start=args.audio_start, audible=tuple(args.audible) if args.audible else None, duration=args.duration,
         cache=not args.no_cache, cache_dir=args.cache_dir, crf=args.crf, encoder=args.encoder, preset=args.preset,
         silence=args.silence, enhance=args.enhance, enhance_fidelity=args.enhance_fidelity, align=args.align,
-        **meter_fields(args),
+        **meter_fields(args), **who_fields(args),
     )
 
 
@@ -226,3 +236,33 @@ def sync_line(result) -> str | None:
         return f"sync: {result.sync_verdict} (confidence {result.sync_confidence:.2f})"
     return (f"sync: {result.sync_offset_measured:+.2f} frames ({result.sync_verdict}, "
             f"confidence {result.sync_confidence:.2f})")
+
+
+# --- who speaks (sync/who.py, sync/speakers.py, sync/autoface.py) ---------------------------
+
+def who_fields(args: argparse.Namespace) -> dict:
+    """The LipSyncRequest fields of --face-at (X Y or auto), --face-time, --speaker and
+    --out-audio; Wav2LipError with one line for a malformed one."""
+    from ..sync.speakers import parse_speaker
+
+    face_at, auto = None, False
+    if args.face_at:
+        if [v.lower() for v in args.face_at] == [P.FACE_AT_AUTO]:
+            auto = True
+        else:
+            try:
+                x, y = (int(v) for v in args.face_at)
+            except ValueError:
+                raise Wav2LipError(f"{P.OPT_FACE_AT} takes X Y (clip pixels) or {P.FACE_AT_AUTO}, "
+                                   f"got {' '.join(args.face_at)!r}") from None
+            face_at = (x, y)
+    speakers = tuple(parse_speaker(v) for v in (args.speaker or []))
+    if not speakers and not args.audio:
+        raise Wav2LipError(f"give the driving audio with {P.OPT_AUDIO} FILE (or one {P.OPT_SPEAKER} per face)")
+    if speakers and args.audio:
+        raise Wav2LipError(f"with {P.OPT_SPEAKER} each face has its own audio: leave out {P.OPT_AUDIO} "
+                           f"({P.OPT_OUT_AUDIO} FILE sets the output's sound)")
+    if args.out_audio and not speakers:
+        raise Wav2LipError(f"{P.OPT_OUT_AUDIO} goes with {P.OPT_SPEAKER}; without it {P.OPT_AUDIO} is the output's sound")
+    return {"face_at": face_at, "face_auto": auto, "face_time": args.face_time, "speakers": speakers,
+            "out_audio": args.out_audio}

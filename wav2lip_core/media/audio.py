@@ -141,21 +141,21 @@ def _decode_mono(path, first: int, stop: int | None) -> tuple[np.ndarray, int, i
     return wav, rate, first if chunks else (at or 0)
 
 
-def _resampled(wav: np.ndarray, rate: int) -> np.ndarray:
-    if rate == SAMPLE_RATE:
+def _resampled(wav: np.ndarray, rate: int, to: int = SAMPLE_RATE) -> np.ndarray:
+    if rate == to:
         return wav
     import soxr  # what librosa.resample(res_type="soxr_hq") calls, without librosa's import cost
 
-    return soxr.resample(wav, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
+    return soxr.resample(wav, rate, to, quality="HQ").astype(np.float32)
 
 
-def load_audio(path: str | os.PathLike) -> np.ndarray:
+def load_audio(path: str | os.PathLike, rate: int = SAMPLE_RATE) -> np.ndarray:
     """Read any audio PyAV can decode (wav 16/24-bit and WAVEX, mp3, flac, the audio track of
-    mp4/mov/mkv) as float32 mono at 16 kHz. Raises AudioError."""
-    wav, rate, _ = _decode_mono(path, 0, None)
+    mp4/mov/mkv) as float32 mono at `rate` (the model's 16 kHz unless asked). Raises AudioError."""
+    wav, source_rate, _ = _decode_mono(path, 0, None)
     if wav.size == 0:
         raise AudioError(f"{Path(path).expanduser()} has no audio samples (empty audio). Give a file with sound.")
-    return _resampled(wav, rate)
+    return _resampled(wav, source_rate, rate)
 
 
 def segment(wav: np.ndarray, start_s: float, duration: float | None) -> tuple[np.ndarray, float]:

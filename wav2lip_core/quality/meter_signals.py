@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import Cancelled
 from ..faces import landmarks
 from ..faces.detectors import DetectorSettings
-from ..faces.tracking import CUT_THRESHOLD, track_faces
+from ..faces.tracking import track_faces
 from ..media.audio import SAMPLE_RATE
 from ..media.decode import read_frames
 from ..media.probe import VideoInfo
@@ -44,8 +44,6 @@ FLOOR_NEPERS = 11.5
 # drift of the summed flow (seconds).
 MOTION_SIZE = (48, 32)
 MOTION_DRIFT_S = 1.0
-# Thumbnail side for the meter's own shot cuts (the tracker's rule: tracking.CUT_THRESHOLD).
-THUMB = 32
 
 METHOD_LANDMARKS = "landmarks"
 METHOD_MOTION = "motion"
@@ -108,11 +106,6 @@ def lip_opening(pts: np.ndarray) -> float:
     return float(gap / width) if width > 1e-6 else float("nan")
 
 
-def _thumb(bgr: np.ndarray) -> np.ndarray:
-    grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-    return cv2.resize(grey, (THUMB, THUMB), interpolation=cv2.INTER_AREA).astype(np.float32)
-
-
 def _lower_half(bgr: np.ndarray, box) -> np.ndarray:
     y1, y2, x1, x2 = (int(v) for v in box)
     crop = bgr[(y1 + y2) // 2: y2, x1:x2]
@@ -151,16 +144,14 @@ def mouth_signal(info: VideoInfo, first: int, last: int, settings: DetectorSetti
                         progress=(lambda d, t: progress(d, 2 * t)) if progress else None)
     predictor = landmarks.load_predictor() if use_landmarks else None
     values = np.full(n, np.nan)
-    starts = [0]
-    prev_thumb = prev_crop = None
+    starts = [0, *track.shot_starts]  # the tracker's shot cuts (faces/cuts.py)
+    new_shot = set(starts)
+    prev_crop = None
     for k, (i, bgr) in enumerate(read_frames(info, range(first, last))):
         if cancel is not None and cancel():
             raise Cancelled("sync measure cancelled")
-        thumb = _thumb(bgr)
-        if prev_thumb is not None and float(np.abs(thumb - prev_thumb).mean()) > CUT_THRESHOLD:
-            starts.append(k)
+        if k in new_shot:
             prev_crop = None
-        prev_thumb = thumb
         if not track.has_face[k]:
             prev_crop = None
             continue

@@ -8,8 +8,10 @@ restorers=) -> LipSyncResult` (the request and result types: request.py).
   3. load: device, precision, encoder, the model (OpenVINO on a CPU, converted once per
      checkpoint in a child process and cached; torch on a GPU; or taken from a long-lived
      engine's `executors`), the face restorer and the landmarks predictor;
-  4. detect_faces: decode the used frames once and find one face box per frame, or take the
-     boxes from the detection cache; a fixed --box decodes nothing here;
+  4. detect_faces: decode the used frames once and find one face box per frame for each person
+     the job syncs (who.py; --face-at auto: autoface.py), or take the boxes from the detection
+     cache; a fixed --box decodes nothing here (with --speaker the output's sound is first
+     mixed from the speakers' audios: speakers.py);
   5. calibrate_int8: for an int8 model not yet quantized, on this clip's own faces;
   6. choose_offset, only with --sync-offset auto: sync a probe stretch without encoding it,
      measure it and re-plan with the correction (autooffset.py);
@@ -37,9 +39,8 @@ from pathlib import Path
 
 from .. import protocol
 from ..errors import Cancelled
-from ..faces.detectors import DetectorSettings, resolve_detector
-from ..faces.tracking import FaceTrack, track_faces
-from ..media.decode import read_frames
+from ..faces.detectors import DetectorSettings
+from ..faces.tracking import FaceTrack
 from ..media.encode import VideoWriter
 from ..media.encoders import EncoderChoice, choose_encoder
 from ..media.probe import probe_video
@@ -48,9 +49,11 @@ from ..quality.meter_live import MouthRecorder, measure_recorded
 from . import blend as blend_mod
 from .plan import Plan, make_plan
 from .request import LipSyncRequest, LipSyncResult, check_request
-from .stages import BatchLimit, Stopwatch, calibration_batches, cancel_check, sync_stages
+from .speakers import mixed_sound, speaker_plan
+from .stages import BatchLimit, Stopwatch, Voice, calibration_batches, cancel_check, sync_stages
+from .who import detect_people, detection_settings, find_faces
 
-__all__ = ["LipSyncRequest", "LipSyncResult", "run", "find_faces", "detection_settings"]
+__all__ = ["LipSyncRequest", "LipSyncResult", "run", "find_faces", "detection_settings", "detect_people"]
 
 ProgressFn = Callable[[str, int, int], None]
 CancelFn = Callable[[], bool]
@@ -120,26 +123,28 @@ def run(request: LipSyncRequest, progress: ProgressFn | None = None, cancel: Can
     notes = Notes(note)
     watch = Stopwatch()
     check_request(request)
-
-    t = time.perf_counter()
-    plan = plan_output(request, progress, notes)
-    t = watch.add("audio", t)
-    loaded = load(request, plan, progress, cancel, notes, executor=executor, executors=executors,
-                  restorers=restorers)
-    t = watch.add("load", t)
-    if cancel():
-        raise Cancelled("cancelled")
-    settings, track = detect_faces(request, plan, loaded.device, progress, cancel, notes)
-    t = watch.add("detect", t)
-    if calibrate_int8(loaded.executor, plan, track, loaded.limit.size, cancel, notes):
-        t = watch.add("load", t)
-    offset = request.sync_offset
-    if request.sync_offset_auto:
+    with mixed_sound(request, notes.tell) as request:  # --speaker: the output's sound, first
         t = time.perf_counter()
-        plan, offset = choose_offset(request, plan, track, loaded, cancel, notes)
-        watch.add("probe", t)
-    measured = sync_into_file(request, plan, track, loaded, watch, progress, cancel, notes)
-    result = summary(request, plan, track, loaded, settings, watch, notes, t0)
+        plan = plan_output(request, progress, notes)
+        t = watch.add("audio", t)
+        loaded = load(request, plan, progress, cancel, notes, executor=executor, executors=executors,
+                      restorers=restorers)
+        t = watch.add("load", t)
+        if cancel():
+            raise Cancelled("cancelled")
+        settings, tracks = detect_faces(request, plan, loaded.device, progress, cancel, notes)
+        track = tracks[0]
+        voices = [(tr, speaker_plan(request, plan.info, plan, s)) for tr, s in zip(tracks, request.speakers)] or None
+        t = watch.add("detect", t)
+        if calibrate_int8(loaded.executor, plan, track, loaded.limit.size, cancel, notes):
+            t = watch.add("load", t)
+        offset = request.sync_offset
+        if request.sync_offset_auto:
+            t = time.perf_counter()
+            plan, offset = choose_offset(request, plan, track, loaded, cancel, notes)
+            watch.add("probe", t)
+        measured = sync_into_file(request, plan, track, loaded, watch, progress, cancel, notes, voices)
+        result = summary(request, plan, tracks, loaded, settings, watch, notes, t0)
     return dataclasses.replace(result, sync_offset=offset, **measure_fields(measured))
 
 
@@ -212,15 +217,14 @@ def load_restorer(request: LipSyncRequest, device, restorers, notes: Notes):
 
 
 def detect_faces(request: LipSyncRequest, plan: Plan, device, progress: ProgressFn, cancel: CancelFn,
-                 notes: Notes) -> tuple[DetectorSettings, FaceTrack]:
-    """The detector that runs (told to the user when "auto" chose it) and its boxes for the
-    frames the output shows (the "detect" stage)."""
-    settings, line = detection_settings(request, "cuda" if device.type == "cuda" else "cpu")
-    if line:
-        notes.tell(line)
-    track = find_faces(plan, settings, cache_dir=request.cache_dir, use_cache=request.cache, progress=progress,
-                       cancel=cancel)
-    return settings, track
+                 notes: Notes) -> tuple[DetectorSettings, list[FaceTrack]]:
+    """The detector that runs and one box track per person the request syncs (who.py; with
+    --face-at auto, per shot the face that follows the audio: autoface.py)."""
+    if request.face_auto:
+        from .autoface import auto_face
+
+        return auto_face(request, plan, device, progress, cancel, notes.tell)
+    return detect_people(request, plan, device, progress, cancel, notes.tell)
 
 
 def calibrate_int8(executor, plan: Plan, track: FaceTrack, batch: int, cancel: CancelFn, notes: Notes) -> bool:
@@ -236,12 +240,15 @@ def calibrate_int8(executor, plan: Plan, track: FaceTrack, batch: int, cancel: C
 
 
 def sync_into_file(request: LipSyncRequest, plan: Plan, track: FaceTrack, loaded: Loaded, watch: Stopwatch,
-                   progress: ProgressFn, cancel: CancelFn, notes: Notes) -> SyncMeasure | None:
+                   progress: ProgressFn, cancel: CancelFn, notes: Notes,
+                   voices: list[Voice] | None = None) -> SyncMeasure | None:
     """The "sync" stage: the overlapped decode+crop, model, (enhance) and blend stages, their
     frames encoded into request.out in this thread, as they come, with progress per batch; and
-    with request.meter the sync meter's reading of those frames (None without)."""
+    with request.meter the sync meter's reading of those frames (None without). `voices`: one
+    (track, plan) per --speaker, all synced in the same pass; the meter reads the first."""
     info = plan.info
-    recorder = MouthRecorder(plan.times, plan.fps) if request.meter and plan.sound is not None else None
+    sound = plan.sound if voices is None else voices[0][1].sound
+    recorder = MouthRecorder(plan.times, plan.fps) if request.meter and sound is not None else None
     n_out = len(plan.sources)
     batch = loaded.limit.size  # progress steps at the size the pass starts with
     check_cancel = cancel_check(cancel)
@@ -258,10 +265,10 @@ def sync_into_file(request: LipSyncRequest, plan: Plan, track: FaceTrack, loaded
                      audible=request.audible) as writer, \
             sync_stages(plan, track, loaded.executor, loaded.limit, watch, poll, predictor=loaded.predictor,
                         blend=request.blend, align=request.align, restorer=loaded.restorer,
-                        recorder=recorder) as stages:
+                        recorder=recorder, voices=voices) as stages:
         progress(protocol.STAGE_SYNC, 0, n_out)
         for group, _ in stages:
-            for item in group:
+            for item in [g for g in group if g.voice == 0]:  # each frame once
                 te = time.perf_counter()
                 writer.write(item.frame, plan.times[item.k])
                 watch.add("encode", te)
@@ -272,11 +279,11 @@ def sync_into_file(request: LipSyncRequest, plan: Plan, track: FaceTrack, loaded
         te = time.perf_counter()
     watch.add("encode", te)  # closing the writer flushes the encoder and finishes the sound
     watch.add("sync", t_sync)
-    if recorder is None or plan.sound is None:
+    if recorder is None or sound is None:
         return None
     t = time.perf_counter()
     try:
-        measured = measure_recorded(recorder, plan.sound)
+        measured = measure_recorded(recorder, sound)
     except (ValueError, ArithmeticError) as exc:
         # The clip is written and whole: a reading that cannot be made must not cost it.
         notes.tell(f"sync meter: no reading ({type(exc).__name__}: {exc})")
@@ -318,49 +325,17 @@ def measure_fields(measured: SyncMeasure | None) -> dict:
             "sync_verdict": measured.verdict}
 
 
-def summary(request: LipSyncRequest, plan: Plan, track: FaceTrack, loaded: Loaded, settings: DetectorSettings,
+def summary(request: LipSyncRequest, plan: Plan, tracks: list[FaceTrack], loaded: Loaded, settings: DetectorSettings,
             watch: Stopwatch, notes: Notes, t0: float) -> LipSyncResult:
-    """The result of a finished run started at perf_counter() `t0`."""
+    """The result of a finished run started at perf_counter() `t0` (frames_with_face: frames
+    where any of the tracked people is)."""
     rel_used = [s - plan.start for s in plan.sources]
+    track = tracks[0]
     return LipSyncResult(
         out=str(Path(request.out).expanduser()), frames=len(plan.sources), fps=plan.fps, duration=plan.duration,
-        frames_with_face=int(sum(bool(track.has_face[r]) for r in rel_used)),
+        frames_with_face=int(sum(any(bool(t.has_face[r]) for t in tracks) for r in rel_used)),
         detected_frames=track.detected_frames, cache_hit=track.from_cache, device=str(loaded.device),
         precision=loaded.precision, batch_size=loaded.limit.size, seconds=time.perf_counter() - t0,
         stage_seconds=watch.seconds, detector=settings.kind, notes=notes.lines, runtime=loaded.executor.name,
         warm=loaded.warm,
     )
-
-
-def detection_settings(req: LipSyncRequest, device: str) -> tuple[DetectorSettings, str]:
-    """The detector that runs for `req` ("auto" resolved) and a line telling the user which."""
-    kind, weights, line = ("box", None, "") if req.box is not None else resolve_detector(req.detector, req.detector_weights)
-    return DetectorSettings(kind=kind, weights=weights, box=req.box, pads=tuple(req.pads), smooth=req.smooth,
-                            device=device, face_at=tuple(req.face_at) if req.face_at is not None else None), line
-
-
-def find_faces(plan: Plan, settings: DetectorSettings, *, cache_dir: str | None, use_cache: bool,
-               progress: ProgressFn, cancel: CancelFn) -> FaceTrack:
-    """Boxes for the used source frames [start, start + n) where n is what the output shows."""
-    from ..faces.cache import FaceCache
-
-    info = plan.info
-    n = min(plan.used, max(plan.sources) - plan.start + 1)
-    if settings.kind == "box":
-        y1, y2, x1, x2 = settings.box
-        box = (min(y1, info.height - 1), min(y2, info.height), min(x1, info.width - 1), min(x2, info.width))
-        settings = DetectorSettings(kind="box", box=box)
-    cache = FaceCache(cache_dir) if use_cache and settings.kind != "box" else None
-    key = None
-    if cache is not None:
-        key = f"{cache.key(info.path, settings)}-{plan.start}-{n}"
-        hit = cache.load(key)
-        if hit is not None and len(hit.boxes) == n:
-            progress(protocol.STAGE_DETECT, n, n)
-            return hit
-    frames = ((i - plan.start, f) for i, f in read_frames(info, range(plan.start, plan.start + n)))
-    track = track_faces(frames, n, settings, progress=lambda d, t: progress(protocol.STAGE_DETECT, d, t), cancel=cancel,
-                        source=info.path)
-    if cache is not None and key is not None:
-        cache.save(key, track)
-    return track

@@ -18,6 +18,7 @@ from ..errors import AudioError, MediaError, Wav2LipError
 from ..faces import landmarks
 from ..media.encode import check_output
 from .blend import BLENDS
+from .speakers import Speaker, check_speakers
 
 __all__ = ["LipSyncRequest", "LipSyncResult", "check_request"]
 
@@ -34,6 +35,12 @@ class LipSyncRequest:
     pads: tuple[int, int, int, int] = (0, 10, 0, 0)
     smooth: bool = True
     face_at: tuple[int, int] | None = None  # (x, y) on the face to follow; None: the largest
+    face_time: float = 0.0  # clip seconds at which face_at (and speakers without their own) point
+    face_auto: bool = False  # --face-at auto: per shot, the face whose mouth follows the audio best
+    # --speaker: several faces, each driven by its own audio (speakers.py); `audio` is then the
+    # output's sound (out_audio, or the engine's mix of the speakers' audios) and may be "".
+    speakers: tuple[Speaker, ...] = ()
+    out_audio: str | None = None
     blend: str = "feather"
     batch_size: int | None = None  # None: chosen for the device
     device: str = "auto"
@@ -95,10 +102,17 @@ def check_request(req: LipSyncRequest) -> None:
     """Wav2LipError (or its AudioError/MediaError) with one line for the first thing wrong in
     `req`: missing inputs, an output that would overwrite one, options out of range. Run before
     detection, so a mistake costs seconds, not minutes."""
-    for what, p, error in (("face video/image", req.face, MediaError), ("audio", req.audio, AudioError)):
+    inputs = [("face video/image", req.face, MediaError)]
+    if req.speakers:
+        inputs += [("--out-audio", req.out_audio, AudioError)] if req.out_audio else []
+    else:
+        inputs.append(("audio", req.audio, AudioError))
+    for what, p, error in inputs:
         if not Path(p).expanduser().is_file():
             raise error(f"{what} file not found: {p}. Check the path.")
-    check_output(req.out, (req.face, req.audio))  # fail before detection, not minutes later
+    sources = [req.face, req.audio, req.out_audio, *(s.audio for s in req.speakers)]
+    check_output(req.out, tuple(p for p in sources if p))  # fail before detection, not minutes later
+    check_who(req)
     if req.blend not in BLENDS:
         raise Wav2LipError(f"unknown blend {req.blend!r}: use one of {', '.join(BLENDS)}")
     if req.align not in protocol.names(protocol.ALIGNS):
@@ -128,3 +142,19 @@ def check_request(req: LipSyncRequest) -> None:
             raise Wav2LipError("--source-times needs a non-empty list of finite clip times in seconds")
         if req.fps is None:
             raise Wav2LipError("--source-times needs --fps (the output frame rate)")
+
+
+def check_who(req: LipSyncRequest) -> None:
+    """The options choosing whom to sync agree with each other and with the other options."""
+    if req.speakers and (req.face_at is not None or req.face_auto):
+        raise Wav2LipError(f"{protocol.OPT_SPEAKER} gives each face its own pixel: leave out {protocol.OPT_FACE_AT}")
+    if req.speakers and req.box is not None:
+        raise Wav2LipError(f"{protocol.OPT_SPEAKER} follows detected faces: leave out {protocol.OPT_BOX}")
+    if req.speakers and req.sync_offset_auto:
+        raise Wav2LipError(f"{protocol.OPT_SYNC_OFFSET} {protocol.SYNC_OFFSET_AUTO} measures one face: "
+                           f"give a number of frames with {protocol.OPT_SPEAKER}")
+    if req.face_auto and req.box is not None:
+        raise Wav2LipError(f"{protocol.OPT_FACE_AT} {protocol.FACE_AT_AUTO} chooses among detected faces: leave out {protocol.OPT_BOX}")
+    if not math.isfinite(req.face_time) or req.face_time < 0:
+        raise Wav2LipError(f"{protocol.OPT_FACE_TIME} is clip seconds >= 0, got {req.face_time}")
+    check_speakers(req.speakers)

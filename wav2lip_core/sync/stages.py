@@ -79,6 +79,9 @@ class FrameItem:
     # restored face at the box's size (face_in_box), already in the frame's orientation.
     face: np.ndarray | None = None
     face_in_box: bool = False
+    # Which face of the frame (--speaker: one item per speaker, all in the same group, the frame
+    # shared); the writer takes each frame once, from its voice-0 item.
+    voice: int = 0
 
     @property
     def synced(self) -> bool:
@@ -86,18 +89,23 @@ class FrameItem:
         return self.box is not None and self.weight > 0
 
 
+Voice = tuple[FaceTrack, Plan]  # one face's track and the plan of the audio that drives it
+
+
 def _batches(plan: Plan, track: FaceTrack, batch: "int | BatchLimit", cancel: CancelFn,
-             pictures: bool = False) -> Iterator[list[FrameItem]]:
+             pictures: bool = False, voices: list[Voice] | None = None) -> Iterator[list[FrameItem]]:
     """Groups of FrameItems in output order; each group is as large as the batch limit when it
-    is built (it shrinks after a GPU out-of-memory)."""
+    is built (it shrinks after a GPU out-of-memory), and holds every voice of its frames."""
     group = []
+    voices = voices or [(track, plan)]
     frames = read_frames(plan.info, plan.sources, pictures=pictures)
     for k, (src, frame) in enumerate(frames):
         if cancel():
             raise Cancelled("cancelled")
         rel = src - plan.start
-        box = tuple(int(v) for v in track.boxes[rel]) if track.has_face[rel] else None
-        group.append(FrameItem(k, frame, box, plan.window(k), plan.weight(k)))
+        for v, (vtrack, vplan) in enumerate(voices):
+            box = tuple(int(x) for x in vtrack.boxes[rel]) if vtrack.has_face[rel] else None
+            group.append(FrameItem(k, frame, box, vplan.window(k), vplan.weight(k), voice=v))
         if len(group) >= (batch.size if isinstance(batch, BatchLimit) else batch):
             yield group
             group = []
@@ -123,24 +131,27 @@ class BatchLimit:
 
 def sync_stages(plan: Plan, track: FaceTrack, executor, limit: BatchLimit, watch: Stopwatch,
                 poll: Callable[[], None], *, pictures: bool = True, predictor=None, blend: str = "feather",
-                align: str = "off", restorer=None, recorder=None) -> Overlap:
+                align: str = "off", restorer=None, recorder=None, voices: list[Voice] | None = None) -> Overlap:
     """The sync pass's decode+crop, model, (with a `restorer`, enhance.Restorer) enhance and
     blend stages, overlapped; iterating the result (in a with block) gives (group, faced items)
     per batch in output order, the generated faces already pasted into the group's frames.
     `recorder` (quality.meter_live.MouthRecorder): given every finished frame and its box, in
-    the blend stage's thread (the sync meter; its time counts as "meter")."""
+    the blend stage's thread (the sync meter; its time counts as "meter"). `voices`: several
+    faces, each with its own track and plan (--speaker); the recorder follows the first."""
 
-    leveller = Leveller(predictor) if predictor is not None and applies(align, blend) else None
+    levelling = predictor is not None and applies(align, blend)
+    levellers = [Leveller(predictor) if levelling else None for _ in (voices or [None])]
 
     def prepared(stopping: CancelFn) -> Iterator[tuple]:
         t = time.perf_counter()
-        for group in _batches(plan, track, limit, stopping, pictures):
+        for group in _batches(plan, track, limit, stopping, pictures, voices):
             t = watch.add("decode", t)
             faced = [g for g in group if g.synced]
             if predictor is not None:  # landmarks only for frames the model runs on...
                 for g in group:
                     if stopping():  # ~20 ms a face: a big batch must not hold up a cancel
                         raise Cancelled("cancelled")
+                    leveller = levellers[g.voice]
                     if g.synced:
                         g.edit = face_edit(predictor, g.frame, g.box, blend, align, leveller)
                     elif g.box is not None and leveller is not None:
@@ -184,7 +195,8 @@ def sync_stages(plan: Plan, track: FaceTrack, executor, limit: BatchLimit, watch
         if recorder is not None:
             t = time.perf_counter()
             for g in group:
-                recorder.add(g.k, g.frame, g.box)
+                if g.voice == 0:
+                    recorder.add(g.k, g.frame, g.box)
             watch.add("meter", t)
         return group, faced
 
@@ -248,7 +260,8 @@ def synthesize(plan: Plan, track: FaceTrack, model, *, device, precision: str, b
                      predictor=predictor, blend=blend, align=align) as stages:
         for group, _ in stages:
             for item in group:
-                yield item.k, item.frame
+                if item.voice == 0:
+                    yield item.k, item.frame
 
 
 def _inputs(faced: list[FrameItem]) -> tuple[np.ndarray, np.ndarray]:

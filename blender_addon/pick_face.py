@@ -132,7 +132,7 @@ class SEQUENCER_OT_wav2lip_pick_face(bpy.types.Operator):
     def invoke(self, context: Context, event: Any) -> Set[str]:
         global _session
         scene = compat.sequencer_scene(context)
-        video, sound = capture.choose_strips(context, scene)
+        video, sound = capture.choose_strips(context, scene) if scene is not None else (None, None)
         if scene is None or video is None or video.type != compat.MOVIE:
             self.report({"ERROR"}, "Select the movie strip with the faces")
             return {"CANCELLED"}
@@ -234,7 +234,8 @@ class SEQUENCER_OT_wav2lip_pick_face(bpy.types.Operator):
             bpy.types.SpaceSequenceEditor.draw_handler_remove(self._handler, "PREVIEW")
             self._handler = None
         if self._timer is not None:
-            context.window_manager.event_timer_remove(self._timer)
+            wm: Any = context.window_manager
+            wm.event_timer_remove(self._timer)
             self._timer = None
         if self._area is not None:
             self._area.header_text_set(None)

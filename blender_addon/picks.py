@@ -65,11 +65,15 @@ def label(index: int, pick: Any) -> str:
     return f"Face {index + 1} ({where}) \u2190 {pick.sound or '(no sound)'}"
 
 
-def sound_for(scene: Any, video: StripLike, sound: Optional[StripLike]) -> Optional[StripLike]:
+def sound_for(scene: Any, video: StripLike, sound: Optional[StripLike]) -> StripLike:
     """The sound strip whose --audio the job uses: the first pick's when the strip has picks,
     else the pair's own (`sound`)."""
     picks = picks_of(video)
-    return _pick_sound(scene, video, 0, picks[0]) if picks else sound
+    if picks:
+        return _pick_sound(scene, video, 0, picks[0])
+    if sound is None:
+        raise SnapshotError(f"no sound strip for '{video.name}': select the dialogue's sound strip")
+    return sound
 
 
 def _pick_sound(scene: Any, video: StripLike, index: int, pick: Any) -> StripLike:

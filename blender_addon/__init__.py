@@ -26,7 +26,8 @@ if "bpy" in locals():  # reload (F3 > Reload Scripts): re-import the submodules
                   "engine_config", "setup_python", "setup_pip", "engine_setup", "setup_weights", "setup_status",
                   "setup_task", "setup_cli", "job_state", "engine", "engine_jobs", "capture", "job_settings",
                   "engine_ui", "engine_draw", "preferences", "sync_batch", "insert", "sidebar", "sync_meter",
-                  "operators", "jobs_export", "studio", "url_fetch", "url_operators", "panel"):
+                  "operators", "jobs_export", "studio", "url_fetch", "url_operators", "pick_map", "picks", "pick_face",
+                  "panel"):
         if _name in locals():
             importlib.reload(locals()[_name])
 
@@ -34,10 +35,10 @@ import bpy  # noqa: E402,F401
 
 from . import (capture, compat, engine, engine_config, engine_draw, engine_jobs,  # noqa: E402,F401
                engine_python, engine_setup, engine_ui, insert, job_settings, job_state, jobs_export, operators, panel,
-               preferences, preview, setup_base, setup_cli, setup_pip, setup_python, setup_status, setup_task,
+               pick_face, pick_map, picks, preferences, preview, setup_base, setup_cli, setup_pip, setup_python, setup_status, setup_task,
                setup_weights, sidebar, snapshot, studio, sync_batch, sync_meter, url_fetch, url_operators, wire)
 
-_modules = (preferences, operators, sync_meter, studio, url_operators, panel)
+_modules = (preferences, operators, sync_meter, studio, url_operators, pick_face, panel)
 _registered = False
 
 

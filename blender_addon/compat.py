@@ -313,3 +313,59 @@ def frame_index_rounds() -> bool:
     Measured by rendering numbered clips: 3.4.1 truncates, 5.0.1 rounds (4.2's source rounds too:
     `round_fl_to_int(give_frame_index(...))`); the change is taken at 4.0, not measured between."""
     return BLENDER_VERSION >= (4, 0, 0)
+
+
+# --- Pick Face (pick_face.py, picks.py) ---------------------------------------------------------
+
+def strip_class() -> Any:
+    """The strips' base type, where add-on properties are registered (5.x `Strip`, else `Sequence`)."""
+    return getattr(bpy.types, "Strip", None) or getattr(bpy.types, "Sequence")
+
+
+def clip_size(strip: StripLike) -> "tuple[int, int]":
+    """The movie's size as Blender read it (the strip element's original size); (0, 0) unknown."""
+    elems = getattr(strip, "elements", None)
+    elem = elems[0] if elems is not None and len(elems) else getattr(strip, "strip_elem_from_frame", None)
+    return (int(getattr(elem, "orig_width", 0) or 0), int(getattr(elem, "orig_height", 0) or 0))
+
+
+def flip_in_image() -> bool:
+    """Whether a strip's flip mirrors its image before the transform (True) or the whole frame
+    after it (False). Measured by rendering (tests/addon/test_pick_blender.py): bpy 4.5 and 5.0
+    mirror the frame, as 3.4's render code does."""
+    return False
+
+
+def placement_values(strip: StripLike) -> Dict[str, Any]:
+    """The strip's transform, crop and flip as pick_map.Placement's fields (origin: 3.x has one
+    too; 0.5, 0.5 where absent)."""
+    t: Any = strip.transform
+    c: Any = strip.crop
+    origin = tuple(getattr(t, "origin", (0.5, 0.5)))
+    return dict(offset_x=float(t.offset_x), offset_y=float(t.offset_y), scale_x=float(t.scale_x),
+                scale_y=float(t.scale_y), rotation=float(getattr(t, "rotation", 0.0)),
+                origin=(float(origin[0]), float(origin[1])), flip_x=bool(strip.use_flip_x),
+                flip_y=bool(strip.use_flip_y), flip_in_image=flip_in_image(),
+                crop=(int(c.min_x), int(c.max_x), int(c.max_y), int(c.min_y)))
+
+
+def uniform_color_shader() -> Any:
+    """The built-in flat colour shader (4.0 dropped the `2D_` names; 3.4 may lack the plain one)."""
+    import gpu
+    try:
+        return gpu.shader.from_builtin("UNIFORM_COLOR")
+    except (ValueError, TypeError):
+        return gpu.shader.from_builtin("2D_UNIFORM_COLOR")
+
+
+def preview_region(area: Any) -> Any:
+    """The region of a Sequencer area that shows the preview (None when it shows none)."""
+    if area is None or area.type != "SEQUENCE_EDITOR":
+        return None
+    view = getattr(area.spaces.active, "view_type", "")
+    for region in area.regions:
+        if region.type == "PREVIEW" and region.width > 1 and view in ("PREVIEW", "SEQUENCER_PREVIEW"):
+            return region
+    if view == "PREVIEW":
+        return next((r for r in area.regions if r.type == "WINDOW"), None)
+    return None

@@ -9,8 +9,8 @@ from typing import Any, List
 import bpy
 from bpy.types import Context
 
-from . import (capture, compat, engine_draw, job_settings, operators, sidebar, studio, sync_batch, sync_meter,
-               url_fetch, url_operators)
+from . import (capture, compat, engine_draw, job_settings, operators, pick_face, picks, sidebar, studio, sync_batch,
+               sync_meter, url_fetch, url_operators)
 from .snapshot import overlap
 
 
@@ -54,6 +54,7 @@ def draw_panel(layout: Any, context: Context) -> None:
             col.label(text=sound.name, icon="SOUND")
         if problem:
             wrapped_label(col, context, problem, "ERROR")
+        picks.draw(layout, context, video, pick_face.SEQUENCER_OT_wav2lip_pick_face.bl_idname)
     else:
         col.label(text=f"{len(pairs)} strips, one job each:", icon="FILE_MOVIE")
         for (video, sound), problem in list(zip(pairs, problems))[:6]:
@@ -157,7 +158,7 @@ def pair_problem(scene: Any, video: Any, sound: Any, sound_selected: bool) -> st
     """Why a (movie, sound) pair cannot be synced, shown before Sync is pressed; '' when it can.
     sound_selected: a sound strip is selected (so no sound means none of them plays under it)."""
     if sound is None:
-        return NO_OVERLAP if sound_selected else NO_SOUND
+        return "" if picks.picks_of(video) else (NO_OVERLAP if sound_selected else NO_SOUND)
     v = capture.strip_info(scene, video, probe_media=False)
     a = capture.strip_info(scene, sound, probe_media=False)
     if overlap(v.final_start, v.final_end, a.final_start, a.final_end) <= 0:

@@ -19,7 +19,7 @@ from typing import Dict, Optional, Sequence
 
 # Optional parts a user may add to the engine (pyproject's extras) and a module each installs.
 OPTIONAL_EXTRAS = {"int8": "nncf", "landmarks": "dlib", "enhance": "spandrel", "ray": "ray",
-                   "url": "yt_dlp"}
+                   "url": "yt_dlp", "identity": "face_recognition_models"}
 # What each does, for the add-on's checkboxes and the status table.
 EXTRA_HELP = {
     "int8": "NNCF: Precision int8, about twice as fast on a CPU",
@@ -27,6 +27,7 @@ EXTRA_HELP = {
     "enhance": "spandrel: Enhance face (HD) restorers",
     "ray": "Ray: wav2lip batch --ray across machines",
     "url": "yt-dlp, deno and ffmpeg: video from a URL (Add > Movie from URL, --face URL)",
+    "identity": "dlib's face recognition: a picked face followed across cuts (Pick Face, --face-at, --speaker)",
 }
 # Written into the environment last, when a set-up finished (what a later run trusts).
 STAMP_FILE = "wav2lip-installed.txt"

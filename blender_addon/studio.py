@@ -20,7 +20,7 @@ import bpy
 from bpy.types import Context
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
-from . import capture, compat, job_settings, sync_batch
+from . import capture, compat, job_settings, picks, sync_batch
 from .insert import insert_result
 from .jobs_export import ReportError, StripRef, job_line, problem, read_report, write_jobs
 from .scene_time import plan
@@ -55,7 +55,9 @@ def export_jobs(context: Context, path: str) -> Exported:
     fps, rounds = compat.scene_fps(scene), compat.frame_index_rounds()
     requests: List[SyncRequest] = []
     for video, sound in pairs:
+        sound = picks.sound_for(scene, video, sound)
         req = plan(capture.strip_info(scene, video), capture.strip_info(scene, sound), fps, rounds=rounds)
+        req = picks.with_speakers(scene, video, req)
         for what, file in (("clip", req.face_path), ("sound", req.audio_path)):
             if not os.path.isfile(file):
                 raise SnapshotError(f"the {what}'s file of '{req.source_name}' is missing: {file}")

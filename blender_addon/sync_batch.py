@@ -12,7 +12,7 @@ from typing import Any, Collection, List, Optional, Set, Tuple
 import bpy
 from bpy.types import Context
 
-from . import capture, compat, engine, job_settings
+from . import capture, compat, engine, job_settings, picks
 from .compat import StripLike
 from .engine_jobs import EngineJob, JobQueue
 from .engine_python import engine_env
@@ -169,10 +169,10 @@ def pairs_to_sync(context: Context, scene: Any, op: Any, preview: bool) -> List[
     for video, sound in pairs:
         if video.type not in capture.VIDEO_TYPES:
             raise SnapshotError(f"'{video.name}' is not a movie or image strip")
-        if sound is None:
+        if sound is None and not picks.picks_of(video):  # (picks bring their own sounds)
             raise SnapshotError(
                 f"no sound strip for '{video.name}': select the dialogue's sound strip or place one under the clip")
-        if sound.type != compat.SOUND:
+        if sound is not None and sound.type != compat.SOUND:
             raise SnapshotError(f"'{sound.name}' is not a sound strip")
     return pairs  # type: ignore[return-value]
 
@@ -219,12 +219,14 @@ def prepare_batch(context: Context, op: Any, preview: bool = False) -> Batch:
     fps, rounds = compat.scene_fps(scene), compat.frame_index_rounds()
     requests: List[Tuple[StripLike, SyncRequest]] = []
     for video, sound in pairs:
+        sound = picks.sound_for(scene, video, sound)
         v, a = capture.strip_info(scene, video), capture.strip_info(scene, sound)
         if preview:
             use = (scene.frame_preview_start, scene.frame_preview_end) if scene.use_preview_range else None
             req = plan_preview(v, a, fps, int(scene.frame_current), use, rounds=rounds)
         else:
             req = plan(v, a, fps, rounds=rounds)
+        req = picks.with_speakers(scene, video, req)
         if not os.path.isfile(req.face_path):
             raise SnapshotError(f"the clip's file is missing: {req.face_path}")
         if not os.path.isfile(req.audio_path):

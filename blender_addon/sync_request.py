@@ -11,6 +11,17 @@ from .wire import protocol
 
 
 @dataclass(frozen=True)
+class Speaker:
+    """A face picked in the clip (Pick Face) and the sound that drives it."""
+
+    x: int  # clip pixel, x right
+    y: int  # clip pixel, y down
+    face_time: float  # clip seconds of the frame it was picked on
+    audio_path: str = ""
+    audio_at: float = 0.0  # output seconds where the sound file's time 0 is heard (may be negative)
+
+
+@dataclass(frozen=True)
 class SyncRequest:
     """The job, as plain data: what to run and where to put the result."""
 
@@ -31,6 +42,9 @@ class SyncRequest:
     # Clip time (s from the clip's first frame) Blender shows at V0, V0 + 1, ...; None for an
     # image, or a movie whose rate Blender does not report (then start_frame/used_frames).
     source_times: Optional[Tuple[float, ...]] = None
+    # Picked faces: one follows that face with the usual --audio; two or more each get their own
+    # sound (--speaker) and the output's sound is the engine's mix of them.
+    speakers: Tuple[Speaker, ...] = ()
 
     def engine_args(
         self,
@@ -48,19 +62,25 @@ class SyncRequest:
         """Arguments after `python -m wav2lip_core` (see the core's CLI). With source times, the
         caller writes them (`source_times_json`) to `source_times_path`."""
         P = protocol
-        args = [
-            P.OPT_FACE, self.face_path,
-            P.OPT_AUDIO, self.audio_path,
+        many = len(self.speakers) > 1  # (their own sounds: no --audio, --audio-start, --audible)
+        args = [P.OPT_FACE, self.face_path]
+        if not many:
+            args += [P.OPT_AUDIO, self.audio_path]
+        args += [
             P.OPT_CHECKPOINT, checkpoint,
             P.OPT_OUT, out,
             P.OPT_FPS, _num(self.scene_fps),
-            P.OPT_AUDIO_START, _num(self.audio_start),
+        ]
+        if not many:
+            args += [P.OPT_AUDIO_START, _num(self.audio_start)]
+        args += [
             P.OPT_DURATION, _num(self.duration),
             P.OPT_PROGRESS, P.PROGRESS_JSON,
             P.OPT_PROTOCOL, str(P.PROTOCOL_VERSION),
         ]
-        if self.audible is not None:
+        if self.audible is not None and not many:
             args += [P.OPT_AUDIBLE, _num(self.audible[0]), _num(self.audible[1])]
+        args += self.speaker_args()
         if not self.is_image:
             if self.source_times is not None:
                 if not source_times_path:
@@ -79,6 +99,18 @@ class SyncRequest:
         if precision:
             args += [P.OPT_PRECISION, precision]
         args += list(extra)
+        return args
+
+    def speaker_args(self) -> List[str]:
+        """One pick: `--face-at X Y --face-time T`; more: `--speaker X Y AUDIO@SEC T` each."""
+        P = protocol
+        if len(self.speakers) == 1:
+            k = self.speakers[0]
+            return [P.OPT_FACE_AT, str(int(k.x)), str(int(k.y)), P.OPT_FACE_TIME, _num(k.face_time)]
+        args: List[str] = []
+        for k in self.speakers:
+            args += [P.OPT_SPEAKER, str(int(k.x)), str(int(k.y)),
+                     f"{k.audio_path}{P.SPEAKER_AT}{_num(k.audio_at)}", _num(k.face_time)]
         return args
 
     def source_times_json(self) -> str:

@@ -76,7 +76,7 @@ def test_a_python_that_can_is_used_after_one_that_cannot(tmp_path):
 
 def test_extras_are_one_list(monkeypatch):
     assert install.base.OPTIONAL_EXTRAS is base.OPTIONAL_EXTRAS
-    assert set(base.OPTIONAL_EXTRAS) == {"int8", "landmarks", "enhance", "ray", "url"}
+    assert set(base.OPTIONAL_EXTRAS) == {"int8", "landmarks", "enhance", "ray", "url", "identity"}
     assert set(base.EXTRA_HELP) == set(base.OPTIONAL_EXTRAS)
 
 

@@ -25,8 +25,6 @@ J = batch_format
 # engines, so a JOBS line leaves it out. Every other argument is the add-on's own.
 LEFT_OUT: tuple = (P.OPT_PROGRESS,)
 _TIMES_KEY = P.OPT_SOURCE_TIMES[2:]
-_SPEAKER_KEY = P.OPT_SPEAKER[2:]
-_SPEAKER_VALUES = 4  # X Y AUDIO@SEC FACE_TIME
 _ID_TAIL = re.compile(r"@(-?\d+)\+(\d+)$")
 
 
@@ -73,22 +71,16 @@ def job_line(ref: StripRef, engine_args: Sequence[str], source_times: Optional[S
     """A JOBS line for the arguments the add-on sends its engine: the same options and values
     (numbers as numbers), the source times inline instead of in a temporary file."""
     args: List[str] = []
-    speakers: List[list] = []
     skip = 0
-    for i, a in enumerate(engine_args):
+    for a in engine_args:
         if skip:
             skip -= 1
         elif a in LEFT_OUT:
             skip = 1  # the option and its value
-        elif a == P.OPT_SPEAKER:  # repeated, 4 values each: one list per speaker
-            speakers.append(J.job_from_args([a, *engine_args[i + 1:i + 1 + _SPEAKER_VALUES]])[_SPEAKER_KEY])
-            skip = _SPEAKER_VALUES
         else:
             args.append(str(a))
     job: dict = {J.JOB_ID: job_id(ref)}
-    job.update(J.job_from_args(args))
-    if speakers:
-        job[_SPEAKER_KEY] = speakers
+    job.update(J.job_from_args(args))  # each --speaker its own list (batch_format.JOB_REPEATED)
     if source_times is not None:
         job[_TIMES_KEY] = [float(t) for t in source_times]
     elif _TIMES_KEY in job:

@@ -22,6 +22,9 @@ from . import protocol as P
 JOB_ID = "id"
 # Options that may hold an inline JSON list in a job; the CLI wants a file, so the runner writes one.
 JOB_INLINE_LISTS: Tuple[str, ...] = (P.OPT_SOURCE_TIMES,)
+# Options given several times: a list of lists in a job, one inner list per use
+# ("speaker": [[X, Y, "a.wav@0", T], [X, Y, "b.wav@2.5"]]).
+JOB_REPEATED: Tuple[str, ...] = (P.OPT_SPEAKER,)
 # Options naming files or folders (resolved against the JOBS file's folder).
 JOB_PATHS: Tuple[str, ...] = (P.OPT_FACE, P.OPT_AUDIO, P.OPT_CHECKPOINT, P.OPT_OUT, P.OPT_DETECTOR_WEIGHTS,
                               P.OPT_SOURCE_TIMES, P.OPT_ENHANCE, "--cache-dir")
@@ -67,6 +70,11 @@ def job_args(job: dict, list_file=None) -> list:
             if list_file is None:
                 raise ValueError(f'"{key}": give a file name here, not a list')
             args += [opt, str(list_file(opt, value))]
+        elif isinstance(value, list) and opt in JOB_REPEATED:
+            if not value or not all(isinstance(v, list) and v and all(_scalar(x) for x in v) for v in value):
+                raise ValueError(f'"{key}": give a list of lists, one per {opt}')
+            for values in value:
+                args += [opt, *(_arg(v) for v in values)]
         elif isinstance(value, list):
             if not all(_scalar(v) for v in value):
                 raise ValueError(f'"{key}": a list may hold only strings and numbers')
@@ -87,7 +95,14 @@ def job_from_args(args: list, inline_lists: bool = False) -> dict:
     for token in [str(a) for a in args]:
         if token.startswith("--") and len(token) > 2:
             key = token[2:]
-            job[key] = True
+            if token in JOB_REPEATED:
+                job.setdefault(key, []).append([])
+            else:
+                job[key] = True
+        elif key is None:
+            raise ValueError(f"{token!r} is not an option's value: options start with --")
+        elif "--" + key in JOB_REPEATED:
+            job[key][-1].append(_number(token))
         elif key is None:
             raise ValueError(f"{token!r} is not an option's value: options start with --")
         else:

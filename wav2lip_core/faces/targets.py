@@ -40,9 +40,12 @@ class Target:
 
     point: tuple[float, float] | None = None
     time: float = 0.0
+    # With no point: the rank-th largest face at each shot start (0: the largest); --face-at
+    # auto follows several such candidates and keeps, per shot, the one that speaks.
+    rank: int = 0
 
     def key(self) -> list:
-        return [list(self.point) if self.point is not None else None, round(float(self.time), 6)]
+        return [list(self.point) if self.point is not None else None, round(float(self.time), 6), self.rank]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,6 +186,10 @@ class TargetTracker:
         # A shot starts (or the track does).
         if self.uses_identity:
             return self._by_identity(i, rows)
+        if self.target.point is None and self.target.rank:
+            area = (rows[:, 2] - rows[:, 0]) * (rows[:, 3] - rows[:, 1])
+            order = np.argsort(-area, kind="stable")
+            return rows[int(order[self.target.rank])].copy() if len(rows) > self.target.rank else None
         return choose_face(rows, None, self.target.point)
 
     def _by_identity(self, i: int, rows: np.ndarray) -> np.ndarray | None:

@@ -83,9 +83,27 @@ def parse_job(line_no: int, line: str, base: Path) -> Job:
         if opt in J.JOB_PATHS and isinstance(value, str) and value and not is_url(value):  # (a URL is fetched)
             value = str(base / os.path.expanduser(value))  # an absolute value stays as it is
             value = os.path.normpath(value)
+        if opt == P.OPT_SPEAKER:  # [X, Y, "AUDIO@SEC", T]: the audio against the JOBS folder too
+            value = [[*v[:2], _speaker_audio(base, v[2]), *v[3:]] if len(v) > 2 and isinstance(v[2], str) else v
+                     for v in value]
         job.options[opt] = value
     job.fingerprint = fingerprint(job.options)
     return job
+
+
+def _speaker_audio(base, text: str) -> str:
+    """A speaker's "AUDIO[@SEC]" with AUDIO made absolute against the JOBS file's folder."""
+    head, sep, tail = text.rpartition(P.SPEAKER_AT)
+    audio, at = (head, sep + tail) if sep and head and _is_number(tail) else (text, "")
+    return os.path.normpath(str(base / os.path.expanduser(audio))) + at
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def fingerprint(options: dict) -> str:

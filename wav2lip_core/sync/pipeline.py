@@ -153,7 +153,7 @@ def plan_output(request: LipSyncRequest, progress: ProgressFn, notes: Notes) -> 
     window of the sound file the job hears)."""
     progress(protocol.STAGE_AUDIO, 0, 1)
     info = probe_video(request.face, image_fps=request.fps or 25.0)
-    plan = make_plan(request, info, sound=request.meter or request.sync_offset_auto)
+    plan = make_plan(request, info, sound=request.meter or request.sync_offset_auto or request.face_auto)
     for line in plan.notes:
         notes.tell(line)
     progress(protocol.STAGE_AUDIO, 1, 1)

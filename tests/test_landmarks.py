@@ -54,7 +54,7 @@ def test_points_agree_with_dlibs_own_detector_box(predictor, name):
         found = hog(grey, 0)
         if not found:
             continue
-        shape = dlib.shape_predictor(landmarks._model_path())(grey, found[0])
+        shape = dlib.shape_predictor(landmarks.packaged_model(landmarks.MODEL_FILE))(grey, found[0])
         ref = np.array([(p.x, p.y) for p in shape.parts()], np.float64)
         pts = predictor.points(frame, box)
         eye_span = np.hypot(*(ref[42:48].mean(0) - ref[36:42].mean(0)))

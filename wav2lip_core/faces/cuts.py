@@ -21,7 +21,7 @@ Measured (64x64 thumbnails of the tracker's 256 px copies; structure / colour di
   (tests/who_clips.fast_pan): >= 0.889, colour <= 0.27; a person sliding out of / into a
   side-by-side frame at 14 % of the width per frame: >= 0.50 (half the picture moves one way,
   half stays), colour <= 0.09; vanishing at once: >= 0.875.
-  across a cut: 5 hard cuts between different people / zooms: 0.0, colour 0.39-0.55; all 180
+  across a cut: 5 hard cuts between different people / zooms: 0.0, colour 0.39-0.55; all 192
   ordered pairs of different people from the shared clips at zooms 1-2: <= 0.333, colour >= 0.18
   (<= 0.25 where colour < 0.35); the side-by-side swap: 0.11, colour 0.01.
   same person re-framed (the same clip 30 frames later at another zoom): zoom ratio >= 1.43 always

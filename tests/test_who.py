@@ -229,7 +229,7 @@ def test_face_at_auto_picks_the_face_whose_mouth_follows_the_audio(tmp_path, lou
     clip = _speaking_pair(tmp_path / "pair.mp4", left_speaks)
     sound = _write_wav(tmp_path / "own.wav", load_audio(MEDIA / "vretalk_face1.mp4"))
     _, notes = _sync(clip, tmp_path / "out.mp4", loud_checkpoint, weights, audio=str(sound), face_auto=True,
-                     duration=5.0)
+                     duration=None)
     picked = [n for n in notes if n.startswith("face auto")]
     assert len(picked) == 1, notes
     x = int(picked[0].split("the face at (")[1].split(",")[0])
@@ -311,3 +311,20 @@ def test_without_the_identity_extra_faces_are_followed_by_position_and_a_note_sa
     n = swap_clip.n_frames
     assert _change(src, out, left, range(n)).mean() > 0.5  # the pixel's face in both shots
     assert _change(src, out, (256, 0, 512, 256), range(n)).max() == 0.0
+
+
+def test_a_jobs_file_resolves_speaker_audio_beside_it_and_resume_sees_it_change(tmp_path):
+    import os
+
+    from wav2lip_core.jobs.jobfile import parse_job
+
+    (tmp_path / "a.wav").write_bytes(b"one")
+    line = json.dumps({"face": "f.mp4", "speaker": [[10, 20, "a.wav@1.5", 0.5], [30, 40, "sub/b@x.wav"]],
+                       "out": "o.mp4"})
+    job = parse_job(1, line, tmp_path)
+    assert job.error is None
+    assert job.options["--speaker"] == [[10, 20, f"{tmp_path / 'a.wav'}@1.5", 0.5], [30, 40, str(tmp_path / "sub/b@x.wav")]]
+    before = job.fingerprint
+    (tmp_path / "a.wav").write_bytes(b"a longer take")
+    os.utime(tmp_path / "a.wav", ns=(1, 1))
+    assert parse_job(1, line, tmp_path).fingerprint != before

@@ -27,10 +27,10 @@ JOB_INLINE_LISTS: Tuple[str, ...] = (P.OPT_SOURCE_TIMES,)
 JOB_REPEATED: Tuple[str, ...] = (P.OPT_SPEAKER,)
 # Options naming files or folders (resolved against the JOBS file's folder).
 JOB_PATHS: Tuple[str, ...] = (P.OPT_FACE, P.OPT_AUDIO, P.OPT_CHECKPOINT, P.OPT_OUT, P.OPT_DETECTOR_WEIGHTS,
-                              P.OPT_SOURCE_TIMES, P.OPT_ENHANCE, "--cache-dir")
+                              P.OPT_SOURCE_TIMES, P.OPT_ENHANCE, P.OPT_OUT_AUDIO, "--cache-dir")
 # Of those, the files a result is made from (resume re-runs a job when one of them changed).
 JOB_INPUTS: Tuple[str, ...] = (P.OPT_FACE, P.OPT_AUDIO, P.OPT_CHECKPOINT, P.OPT_DETECTOR_WEIGHTS, P.OPT_SOURCE_TIMES,
-                               P.OPT_ENHANCE)
+                               P.OPT_ENHANCE, P.OPT_OUT_AUDIO)  # (and each --speaker's audio: jobfile.fingerprint)
 
 # The report (`--report R.jsonl`): one JSON object per job.
 REPORT_ID = "id"

@@ -178,12 +178,6 @@ def test_sync_sends_the_picks(n_picks, fresh, prefs, media, fake_python, dummy_c
     """What Sync Lips gives the engine (the stand-in engine parses it with the core's parser)."""
     import json
 
-    from wav2lip_core import protocol as P
-    from wav2lip_core.jobs import request
-
-    known = request.build_parser()._option_string_actions
-    if n_picks and not all(o in known for o in (P.OPT_FACE_AT, P.OPT_FACE_TIME, P.OPT_SPEAKER)):
-        pytest.skip("the core's CLI has no --face-time / --speaker yet")
     bpy, scene = fresh
     scene.render.fps = 25
     _two_speakers(bpy, scene, media, tmp_path, n_picks)

@@ -78,11 +78,12 @@ class FaceCache:
                     return None
                 boxes = np.asarray(z["boxes"], np.int32)
                 has_face = np.asarray(z["has_face"], bool)
+                shot_starts = tuple(int(i) for i in z["shot_starts"]) if "shot_starts" in z.files else ()
         except Exception:
             return None
         if boxes.ndim != 2 or boxes.shape[1] != 4 or has_face.shape != (len(boxes),):
             return None
-        return FaceTrack(boxes=boxes, has_face=has_face, detected_frames=0, from_cache=True)
+        return FaceTrack(boxes=boxes, has_face=has_face, detected_frames=0, from_cache=True, shot_starts=shot_starts)
 
     def save(self, key: str, track: FaceTrack) -> None:
         """Write atomically (files.write_atomic: temp file + rename) so a crash or a concurrent
@@ -90,7 +91,7 @@ class FaceCache:
         time."""
         def arrays(f) -> None:
             np.savez(f, version=np.int64(CACHE_VERSION), boxes=np.asarray(track.boxes, np.int32),
-                     has_face=np.asarray(track.has_face, bool))
+                     has_face=np.asarray(track.has_face, bool), shot_starts=np.asarray(track.shot_starts, np.int64))
 
         try:
             self.folder.mkdir(parents=True, exist_ok=True)

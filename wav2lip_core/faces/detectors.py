@@ -17,7 +17,7 @@ from .. import protocol
 from ..errors import DetectorError, reason
 
 # Bump when the same settings would give different boxes (part of the cache key).
-FACES_VERSION = 1
+FACES_VERSION = 2  # 2: shot cuts by faces/cuts.py, whom a track follows by faces/targets.py
 
 # What DetectorSettings runs: the protocol's detectors (but "auto", which resolve_detector turns
 # into one of them) and the fixed box.

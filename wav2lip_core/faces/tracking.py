@@ -71,7 +71,7 @@ class FaceTrack:
     has_face: np.ndarray  # (N,) bool
     detected_frames: int  # frames the detector ran on (0 for box or cache hit)
     from_cache: bool = False
-    shot_starts: tuple[int, ...] = ()  # frames after a cut (cuts.py; not kept by the cache)
+    shot_starts: tuple[int, ...] = ()  # frames after a cut (cuts.py)
     identity_decisions: int = 0  # keyframes where identity chose the face
 
 

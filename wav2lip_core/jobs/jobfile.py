@@ -111,8 +111,12 @@ def fingerprint(options: dict) -> str:
     file's size and modification time (not its content: hashing every clip on each resume would
     cost as much as reading it)."""
     inputs = {}
-    for opt in J.JOB_INPUTS:
-        value = options.get(opt)
+    files = [(opt, options.get(opt)) for opt in J.JOB_INPUTS]
+    for k, speaker in enumerate(options.get(P.OPT_SPEAKER) or []):  # [X, Y, "AUDIO@SEC", T]
+        if isinstance(speaker, list) and len(speaker) > 2 and isinstance(speaker[2], str):
+            head, sep, tail = speaker[2].rpartition(P.SPEAKER_AT)
+            files.append((f"{P.OPT_SPEAKER}-{k}", head if sep and head and _is_number(tail) else speaker[2]))
+    for opt, value in files:
         if isinstance(value, str):
             try:
                 st = os.stat(value)

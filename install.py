@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="also install NNCF for --precision int8 (the add-on's Precision: int8), about twice as fast on a CPU")
     ap.add_argument("--with", dest="extras", action="append", default=[], choices=sorted(base.OPTIONAL_EXTRAS), metavar="EXTRA",
                     help="also install an optional part (repeatable): int8; landmarks (--blend mouth, --align: dlib, "
-                         "non-commercial model); enhance (--enhance: spandrel face restorers); ray (wav2lip batch --ray); url (video from a URL: wav2lip fetch, --face URL, Add > Movie from URL)")
+                         "non-commercial model); enhance (--enhance: spandrel face restorers); ray (wav2lip batch --ray); url (video from a URL: wav2lip fetch, --face URL, Add > Movie from URL); "
+                         "identity (follow a picked person through cuts: dlib's public-domain face recognition)")
     ap.add_argument("--dev", action="store_true", help="editable install with the test dependencies")
     ap.add_argument("--demo", action="store_true", help="after setting up, lip-sync the demo (or --face/--audio) headless")
     ap.add_argument("--face", help="with --demo: your own video or image")

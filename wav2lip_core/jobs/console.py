@@ -1,7 +1,15 @@
-"""What the one-shot commands (cli, fetch_command) share on the terminal: a JSON line on stdout,
-and SIGTERM taken as Ctrl+C."""
+"""What the one-shot commands (cli, fetch_command, meter_command, faces_command) share on the
+terminal: a JSON line on stdout, SIGTERM taken as Ctrl+C, a failure as one `error:` line."""
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+from ..errors import Wav2LipError
+
+T = TypeVar("T")
 
 
 def emit(line: str) -> None:
@@ -14,3 +22,16 @@ def interrupt_on_sigterm(signum, frame) -> None:
     writer deletes its temp file (a fetch its temp folder, and stops ffmpeg) instead of the
     process vanishing with half a file."""
     raise KeyboardInterrupt
+
+
+def answer(work: Callable[[], T]) -> T | int:
+    """work()'s result, or the exit code after its failure said as one `error:` line on stderr
+    (2 for what the user can fix, 130 interrupted): the helper commands' (meter, faces) rule."""
+    try:
+        return work()
+    except Wav2LipError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

@@ -11,7 +11,7 @@ import json
 import sys
 
 from .. import protocol as P
-from ..errors import Wav2LipError
+from .console import answer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,14 +37,9 @@ def find(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        found = find(args)
-    except Wav2LipError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    found = answer(lambda: find(args))
+    if isinstance(found, int):
+        return found
     if args.json:
         print(json.dumps(found.to_json()))
         return 0

@@ -11,7 +11,7 @@ import json
 import sys
 
 from .. import protocol as P
-from ..errors import Wav2LipError
+from .console import answer
 from ..quality import meter
 
 
@@ -51,14 +51,9 @@ def measure_args(args: argparse.Namespace, progress=None, cancel=None) -> meter.
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        result = measure_args(args)
-    except Wav2LipError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    result = answer(lambda: measure_args(args))
+    if isinstance(result, int):
+        return result
     if args.json:
         print(json.dumps(result.to_json()))
         return 0

@@ -12,7 +12,7 @@ from bpy.types import Context, Scene
 
 from . import compat
 from .compat import StripLike
-from .snapshot import IMAGE, MOVIE, SOUND, StripInfo, overlap
+from .snapshot import IMAGE, MOVIE, SOUND, SnapshotError, StripInfo, overlap
 
 PREVIEW_TAG = "wav2lip_preview_of"  # custom property on a preview strip: the source strip's name
 RESULT_TAG = "wav2lip_result_of"  # the same on a synced result strip
@@ -245,3 +245,15 @@ def lone_sound(context: Context, scene: Scene) -> Optional[StripLike]:
 def occupied(scene: Scene) -> List[Tuple[int, int, int]]:
     ed = compat.editor(scene)
     return [(int(s.channel), *_span(s)) for s in compat.current_strips(ed)]
+
+
+def scene_editor(scene_name: str, what: str) -> Tuple[Scene, Any]:
+    """The scene a finished job puts `what` into (a clip's path, for the message) and its
+    sequencer, made if it has none; SnapshotError when the scene was deleted meanwhile."""
+    scene = bpy.data.scenes.get(scene_name)
+    if scene is None:
+        raise SnapshotError(f"the scene '{scene_name}' is gone; {what}")
+    ed = compat.editor(scene, create=True)
+    if ed is None:
+        raise SnapshotError(f"the scene '{scene_name}' has no sequencer")
+    return scene, ed

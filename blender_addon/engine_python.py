@@ -79,11 +79,7 @@ def candidate_interpreters() -> List[str]:
         p = shutil.which(name)
         if p:
             found.append(p)
-    seen: List[str] = []
-    for p in found:
-        if p not in seen:
-            seen.append(p)
-    return seen
+    return list(dict.fromkeys(found))  # first place wins
 
 
 class EngineNotFound(Exception):

@@ -13,7 +13,7 @@ import bpy
 from . import capture, compat
 from .compat import StripLike
 from .sync_batch import PREVIEW_SUFFIX, PREVIEW_TAG, RESULT_TAG, Job, strip_state
-from .snapshot import SnapshotError, first_free_channel
+from .snapshot import first_free_channel
 
 
 def _remove(ed: Any, strips: List[StripLike]) -> List[str]:
@@ -83,12 +83,7 @@ def _placement(job: Job, source: Optional[StripLike]) -> "tuple[int, int, str]":
 def insert_result(job: Job) -> StripLike:
     """Put the finished clip on the timeline; returns the new strip."""
     req = job.request
-    scene = bpy.data.scenes.get(job.scene_name)
-    if scene is None:
-        raise SnapshotError(f"the scene '{job.scene_name}' is gone; the synced clip is at {job.dest}")
-    ed = compat.editor(scene, create=True)
-    if ed is None:
-        raise SnapshotError(f"the scene '{job.scene_name}' has no sequencer")
+    scene, ed = capture.scene_editor(job.scene_name, f"the synced clip is at {job.dest}")
     source = compat.find_strip(ed, req.source_name)
     remove_previews(ed, req.source_name)  # the next preview, or the full sync, replaces a preview
     if not job.preview:

@@ -25,11 +25,7 @@ def python_candidates(first: Sequence[str] = ()) -> List[str]:
         p = shutil.which(name)
         if p:
             found.append(p)
-    out: List[str] = []
-    for p in found:
-        if p not in out:
-            out.append(p)
-    return out
+    return list(dict.fromkeys(found))  # first place wins
 
 
 def python_version(python: str) -> Optional[Tuple[int, int]]:

@@ -161,12 +161,7 @@ def finish(fetch: Fetch) -> Tuple[str, str, List[StripLike]]:
 def add_strips(fetch: Fetch, path: str, title: str, duration: float) -> List[StripLike]:
     """The movie strip at the playhead on the first free channel from the chosen one up, its
     sound strip on the first free channel above it; both selected, the movie active."""
-    scene = bpy.data.scenes.get(fetch.scene_name)
-    if scene is None:
-        raise SnapshotError(f"the scene '{fetch.scene_name}' is gone; the clip is at {path}")
-    ed = compat.editor(scene, create=True)
-    if ed is None:
-        raise SnapshotError(f"the scene '{fetch.scene_name}' has no sequencer")
+    scene, ed = capture.scene_editor(fetch.scene_name, f"the clip is at {path}")
     name = (title or os.path.splitext(os.path.basename(path))[0])[:60]
     first = not compat.all_strips(ed)
     n = max(1, math.ceil(duration * compat.scene_fps(scene))) if duration > 0 else 1

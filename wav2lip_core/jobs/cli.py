@@ -18,10 +18,10 @@ import signal
 import sys
 import time
 
-from .. import __version__, protocol as P
-from .console import emit, interrupt_on_sigterm
+from .. import protocol as P
+from .console import emit, greet, interrupt_on_sigterm
 from ..errors import Cancelled, Wav2LipError
-from .request import caller_mismatch_message, done_event, make_request, parse_args, sync_line
+from .request import done_event, make_request, parse_args, sync_line
 
 
 class _Bars:
@@ -82,12 +82,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return meter_main(argv[1:])
     args = parse_args(argv)
-    if args.protocol is not None and args.protocol != P.PROTOCOL_VERSION:
-        print(f"error: {caller_mismatch_message(args.protocol)}", file=sys.stderr)
-        return P.EXIT_PROTOCOL
     json_mode = args.progress == P.PROGRESS_JSON
-    if json_mode:
-        emit(P.Hello(version=__version__).to_json())
+    refused = greet(args.protocol, json_mode)
+    if refused is not None:
+        return refused
     signal.signal(signal.SIGTERM, interrupt_on_sigterm)
     bars = _Bars() if args.progress == "bar" else None
     if json_mode:

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
+from .. import __version__, protocol as P
 from ..errors import Wav2LipError
 
 T = TypeVar("T")
@@ -35,3 +36,16 @@ def answer(work: Callable[[], T]) -> T | int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+def greet(caller_protocol: object, json_mode: bool) -> int | None:
+    """A command's start: EXIT_PROTOCOL (after one `error:` line) for a caller of another
+    protocol version; else, with JSON progress, the hello line, and None (go on)."""
+    if caller_protocol is not None and caller_protocol != P.PROTOCOL_VERSION:
+        from .request import caller_mismatch_message
+
+        print(f"error: {caller_mismatch_message(caller_protocol)}", file=sys.stderr)
+        return P.EXIT_PROTOCOL
+    if json_mode:
+        emit(P.Hello(version=__version__).to_json())
+    return None

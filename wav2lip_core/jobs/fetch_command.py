@@ -19,10 +19,10 @@ import sys
 import threading
 import time
 
-from .. import __version__, protocol as P
-from .console import emit, interrupt_on_sigterm
+from .. import protocol as P
+from .console import emit, greet, interrupt_on_sigterm
 from ..errors import Cancelled, Wav2LipError
-from .request import caller_mismatch_message, parse_strict
+from .request import parse_strict
 
 # Progress lines at most this often (yt-dlp reports every block it writes).
 JSON_PROGRESS_EVERY_S = 0.2
@@ -97,12 +97,10 @@ class _ByteBar:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
-    if args.protocol is not None and args.protocol != P.PROTOCOL_VERSION:
-        print(f"error: {caller_mismatch_message(args.protocol)}", file=sys.stderr)
-        return P.EXIT_PROTOCOL
     json_mode = args.progress == P.PROGRESS_JSON
-    if json_mode:
-        emit(P.Hello(version=__version__).to_json())
+    refused = greet(args.protocol, json_mode)
+    if refused is not None:
+        return refused
     bar = _ByteBar() if args.progress == "bar" else None
     progress = _JsonProgress() if json_mode else bar
     # Signal handlers belong to the main thread; called from another (a test, a warm engine's

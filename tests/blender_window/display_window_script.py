@@ -22,7 +22,7 @@ import bpy
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from window_kit import (  # noqa: E402
     CONFIG, addon_module, log, mouse_to, open_saved_file_with_addon, override,
-    region_of, results, run, seq_area, window, xdo)
+    region_of, results, run, seq_area, show_lip_sync_tab, window, xdo)
 
 
 class Spy:
@@ -144,19 +144,7 @@ def scenario():
 
     ui = region_of(seq_area(), "UI")
     results["sidebar"] = {"x": ui.x, "y": ui.y, "width": ui.width, "height": ui.height}
-    sidebar = addon_module("sidebar")
-    if hasattr(ui, "active_panel_category"):
-        ui.active_panel_category = "Lip Sync"
-        ui.tag_redraw()
-        yield 0.5
-    mouse_to(ui.x + ui.width - 8, ui.y + ui.height - 150)  # over the tab column
-    yield 0.2
-    for attempt in range(24):
-        if sidebar._drawn_in.get(ui.as_pointer(), -1) > time.monotonic() - 0.6:
-            break
-        xdo("click", "5" if attempt < 12 else "4")  # wheel down (next tab), then back up
-        yield 0.4
-    results["tab_shown"] = sidebar._drawn_in.get(ui.as_pointer(), -1) > time.monotonic() - 1.0
+    results["tab_shown"], attempt = yield from show_lip_sync_tab(ui)
     log("lip sync tab", shown=results["tab_shown"], attempts=attempt)
 
     # 1. What the idle panel shows: settings with their names, the values a job will use.

@@ -20,8 +20,8 @@ import bpy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from window_kit import (  # noqa: E402
-    CONFIG, addon_module, log, mouse_to, open_saved_file_with_addon, override, region_of, results, run, seq_area,
-    window, xdo)
+    CONFIG, addon_module, log, mouse_to, open_saved_file_with_addon, override, results, run,
+    sequencer_preview, window, xdo)
 
 CLIP = 700  # vretalk_face1: 700 x 700
 FRAME = (960, 540)
@@ -55,13 +55,7 @@ def scenario():
         s.select = True
     ed.active_strip = face
     scene.frame_current = 25
-    big = max(window().screen.areas, key=lambda a: a.width * a.height)
-    big.type = "SEQUENCE_EDITOR"
-    yield 0.3
-    area = seq_area()
-    area.spaces.active.view_type = "PREVIEW"
-    yield 0.5
-    region = next(r for r in area.regions if r.type == "PREVIEW" and r.width > 1)
+    area, region = yield from sequencer_preview()
     results["regions"] = {r.type: [r.x, r.y, r.width, r.height] for r in area.regions}
     with bpy.context.temp_override(window=window(), screen=window().screen, area=area, region=region):
         bpy.ops.sequencer.view_all_preview()

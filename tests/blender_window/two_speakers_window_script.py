@@ -24,7 +24,7 @@ import bpy
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from window_kit import (  # noqa: E402
     COPY_KEY, CONFIG, NO_BUTTON, add_copy_key, addon_module, log, mouse_to, open_saved_file_with_addon, override,
-    rect, region_of, results, run, seq_area, window, xdo)
+    rect, region_of, results, run, sequencer_preview, show_lip_sync_tab, window, xdo)
 
 SYNC_OP = "bpy.ops.sequencer.wav2lip_sync("
 
@@ -101,24 +101,6 @@ def screenshot_while_picking(area, region, which: int, name: str):
     results["session_after_escape"] = pick_face.session() is not None
 
 
-def show_lip_sync_tab(ui):
-    """The Lip Sync tab in the sidebar: the mouse wheel over the tab column until the add-on's
-    panel draws (3.4 has no API for the tab)."""
-    sidebar = addon_module("sidebar")
-    if hasattr(ui, "active_panel_category"):
-        ui.active_panel_category = "Lip Sync"
-        ui.tag_redraw()
-        yield 0.5
-    mouse_to(ui.x + ui.width - 8, ui.y + ui.height - 150)
-    yield 0.2
-    for attempt in range(24):
-        if sidebar._drawn_in.get(ui.as_pointer(), -1) > time.monotonic() - 0.6:
-            break
-        xdo("click", "5" if attempt < 12 else "4")  # wheel down (next tab), then back up
-        yield 0.4
-    results["tab_shown"] = sidebar._drawn_in.get(ui.as_pointer(), -1) > time.monotonic() - 1.0
-
-
 def find_sync_button(ui):
     """(x, y) of the sidebar's Sync button: the pointer moved down the panel, the button under it
     copied (COPY_KEY) until it is Sync; None when there is none."""
@@ -173,17 +155,10 @@ def scenario():
     scene.frame_current = 1
 
     # The biggest editor becomes the Sequencer's preview with its sidebar (the Lip Sync panel).
-    big = max(window().screen.areas, key=lambda a: a.width * a.height)
-    big.type = "SEQUENCE_EDITOR"
-    yield 0.3
-    area = seq_area()
-    area.spaces.active.view_type = "PREVIEW"
-    area.spaces.active.show_region_ui = True
-    yield 0.5
-    region = next(r for r in area.regions if r.type == "PREVIEW" and r.width > 1)
+    area, region = yield from sequencer_preview(sidebar=True)
     ui = region_of(area, "UI")
     select(face, sounds[0])
-    yield from show_lip_sync_tab(ui)
+    results["tab_shown"], _ = yield from show_lip_sync_tab(ui)
     yield from widen_sidebar(area, CONFIG.get("widen_sidebar", 0))
     region = next(r for r in area.regions if r.type == "PREVIEW" and r.width > 1)
     ui = region_of(area, "UI")

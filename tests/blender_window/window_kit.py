@@ -105,6 +105,40 @@ def open_saved_file_with_addon():
     return bpy.context.preferences.addons[ADDON].preferences
 
 
+def sequencer_preview(sidebar: bool = False) -> Iterator[float]:
+    """The biggest editor turned into the Sequencer's preview (with its sidebar: the Lip Sync
+    panel); a step generator returning (area, its preview region)."""
+    big = max(window().screen.areas, key=lambda a: a.width * a.height)
+    big.type = "SEQUENCE_EDITOR"
+    yield 0.3  # a freshly switched area has no regions to set yet
+    area = seq_area()
+    area.spaces.active.view_type = "PREVIEW"
+    if sidebar:
+        area.spaces.active.show_region_ui = True
+    yield 0.5
+    return area, next(r for r in area.regions if r.type == "PREVIEW" and r.width > 1)
+
+
+def show_lip_sync_tab(ui) -> Iterator[float]:
+    """Show the Lip Sync tab of the sidebar region `ui` (the add-on's comes last): directly where
+    Blender can (4.2+), else the mouse wheel over the tab column until the panel draws (3.4 has
+    no API for the tab). A step generator (`shown, attempts = yield from show_lip_sync_tab(ui)`)."""
+    sidebar = addon_module("sidebar")
+    if hasattr(ui, "active_panel_category"):
+        ui.active_panel_category = "Lip Sync"
+        ui.tag_redraw()
+        yield 0.5
+    mouse_to(ui.x + ui.width - 8, ui.y + ui.height - 150)  # over the tab column
+    yield 0.2
+    attempt = 0
+    for attempt in range(24):
+        if sidebar._drawn_in.get(ui.as_pointer(), -1) > time.monotonic() - 0.6:
+            break
+        xdo("click", "5" if attempt < 12 else "4")  # wheel down (next tab), then back up
+        yield 0.4
+    return sidebar._drawn_in.get(ui.as_pointer(), -1) > time.monotonic() - 1.0, attempt
+
+
 def finish() -> None:
     results["seconds"] = round(time.monotonic() - T0, 2)
     with open(CONFIG["results"], "w", encoding="utf-8") as f:

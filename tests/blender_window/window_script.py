@@ -25,7 +25,7 @@ import bpy
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from window_kit import (  # noqa: E402
     COPY_KEY, NO_BUTTON, CONFIG, add_copy_key, T0, addon_module, log, mouse_to, open_saved_file_with_addon, override,
-    pointer, rect, region_of, results, run, seq_area, window, xdo)
+    pointer, rect, region_of, results, run, seq_area, show_lip_sync_tab, window, xdo)
 
 results.update({"events_seen": [], "panel_drawn": [], "job_progress": {}, "copy_keys": 0})
 
@@ -34,12 +34,6 @@ def mouse_over_sidebar() -> None:
     """Over the sidebar below its panels (no button there to take the events)."""
     ui = region_of(seq_area(), "UI")
     mouse_to(ui.x + ui.width // 2, ui.y + ui.height // 4)
-
-
-def mouse_over_tabs() -> None:
-    """Over the sidebar's tab column (its right edge), where the wheel switches tabs."""
-    ui = region_of(seq_area(), "UI")
-    mouse_to(ui.x + ui.width - 8, ui.y + ui.height - 150)
 
 
 class TEST_OT_event_probe(bpy.types.Operator):
@@ -106,14 +100,14 @@ def button_command(x: int, y: int):
     return wm.clipboard
 
 
-def find_button(want, x_parts=(0.3,), step=24, depth=700, near=None):
+def find_button(want, x_parts=(0.3,), step=24, depth=None, near=None):
     """(x, y) of the sidebar's first button, from the top (or nearest to y `near` first), whose
     command `want(command)` accepts; None when there is none. Probed `step` px apart: less than a
     button's height here (20 px at the interface size 1, 25 at 1.25; the Sync row 1.4 times that)."""
     ui = region_of(seq_area(), "UI")
     top = ui.y + ui.height - 1
     t0, probes = time.monotonic(), 0
-    ys = list(range(top - 10, max(ui.y, top - depth), -step))
+    ys = list(range(top - 10, max(ui.y, top - (depth or ui.height)), -step))  # default: the whole sidebar
     if near is not None:
         ys = [near] + sorted(ys, key=lambda y: abs(y - near))
     for y in ys:
@@ -282,25 +276,13 @@ def scenario():
     results["sidebar"] = rect(ui)
     results["regions"] = {r.type: rect(r) for r in area.regions}
     results["outliner"] = rect(region_of(next(a for a in window().screen.areas if a.type == "OUTLINER"), "WINDOW"))
-    sidebar = addon_module("sidebar")
     bpy.utils.register_class(TEST_OT_event_probe)
     with override():
         bpy.ops.wm.test_event_probe("INVOKE_DEFAULT")
 
     # Show the Lip Sync tab (the add-on's comes last): directly where Blender can (4.2+), else
     # the mouse wheel over the tab column until the panel draws (3.4 has no API for the tab).
-    if hasattr(ui, "active_panel_category"):
-        ui.active_panel_category = "Lip Sync"
-        ui.tag_redraw()
-        yield 0.5
-    mouse_over_tabs()
-    yield 0.2
-    for attempt in range(24):
-        if sidebar._drawn_in.get(ui.as_pointer(), -1) > time.monotonic() - 0.6:
-            break
-        xdo("click", "5" if attempt < 12 else "4")  # wheel down (next tab), then back up
-        yield 0.4
-    shown = sidebar._drawn_in.get(ui.as_pointer(), -1) > time.monotonic() - 1.0
+    shown, attempt = yield from show_lip_sync_tab(ui)
     log("lip sync tab", shown=shown, attempts=attempt)
     results["tab_shown"] = shown
     yield 0.5

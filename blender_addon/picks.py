@@ -16,7 +16,7 @@ from bpy.types import Context
 
 from . import capture, compat, pick_map
 from .compat import StripLike
-from .scene_time import check_sound, sound_time
+from .scene_time import check_sound, heard_window, sound_time
 from .snapshot import SnapshotError
 from .sync_request import Speaker, SyncRequest
 
@@ -93,14 +93,16 @@ def with_speakers(scene: Any, video: StripLike, req: SyncRequest) -> SyncRequest
     if not picks:
         return req
     fps = compat.scene_fps(scene)
+    v = capture.strip_info(scene, video, probe_media=False)
     speakers = []
     for i, pick in enumerate(picks):
         a = capture.strip_info(scene, _pick_sound(scene, video, i, pick))
         check_sound(a)
         if not os.path.isfile(a.filepath):
             raise SnapshotError(f"the sound's file is missing: {a.filepath}")
+        _, _, heard = heard_window(v, a, fps)  # a trimmed strip: heard only where it plays
         speakers.append(Speaker(x=pick.x, y=pick.y, face_time=face_time(pick), audio_path=a.filepath,
-                                audio_at=-sound_time(a, req.insert_frame, fps)))
+                                audio_at=-sound_time(a, req.insert_frame, fps), heard=heard))
     return dataclasses.replace(req, speakers=tuple(speakers))
 
 

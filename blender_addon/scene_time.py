@@ -158,6 +158,26 @@ def sound_time(s: StripInfo, scene_frame: float, scene_fps: float) -> float:
     return (scene_frame - s.frame_start + s.animation_offset_start) / scene_fps - s.sound_offset
 
 
+def heard_window(video: StripInfo, sound: StripInfo,
+                 scene_fps: float) -> Tuple[int, int, Optional[Tuple[float, float]]]:
+    """The scene frames [lo, hi) where `sound` plays under `video`, and the output seconds it is
+    heard in when the strip's trims silence some of its file there (--audible, or a speaker's
+    FROM TO), else None; SnapshotError when it does not play under the video at all."""
+    v0, v1 = video.final_start, video.final_end
+    s0, s1 = sound.final_start, sound.final_end
+    lo, hi = max(v0, s0), min(v1, s1)
+    if hi <= lo:
+        raise SnapshotError(
+            f"sound strip '{sound.name}' (frames {s0}-{s1 - 1}) does not play under '{video.name}' (frames {v0}-{v1 - 1})"
+        )
+    # Is anything of the file audible in the engine's window that the strip does not play?
+    content_end = sound.frame_start + sound.frame_duration  # where the file (as loaded) runs out
+    trimmed_front = s0 > v0 and sound_time(sound, s0, scene_fps) > 0.5 / 48000
+    trimmed_back = s1 < v1 and s1 < content_end - 1e-6
+    audible = ((lo - v0) / scene_fps, (hi - v0) / scene_fps) if (trimmed_front or trimmed_back) else None
+    return lo, hi, audible
+
+
 def plan(video: StripInfo, sound: StripInfo, scene_fps: float, *, rounds: bool = True) -> SyncRequest:
     """The engine request that reproduces, in scene time, what the viewer sees and hears.
     rounds: how this Blender turns a scaled frame index into a frame (compat.frame_index_rounds())."""
@@ -166,24 +186,13 @@ def plan(video: StripInfo, sound: StripInfo, scene_fps: float, *, rounds: bool =
     check_video(video, scene_fps)
     check_sound(sound)
     v0, v1 = video.final_start, video.final_end
-    s0, s1 = sound.final_start, sound.final_end
-    lo, hi = max(v0, s0), min(v1, s1)
-    if hi <= lo:
-        raise SnapshotError(
-            f"sound strip '{sound.name}' (frames {s0}-{s1 - 1}) does not play under '{video.name}' (frames {v0}-{v1 - 1})"
-        )
+    lo, hi, audible = heard_window(video, sound, scene_fps)
     n = v1 - v0
     duration = n / scene_fps
     audio_start = sound_time(sound, v0, scene_fps)
     notes: List[str] = []
     if lo > v0 or hi < v1:
         notes.append(f"sound covers frames {lo}-{hi - 1} of {v0}-{v1 - 1}; the rest stays silent")
-
-    # Is anything of the file audible in the engine's window that the strip does not play?
-    content_end = sound.frame_start + sound.frame_duration  # where the file (as loaded) runs out
-    trimmed_front = s0 > v0 and sound_time(sound, s0, scene_fps) > 0.5 / 48000
-    trimmed_back = s1 < v1 and s1 < content_end - 1e-6
-    audible = ((lo - v0) / scene_fps, (hi - v0) / scene_fps) if (trimmed_front or trimmed_back) else None
 
     start_frame: Optional[int] = None
     times: Optional[Tuple[float, ...]] = None

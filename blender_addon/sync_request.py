@@ -19,6 +19,8 @@ class Speaker:
     face_time: float  # clip seconds of the frame it was picked on
     audio_path: str = ""
     audio_at: float = 0.0  # output seconds where the sound file's time 0 is heard (may be negative)
+    # Output seconds the sound strip plays in, when its trims silence part of its file there.
+    heard: Optional[Tuple[float, float]] = None
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ class SyncRequest:
         return args
 
     def speaker_args(self) -> List[str]:
-        """One pick: `--face-at X Y --face-time T`; more: `--speaker X Y AUDIO@SEC T` each."""
+        """One pick: `--face-at X Y --face-time T`; more: `--speaker X Y AUDIO@SEC T [FROM TO]` each."""
         P = protocol
         if len(self.speakers) == 1:
             k = self.speakers[0]
@@ -111,6 +113,8 @@ class SyncRequest:
         for k in self.speakers:
             args += [P.OPT_SPEAKER, str(int(k.x)), str(int(k.y)),
                      f"{k.audio_path}{P.SPEAKER_AT}{_num(k.audio_at)}", _num(k.face_time)]
+            if k.heard is not None:
+                args += [_num(k.heard[0]), _num(k.heard[1])]
         return args
 
     def source_times_json(self) -> str:

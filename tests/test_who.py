@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import wave
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -176,6 +177,13 @@ def test_speakers_placed_in_time_are_mixed_into_the_output_sound(tmp_path, loud_
     assert energy(1.6, 1.9, 880) > 0.5 and energy(1.6, 1.9, 440) < 0.05  # B alone, from 1.5 s
     assert float(np.abs(heard[int(1.1 * 16000): int(1.4 * 16000)]).max()) < 0.01  # between them
 
+    # B heard only from 1.5 to 1.75 s (a trimmed sound strip): silence after, the output as long.
+    trimmed = (speakers[0], replace(speakers[1], heard=(1.5, 1.75)))
+    res, _ = _sync(clip.path, tmp_path / "trimmed.mp4", loud_checkpoint, weights, speakers=trimmed, duration=2.0)
+    heard = load_audio(tmp_path / "trimmed.mp4")
+    assert energy(1.55, 1.7, 880) > 0.5
+    assert float(np.abs(heard[int(1.8 * 16000): int(1.95 * 16000)]).max()) < 0.01
+
 
 def test_out_audio_is_the_output_sound_with_speakers(tmp_path, loud_checkpoint, weights, sounds, swap_clip):
     clip = swap_clip
@@ -243,7 +251,9 @@ def test_speaker_arguments_parse_and_bad_ones_are_one_line():
     assert parse_speaker(["10", "20", "a.wav"]) == Speaker(10, 20, "a.wav", 0.0, None)
     assert parse_speaker(["10", "20", "a.wav@-1.5", "2.25"]) == Speaker(10, 20, "a.wav", -1.5, 2.25)
     assert parse_speaker(["1", "2", "take@home.wav"]).audio == "take@home.wav"  # not a time: part of the name
-    for bad in (["10", "a.wav"], ["x", "20", "a.wav"], ["1", "2", "a.wav", "soon"], ["-1", "2", "a.wav"]):
+    assert parse_speaker(["1", "2", "a.wav@3", "0.5", "3.5", "5"]).heard == (3.5, 5.0)
+    for bad in (["10", "a.wav"], ["x", "20", "a.wav"], ["1", "2", "a.wav", "soon"], ["-1", "2", "a.wav"],
+                ["1", "2", "a.wav", "0", "3"], ["1", "2", "a.wav", "0", "5", "3"]):
         with pytest.raises(Wav2LipError, match="--speaker takes X Y AUDIO"):
             parse_speaker(bad)
 

@@ -167,10 +167,11 @@ STAGE_METER = "meter"
 OPT_FACE_AT = "--face-at"
 OPT_FACE_TIME = "--face-time"
 FACE_AT_AUTO = "auto"
-# `--speaker X Y AUDIO[@SEC] [FACE_TIME]`, repeatable: the face at clip pixel (X, Y) at clip
-# time FACE_TIME (default --face-time) is driven by AUDIO, which starts SEC seconds into the
-# output (default 0; negative: its start is cut). With speakers --audio is not needed: the
-# output's sound is the speakers' audios mixed, or --out-audio FILE.
+# `--speaker X Y AUDIO[@SEC] [FACE_TIME [FROM TO]]`, repeatable: the face at clip pixel (X, Y)
+# at clip time FACE_TIME (default --face-time) is driven by AUDIO, which starts SEC seconds into
+# the output (default 0; negative: its start is cut), heard only between output seconds FROM and
+# TO when given (a trimmed sound strip). With speakers --audio is not needed: the output's sound
+# is the speakers' audios mixed, or --out-audio FILE.
 OPT_SPEAKER = "--speaker"
 SPEAKER_AT = "@"  # AUDIO@SEC
 OPT_OUT_AUDIO = "--out-audio"

@@ -194,3 +194,23 @@ def test_sync_sends_the_picks(n_picks, fresh, prefs, media, fake_python, dummy_c
         assert argv[i:i + 10] == ["--speaker", "200", "300", f"{media / SPEECH}@0", "0.48",
                                   "--speaker", "520", "310", f"{media / OTHER}@0.4", "0.52"]
         assert "--audio" not in argv
+
+
+def test_a_trimmed_sound_strip_is_heard_only_where_it_plays(fresh, prefs, media, fake_python, dummy_checkpoint,
+                                                             engine_log, tmp_path):
+    """Two picks, Dialogue_B cut at frame 31 inside the output (frames 11-40): its speaker gets the
+    output seconds it plays in, 0.4-0.8 s, so the engine does not hear the rest of its file."""
+    import json
+
+    bpy, scene = fresh
+    scene.render.fps = 25
+    _two_speakers(bpy, scene, media, tmp_path, 2)
+    from blender_addon import compat
+
+    compat.find_strip(compat.editor(scene), "Dialogue_B").frame_final_end = 31
+    prefs.checkpoint, prefs.detector, prefs.device, prefs.engine_python = dummy_checkpoint, "auto", "cpu", fake_python
+    assert bpy.ops.sequencer.wav2lip_sync(video_strip="Face", audio_strip="Dialogue_A") == {"FINISHED"}
+    argv = json.loads(engine_log.read_text())["argv"]
+    i = argv.index("--speaker")
+    assert argv[i:i + 12] == ["--speaker", "200", "300", f"{media / SPEECH}@0", "0.48",
+                              "--speaker", "520", "310", f"{media / OTHER}@0.4", "0.52", "0.4", "0.8"]

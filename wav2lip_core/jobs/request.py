@@ -39,10 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"identity with the identity extra); {P.FACE_AT_AUTO}: per shot, the face whose mouth follows the "
                         f"audio best; default: the largest face of each shot. `wav2lip {P.FACES_COMMAND} VIDEO --time SEC` lists the pixels")
     w.add_argument(P.OPT_FACE_TIME, type=float, default=0.0, metavar="SEC", help=f"clip time at which {P.OPT_FACE_AT} (and {P.OPT_SPEAKER}) point (default 0)")
-    w.add_argument(P.OPT_SPEAKER, nargs="+", action="append", metavar="X Y AUDIO[@SEC] [FACE_TIME]",
+    w.add_argument(P.OPT_SPEAKER, nargs="+", action="append", metavar="X Y AUDIO[@SEC] [FACE_TIME [FROM TO]]",
                    help="repeatable: the person at clip pixel X Y is driven by AUDIO, heard from SEC seconds into the output "
-                        f"(default 0); FACE_TIME: when that pixel is on them (default {P.OPT_FACE_TIME}). The output's sound is "
-                        f"the audios mixed, or {P.OPT_OUT_AUDIO}")
+                        f"(default 0); FACE_TIME: when that pixel is on them (default {P.OPT_FACE_TIME}); FROM TO: the output "
+                        f"seconds it is heard in (default: wherever it plays). The output's sound is the audios mixed, or {P.OPT_OUT_AUDIO}")
     w.add_argument(P.OPT_OUT_AUDIO, metavar="FILE", help=f"with {P.OPT_SPEAKER}: the output's sound instead of the speakers' mix")
     d.add_argument("--no-cache", action="store_true", help="ignore and do not write the detection cache")
     d.add_argument("--cache-dir", metavar="DIR", help="detection cache folder (default: the user cache dir)")

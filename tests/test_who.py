@@ -153,6 +153,10 @@ def test_two_speakers_each_driven_by_their_own_audio_and_swapping_the_audios_swa
         assert _change(src, out, clip.boxes[silent], everything).max() == 0.0, speaking
         assert _change(src, out, clip.boxes[speaking], everything).mean() > 0.5, speaking
         assert any("2 speakers' audios mixed" in n for n in notes)
+        # The meter reads each speaker against their own audio: the silent one has no sound.
+        readings = [n for n in notes if n.startswith("sync meter, ")]
+        assert len(readings) == 2 and "no sound" in readings[("face1", "katie").index(silent)], readings
+        assert "no sound" not in readings[("face1", "katie").index(speaking)], readings
         assert res.duration == pytest.approx(2.4, abs=0.05)
 
 

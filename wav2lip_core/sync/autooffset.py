@@ -92,7 +92,7 @@ def auto_offset(plan: Plan, track, executor, limit: BatchLimit, poll: Callable[[
     probe = probe_plan(plan, first, last)
     recorder = MouthRecorder(probe.times, plan.fps)
     with sync_stages(probe, track, executor, limit, watch or Stopwatch(), poll, predictor=predictor, blend=blend,
-                     align=align, restorer=restorer, recorder=recorder) as stages:
+                     align=align, restorer=restorer, recorders=[recorder]) as stages:
         for _ in stages:
             poll()
     measure = measure_recorded(recorder, plan.sound)

@@ -245,10 +245,12 @@ def sync_into_file(request: LipSyncRequest, plan: Plan, track: FaceTrack, loaded
     """The "sync" stage: the overlapped decode+crop, model, (enhance) and blend stages, their
     frames encoded into request.out in this thread, as they come, with progress per batch; and
     with request.meter the sync meter's reading of those frames (None without). `voices`: one
-    (track, plan) per --speaker, all synced in the same pass; the meter reads the first."""
+    (track, plan) per --speaker, all synced in the same pass; the meter reads each against its own
+    audio (a note per speaker) and the first gives the result's reading."""
     info = plan.info
-    sound = plan.sound if voices is None else voices[0][1].sound
-    recorder = MouthRecorder(plan.times, plan.fps) if request.meter and sound is not None else None
+    sounds = [plan.sound] if voices is None else [p.sound for _, p in voices]
+    recorders = ([MouthRecorder(plan.times, plan.fps) for _ in sounds]
+                 if request.meter and all(s is not None for s in sounds) else None)
     n_out = len(plan.sources)
     batch = loaded.limit.size  # progress steps at the size the pass starts with
     check_cancel = cancel_check(cancel)
@@ -265,7 +267,7 @@ def sync_into_file(request: LipSyncRequest, plan: Plan, track: FaceTrack, loaded
                      audible=request.audible) as writer, \
             sync_stages(plan, track, loaded.executor, loaded.limit, watch, poll, predictor=loaded.predictor,
                         blend=request.blend, align=request.align, restorer=loaded.restorer,
-                        recorder=recorder, voices=voices) as stages:
+                        recorders=recorders, voices=voices) as stages:
         progress(protocol.STAGE_SYNC, 0, n_out)
         for group, _ in stages:
             for item in [g for g in group if g.voice == 0]:  # each frame once
@@ -279,17 +281,23 @@ def sync_into_file(request: LipSyncRequest, plan: Plan, track: FaceTrack, loaded
         te = time.perf_counter()
     watch.add("encode", te)  # closing the writer flushes the encoder and finishes the sound
     watch.add("sync", t_sync)
-    if recorder is None or sound is None:
+    if recorders is None:
         return None
     t = time.perf_counter()
-    try:
-        measured = measure_recorded(recorder, sound)
-    except (ValueError, ArithmeticError) as exc:
-        # The clip is written and whole: a reading that cannot be made must not cost it.
-        notes.tell(f"sync meter: no reading ({type(exc).__name__}: {exc})")
-        measured = None
+    readings = []
+    for k, (recorder, sound) in enumerate(zip(recorders, sounds)):
+        try:
+            readings.append(measure_recorded(recorder, sound))
+        except (ValueError, ArithmeticError) as exc:
+            # The clip is written and whole: a reading that cannot be made must not cost it.
+            notes.tell(f"sync meter: no reading ({type(exc).__name__}: {exc})")
+            readings.append(None)
+        if request.speakers and readings[-1] is not None:
+            m = readings[-1]
+            offset = f"{m.offset_frames:+.2f} frames, " if m.offset_frames is not None else ""
+            notes.tell(f"sync meter, {request.speakers[k].label}: {offset}{m.verdict} (confidence {m.confidence:.2f})")
     watch.add("meter", t)
-    return measured
+    return readings[0]
 
 
 # --- the sync meter in a run (quality.meter_live) and --sync-offset auto (autooffset.py) --------

@@ -131,13 +131,13 @@ class BatchLimit:
 
 def sync_stages(plan: Plan, track: FaceTrack, executor, limit: BatchLimit, watch: Stopwatch,
                 poll: Callable[[], None], *, pictures: bool = True, predictor=None, blend: str = "feather",
-                align: str = "off", restorer=None, recorder=None, voices: list[Voice] | None = None) -> Overlap:
+                align: str = "off", restorer=None, recorders=None, voices: list[Voice] | None = None) -> Overlap:
     """The sync pass's decode+crop, model, (with a `restorer`, enhance.Restorer) enhance and
     blend stages, overlapped; iterating the result (in a with block) gives (group, faced items)
     per batch in output order, the generated faces already pasted into the group's frames.
-    `recorder` (quality.meter_live.MouthRecorder): given every finished frame and its box, in
-    the blend stage's thread (the sync meter; its time counts as "meter"). `voices`: several
-    faces, each with its own track and plan (--speaker); the recorder follows the first."""
+    `recorders` (quality.meter_live.MouthRecorder, one per voice): given every finished frame
+    and that voice's box, in the blend stage's thread (the sync meter; its time counts as
+    "meter"). `voices`: several faces, each with its own track and plan (--speaker)."""
 
     levelling = predictor is not None and applies(align, blend)
     levellers = [Leveller(predictor) if levelling else None for _ in (voices or [None])]
@@ -192,11 +192,10 @@ def sync_stages(plan: Plan, track: FaceTrack, executor, limit: BatchLimit, watch
     def blended(item: tuple) -> tuple:
         group, faced = item
         blend_group(faced, blend, watch)
-        if recorder is not None:
+        if recorders:
             t = time.perf_counter()
             for g in group:
-                if g.voice == 0:
-                    recorder.add(g.k, g.frame, g.box)
+                recorders[g.voice].add(g.k, g.frame, g.box)
             watch.add("meter", t)
         return group, faced
 

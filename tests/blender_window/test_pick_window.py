@@ -15,18 +15,17 @@ from .conftest import needs_window, require_blender, run_window_script
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "pick_window_script.py"
 CLIP, AUDIO = "vretalk_face1.mp4", "vretalk_audio1.wav"
-WEIGHTS = Path("/work/shared/weights/blazeface/blazeface.pth")
 
 pytestmark = needs_window
 
 
 @pytest.fixture(scope="module")
-def pick_run(tmp_path_factory, media, engine_python):
+def pick_run(tmp_path_factory, media, blazeface_dir, engine_python):
     require_blender()
     work = tmp_path_factory.mktemp("pick-window")
     r, _ = run_window_script(SCRIPT, work, {
         "work": str(work), "engine_python": engine_python, "clip": str(media / CLIP), "audio": str(media / AUDIO),
-        "detector_weights": str(WEIGHTS) if WEIGHTS.is_file() else ""}, timeout=300)
+        "detector_weights": str(blazeface_dir / "blazeface.pth")}, timeout=300)
     print("pick face screenshot:", r.get("screenshot"))
     return r
 

@@ -174,4 +174,17 @@ FACE_AT_AUTO = "auto"
 # is the speakers' audios mixed, or --out-audio FILE.
 OPT_SPEAKER = "--speaker"
 SPEAKER_AT = "@"  # AUDIO@SEC
+
+
+def split_speaker_audio(text: str) -> Tuple[str, str]:
+    """A speaker's "AUDIO[@SEC]" as (AUDIO, "@SEC" or ""): the last "@" followed by a number;
+    any other "@" belongs to the file's name ("take@home.wav")."""
+    head, sep, tail = text.rpartition(SPEAKER_AT)
+    if sep and head:
+        try:
+            float(tail)
+        except ValueError:
+            return text, ""
+        return head, sep + tail
+    return text, ""
 OPT_OUT_AUDIO = "--out-audio"

@@ -93,17 +93,8 @@ def parse_job(line_no: int, line: str, base: Path) -> Job:
 
 def _speaker_audio(base, text: str) -> str:
     """A speaker's "AUDIO[@SEC]" with AUDIO made absolute against the JOBS file's folder."""
-    head, sep, tail = text.rpartition(P.SPEAKER_AT)
-    audio, at = (head, sep + tail) if sep and head and _is_number(tail) else (text, "")
+    audio, at = P.split_speaker_audio(text)
     return os.path.normpath(str(base / os.path.expanduser(audio))) + at
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def fingerprint(options: dict) -> str:
@@ -114,8 +105,7 @@ def fingerprint(options: dict) -> str:
     files = [(opt, options.get(opt)) for opt in J.JOB_INPUTS]
     for k, speaker in enumerate(options.get(P.OPT_SPEAKER) or []):  # [X, Y, "AUDIO@SEC", T]
         if isinstance(speaker, list) and len(speaker) > 2 and isinstance(speaker[2], str):
-            head, sep, tail = speaker[2].rpartition(P.SPEAKER_AT)
-            files.append((f"{P.OPT_SPEAKER}-{k}", head if sep and head and _is_number(tail) else speaker[2]))
+            files.append((f"{P.OPT_SPEAKER}-{k}", P.split_speaker_audio(speaker[2])[0]))
     for opt, value in files:
         if isinstance(value, str):
             try:

@@ -57,15 +57,8 @@ def parse_speaker(values: list[str]) -> Speaker:
         x, y = int(values[0]), int(values[1])
     except ValueError:
         raise Wav2LipError(f"{usage}: X and Y are whole clip pixels, got {values[0]!r} {values[1]!r}") from None
-    audio, start = values[2], 0.0
-    head, sep, tail = audio.rpartition(protocol.SPEAKER_AT)
-    if sep and head:
-        try:
-            start = float(tail)
-        except ValueError:
-            pass  # an "@" that is part of the file's name
-        else:
-            audio = head
+    audio, at = protocol.split_speaker_audio(values[2])
+    start = float(at[1:]) if at else 0.0
     time, heard = None, None
     try:
         numbers = [float(v) for v in values[3:]]

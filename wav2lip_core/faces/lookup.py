@@ -13,8 +13,8 @@ import numpy as np
 
 from ..errors import DetectorError, MediaError
 from ..media.decode import read_frames
-from ..media.probe import frame_at, probe_video
-from .detectors import DetectorSettings, detect_faces_in, make_detector
+from ..media.probe import VideoInfo, frame_at, probe_video
+from .detectors import Detector, DetectorSettings, detect_faces_in, make_detector
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,7 @@ def faces_at(path: str | os.PathLike, time: float, settings: DetectorSettings) -
     info = probe_video(path)
     if settings.kind == "box":
         raise DetectorError("a fixed --box finds no faces: choose a detector")
-    index = 0 if info.is_image else frame_at(info, float(time))
-    detector = make_detector(settings)
-    bgr = next(iter(read_frames(info, [index])))[1]
-    rows = detect_faces_in(detector, np.asarray(bgr), settings.max_side)
+    index, _, rows = frame_rows(info, time, make_detector(settings), settings.max_side)
     boxes = []
     for x1, y1, x2, y2 in rows[:, :4]:
         b = (max(0, int(round(x1))), max(0, int(round(y1))), min(info.width, int(round(x2))),
@@ -73,3 +70,22 @@ def face_containing(found: FacesFound, x: float, y: float) -> int | None:
         if best_d is None or d < best_d:
             best, best_d = k, d
     return best
+
+
+def frame_rows(info: VideoInfo, time: float, detector: Detector, max_side: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """(index, BGR frame, the detector's (K, 5) rows in its pixels) for the clip frame shown
+    `time` seconds in (the first for an image)."""
+    index = 0 if info.is_image else frame_at(info, float(time))
+    bgr = np.asarray(next(iter(read_frames(info, [index])))[1])
+    return index, bgr, detect_faces_in(detector, bgr, max_side)
+
+
+def face_at_point(info: VideoInfo, time: float, point: tuple[float, float], detector: Detector,
+                  max_side: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(the frame as RGB, the detector's x1 y1 x2 y2 row, unclipped) of the face at clip pixel
+    `point` on the frame shown at `time` (face_containing's rule); None when no face is there."""
+    index, bgr, rows = frame_rows(info, time, detector, max_side)
+    found = FacesFound(path=info.path, width=info.width, height=info.height, frame=index, time=float(time),
+                       boxes=tuple(tuple(int(round(v)) for v in r[:4]) for r in rows))
+    k = face_containing(found, *point)
+    return None if k is None else (np.ascontiguousarray(bgr[:, :, ::-1]), rows[k, :4].copy())

@@ -24,7 +24,7 @@ from ..media.decode import read_frames
 from ..quality import meter
 from ..quality.meter_live import MouthRecorder, measure_recorded
 from .plan import Plan
-from .who import detection_settings, find_tracks
+from .who import find_tracks, settings_told
 
 # Faces considered per shot: a dialogue scene rarely shows more than three faces large enough to
 # lip-sync, and each candidate costs its mouth signal on every frame.
@@ -56,9 +56,7 @@ def _score(measure: meter.SyncMeasure) -> tuple[float, float]:
 def auto_face(req, plan: Plan, device, progress: Callable[[str, int, int], None], cancel: Callable[[], bool],
               tell: Callable[[str], None]) -> tuple[DetectorSettings, list[FaceTrack]]:
     """The detector and one track: per shot, the candidate face that speaks (told per shot)."""
-    settings, line = detection_settings(req, "cuda" if device.type == "cuda" else "cpu")
-    if line:
-        tell(line)
+    settings = settings_told(req, device, tell)
     if plan.sound is None:
         raise ValueError("auto_face needs a plan made with sound=True")
     candidates = find_tracks(plan, settings, [Target(rank=r) for r in range(CANDIDATES)], cache_dir=req.cache_dir,

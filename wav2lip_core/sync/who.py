@@ -10,16 +10,14 @@ import hashlib
 import json
 from collections.abc import Callable
 
-import numpy as np
 
 from .. import protocol
 from ..errors import Wav2LipError
-from ..faces.detectors import DetectorSettings, detect_faces_in, make_detector, resolve_detector
-from ..faces.lookup import FacesFound, face_containing
+from ..faces.detectors import DetectorSettings, make_detector, resolve_detector
+from ..faces.lookup import face_at_point
 from ..faces.targets import Target
 from ..faces.tracking import FaceTrack, track_targets
 from ..media.decode import read_frames
-from ..media.probe import frame_at
 from .plan import Plan
 
 ProgressFn = Callable[[str, int, int], None]
@@ -32,6 +30,15 @@ def detection_settings(req, device: str) -> tuple[DetectorSettings, str]:
     kind, weights, line = ("box", None, "") if req.box is not None else resolve_detector(req.detector, req.detector_weights)
     return DetectorSettings(kind=kind, weights=weights, box=req.box, pads=tuple(req.pads), smooth=req.smooth,
                             device=device, face_at=tuple(req.face_at) if req.face_at is not None else None), line
+
+
+def settings_told(req, device, tell: NoteFn) -> DetectorSettings:
+    """detection_settings for the job's torch `device`, the line saying which detector "auto"
+    chose told."""
+    settings, line = detection_settings(req, "cuda" if device.type == "cuda" else "cpu")
+    if line:
+        tell(line)
+    return settings
 
 
 def targets_for(req) -> list[Target]:
@@ -63,19 +70,13 @@ def identity_for(plan: Plan, settings: DetectorSettings, targets: list[Target], 
         if t.point is None:
             galleries.append(None)
             continue
-        info = plan.info
-        index = 0 if info.is_image else frame_at(info, t.time)
-        bgr = np.asarray(next(iter(read_frames(info, [index])))[1])
-        rows = detect_faces_in(detector, bgr, settings.max_side)[:, :4]
-        found = FacesFound(path=info.path, width=info.width, height=info.height, frame=index, time=t.time,
-                           boxes=tuple(tuple(int(round(v)) for v in r) for r in rows))
-        k = face_containing(found, *t.point)
-        if k is None:
+        face = face_at_point(plan.info, t.time, t.point, detector, settings.max_side)
+        if face is None:
             raise Wav2LipError(
-                f"no face at ({t.point[0]:g}, {t.point[1]:g}) at {t.time:g} s of {info.path}: "
+                f"no face at ({t.point[0]:g}, {t.point[1]:g}) at {t.time:g} s of {plan.info.path}: "
                 f"`wav2lip {protocol.FACES_COMMAND} VIDEO --time {t.time:g}` lists the faces there and their pixels")
-        rgb = np.ascontiguousarray(bgr[:, :, ::-1])
-        galleries.append(embedder.embed(rgb, rows[k:k + 1].astype(np.float64)))
+        rgb, row = face
+        galleries.append(embedder.embed(rgb, row[None]))
     return embedder, galleries
 
 
@@ -106,9 +107,12 @@ def find_tracks(plan: Plan, settings: DetectorSettings, targets: list[Target], *
     cache = FaceCache(cache_dir) if use_cache else None
     keys: list[str] = []
     if cache is not None:
-        who = json.dumps([[t.key() for t in targets], embedder is not None], sort_keys=True)
         base = f"{cache.key(info.path, settings)}-{plan.start}-{n}"
-        if len(targets) > 1 or targets[0] != Target(point=targets[0].point) or embedder is not None:
+        # One face by position from time 0 is what settings.face_at already says: the key it
+        # always had. Anything else (more people, a later pick time, a rank, identity) adds its own.
+        by_settings = len(targets) == 1 and targets[0] == Target(point=targets[0].point) and embedder is None
+        if not by_settings:
+            who = json.dumps([[t.key() for t in targets], embedder is not None], sort_keys=True)
             base += "-" + hashlib.sha256(who.encode()).hexdigest()[:12]
         keys = [base] if len(targets) == 1 else [f"{base}-{k}" for k in range(len(targets))]
         hits = [cache.load(key) for key in keys]
@@ -129,9 +133,7 @@ def detect_people(req, plan: Plan, device, progress: ProgressFn, cancel: CancelF
                   tell: NoteFn) -> tuple[DetectorSettings, list[FaceTrack]]:
     """The detector that runs (told when "auto" chose it) and one track per person the request
     syncs (the "detect" stage), each person's frames and how they were followed told."""
-    settings, line = detection_settings(req, "cuda" if device.type == "cuda" else "cpu")
-    if line:
-        tell(line)
+    settings = settings_told(req, device, tell)
     targets = targets_for(req)
     embedder, galleries = (None, None) if settings.kind == "box" else identity_for(plan, settings, targets, tell)
     tracks = find_tracks(plan, settings, targets, cache_dir=req.cache_dir, use_cache=req.cache, progress=progress,

@@ -232,10 +232,9 @@ def sync_line(result) -> str | None:
     0.71)" or "sync: no sync found (confidence 0.12)"; None without a reading."""
     if result.sync_verdict is None:
         return None
-    if result.sync_offset_measured is None:
-        return f"sync: {result.sync_verdict} (confidence {result.sync_confidence:.2f})"
-    return (f"sync: {result.sync_offset_measured:+.2f} frames ({result.sync_verdict}, "
-            f"confidence {result.sync_confidence:.2f})")
+    from ..quality.meter import reading_text  # (after a run: numpy is loaded by then)
+
+    return "sync: " + reading_text(result.sync_offset_measured, result.sync_verdict, result.sync_confidence)
 
 
 # --- who speaks (sync/who.py, sync/speakers.py, sync/autoface.py) ---------------------------

@@ -112,6 +112,14 @@ class SyncMeasure:
         return out
 
 
+def reading_text(offset_frames: float | None, verdict: str, confidence: float) -> str:
+    """A reading in one phrase: "+0.30 frames (in sync, confidence 0.71)", or without an offset
+    "no sync found (confidence 0.12)" (the CLI's sync line, the per-speaker notes)."""
+    if offset_frames is None:
+        return f"{verdict} (confidence {confidence:.2f})"
+    return f"{offset_frames:+.2f} frames ({verdict}, confidence {confidence:.2f})"
+
+
 def verdict_for(offset: float, confidence: float) -> str:
     if confidence < MIN_CONFIDENCE:
         return NO_SYNC

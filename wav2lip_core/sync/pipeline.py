@@ -44,7 +44,7 @@ from ..faces.tracking import FaceTrack
 from ..media.encode import VideoWriter
 from ..media.encoders import EncoderChoice, choose_encoder
 from ..media.probe import probe_video
-from ..quality.meter import SyncMeasure
+from ..quality.meter import SyncMeasure, reading_text
 from ..quality.meter_live import MouthRecorder, measure_recorded
 from . import blend as blend_mod
 from .plan import Plan, make_plan
@@ -294,8 +294,8 @@ def sync_into_file(request: LipSyncRequest, plan: Plan, track: FaceTrack, loaded
             readings.append(None)
         if request.speakers and readings[-1] is not None:
             m = readings[-1]
-            offset = f"{m.offset_frames:+.2f} frames, " if m.offset_frames is not None else ""
-            notes.tell(f"sync meter, {request.speakers[k].label}: {offset}{m.verdict} (confidence {m.confidence:.2f})")
+            reading = reading_text(m.offset_frames, m.verdict, m.confidence)
+            notes.tell(f"sync meter, {request.speakers[k].label}: {reading}")
     watch.add("meter", t)
     return readings[0]
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 import math
 import os
 import sys
-import time
 
 import bpy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from window_kit import (  # noqa: E402
     CONFIG, addon_module, log, mouse_to, open_saved_file_with_addon, override, results, run,
-    sequencer_preview, window, xdo)
+    sequencer_preview, wait_for_faces, window, xdo)
 
 CLIP = 700  # vretalk_face1: 700 x 700
 FRAME = (960, 540)
@@ -67,14 +66,7 @@ def scenario():
     with bpy.context.temp_override(window=window(), screen=window().screen, area=area, region=region):
         results["invoke"] = sorted(bpy.ops.sequencer.wav2lip_pick_face("INVOKE_DEFAULT"))
     pick_face = addon_module("pick_face")
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 120:
-        s = pick_face.session()
-        # Until Pick Face itself has taken the answer (its modal copies the job's faces on its next
-        # timer tick): the job being finished is not enough, the boxes may not be there yet.
-        if s is None or s.boxes or not s.message.endswith("..."):
-            break
-        yield 0.5
+    yield from wait_for_faces(120, 0.5)
     s = pick_face.session()
     results["faces"] = s.boxes if s is not None else None
     results["message"] = s.message if s is not None else None

@@ -24,7 +24,7 @@ import bpy
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from window_kit import (  # noqa: E402
     COPY_KEY, CONFIG, NO_BUTTON, add_copy_key, addon_module, log, mouse_to, open_saved_file_with_addon, override,
-    rect, region_of, results, run, sequencer_preview, show_lip_sync_tab, window, xdo)
+    rect, region_of, results, run, sequencer_preview, show_lip_sync_tab, wait_for_faces, window, xdo)
 
 SYNC_OP = "bpy.ops.sequencer.wav2lip_sync("
 
@@ -44,16 +44,6 @@ def select(face, sound) -> None:
     ed.active_strip = face
 
 
-def wait_for_faces(pick_face):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 60:
-        s = pick_face.session()
-        # (the modal's timer takes the answer into the session: its message says so)
-        if s is None or s.boxes or not s.message.endswith("..."):
-            break
-        yield 0.3
-
-
 def pick(area, region, which: int):
     """Pick Face, then a click on face `which` (left to right) of those found; the faces found."""
     pick_face = addon_module("pick_face")
@@ -61,7 +51,7 @@ def pick(area, region, which: int):
     yield 0.2
     with bpy.context.temp_override(window=window(), screen=window().screen, area=area, region=region):
         results.setdefault("invoke", []).append(sorted(bpy.ops.sequencer.wav2lip_pick_face("INVOKE_DEFAULT")))
-    yield from wait_for_faces(pick_face)
+    yield from wait_for_faces(60)
     s = pick_face.session()
     boxes = sorted(s.boxes, key=lambda b: b[0]) if s is not None else []
     log("faces", boxes=boxes, message=s.message if s is not None else None)
@@ -81,7 +71,7 @@ def screenshot_while_picking(area, region, which: int, name: str):
     pick_face = addon_module("pick_face")
     with bpy.context.temp_override(window=window(), screen=window().screen, area=area, region=region):
         results["invoke"].append(sorted(bpy.ops.sequencer.wav2lip_pick_face("INVOKE_DEFAULT")))
-    yield from wait_for_faces(pick_face)
+    yield from wait_for_faces(60)
     s = pick_face.session()
     boxes = sorted(s.boxes, key=lambda b: b[0]) if s is not None else []
     if len(boxes) > which:

@@ -119,6 +119,19 @@ def sequencer_preview(sidebar: bool = False) -> Iterator[float]:
     return area, next(r for r in area.regions if r.type == "PREVIEW" and r.width > 1)
 
 
+def wait_for_faces(timeout: float, step: float = 0.3) -> Iterator[float]:
+    """Until the running Pick Face has taken the engine's answer (its modal copies the faces job's
+    answer on its next timer tick, and its message then stops ending in "..."), or it ended: a
+    finished job is not enough, its boxes may not be in the session yet."""
+    pick_face = addon_module("pick_face")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        s = pick_face.session()
+        if s is None or s.boxes or not s.message.endswith("..."):
+            return
+        yield step
+
+
 def show_lip_sync_tab(ui) -> Iterator[float]:
     """Show the Lip Sync tab of the sidebar region `ui` (the add-on's comes last): directly where
     Blender can (4.2+), else the mouse wheel over the tab column until the panel draws (3.4 has
